@@ -1,0 +1,19 @@
+#!/usr/bin/env python
+"""Benchmarks; each prints ratios against named baselines measured in the same run.
+
+    python tools/benchmark.py model      # I3D R50 vs pytorchvideo i3d_r50; SDPA vs explicit non-local
+    python tools/benchmark.py data       # full loader vs decord decode-only bound vs PyAV sequential
+    python tools/benchmark.py train      # demo preset clips/s and data-wait, 1 and 2 processes
+    python tools/benchmark.py eval       # multi-view test views/s
+    python tools/benchmark.py features   # feature extraction video-seconds/s
+"""
+import importlib
+import sys
+
+SUITES = {"model": "model", "data": "data", "train": "train", "eval": "evaluation", "features": "evaluation"}
+
+if __name__ == "__main__":
+    if len(sys.argv) < 2 or sys.argv[1] not in SUITES:
+        sys.exit(f"usage: {sys.argv[0]} {{{'|'.join(SUITES)}}} [options]")
+    module = importlib.import_module(f"videoattn.benchmarks.{SUITES[sys.argv[1]]}")
+    sys.exit(module.main([sys.argv[1]] + sys.argv[2:]))

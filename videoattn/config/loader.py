@@ -1,0 +1,181 @@
+"""Load a YAML config over the schema, with file:line errors and nearest-key suggestions.
+
+Order of precedence (later wins): schema defaults < ``model.preset`` < ``_base_`` files <
+the YAML file < ``key=value`` overrides.
+"""
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import os
+from typing import Any, Iterable, List, Optional
+
+import yaml
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from videoattn.config.schema import Config
+
+BASE_KEY = "_base_"
+
+
+class ConfigError(ValueError):
+    """A config file or override names an unknown key, has a wrong type or is malformed."""
+
+
+def _fields(dc: Any) -> dict:
+    return {f.name: f for f in dataclasses.fields(dc)}
+
+
+def _child_schema(dc: Any, name: str) -> Optional[Any]:
+    """The dataclass type of field ``name`` of ``dc`` if it is a section, else None."""
+    default = _fields(dc)[name].default_factory  # type: ignore[misc]
+    if default is dataclasses.MISSING:
+        return None
+    value = default()
+    return type(value) if dataclasses.is_dataclass(value) else None
+
+
+def _unknown_key_message(key: str, parent: str, dc: Any, where: str) -> str:
+    valid = list(_fields(dc))
+    near = difflib.get_close_matches(key, valid, n=1, cutoff=0.5)
+    full = f"{parent}.{key}" if parent else key
+    hint = f"; did you mean '{(parent + '.') if parent else ''}{near[0]}'?" if near else ""
+    return f"{where}: unknown config key '{full}'{hint} (valid keys under '{parent or '<root>'}': {', '.join(valid)})"
+
+
+def _check_node(node: yaml.Node, dc: Any, parent: str, path: str) -> None:
+    """Check every key of a YAML mapping node against dataclass ``dc``; raise with file:line."""
+    if not isinstance(node, yaml.MappingNode):
+        raise ConfigError(f"{path}:{node.start_mark.line + 1}: '{parent or '<root>'}' must be a mapping")
+    for key_node, value_node in node.value:
+        key = key_node.value
+        where = f"{path}:{key_node.start_mark.line + 1}"
+        if not parent and key == BASE_KEY:
+            continue
+        if key not in _fields(dc):
+            raise ConfigError(_unknown_key_message(key, parent, dc, where))
+        child = _child_schema(dc, key)
+        full = f"{parent}.{key}" if parent else key
+        if child is not None:
+            if isinstance(value_node, yaml.ScalarNode) and value_node.value in ("", "null", "~"):
+                continue
+            _check_node(value_node, child, full, path)
+
+
+def _key_lines(node: yaml.Node, parent: str = "") -> dict:
+    """Map every dotted key of a YAML mapping to its 1-based line number."""
+    lines = {}
+    if isinstance(node, yaml.MappingNode):
+        for key_node, value_node in node.value:
+            full = f"{parent}.{key_node.value}" if parent else key_node.value
+            lines[full] = key_node.start_mark.line + 1
+            lines.update(_key_lines(value_node, full))
+    return lines
+
+
+def _read_yaml(path: str) -> tuple[dict, dict]:
+    """Parse, check and return (data, key -> line) of one YAML file, following ``_base_``."""
+    if not os.path.isfile(path):
+        raise ConfigError(f"config file not found: {path}")
+    with open(path, "r", encoding="utf-8") as f:
+        text = f.read()
+    try:
+        node = yaml.compose(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        line = f":{mark.line + 1}" if mark is not None else ""
+        raise ConfigError(f"{path}{line}: malformed YAML: {getattr(e, 'problem', e)}") from None
+    if node is None:
+        return {}, {}
+    _check_node(node, Config, "", path)
+    data = yaml.safe_load(text) or {}
+    lines = {k: f"{path}:{v}" for k, v in _key_lines(node).items()}
+    base = data.pop(BASE_KEY, None)
+    if base is None:
+        return data, lines
+    merged: dict = {}
+    merged_lines: dict = {}
+    for rel in [base] if isinstance(base, str) else list(base):
+        b_data, b_lines = _read_yaml(os.path.join(os.path.dirname(path), rel))
+        merged = OmegaConf.to_container(OmegaConf.merge(merged, b_data))  # type: ignore[assignment]
+        merged_lines.update(b_lines)
+    merged = OmegaConf.to_container(OmegaConf.merge(merged, data))  # type: ignore[assignment]
+    merged_lines.update(lines)
+    return merged, merged_lines
+
+
+def _parse_override(item: str) -> tuple[str, Any]:
+    if "=" not in item:
+        raise ConfigError(f"override '{item}' is not of the form key=value")
+    key, value = item.split("=", 1)
+    key = key.strip().lstrip("-")
+    dc: Any = Config
+    parts = key.split(".")
+    for i, part in enumerate(parts):
+        parent = ".".join(parts[:i])
+        if dc is None:
+            raise ConfigError(f"override '{item}': '{parent}' has no sub-keys")
+        if part not in _fields(dc):
+            raise ConfigError(_unknown_key_message(part, parent, dc, f"override '{item}'"))
+        dc = _child_schema(dc, part)
+    try:
+        parsed = yaml.safe_load(value) if value != "" else ""
+    except yaml.YAMLError:
+        parsed = value
+    return key, parsed
+
+
+def _merge(base: DictConfig, update: Any, where_of) -> DictConfig:
+    try:
+        return OmegaConf.merge(base, update)  # type: ignore[return-value]
+    except OmegaConfBaseException as e:
+        key = getattr(e, "full_key", None) or "?"
+        raise ConfigError(f"{where_of(key)}: invalid value for '{key}': {str(e).splitlines()[0]}") from None
+
+
+def load_config(path: Optional[str] = None, overrides: Iterable[str] = ()) -> DictConfig:
+    """Return the merged, type-checked config.
+
+    Args:
+        path: a YAML file (may name ``_base_`` files relative to itself), or None for defaults.
+        overrides: ``["solver.base_lr=0.01", "data.num_frames=16", ...]``.
+    Raises:
+        ConfigError: unknown key (with file:line and the nearest valid key), wrong type, bad YAML.
+    """
+    cfg: DictConfig = OmegaConf.structured(Config)
+    data, lines = _read_yaml(path) if path else ({}, {})
+    parsed: List[tuple[str, Any]] = [_parse_override(o) for o in overrides]
+    over_cfg = OmegaConf.from_dotlist([])
+    for key, value in parsed:
+        OmegaConf.update(over_cfg, key, value, force_add=True)
+
+    preset = dict(parsed).get("model.preset", (data.get("model") or {}).get("preset", ""))
+    if preset:
+        from videoattn.models.presets import PRESETS  # lazy: plain dicts, no torch needed
+
+        if preset not in PRESETS:
+            near = difflib.get_close_matches(preset, list(PRESETS), n=1, cutoff=0.3)
+            hint = f"; did you mean '{near[0]}'?" if near else ""
+            raise ConfigError(f"{lines.get('model.preset', 'override')}: unknown model.preset '{preset}'{hint} "
+                              f"(presets: {', '.join(PRESETS)})")
+        cfg = _merge(cfg, {"model": PRESETS[preset]}, lambda k: f"preset {preset}")
+    cfg = _merge(cfg, data, lambda k: lines.get(k, path or "config"))
+    cfg = _merge(cfg, over_cfg, lambda k: f"override '{k}'")
+    return cfg
+
+
+def save_config(cfg: DictConfig, path: str) -> None:
+    """Write the resolved config as YAML, atomically."""
+    from videoattn.utils.io import atomic_write_text
+
+    atomic_write_text(path, OmegaConf.to_yaml(cfg, resolve=True))
+
+
+def config_to_dict(cfg: DictConfig) -> dict:
+    return OmegaConf.to_container(cfg, resolve=True)  # type: ignore[return-value]
+
+
+def config_from_dict(data: dict) -> DictConfig:
+    """Rebuild a typed config from a plain dict (e.g. the ``config`` stored in a checkpoint)."""
+    return _merge(OmegaConf.structured(Config), data, lambda k: "checkpoint config")
