@@ -1,0 +1,1 @@
+"""Training, evaluation, feature extraction, checkpoints and process-group handling."""
