@@ -6,13 +6,23 @@ A checkpoint is ``{"model_state": ..., "config": <plain dict>, "meta": {...}, ..
 """
 from __future__ import annotations
 
+import contextlib
 import datetime
-from typing import Any, Dict, Optional
+import logging
+import os
+import random
+import re
+from typing import Any, Dict, List, Optional, Tuple
 
+import numpy as np
 import torch
+from torch import nn
 
 import videoattn
 from videoattn.utils.io import atomic_torch_save
+
+logger = logging.getLogger(__name__)
+HEAD_PREFIX = "head.proj."  # the classifier that fine-tuning re-initialises
 
 
 class CheckpointError(RuntimeError):
@@ -59,3 +69,114 @@ def load_checkpoint(path: str, map_location: str = "cpu") -> dict:
     if not isinstance(ckpt, dict) or "model_state" not in ckpt:
         raise CheckpointError(f"{path} is not a videoattn/PySlowFast checkpoint (no 'model_state' key)")
     return ckpt
+
+
+# --- Training checkpoints: naming, resume, retention, best, fine-tuning, RNG state -----------------
+
+CHECKPOINT_DIR = "checkpoints"
+BEST_NAME = "checkpoint_best.pyth"
+_EPOCH_RE = re.compile(r"^checkpoint_epoch_(\d{5,})\.pyth$")
+
+
+def checkpoint_dir(output_dir: str) -> str:
+    return os.path.join(output_dir, CHECKPOINT_DIR)
+
+
+def epoch_checkpoint_path(output_dir: str, epoch: int) -> str:
+    """``output_dir/checkpoints/checkpoint_epoch_00005.pyth`` for 1-based ``epoch`` (PySlowFast)."""
+    return os.path.join(checkpoint_dir(output_dir), f"checkpoint_epoch_{epoch:05d}.pyth")
+
+
+def best_checkpoint_path(output_dir: str) -> str:
+    return os.path.join(checkpoint_dir(output_dir), BEST_NAME)
+
+
+def list_epoch_checkpoints(output_dir: str) -> List[Tuple[int, str]]:
+    """``[(epoch, path), ...]`` of the periodic checkpoints in ``output_dir``, oldest first."""
+    folder = checkpoint_dir(output_dir)
+    if not os.path.isdir(folder):
+        return []
+    found = [(int(m.group(1)), os.path.join(folder, name))
+             for name in os.listdir(folder) if (m := _EPOCH_RE.match(name))]
+    return sorted(found)
+
+
+def find_last_checkpoint(output_dir: str) -> Optional[Tuple[str, dict]]:
+    """The newest readable periodic checkpoint as ``(path, ckpt)``, or None.
+
+    Truncated or unreadable files are skipped with a warning naming them.
+    """
+    for _, path in reversed(list_epoch_checkpoints(output_dir)):
+        try:
+            return path, load_checkpoint(path)
+        except CheckpointError as e:
+            logger.warning("skipping checkpoint %s: %s", path, e)
+    return None
+
+
+def prune_checkpoints(output_dir: str, keep_last: int) -> List[str]:
+    """Delete all but the newest ``keep_last`` periodic checkpoints (``<= 0`` keeps all).
+
+    ``checkpoint_best.pyth`` is never touched. Returns the removed paths.
+    """
+    if keep_last <= 0:
+        return []
+    removed = []
+    for _, path in list_epoch_checkpoints(output_dir)[:-keep_last]:
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(path)
+            removed.append(path)
+    return removed
+
+
+def load_pretrained(model: nn.Module, path: str) -> Dict[str, List[str]]:
+    """Initialise ``model`` from a checkpoint for fine-tuning (weights only).
+
+    Tensors whose shape differs from the model's are an error, except the classifier
+    (``head.proj.*``): with a different number of classes the head keeps its fresh
+    initialisation and a warning says so. Keys present on one side only are reported.
+    Returns ``{"reinitialised": [...], "missing": [...], "unexpected": [...]}``.
+    """
+    state = unwrap_state_dict(load_checkpoint(path)["model_state"])
+    own = model.state_dict()
+    reinit, bad = [], []
+    for key in list(state):
+        if key in own and state[key].shape != own[key].shape:
+            (reinit if key.startswith(HEAD_PREFIX) else bad).append(key)
+    if bad:
+        raise CheckpointError(f"{path}: shape mismatch for {len(bad)} tensors, e.g. {bad[0]}: checkpoint "
+                              f"{tuple(state[bad[0]].shape)} vs model {tuple(own[bad[0]].shape)} "
+                              f"(is model.* the same architecture?)")
+    old_shapes = {key: tuple(state.pop(key).shape) for key in reinit}
+    result = model.load_state_dict(state, strict=False)
+    missing = [k for k in result.missing_keys if k not in reinit]
+    if reinit:
+        old = old_shapes[reinit[0]]
+        logger.warning("fine-tuning from %s: re-initialising the classifier head (%s) because its shape "
+                       "%s differs from the model's %s (number of classes changed)",
+                       path, ", ".join(reinit), old, tuple(own[reinit[0]].shape))
+    if missing:
+        logger.warning("fine-tuning from %s: %d model tensors not in the checkpoint keep their initialisation: %s",
+                       path, len(missing), ", ".join(missing[:8]) + (" ..." if len(missing) > 8 else ""))
+    if result.unexpected_keys:
+        logger.warning("fine-tuning from %s: %d checkpoint tensors unused: %s", path, len(result.unexpected_keys),
+                       ", ".join(result.unexpected_keys[:8]) + (" ..." if len(result.unexpected_keys) > 8 else ""))
+    logger.info("loaded initial weights from %s", path)
+    return {"reinitialised": reinit, "missing": missing, "unexpected": list(result.unexpected_keys)}
+
+
+def get_rng_state() -> dict:
+    """This process's python, numpy, torch (and CUDA) generator states."""
+    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict) -> None:
+    """Restore what :func:`get_rng_state` captured."""
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])

@@ -1,0 +1,162 @@
+"""Feature extraction: window layout by hand, real videos end to end, resume after a real
+SIGKILL mid-write, broken videos reported, and 2 torchrun/gloo ranks equal to 1 process."""
+import csv
+import json
+import os
+
+import numpy as np
+import pytest
+import torch
+
+from evalkit import BROKEN_ID, check, make_eval_root, make_random_checkpoint, run, write_config
+from videoattn.config import load_config
+from videoattn.engine.extract import FAULT_ENV, list_inputs, video_ids
+from videoattn.engine.windows import stride_seconds, window_layout
+
+
+def test_window_layout_hand_computed():
+    # 60 frames at 30 fps (2 s); clip = 4 frames x rate 5 at target 30 fps -> samples 5 frames apart,
+    # window 20/30 s; stride 0.5 s = 15 frames -> starts 0, 15, 30 (a 4th at 45 would need frame 60)
+    w = window_layout(60, 30.0, num_frames=4, sampling_rate=5, target_fps=30.0, stride_s=0.5)
+    assert w.starts == [0.0, 0.5, 1.0]
+    assert w.indices == [[0, 5, 10, 15], [15, 20, 25, 30], [30, 35, 40, 45]]
+    assert w.ends == pytest.approx([20 / 30, 0.5 + 20 / 30, 1.0 + 20 / 30])
+    # at 15 fps the same clip takes every 2.5th frame (floor), stride 0.5 s = 7.5 frames
+    w = window_layout(30, 15.0, num_frames=4, sampling_rate=5, target_fps=30.0, stride_s=0.5)
+    assert w.indices[0] == [0, 2, 5, 7] and w.indices[1] == [7, 9, 12, 14]
+    # a video shorter than one window: one window, last frame repeated
+    w = window_layout(5, 30.0, num_frames=4, sampling_rate=5, target_fps=30.0, stride_s=0.5)
+    assert w.indices == [[0, 4, 4, 4]]
+
+
+def test_stride_options():
+    cfg = load_config(None, ["data.num_frames=8", "data.sampling_rate=8", "data.target_fps=30"])
+    assert stride_seconds(cfg) == pytest.approx(64 / 30)                 # default: one window
+    cfg = load_config(None, ["features.stride_frames=15", "data.target_fps=30"])
+    assert stride_seconds(cfg) == pytest.approx(0.5)
+    cfg = load_config(None, ["features.stride_frames=15", "features.stride_seconds=1.25"])
+    assert stride_seconds(cfg) == 1.25
+
+
+def test_video_ids_are_unique():
+    assert video_ids(["/a/x.mp4", "/a/y.avi"]) == ["x", "y"]
+    assert video_ids(["/d/a/x.mp4", "/d/b/x.mp4", "/d/b/z.mp4"]) == ["a__x", "b__x", "z"]
+
+
+@pytest.fixture(scope="module")
+def setup(synthetic_root, tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("features")
+    data = make_eval_root(synthetic_root, str(tmp / "data"), num_good=5)
+    cfg_path = write_config(str(tmp / "cfg.yaml"), data)
+    ckpt = make_random_checkpoint(load_config(cfg_path), str(tmp / "ckpt.pyth"))
+    return {"tmp": tmp, "data": data, "cfg": cfg_path, "ckpt": ckpt}
+
+
+def test_list_inputs_forms(setup):
+    cfg = load_config(setup["cfg"])
+    root = setup["data"]["root"]
+    folder, missing = list_inputs(cfg, os.path.join(root, "val"))
+    assert len(folder) == 6 and not missing                          # 5 good + the corrupt file
+    csv_paths, missing = list_inputs(cfg, os.path.join(root, "val.csv"))
+    assert sorted(csv_paths) == sorted(folder) and len(missing) == 1
+    lst = setup["tmp"] / "list.txt"
+    lst.write_text(setup["data"]["good"][0] + "\n" + "nothere.mp4\n")
+    paths, missing = list_inputs(cfg, str(lst))
+    assert paths == [setup["data"]["good"][0]] and missing[0].endswith("nothere.mp4")
+    assert list_inputs(cfg, setup["data"]["good"][1]) == ([setup["data"]["good"][1]], [])
+
+
+def _extract(setup, out, nproc=0, env=None, extra=()):
+    return run(["tools/extract_features.py", "--config", setup["cfg"], "--checkpoint", setup["ckpt"],
+                "--input", os.path.join(setup["data"]["root"], "val.csv"), "--output", out, *extra],
+               env_extra=env, nproc=nproc)
+
+
+def _rows(path):
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+@pytest.fixture(scope="module")
+def resumed(setup):
+    """A run SIGKILLed while writing its 3rd video, then restarted."""
+    out = str(setup["tmp"] / "resume")
+    killed = _extract(setup, out, env={FAULT_ENV: "2"})
+    after_kill = sorted(os.listdir(out))
+    mtimes = {n: os.stat(os.path.join(out, n)).st_mtime_ns for n in after_kill if n.endswith(".npy")}
+    restarted = check(_extract(setup, out))
+    return out, killed, after_kill, mtimes, restarted
+
+
+def test_killed_run_leaves_no_partial_file_and_resumes(resumed, setup):
+    out, killed, after_kill, mtimes, restarted = resumed
+    assert killed.returncode != 0                      # really died (SIGKILL)
+    done = [n for n in after_kill if n.endswith(".npy") and not n.startswith(".")]
+    assert len(done) == 2 and "index.csv" not in after_kill
+    assert any(n.endswith(".tmp") for n in after_kill)  # the 3rd video's half-written temp file
+    for n in done:                                      # what exists is complete
+        assert np.load(os.path.join(out, n)).ndim == 2
+    final = sorted(os.listdir(out))
+    assert not any(n.endswith(".tmp") for n in final)
+    assert all(os.stat(os.path.join(out, n)).st_mtime_ns == t for n, t in mtimes.items())  # not redone
+    assert "2 already there" in restarted.stdout
+    rows = _rows(os.path.join(out, "index.csv"))
+    assert len(rows) == 5 and BROKEN_ID not in " ".join(r["video"] for r in rows)
+    for r in rows:
+        feats = np.load(os.path.join(out, r["features"]))
+        meta = json.load(open(os.path.join(out, r["windows"])))
+        assert feats.shape == (int(r["num_windows"]), 128) and feats.dtype == np.float32
+        assert len(meta["starts_s"]) == len(meta["ends_s"]) == feats.shape[0]
+        assert np.isfinite(feats).all() and feats.std() > 0
+
+
+def test_broken_and_missing_videos_reported(resumed, setup):
+    out = resumed[0]
+    failed = _rows(os.path.join(out, "failed.csv"))
+    reasons = {r["path"]: r["reason"] for r in failed}
+    assert setup["data"]["broken"] in reasons and reasons[setup["data"]["broken"]]
+    assert any("missing" in r for r in reasons.values()) and len(failed) == 2
+
+
+def test_features_equal_a_direct_model_call(resumed, setup):
+    """One window recomputed by hand: decode its frames, test transform, model.extract."""
+    from videoattn.data import open_video
+    from videoattn.data.transforms import test_views
+    from videoattn.engine.inference import build_inference_model
+
+    out = resumed[0]
+    row = _rows(os.path.join(out, "index.csv"))[1]
+    meta = json.load(open(os.path.join(out, row["windows"])))
+    cfg = load_config(setup["cfg"])
+    model = build_inference_model(cfg, setup["ckpt"], torch.device("cpu"))
+    frames = open_video(row["path"]).get_frames(meta["frame_indices"][-1])
+    with torch.no_grad():
+        ref = model.forward_features(test_views(frames, cfg, 1)[0][None])[0].numpy()
+    np.testing.assert_allclose(np.load(os.path.join(out, row["features"]))[-1], ref, rtol=1e-4, atol=1e-5)
+
+
+def test_two_ranks_write_the_same_files(resumed, setup):
+    out1 = resumed[0]
+    out2 = str(setup["tmp"] / "two")
+    check(_extract(setup, out2, nproc=2, extra=["data.num_workers=2"]))  # 2 decoding workers per rank
+    names1 = sorted(n for n in os.listdir(out1) if not n.startswith("."))
+    assert names1 == sorted(n for n in os.listdir(out2) if not n.startswith("."))
+    for n in names1:
+        if n.endswith(".npy"):
+            np.testing.assert_allclose(np.load(os.path.join(out1, n)), np.load(os.path.join(out2, n)), atol=1e-5)
+        else:
+            assert open(os.path.join(out1, n)).read() == open(os.path.join(out2, n)).read(), n
+
+
+def test_float16_stage_features_without_crop_averaging(setup):
+    from videoattn.engine.extract import extract_features
+
+    out = str(setup["tmp"] / "res4")
+    cfg = load_config(setup["cfg"], ["features.layer=res4", "features.dtype=float16", "features.num_spatial_crops=3",
+                                     "features.average_crops=false", "features.stride_seconds=0"])
+    summary = extract_features(cfg, setup["data"]["good"][0], out, setup["ckpt"])
+    assert summary["num_done"] == 1
+    row = _rows(os.path.join(out, "index.csv"))[0]
+    feats = np.load(os.path.join(out, row["features"]))
+    assert feats.dtype == np.float16 and feats.shape == (int(row["num_windows"]), 3, 64)  # res4 of R18/16: 64 ch
+    assert float(row["stride_s"]) == pytest.approx(16 / 30)

@@ -1,0 +1,87 @@
+"""Attention pictures from a real video and a real checkpoint file."""
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from evalkit import check, make_eval_root, make_random_checkpoint, run, write_config
+from videoattn.config import load_config
+from videoattn.engine.inference import build_inference_model
+from videoattn.engine.visualize import compute_attention, load_clip, pick_key, render_grid
+
+
+@pytest.fixture(scope="module")
+def setup(synthetic_root, tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("attention")
+    data = make_eval_root(synthetic_root, str(tmp / "data"), num_good=1)
+    cfg_path = write_config(str(tmp / "cfg.yaml"), data, extra="")
+    cfg = load_config(cfg_path, ["data.num_frames=8", "data.test_crop_size=96"])
+    ckpt = make_random_checkpoint(cfg, str(tmp / "ckpt.pyth"))
+    model = build_inference_model(cfg, ckpt, torch.device("cpu"))
+    clip, times = load_clip(cfg, data["good"][0])
+    return {"tmp": tmp, "cfg": cfg, "cfg_path": cfg_path, "ckpt": ckpt, "model": model, "clip": clip,
+            "times": times, "video": data["good"][0]}
+
+
+def _attention(s, query, layer="res3"):
+    return compute_attention(s["model"], s["clip"], query, layer, layer, s["cfg"].data.mean, s["cfg"].data.std,
+                             s["times"])
+
+
+def test_maps_and_pictures_depend_on_the_query(setup):
+    a = _attention(setup, (1, 0.2, 0.2))
+    b = _attention(setup, (6, 0.8, 0.7))
+    assert a.cbam_key == "res3.1.cbam" and a.nl_key == "res3.1.nonlocal"
+    assert a.nl.shape == b.nl.shape and a.nl.sum() == pytest.approx(1.0, abs=1e-4)
+    assert not np.allclose(a.nl, b.nl, atol=1e-4)             # the non-local row is the query's
+    np.testing.assert_allclose(a.cbam, b.cbam)                # CBAM does not depend on the query
+    assert a.frames.shape == (8, 96, 96, 3) and 0 <= a.frames.min() and a.frames.max() <= 1
+    pa, pb = str(setup["tmp"] / "a.png"), str(setup["tmp"] / "b.png")
+    render_grid(a, pa, title="a", dpi=100)
+    render_grid(b, pb, title="a", dpi=100)
+    ia, ib = (np.asarray(Image.open(p).convert("RGB"), dtype=np.int16) for p in (pa, pb))
+    assert ia.shape == ib.shape and ia.shape[0] > 300 and ia.shape[1] > 800
+    assert ia.std() > 10                                      # not a blank canvas
+    h = ia.shape[0]
+    assert np.abs(ia[2 * h // 3:] - ib[2 * h // 3:]).mean() > 1.0   # the non-local row differs
+
+
+def test_pick_key_by_stage_or_name():
+    keys = ["res3.1.cbam", "res3.0.cbam", "res4.1.nonlocal", "res4.1.cbam", "res3.1.nonlocal"]
+    assert pick_key(keys, "res3", "cbam") == "res3.1.cbam"
+    assert pick_key(keys, "res4.1.nonlocal", "nonlocal") == "res4.1.nonlocal"
+    with pytest.raises(ValueError, match="res3.1.nonlocal, res4.1.nonlocal"):
+        pick_key(keys, "res5", "nonlocal")
+    assert pick_key(["res3.1.cbam"], "res3", "nonlocal") is None       # model without non-local blocks
+
+
+def test_model_without_non_local_gets_a_two_row_picture(setup):
+    from videoattn.models import build_model
+
+    cfg = load_config(setup["cfg_path"], ["data.num_frames=8", "data.test_crop_size=96",
+                                          "model.non_local.locations=[[],[],[],[]]"])
+    model = build_model(cfg).eval()
+    res = compute_attention(model, setup["clip"], (3, 0.5, 0.5), "res4", "res3", cfg.data.mean, cfg.data.std,
+                            setup["times"])
+    assert res.nl is None and res.cbam_key == "res4.1.cbam"
+    path = str(setup["tmp"] / "cbam_only.png")
+    render_grid(res, path, dpi=60)
+    two_rows = np.asarray(Image.open(path))
+    render_grid(_attention(setup, (3, 0.5, 0.5)), path, dpi=60)
+    assert two_rows.shape[0] < 0.8 * np.asarray(Image.open(path)).shape[0]   # 2 rows vs 3
+
+
+def test_query_outside_the_clip_is_rejected(setup):
+    with pytest.raises(ValueError, match="frame must be in"):
+        _attention(setup, (8, 0.5, 0.5))
+
+
+def test_cli_writes_png_and_gif(setup):
+    png, gif = str(setup["tmp"] / "cli.png"), str(setup["tmp"] / "cli.gif")
+    check(run(["tools/visualize_attention.py", "--config", setup["cfg_path"], "--checkpoint", setup["ckpt"],
+               "--video", setup["video"], "--output", png, "--gif", gif, "--query", "2", "0.3", "0.6",
+               "--nl-layer", "res4", "data.num_frames=8"]))
+    assert Image.open(png).size[0] > 1000
+    im = Image.open(gif)
+    assert im.n_frames == 8

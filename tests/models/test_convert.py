@@ -1,0 +1,176 @@
+"""Checkpoint conversion: pytorchvideo hub models with equal logits, PySlowFast key names,
+and tools/convert_checkpoint.py end to end."""
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+from nl_reference import calibrate_bn
+from pytorchvideo.models.hub import c2d_r50, i3d_r50, slow_r50
+
+from videoattn.config import config_from_dict, load_config
+from videoattn.engine.checkpoint import load_checkpoint
+from videoattn.models import build_model
+from videoattn.models.convert import convert_state_dict, from_pyslowfast, read_state_dict, to_pyslowfast
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def _converted(preset, ref, source="pytorchvideo", state=None):
+    model = build_model(load_config(None, [f"model.preset={preset}"])).eval()
+    converted, notes = convert_state_dict(source, ref.state_dict() if state is None else state, model)
+    assert notes == []
+    model.load_state_dict(converted, strict=True)
+    return model
+
+
+@pytest.fixture(scope="module")
+def clip224():
+    return torch.randn(1, 3, 8, 224, 224, generator=torch.Generator().manual_seed(1))
+
+
+@pytest.fixture(scope="module")
+def ptv_i3d(clip224):
+    torch.manual_seed(0)
+    return calibrate_bn(i3d_r50(pretrained=False), torch.randn(2, 3, 8, 224, 224))
+
+
+@pytest.fixture(scope="module")
+def ptv_logits(ptv_i3d, clip224):
+    with torch.no_grad():
+        return ptv_i3d(clip224)
+
+
+def test_pytorchvideo_i3d_r50_equal_logits(ptv_i3d, ptv_logits, clip224):
+    model = _converted("I3D_R50", ptv_i3d)
+    with torch.no_grad():
+        ref, out = ptv_logits, model(clip224)
+        feat = model.forward_features(clip224)
+    assert (ref - out).abs().max().item() < 1e-4
+    assert ref.std() > 1e-2 and feat.shape == (1, 2048)
+
+
+@pytest.mark.parametrize("builder,preset,head_pool", [(slow_r50, "SLOW_R50", (4, 3, 3)),
+                                                       (c2d_r50, "C2D_R50", (2, 3, 3))])
+def test_pytorchvideo_slow_and_c2d_equal_logits(builder, preset, head_pool):
+    # 4x96x96 keeps this fast; pytorchvideo's fixed head pool is resized to that clip
+    torch.manual_seed(0)
+    x = torch.randn(2, 3, 4, 96, 96)
+    ref = builder(pretrained=False)
+    ref.blocks[-1].pool = torch.nn.AvgPool3d(head_pool, stride=1)
+    ref = calibrate_bn(ref, torch.randn(2, 3, 4, 96, 96))
+    model = _converted(preset, ref)
+    with torch.no_grad():
+        assert (ref(x) - model(x)).abs().max().item() < 1e-4
+
+
+# PySlowFast names and shapes of I3D_NLN_8x8_R50 (400 classes), written out from PySlowFast's
+# video_model_builder.py / resnet_helper.py / stem_helper.py / nonlocal_helper.py / head_helper.py:
+# stage s<k> holds pathway0_res<i> (branch1 = shortcut, branch2.{a,b,c} + *_bn) and
+# pathway0_nonlocal<i> after block i; stem s1.pathway0_stem; head.projection.
+PYSLOWFAST_TABLE = {
+    "s1.pathway0_stem.conv.weight": (64, 3, 5, 7, 7),
+    "s1.pathway0_stem.bn.running_var": (64,),
+    "s2.pathway0_res0.branch1.weight": (256, 64, 1, 1, 1),
+    "s2.pathway0_res0.branch1_bn.weight": (256,),
+    "s2.pathway0_res0.branch2.a.weight": (64, 64, 3, 1, 1),
+    "s2.pathway0_res2.branch2.b.weight": (64, 64, 1, 3, 3),
+    "s2.pathway0_res2.branch2.c_bn.bias": (256,),
+    "s3.pathway0_res0.branch2.a.weight": (128, 256, 3, 1, 1),
+    "s3.pathway0_res1.branch2.a.weight": (128, 512, 1, 1, 1),
+    "s3.pathway0_nonlocal1.conv_theta.weight": (256, 512, 1, 1, 1),
+    "s3.pathway0_nonlocal1.conv_phi.bias": (256,),
+    "s3.pathway0_nonlocal3.conv_g.weight": (256, 512, 1, 1, 1),
+    "s3.pathway0_nonlocal3.conv_out.weight": (512, 256, 1, 1, 1),
+    "s3.pathway0_nonlocal3.bn.weight": (512,),
+    "s4.pathway0_res5.branch2.c.weight": (1024, 256, 1, 1, 1),
+    "s4.pathway0_nonlocal5.conv_theta.weight": (512, 1024, 1, 1, 1),
+    "s5.pathway0_res0.branch2.a.weight": (512, 1024, 1, 1, 1),
+    "s5.pathway0_res1.branch2.a.weight": (512, 2048, 3, 1, 1),
+    "s5.pathway0_res2.branch2.c_bn.running_mean": (2048,),
+    "head.projection.weight": (400, 2048),
+    "head.projection.bias": (400,),
+}
+
+
+def test_pyslowfast_names_shapes_and_round_trip():
+    model = build_model(load_config(None, ["model.preset=I3D_NL_R50"]))
+    exported = to_pyslowfast(model.state_dict())
+    for key, shape in PYSLOWFAST_TABLE.items():
+        assert key in exported, key
+        assert tuple(exported[key].shape) == shape, key
+    assert len([k for k in exported if "nonlocal" in k and k.endswith("conv_theta.weight")]) == 5
+    back = from_pyslowfast(exported)
+    assert back.keys() == model.state_dict().keys()
+    assert all(torch.equal(back[k], v) for k, v in model.state_dict().items())
+    # newer PySlowFast names the non-local norm 'norm'; both load
+    renamed = {k.replace("nonlocal1.bn.", "nonlocal1.norm."): v for k, v in exported.items()}
+    assert from_pyslowfast(renamed).keys() == back.keys()
+
+
+def _ptv_to_pyslowfast_names(state):
+    """Test-local renaming pytorchvideo i3d_r50 -> PySlowFast, from the table above (not the library's)."""
+    stage = {1: 2, 3: 3, 4: 4, 5: 5}  # blocks.2 is the temporal pool
+    branch = {"branch1_conv": "branch1", "branch1_norm": "branch1_bn", "branch2.conv_a": "branch2.a",
+              "branch2.norm_a": "branch2.a_bn", "branch2.conv_b": "branch2.b", "branch2.norm_b": "branch2.b_bn",
+              "branch2.conv_c": "branch2.c", "branch2.norm_c": "branch2.c_bn"}
+    out = {}
+    for k, v in state.items():
+        parts = k.split(".")
+        if parts[1] == "0":
+            out[f"s1.pathway0_stem.{'conv' if parts[2] == 'conv' else 'bn'}.{parts[-1]}"] = v
+        elif parts[2] == "proj":
+            out[f"head.projection.{parts[-1]}"] = v
+        else:
+            module = ".".join(parts[4:-1])
+            out[f"s{stage[int(parts[1])]}.pathway0_res{parts[3]}.{branch[module]}.{parts[-1]}"] = v
+    return out
+
+
+def test_pyslowfast_checkpoint_through_the_tool(ptv_i3d, ptv_logits, clip224, tmp_path):
+    src = tmp_path / "I3D_8x8_R50.pyth"
+    torch.save({"model_state": _ptv_to_pyslowfast_names(ptv_i3d.state_dict()), "epoch": 196}, src)
+    out = tmp_path / "converted.pyth"
+    cfg = os.path.join(ROOT, "configs/kinetics400/I3D_R50.yaml")
+    proc = subprocess.run([sys.executable, os.path.join(ROOT, "tools/convert_checkpoint.py"), "--source",
+                           "pyslowfast", "--input", str(src), "--config", cfg, "--output", str(out)],
+                          capture_output=True, text=True, cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr
+    ckpt = load_checkpoint(str(out))
+    assert {"model_state", "config", "meta"} <= set(ckpt) and ckpt["meta"]["source"].startswith("pyslowfast")
+    model = build_model(config_from_dict(ckpt["config"])).eval()
+    model.load_state_dict(ckpt["model_state"])
+    with torch.no_grad():
+        assert (ptv_logits - model(clip224)).abs().max().item() < 1e-4
+
+
+def test_pytorchvideo_through_the_tool_into_nl_config(ptv_i3d, tmp_path):
+    src = tmp_path / "ptv.pth"
+    torch.save(ptv_i3d.state_dict(), src)
+    out = tmp_path / "nl.pyth"
+    proc = subprocess.run([sys.executable, "tools/convert_checkpoint.py", "--source", "pytorchvideo", "--input",
+                           str(src), "--config", "configs/kinetics400/I3D_NL_R50.yaml", "--output", str(out)],
+                          capture_output=True, text=True, cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr
+    assert "res3.1.nl.theta.weight: left as initialised" in proc.stdout
+    state = load_checkpoint(str(out))["model_state"]
+    assert torch.equal(state["res4.5.conv1.weight"], ptv_i3d.state_dict()["blocks.4.res_blocks.5.branch2.conv_a.weight"])
+    assert torch.equal(state["res4.5.nl.bn.weight"], torch.zeros(1024))  # non-local starts as identity
+
+
+def test_mismatches_fail_clearly(ptv_i3d, tmp_path):
+    wrong = build_model(load_config(None, ["model.preset=SLOW_R50"]))
+    with pytest.raises(ValueError, match="stem.conv.weight"):
+        convert_state_dict("pytorchvideo", ptv_i3d.state_dict(), wrong)
+    with pytest.raises(KeyError, match="two-pathway"):
+        from_pyslowfast({"s1.pathway1_stem.conv.weight": torch.zeros(1)})
+    bad = tmp_path / "garbage.pyth"
+    bad.write_bytes(b"not a checkpoint")
+    with pytest.raises(ValueError, match="garbage.pyth"):
+        read_state_dict(str(bad))
+    proc = subprocess.run([sys.executable, "tools/convert_checkpoint.py", "--source", "pyslowfast", "--input",
+                           str(bad), "--config", "configs/kinetics400/I3D_R50.yaml", "--output",
+                           str(tmp_path / "x.pyth")], capture_output=True, text=True, cwd=ROOT)
+    assert proc.returncode != 0 and "garbage.pyth" in proc.stderr
+    assert not (tmp_path / "x.pyth").exists()

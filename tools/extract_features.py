@@ -1,0 +1,38 @@
+#!/usr/bin/env python
+"""Sliding-window feature extraction; also under torchrun (videos sharded across processes).
+
+    python tools/extract_features.py --config CFG --checkpoint PATH \
+        --input LIST_OR_FOLDER_OR_VIDEO --output DIR [features.stride_seconds=1.0 features.layer=res4 ...]
+
+Writes DIR/<video id>.npy (num_windows, D), DIR/<video id>.json (window times), DIR/index.csv and
+DIR/failed.csv; re-running skips finished videos. See videoattn/engine/extract.py.
+"""
+import os
+import sys
+
+from videoattn.config.cli import config_parser, parse_config
+from videoattn.engine.checkpoint import CheckpointError
+from videoattn.engine.distributed import cleanup
+from videoattn.engine.extract import extract_features
+from videoattn.engine.logger import setup_logging
+
+
+def main(argv=None) -> int:
+    parser = config_parser("Sliding-window clip features of videos.")
+    parser.add_argument("--checkpoint", default="", help="checkpoint file (default: test.checkpoint_file, else "
+                        "OUTPUT_DIR/checkpoints/checkpoint_best.pyth, else the newest epoch checkpoint there)")
+    parser.add_argument("--input", required=True, help="a video, a folder of videos, or a list (CSV/txt) of videos")
+    parser.add_argument("--output", required=True, help="output folder")
+    args, cfg = parse_config(parser, argv)
+    setup_logging(int(os.environ.get("RANK", "0")))
+    try:
+        extract_features(cfg, args.input, args.output, args.checkpoint)
+    except (CheckpointError, FileNotFoundError, ValueError) as e:
+        sys.exit(f"error: {e}")
+    finally:
+        cleanup()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

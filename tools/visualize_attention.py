@@ -1,0 +1,42 @@
+#!/usr/bin/env python
+"""Attention pictures of one video: CBAM spatial maps and the non-local attention of a query point.
+
+    python tools/visualize_attention.py --config CFG --checkpoint PATH --video VIDEO --output fig.png \
+        [--query FRAME Y X] [--cbam-layer res3] [--nl-layer res3] [--gif fig.gif] [key=value ...]
+
+FRAME is an input-frame index (0..num_frames-1); Y and X are fractions of the crop in [0, 1].
+See videoattn/engine/visualize.py.
+"""
+import sys
+
+from videoattn.config.cli import config_parser, parse_config
+from videoattn.engine.checkpoint import CheckpointError
+from videoattn.engine.visualize import visualize_video
+
+
+def main(argv=None) -> int:
+    parser = config_parser("CBAM and non-local attention pictures of one video clip.")
+    parser.add_argument("--checkpoint", default="", help="checkpoint file (default: test.checkpoint_file, else "
+                        "OUTPUT_DIR/checkpoints/checkpoint_best.pyth, else the newest epoch checkpoint there)")
+    parser.add_argument("--video", required=True, help="video file")
+    parser.add_argument("--output", required=True, help="PNG (or .pdf/.svg) to write")
+    parser.add_argument("--query", nargs=3, type=float, metavar=("FRAME", "Y", "X"), default=None,
+                        help="non-local query point (default: centre of the middle frame)")
+    parser.add_argument("--cbam-layer", default="res3", help="stage (res2..res5, last block) or key like res3.1.cbam")
+    parser.add_argument("--nl-layer", default="res3", help="stage (last non-local block) or key like res4.1.nonlocal")
+    parser.add_argument("--start", type=float, default=None, help="clip start in seconds (default: centre clip)")
+    parser.add_argument("--gif", default="", help="also write an animated GIF here")
+    parser.add_argument("--max-columns", type=int, default=8, help="frames shown in the grid")
+    args, cfg = parse_config(parser, argv)
+    query = (int(args.query[0]), args.query[1], args.query[2]) if args.query else None
+    try:
+        visualize_video(cfg, args.checkpoint, args.video, args.output, query, args.cbam_layer, args.nl_layer,
+                        args.gif or None, args.start, args.max_columns)
+    except (CheckpointError, ValueError) as e:
+        sys.exit(f"error: {e}")
+    print(f"wrote {args.output}" + (f" and {args.gif}" if args.gif else ""))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

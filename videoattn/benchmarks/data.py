@@ -1,0 +1,173 @@
+"""Data benchmark: full loader vs decord decode-only bound vs PyAV sequential decoding, same run.
+
+    python tools/benchmark.py data [--root DIR] [--clips 200] [--workers 2] [--rss-clips 200 2000]
+
+All three read the same clips of the same videos (train sampling: one random clip per video,
+``num_frames x sampling_rate`` at ``target_fps``), at the Kinetics recipe by default
+(8 x 8, jitter [256, 320], 224 crop):
+
+* loader   - ``build_loader(cfg, "train")`` with N workers: decode + transforms + collate; clips/s
+             divided by the worker count (per worker), plus a 1-worker run.
+* decord   - the decode-only bound: open + one ``get_batch`` of exactly the needed frames, no
+             transforms, one process.
+* pyav     - PySlowFast's default decoder: seek to the keyframe before the clip start and decode
+             sequentially to the clip end (``videoattn.data.decoding.PyAVReader``), one process.
+
+Then the memory check: resident memory (main + workers) after ``--rss-clips`` clips of one
+persistent loader (default 200 and 2000): the later must stay within 10% of the earlier.
+Without ``--root`` a Kinetics-like synthetic set (``--videos`` videos of ``--seconds`` s at
+~240-320 px short side) is generated in a temporary folder first.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import tempfile
+import time
+from typing import List, Tuple
+
+import numpy as np
+
+
+def _rss_mb(pids: List[int]) -> float:
+    total = 0
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/status") as f:
+                total += next(int(line.split()[1]) for line in f if line.startswith("VmRSS:"))
+        except (OSError, StopIteration):
+            pass
+    return total / 1024
+
+
+def _clips(dataset, n: int, seed: int) -> List[Tuple[str, np.ndarray]]:
+    """(path, frame indices) of ``n`` random train clips, drawn as the dataset draws them."""
+    from videoattn.data.decoding import open_video
+    from videoattn.data.sampling import clip_indices
+
+    rng = np.random.default_rng(seed)
+    meta = {}
+    out = []
+    for k in rng.integers(0, len(dataset.videos), n):
+        path = dataset.videos[int(k)][0]
+        if path not in meta:
+            v = open_video(path)
+            meta[path] = (v.num_frames, v.fps)
+            v.close()
+        frames, fps = meta[path]
+        out.append((path, clip_indices(frames, fps, dataset.num_frames, dataset.sampling_rate,
+                                       dataset.target_fps, -1, 1, rng)))
+    return out
+
+
+def _decode_only(clips, threads: int) -> float:
+    import decord
+
+    start = time.perf_counter()
+    for path, idx in clips:
+        vr = decord.VideoReader(path, ctx=decord.cpu(0), num_threads=threads)
+        vr.get_batch(idx.tolist()).asnumpy()
+        del vr
+    return len(clips) / (time.perf_counter() - start)
+
+
+def _pyav(clips) -> float:
+    from videoattn.data.decoding import PyAVReader
+
+    start = time.perf_counter()
+    for path, idx in clips:
+        reader = PyAVReader(path)
+        reader.get_frames(idx)
+        reader.close()
+    return len(clips) / (time.perf_counter() - start)
+
+
+def _loader(cfg, workers: int, n: int, checkpoints=()) -> Tuple[float, dict]:
+    """clips/s of the full train loader over ``n`` clips (after one warm-up batch); RSS at checkpoints."""
+    from omegaconf import OmegaConf
+
+    from videoattn.data import build_loader
+
+    cfg = OmegaConf.merge(cfg, {"data": {"num_workers": workers}})
+    loader = build_loader(cfg, "train")
+    seen, epoch, rss = 0, 0, {}
+    start = None
+    marks = sorted(checkpoints)
+    while seen < n:
+        loader.sampler.set_epoch(epoch)
+        iterator = iter(loader)
+        for batch in iterator:
+            if start is None:  # first batch: worker start-up excluded
+                start, seen = time.perf_counter(), 0
+                continue
+            seen += batch["clip"].shape[0]
+            while marks and seen >= marks[0]:
+                pids = [os.getpid()] + [w.pid for w in getattr(iterator, "_workers", [])]
+                rss[marks.pop(0)] = _rss_mb(pids)
+            if seen >= n:
+                break
+        epoch += 1
+    rate = seen / (time.perf_counter() - start)
+    del loader
+    return rate, rss
+
+
+def main(argv: List[str]) -> int:
+    from videoattn.config.loader import load_config
+    from videoattn.data import build_dataset
+    from videoattn.data.synthetic import make_synthetic_dataset
+
+    p = argparse.ArgumentParser(prog="benchmark.py data", description=__doc__.splitlines()[0])
+    p.add_argument("--root", default="", help="dataset root with train.csv (default: generate one)")
+    p.add_argument("--config", default=None, help="YAML config (default: schema defaults, Kinetics recipe)")
+    p.add_argument("--clips", type=int, default=200, help="clips per throughput measurement")
+    p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--rss-clips", type=int, nargs=2, default=[200, 2000], metavar=("EARLY", "LATE"))
+    p.add_argument("--videos", type=int, default=48, help="generated videos (no --root)")
+    p.add_argument("--seconds", type=float, default=8.0, help="generated video length (no --root)")
+    p.add_argument("--size-scale", type=float, default=2.5, help="generated frame size scale (no --root)")
+    p.add_argument("opts", nargs="*", default=[], help="key=value config overrides")
+    args = p.parse_args(argv[1:])
+
+    tmp = None
+    root = args.root
+    if not root:
+        tmp = tempfile.TemporaryDirectory(prefix="videoattn_bench_")
+        root = tmp.name
+        t = time.time()
+        make_synthetic_dataset(root, num_classes=8, train_per_class=max(1, args.videos // 8), val_per_class=1,
+                               seed=0, min_seconds=args.seconds * 0.8, max_seconds=args.seconds,
+                               size_scale=args.size_scale)
+        print(f"generated {args.videos} videos ({args.seconds:g} s, size x{args.size_scale:g}) in {time.time() - t:.0f} s")
+    cfg = load_config(args.config, [f"data.root={root}", "train.batch_size=8", "data.random_flip=true",
+                                    f"output_dir={tempfile.gettempdir()}/videoattn_bench_out", *args.opts])
+    d = cfg.data
+    dataset = build_dataset(cfg, "train")
+    clips = _clips(dataset, args.clips, seed=0)
+    print(f"recipe: {d.num_frames} frames x rate {d.sampling_rate} at {d.target_fps:g} fps, jitter "
+          f"{list(d.train_jitter_scales)}, crop {d.train_crop_size}; {len(dataset.videos)} videos; "
+          f"{args.clips} clips per row; decode_threads={d.decode_threads}; cpus={os.cpu_count()}")
+
+    bound = _decode_only(clips, int(d.decode_threads))
+    pyav = _pyav(clips)
+    one, _ = _loader(cfg, 1, args.clips)
+    many, _ = _loader(cfg, args.workers, args.clips)
+    rows = [("decord decode-only bound (1 proc)", bound, "bound"),
+            ("PyAV sequential from clip start (1 proc)", pyav, "baseline"),
+            ("full loader, 1 worker", one, ""),
+            (f"full loader, {args.workers} workers (per worker)", many / args.workers, ""),
+            (f"full loader, {args.workers} workers (total)", many, "")]
+    print(f"\n| {'pipeline':<44} | clips/s | vs decode-only | vs PyAV |")
+    print(f"|{'-' * 46}|--------:|---------------:|--------:|")
+    for name, rate, _ in rows:
+        print(f"| {name:<44} | {rate:7.1f} | {rate / bound:13.2f}x | {rate / pyav:6.2f}x |")
+
+    early, late = args.rss_clips
+    _, rss = _loader(cfg, args.workers, late, checkpoints=(early, late))
+    growth = rss[late] / rss[early] - 1
+    print(f"\nresident memory, {args.workers} workers + main: {rss[early]:.0f} MiB after {early} clips, "
+          f"{rss[late]:.0f} MiB after {late} clips: {growth * 100:+.1f}% "
+          f"({'within' if abs(growth) <= 0.10 else 'OUTSIDE'} 10%)")
+    if tmp is not None:
+        tmp.cleanup()
+    return 0

@@ -1,0 +1,218 @@
+"""Read a split's annotations: Kinetics CSV, PySlowFast list, or a folder per class.
+
+* Kinetics CSV (header ``label,youtube_id,time_start,time_end,split[,is_cc]``): each row names the
+  file ``<youtube_id>_<time_start:06d>_<time_end:06d>.<any video extension>`` anywhere under
+  ``data.root`` (flat ``train/``/``val/`` folders or a folder per label; the root is indexed once
+  per process and cached).
+* PySlowFast list: ``<path relative to data.root> <label index>`` per line, space or comma separated.
+* A folder: ``<folder>/<class>/<video>``.
+
+Classes: ``data.classes_file`` (one name per line) if set; otherwise the sorted training labels
+(Kinetics CSV), the training folder's sub-folders, or ``"0".."N-1"`` for lists.
+Rows whose file is absent are collected in ``missing``; malformed lines raise
+:class:`AnnotationError` with ``file:line`` and the offending text.
+"""
+from __future__ import annotations
+
+import csv
+import os
+import threading
+from dataclasses import dataclass, field
+from typing import Dict, List, Optional, Tuple
+
+VIDEO_EXTENSIONS = (".mp4", ".webm", ".mkv", ".avi", ".mov", ".m4v", ".flv", ".3gp", ".mpg", ".mpeg", ".ogv", ".wmv")
+KINETICS_COLUMNS = ("label", "youtube_id", "time_start", "time_end")
+
+
+class AnnotationError(ValueError):
+    """A malformed annotation file or line (message starts with ``file:line``)."""
+
+
+@dataclass
+class Annotations:
+    videos: List[Tuple[str, int]]                       # (absolute path, label index)
+    classes: List[str]
+    missing: List[str] = field(default_factory=list)    # "file:line: <expected file> (<label>)"
+    source: str = ""                                    # the annotation file / folder
+    format: str = ""                                    # kinetics_csv | list | folders
+
+
+def resolve(root: str, path: str) -> str:
+    return path if os.path.isabs(path) else os.path.join(root, path)
+
+
+# ------------------------------------------------------------------------------------- root index
+_INDEX: Dict[str, Dict[str, List[str]]] = {}
+_INDEX_LOCK = threading.Lock()
+
+
+def index_root(root: str) -> Dict[str, List[str]]:
+    """{file stem: [paths]} of every video file under ``root`` (walked once per process, cached)."""
+    key = os.path.abspath(root)
+    with _INDEX_LOCK:
+        if key not in _INDEX:
+            index: Dict[str, List[str]] = {}
+            for folder, dirs, files in os.walk(key, followlinks=True):
+                dirs.sort()
+                for name in sorted(files):
+                    stem, ext = os.path.splitext(name)
+                    if ext.lower() in VIDEO_EXTENSIONS:
+                        index.setdefault(stem, []).append(os.path.join(folder, name))
+            _INDEX[key] = index
+        return _INDEX[key]
+
+
+def clear_index_cache() -> None:
+    with _INDEX_LOCK:
+        _INDEX.clear()
+
+
+# ------------------------------------------------------------------------------------------ classes
+def read_classes_file(path: str) -> List[str]:
+    with open(path, "r", encoding="utf-8") as f:
+        names = [line.strip() for line in f]
+    names = [n for n in names if n]
+    if len(set(names)) != len(names):
+        dup = sorted({n for n in names if names.count(n) > 1})
+        raise AnnotationError(f"{path}: duplicate class names {dup}")
+    if not names:
+        raise AnnotationError(f"{path}: no class names")
+    return names
+
+
+def _is_kinetics_csv(path: str) -> bool:
+    with open(path, "r", encoding="utf-8", newline="") as f:
+        first = f.readline()
+    header = [c.strip().lower() for c in next(csv.reader([first]), [])]
+    return all(c in header for c in ("youtube_id", "time_start", "time_end"))
+
+
+def _kinetics_labels(path: str) -> List[str]:
+    with open(path, "r", encoding="utf-8", newline="") as f:
+        return sorted({row["label"].strip() for row in csv.DictReader(f) if row.get("label")})
+
+
+def default_classes(root: str, train_split: str) -> Optional[List[str]]:
+    """Class names implied by the training split (None for a PySlowFast list)."""
+    path = resolve(root, train_split)
+    if os.path.isdir(path):
+        return sorted(d for d in os.listdir(path) if os.path.isdir(os.path.join(path, d)))
+    if os.path.isfile(path) and _is_kinetics_csv(path):
+        return _kinetics_labels(path)
+    if os.path.isfile(path):  # PySlowFast list: "0".."max label"
+        top = -1
+        with open(path, "r", encoding="utf-8") as f:
+            for line in f:
+                last = line.strip().replace(",", " ").split()[-1:]
+                if last and last[0].lstrip("-").isdigit():
+                    top = max(top, int(last[0]))
+        return [str(i) for i in range(top + 1)] if top >= 0 else None
+    return None
+
+
+# ------------------------------------------------------------------------------------------ formats
+def _read_kinetics_csv(path: str, root: str, classes: List[str], split: str) -> Annotations:
+    index = index_root(root)
+    label_of = {n: i for i, n in enumerate(classes)}
+    videos, missing = [], []
+    with open(path, "r", encoding="utf-8", newline="") as f:
+        rows = list(csv.reader(f))
+    header = [c.strip().lower() for c in rows[0]]
+    col = {name: header.index(name) for name in header}
+    if "label" not in col:
+        raise AnnotationError(f"{path}:1: Kinetics CSV without a 'label' column cannot be used for {split}: {','.join(rows[0])}")
+    for lineno, row in enumerate(rows[1:], start=2):
+        if not row or all(not c.strip() for c in row):
+            continue
+        text = ",".join(row)
+        if len(row) != len(header):
+            raise AnnotationError(f"{path}:{lineno}: expected {len(header)} columns ({','.join(header)}), "
+                                  f"got {len(row)}: {text!r}")
+        label, yid = row[col["label"]].strip(), row[col["youtube_id"]].strip()
+        try:
+            start, end = int(float(row[col["time_start"]])), int(float(row[col["time_end"]]))
+        except ValueError:
+            raise AnnotationError(f"{path}:{lineno}: time_start/time_end must be numbers: {text!r}") from None
+        if label not in label_of:
+            raise AnnotationError(f"{path}:{lineno}: unknown label {label!r} (not in the class list): {text!r}")
+        stem = f"{yid}_{start:06d}_{end:06d}"
+        candidates = index.get(stem, [])
+        if not candidates:
+            missing.append(f"{path}:{lineno}: {stem}.* ({label})")
+            continue
+        # prefer a file in a folder named after the row's split or label
+        parent = {os.path.basename(os.path.dirname(c)): c for c in candidates}
+        row_split = row[col["split"]].strip() if "split" in col else split
+        chosen = parent.get(row_split) or parent.get(label) or candidates[0]
+        videos.append((chosen, label_of[label]))
+    return Annotations(videos, classes, missing, path, "kinetics_csv")
+
+
+def _read_list(path: str, root: str, classes: Optional[List[str]]) -> Annotations:
+    entries, missing = [], []
+    with open(path, "r", encoding="utf-8") as f:
+        lines = f.read().splitlines()
+    for lineno, line in enumerate(lines, start=1):
+        text = line.strip()
+        if not text:
+            continue
+        parts = text.rsplit(",", 1) if "," in text else text.rsplit(None, 1)
+        if len(parts) != 2 or not parts[0].strip():
+            raise AnnotationError(f"{path}:{lineno}: expected '<path> <label index>': {line!r}")
+        rel, label = parts[0].strip(), parts[1].strip()
+        try:
+            index = int(label)
+        except ValueError:
+            raise AnnotationError(f"{path}:{lineno}: label index {label!r} is not an integer: {line!r}") from None
+        if index < 0 or (classes is not None and index >= len(classes)):
+            bound = f"[0, {len(classes) - 1}]" if classes is not None else ">= 0"
+            raise AnnotationError(f"{path}:{lineno}: label index {index} out of range {bound}: {line!r}")
+        full = resolve(root, rel)
+        if os.path.isfile(full):
+            entries.append((full, index))
+        else:
+            missing.append(f"{path}:{lineno}: {rel} ({index})")
+    if classes is None:
+        top = max([i for _, i in entries], default=-1)
+        classes = [str(i) for i in range(top + 1)]
+    return Annotations(entries, classes, missing, path, "list")
+
+
+def _read_folders(path: str, classes: List[str]) -> Annotations:
+    label_of = {n: i for i, n in enumerate(classes)}
+    videos = []
+    for name in sorted(os.listdir(path)):
+        folder = os.path.join(path, name)
+        if not os.path.isdir(folder):
+            continue
+        if name not in label_of:
+            raise AnnotationError(f"{folder}: folder {name!r} is not a class of the class list")
+        for file in sorted(os.listdir(folder)):
+            if os.path.splitext(file)[1].lower() in VIDEO_EXTENSIONS:
+                videos.append((os.path.join(folder, file), label_of[name]))
+    return Annotations(videos, classes, [], path, "folders")
+
+
+def read_annotations(root: str, split_file: str, train_split: str, classes_file: str = "",
+                     split: str = "train") -> Annotations:
+    """Read one split.
+
+    Args:
+        root: ``data.root``; relative paths resolve against it.
+        split_file: this split's annotation file or folder.
+        train_split: the training split (defines the classes when no ``classes_file``).
+        classes_file: ``data.classes_file`` ("" = derive from the training split).
+    """
+    path = resolve(root, split_file)
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"annotation file or folder not found: {path}")
+    classes = read_classes_file(resolve(root, classes_file)) if classes_file else default_classes(root, train_split)
+    if os.path.isdir(path):
+        if classes is None:
+            classes = sorted(d for d in os.listdir(path) if os.path.isdir(os.path.join(path, d)))
+        return _read_folders(path, classes)
+    if _is_kinetics_csv(path):
+        if classes is None:
+            raise AnnotationError(f"{path}: Kinetics CSV needs data.classes_file or a Kinetics CSV training split")
+        return _read_kinetics_csv(path, root, classes, split)
+    return _read_list(path, root, classes)

@@ -1,0 +1,164 @@
+"""The clip dataset: annotations -> decoded, sampled, transformed clips, with the broken-file policy.
+
+Items are dicts (see :class:`VideoClipDataset`). Broken videos (missing, empty, truncated, not a
+video, no frames, decode timeout):
+
+* train / val: another random video is tried instead (at most ``data.num_retries`` times, like
+  PySlowFast's NUM_RETRIES); every failed path is recorded in the item's ``skipped`` list
+  ``[(path, reason)]`` which the loader's collate turns into ``batch["skipped"]``. Only when every
+  retry fails does it raise, naming the paths.
+* test: never substituted; the item has ``valid=False``, ``error=<reason>`` and a zero clip.
+"""
+from __future__ import annotations
+
+import logging
+import os
+from typing import List, Optional, Tuple
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from videoattn.data import transforms
+from videoattn.data.annotations import Annotations, read_annotations
+from videoattn.data.decoding import DecodeError, open_video
+from videoattn.data.sampling import clip_indices
+from videoattn.utils.io import atomic_write_text
+
+log = logging.getLogger(__name__)
+SPLITS = ("train", "val", "test")
+
+
+class BrokenVideosError(RuntimeError):
+    """Every retry of a train/val item hit a broken video."""
+
+
+class VideoClipDataset(Dataset):
+    """Clips of the videos of one split.
+
+    Attributes:
+        classes: class names (label index order).
+        videos: [(path, label)].
+        missing: annotation rows whose file is absent ("file:line: expected name (label)").
+        num_views: clips per video: ``test.num_ensemble_views * test.num_spatial_crops`` in test, else 1.
+
+    Item ``i`` (video ``i // num_views``, view ``i % num_views``)::
+
+        clip: float32 (3, T, S, S) normalised   label: int   video_index: int   view_index: int
+        valid: bool (False only for a broken test video; clip is zeros)   error: str ("" if fine)
+        skipped: [(path, reason)] broken videos replaced while producing this item (train/val)
+    """
+
+    def __init__(self, cfg, split: str, annotations: Annotations):
+        if split not in SPLITS:
+            raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+        self.cfg, self.split = cfg, split
+        self.classes: List[str] = list(annotations.classes)
+        self.videos: List[Tuple[str, int]] = list(annotations.videos)
+        self.missing: List[str] = list(annotations.missing)
+        self.source = annotations.source
+        d = cfg.data
+        self.num_frames, self.sampling_rate, self.target_fps = int(d.num_frames), int(d.sampling_rate), float(d.target_fps)
+        self.decode_threads, self.num_retries = int(d.decode_threads), int(d.num_retries)
+        self.decode_timeout = float(d.decode_timeout) if d.decode_timeout else None
+        if split == "test":
+            self.num_temporal, self.num_crops = int(cfg.test.num_ensemble_views), int(cfg.test.num_spatial_crops)
+        else:
+            self.num_temporal, self.num_crops = 1, 1
+        self.num_views = self.num_temporal * self.num_crops
+        self._cache: Tuple[Optional[tuple], object] = (None, None)
+
+    def __len__(self) -> int:
+        return len(self.videos) * self.num_views
+
+    # ------------------------------------------------------------------------------------ decoding
+    def decode_clip(self, path: str, clip_index: int, num_clips: int,
+                    rng: Optional[np.random.Generator] = None) -> torch.Tensor:
+        """uint8 (T, H, W, 3) frames of clip ``clip_index`` of ``num_clips`` (-1: random); DecodeError if broken."""
+        video = open_video(path, self.decode_threads, self.decode_timeout)
+        try:
+            idx = clip_indices(video.num_frames, video.fps, self.num_frames, self.sampling_rate,
+                               self.target_fps, clip_index, num_clips, rng)
+            return video.get_frames(idx)
+        finally:
+            video.close()
+
+    def _train_val_item(self, index: int) -> dict:
+        skipped: List[Tuple[str, str]] = []
+        for _ in range(self.num_retries + 1):
+            path, label = self.videos[index]
+            try:
+                if self.split == "train":
+                    rng = np.random.default_rng(int(torch.randint(0, 2 ** 62, (1,))))
+                    clip = transforms.train_clip(self.decode_clip(path, -1, 1, rng), self.cfg)
+                else:
+                    clip = transforms.val_clip(self.decode_clip(path, 0, 1), self.cfg)
+                return dict(clip=clip, label=label, video_index=index, view_index=0, valid=True, error="",
+                            skipped=skipped)
+            except DecodeError as e:
+                skipped.append((path, e.reason))
+                index = int(torch.randint(0, len(self.videos), (1,)))
+        lines = "\n".join(f"  {p}: {r}" for p, r in skipped)
+        raise BrokenVideosError(f"{len(skipped)} videos in a row could not be decoded "
+                                f"(data.num_retries={self.num_retries}):\n{lines}")
+
+    def _test_item(self, i: int) -> dict:
+        video_index, view = divmod(i, self.num_views)
+        temporal, crop = divmod(view, self.num_crops)
+        path, label = self.videos[video_index]
+        key, cached = self._cache
+        if key != (video_index, temporal):  # the crops of one temporal clip share one decode
+            try:
+                cached = transforms.resize_for_test(self.decode_clip(path, temporal, self.num_temporal), self.cfg)
+            except DecodeError as e:
+                cached = e
+            self._cache = ((video_index, temporal), cached)
+        item = dict(label=label, video_index=video_index, view_index=view, skipped=[])
+        if isinstance(cached, DecodeError):
+            size = int(self.cfg.data.test_crop_size)
+            return dict(item, clip=torch.zeros(3, self.num_frames, size, size), valid=False, error=cached.reason)
+        return dict(item, clip=transforms.test_crop(cached, self.cfg, crop, self.num_crops), valid=True, error="")
+
+    def __getitem__(self, i: int) -> dict:
+        if self.split == "test":
+            return self._test_item(i)
+        return self._train_val_item(i)
+
+    # -------------------------------------------------------------------------------------- report
+    def write_missing_report(self, output_dir: str) -> Optional[str]:
+        """Write ``missing_videos_<split>.txt`` (one annotation row per line) if any; return its path."""
+        if not self.missing:
+            return None
+        path = os.path.join(output_dir, f"missing_videos_{self.split}.txt")
+        header = f"# {len(self.missing)} rows of {self.source} name files not found under {self.cfg.data.root}\n"
+        atomic_write_text(path, header + "".join(m + "\n" for m in self.missing))
+        return path
+
+
+def split_file(cfg, split: str) -> str:
+    """The annotation file/folder of ``split`` (test falls back to the validation split)."""
+    if split not in SPLITS:
+        raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+    return {"train": cfg.data.train_split, "val": cfg.data.val_split,
+            "test": cfg.data.test_split or cfg.data.val_split}[split]
+
+
+def build_dataset(cfg, split: str) -> VideoClipDataset:
+    """The dataset of ``split`` (train | val | test) from ``cfg.data``.
+
+    Missing files are announced once (on the main process) with their count and listed in
+    ``<output_dir>/missing_videos_<split>.txt``; malformed annotation lines raise AnnotationError.
+    """
+    from videoattn.engine.distributed import is_main_process
+
+    ann = read_annotations(cfg.data.root, split_file(cfg, split), cfg.data.train_split,
+                           cfg.data.classes_file, split)
+    dataset = VideoClipDataset(cfg, split, ann)
+    if dataset.missing and is_main_process():
+        report = dataset.write_missing_report(cfg.output_dir)
+        log.warning("%s: %d of %d annotated videos are missing under %s; listed in %s",
+                    split, len(dataset.missing), len(dataset.missing) + len(dataset.videos), cfg.data.root, report)
+    if not dataset.videos:
+        raise ValueError(f"{split}: no videos found for {ann.source} under {cfg.data.root} "
+                         f"({len(dataset.missing)} annotated files missing)")
+    return dataset

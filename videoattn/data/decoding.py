@@ -1,0 +1,325 @@
+"""Open a video and read frames by index: decord first, PyAV once as a fallback.
+
+``open_video(path, num_threads) -> Video`` with ``.fps``, ``.num_frames`` and
+``.get_frames(indices) -> uint8 (T, H, W, 3)``. Guards against known decord failure modes:
+
+* a container that over-reports its frame count (a truncated ``faststart`` mp4, a patched AVI
+  header): decord's ``len()`` is the header's count, and ``get_batch`` past the last real packet
+  can loop forever. ``num_frames`` is clamped to the packets decord actually indexed, and every
+  index is clamped to ``[0, num_frames - 1]`` before ``get_batch``.
+* a hang inside the decoder: each read runs in a helper thread with a time limit
+  (``timeout``); past it the read is abandoned and the video counts as broken.
+* any decord error on open or read: PyAV is tried once for that video; if it fails too, a
+  :class:`DecodeError` carries both reasons.
+"""
+from __future__ import annotations
+
+import os
+import queue
+import threading
+from typing import Callable, Optional, Sequence
+
+import av  # noqa: F401  -- must be loaded before decord: decord's bundled FFmpeg breaks PyAV's libvpx otherwise
+import numpy as np
+import torch
+
+try:
+    import decord
+except ImportError:  # pragma: no cover - decord is a hard dependency, PyAV alone still works
+    decord = None
+
+
+class DecodeError(RuntimeError):
+    """A video cannot be opened or decoded. ``path`` and ``reason`` are attributes."""
+
+    def __init__(self, path: str, reason: str):
+        super().__init__(f"{path}: {reason}")
+        self.path, self.reason = path, reason
+
+
+# ----------------------------------------------------------------------------- time-limited calls
+class _DecodeThread:
+    """One daemon thread running decode calls (daemon: a stuck call never blocks process exit)."""
+
+    def __init__(self):
+        self.pid = os.getpid()
+        self.jobs: "queue.SimpleQueue" = queue.SimpleQueue()
+        threading.Thread(target=self._run, name="videoattn-decode", daemon=True).start()
+
+    def _run(self) -> None:
+        while True:
+            fn, box, done = self.jobs.get()
+            try:
+                box.append((True, fn()))
+            except BaseException as e:  # handed to the caller
+                box.append((False, e))
+            done.set()
+
+
+_THREAD: Optional[_DecodeThread] = None
+_THREAD_LOCK = threading.Lock()
+
+
+def run_with_timeout(fn: Callable, timeout: Optional[float], what: str, path: str):
+    """``fn()`` in the decode thread; raise DecodeError if it does not return within ``timeout`` s.
+
+    A timed-out call cannot be killed (it is native code); its thread is abandoned and a fresh
+    one serves the next call, so the worker process keeps going.
+    """
+    global _THREAD
+    if not timeout or timeout <= 0:
+        return fn()
+    with _THREAD_LOCK:
+        if _THREAD is None or _THREAD.pid != os.getpid():  # DataLoader workers fork: one per process
+            _THREAD = _DecodeThread()
+        worker = _THREAD
+    box: list = []
+    done = threading.Event()
+    worker.jobs.put((fn, box, done))
+    if not done.wait(timeout):
+        with _THREAD_LOCK:
+            if _THREAD is worker:
+                _THREAD = None
+        raise DecodeError(path, f"{what} timed out after {timeout:g} s")
+    ok, value = box[0]
+    if ok:
+        return value
+    raise value
+
+
+# ------------------------------------------------------------------------------------------ readers
+def _free_decord(vr) -> None:
+    """Free a decord reader now (idempotent).
+
+    decord's reader owns a native decoding thread that its destructor joins. A reader left to the
+    garbage collector (e.g. kept alive by an exception's traceback) may be collected in a forked
+    DataLoader worker, where that thread does not exist: the join then blocks forever. So every
+    reader is freed explicitly, on close and on every error path.
+    """
+    handle = getattr(vr, "_handle", None)
+    if handle is not None:
+        vr._handle = None
+        from decord.video_reader import _CAPI_VideoReaderFree
+
+        _CAPI_VideoReaderFree(handle)
+
+
+class _DecordReader:
+    backend = "decord"
+
+    def __init__(self, path: str, num_threads: int, timeout: Optional[float]):
+        self.path, self.timeout = path, timeout
+        if decord is None:
+            raise DecodeError(path, "decord is not installed")
+        self._vr = None
+        error = None
+        try:
+            self._vr = run_with_timeout(
+                lambda: decord.VideoReader(path, ctx=decord.cpu(0), num_threads=num_threads), timeout, "open", path)
+            reported = len(self._vr)
+            self._vr.get_frame_timestamp(0)  # loads decord's table of the packets it really indexed
+            indexed = int(self._vr._frame_pts.shape[0])
+            self.fps = float(self._vr.get_avg_fps())
+        except DecodeError as e:
+            error = e
+        except Exception as e:  # decord raises DECORDError, AssertionError, RuntimeError, IndexError...
+            error = DecodeError(path, f"decord cannot open: {_short(e)}")
+        if error is None:
+            self.reported_frames = reported
+            self.num_frames = min(reported, indexed)  # over-reported headers: trust the indexed packets
+            if self.num_frames <= 0:
+                error = DecodeError(path, "decord: no frames")
+            elif not np.isfinite(self.fps) or self.fps <= 0:
+                error = DecodeError(path, f"decord: invalid frame rate {self.fps}")
+        if error is not None:
+            self.close()
+            raise error
+
+    def get_frames(self, indices: Sequence[int]) -> torch.Tensor:
+        idx = np.clip(np.asarray(indices, dtype=np.int64), 0, self.num_frames - 1).tolist()
+        vr, error = self._vr, None
+        try:
+            batch = run_with_timeout(lambda: vr.get_batch(idx).asnumpy(), self.timeout, "decode", self.path)
+            if batch.shape[0] != len(idx):
+                error = DecodeError(self.path, f"decord returned {batch.shape[0]} frames for {len(idx)} indices")
+        except DecodeError as e:
+            if "timed out" in e.reason:
+                self._vr = None  # still in use by the abandoned call: not freed here
+            error = e
+        except Exception as e:
+            error = DecodeError(self.path, f"decord cannot decode frames {idx[0]}..{idx[-1]}: {_short(e)}")
+        del vr
+        if error is not None:
+            self.close()
+            raise error
+        return torch.from_numpy(batch)
+
+    def close(self) -> None:
+        vr, self._vr = self._vr, None
+        _free_decord(vr)
+
+
+class PyAVReader:
+    """PyAV reader that decodes sequentially from the keyframe before the clip start.
+
+    This is what PySlowFast's default ``pyav`` decoder does; it is the fallback here and the
+    baseline in the data benchmark. Frames are matched to indices by their timestamps.
+    """
+
+    backend = "pyav"
+
+    def __init__(self, path: str, timeout: Optional[float] = None):
+        self.path, self.timeout = path, timeout
+        try:
+            self._container = av.open(path)
+            stream = self._container.streams.video[0]
+        except Exception as e:
+            raise DecodeError(path, f"pyav cannot open: {_short(e)}") from None
+        stream.thread_type = "NONE"  # no FFmpeg decoder threads: clips are short, and workers are forked
+        stream.codec_context.thread_count = 1
+        self._stream = stream
+        rate = stream.average_rate or stream.guessed_rate
+        self.fps = float(rate) if rate else 0.0
+        if self.fps <= 0:
+            raise DecodeError(path, "pyav: unknown frame rate")
+        count = stream.frames
+        if count <= 0 and stream.duration and stream.time_base:
+            count = int(stream.duration * stream.time_base * self.fps)
+        if count <= 0 and self._container.duration:
+            count = int(self._container.duration / av.time_base * self.fps)
+        self.num_frames = self.reported_frames = int(count)
+        if self.num_frames <= 0:
+            raise DecodeError(path, "pyav: no frames")
+        self._start = stream.start_time or 0
+
+    def _index(self, frame) -> int:
+        if frame.pts is None:
+            return -1
+        return int(round(float((frame.pts - self._start) * self._stream.time_base) * self.fps))
+
+    def _decode(self, idx: list) -> np.ndarray:
+        first, last = idx[0] if idx else 0, max(idx)
+        target_pts = self._start + int(first / self.fps / self._stream.time_base)
+        self._container.seek(max(target_pts, self._start), stream=self._stream, backward=True, any_frame=False)
+        got: dict = {}
+        previous = None
+        frames = self._container.decode(self._stream)
+        while True:
+            try:
+                frame = next(frames)
+            except StopIteration:
+                break
+            except av.error.FFmpegError:  # truncated / corrupt tail: keep what decoded (clamped below)
+                if got or previous is not None:
+                    break
+                raise
+            i = self._index(frame)
+            if i < first:
+                previous = frame
+                continue
+            got[i] = frame.to_ndarray(format="rgb24", threads=1)
+            if i >= last:
+                break
+        if not got and previous is not None:
+            got[self._index(previous)] = previous.to_ndarray(format="rgb24", threads=1)
+        if not got:
+            raise DecodeError(self.path, "pyav: no decodable frames")
+        keys = np.array(sorted(got))
+        # nearest decoded frame at or before each index (repeats the last frame past the real end)
+        pos = np.clip(np.searchsorted(keys, idx, side="right") - 1, 0, len(keys) - 1)
+        return np.stack([got[int(keys[p])] for p in pos])
+
+    def get_frames(self, indices: Sequence[int]) -> torch.Tensor:
+        idx = np.clip(np.asarray(indices, dtype=np.int64), 0, self.num_frames - 1).tolist()
+        try:
+            return torch.from_numpy(run_with_timeout(lambda: self._decode(idx), self.timeout, "decode", self.path))
+        except DecodeError:
+            raise
+        except Exception as e:
+            raise DecodeError(self.path, f"pyav cannot decode: {_short(e)}") from None
+
+    def close(self) -> None:
+        self._container.close()
+
+
+class Video:
+    """A decoded-on-demand video: decord, switching to PyAV once if decord fails.
+
+    Attributes:
+        fps: frames per second of the video.
+        num_frames: frames really available (over-reported container counts are clamped).
+        backend: "decord" or "pyav" (the reader in use).
+    """
+
+    def __init__(self, path: str, num_threads: int = 1, timeout: Optional[float] = None, backend: str = "auto"):
+        self.path, self._threads, self._timeout = path, num_threads, timeout
+        self._fell_back = backend == "pyav"
+        self._errors: list = []
+        if backend == "pyav":
+            self._reader = PyAVReader(path, timeout)
+            return
+        try:
+            self._reader = _DecordReader(path, num_threads, timeout)
+        except DecodeError as e:
+            if backend == "decord":
+                raise
+            self._fallback(e)
+
+    def _fallback(self, error: DecodeError):
+        self._errors.append(error.reason)
+        if self._fell_back:
+            raise DecodeError(self.path, "; ".join(self._errors))
+        self._fell_back = True
+        try:
+            self._reader = PyAVReader(self.path, self._timeout)
+        except DecodeError as e:
+            self._errors.append(e.reason)
+            raise DecodeError(self.path, "; ".join(self._errors)) from None
+
+    @property
+    def fps(self) -> float:
+        return self._reader.fps
+
+    @property
+    def num_frames(self) -> int:
+        return self._reader.num_frames
+
+    @property
+    def backend(self) -> str:
+        return self._reader.backend
+
+    def get_frames(self, indices: Sequence[int]) -> torch.Tensor:
+        """Frames at ``indices`` (clamped to the video) -> uint8 (T, H, W, 3)."""
+        try:
+            return self._reader.get_frames(indices)
+        except DecodeError as e:
+            self._fallback(e)
+            try:
+                return self._reader.get_frames(indices)
+            except DecodeError as e2:
+                self._errors.append(e2.reason)
+                raise DecodeError(self.path, "; ".join(self._errors)) from None
+
+    def close(self) -> None:
+        self._reader.close()
+
+
+def open_video(path: str, num_threads: int = 1, timeout: Optional[float] = None, backend: str = "auto") -> Video:
+    """Open ``path`` for random access; raise :class:`DecodeError` if neither decord nor PyAV can.
+
+    Args:
+        num_threads: decord decoding threads (``cfg.data.decode_threads``; 0 = decord's auto).
+        timeout: seconds one open / one read may take (``cfg.data.decode_timeout``; None = no limit).
+        backend: "auto" (decord, PyAV once on failure), "decord" or "pyav".
+    """
+    if not os.path.isfile(path):
+        raise DecodeError(path, "file not found")
+    if os.path.getsize(path) == 0:
+        raise DecodeError(path, "empty file")
+    return Video(path, num_threads, timeout, backend)
+
+
+def _short(e: BaseException, limit: int = 200) -> str:
+    text = f"{type(e).__name__}: {e}".strip().splitlines()
+    msg = text[0] if text else type(e).__name__
+    return msg if len(msg) <= limit else msg[:limit] + "..."

@@ -1,0 +1,90 @@
+"""DataLoader construction: per-process batch, samplers, workers, collate with the skipped list."""
+from __future__ import annotations
+
+import logging
+import random
+from typing import List, Optional, Set, Tuple
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, DistributedSampler
+from torch.utils.data._utils.collate import default_collate
+
+from videoattn.data.dataset import VideoClipDataset, build_dataset
+from videoattn.data.samplers import ShardSampler
+
+log = logging.getLogger(__name__)
+
+
+def collate(items: List[dict]) -> dict:
+    """Batch item dicts; ``skipped`` lists are concatenated into ``batch["skipped"]: [(path, reason)]``."""
+    skipped = [s for item in items for s in item.get("skipped", ())]
+    batch = default_collate([{k: v for k, v in item.items() if k != "skipped"} for item in items])
+    batch["skipped"] = skipped
+    return batch
+
+
+def seed_worker(worker_id: int) -> None:
+    """Seed numpy and random from torch's per-worker seed (torch seeds itself per worker)."""
+    seed = torch.initial_seed() % 2 ** 32
+    np.random.seed(seed)
+    random.seed(seed)
+
+
+class VideoLoader(DataLoader):
+    """A DataLoader that logs every broken (skipped) video once, with its reason, in this process.
+
+    ``skipped_paths`` holds {path: reason} of all broken videos seen so far; callers sum
+    ``len(batch["skipped"])`` per epoch for the epoch summary.
+    """
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.skipped_paths: dict = {}
+
+    def __iter__(self):
+        for batch in super().__iter__():
+            for path, reason in batch.get("skipped", ()):
+                if path not in self.skipped_paths:
+                    self.skipped_paths[path] = reason
+                    log.warning("broken video skipped: %s (%s)", path, reason)
+            yield batch
+
+
+def per_process_batch(global_batch: int, world_size: int, key: str) -> int:
+    if global_batch % world_size != 0 or global_batch < world_size:
+        raise ValueError(f"{key}={global_batch} must be a positive multiple of the number of processes "
+                         f"({world_size}); it is the global batch, split evenly across processes")
+    return global_batch // world_size
+
+
+def build_loader(cfg, split: str, dataset: Optional[VideoClipDataset] = None) -> VideoLoader:
+    """DataLoader for ``split`` with the per-process batch (``train.batch_size`` or ``test.batch_size``
+    divided by the world size).
+
+    train: ``DistributedSampler(shuffle=True, seed=cfg.seed)`` (call ``loader.sampler.set_epoch(e)``),
+    drop_last when the shard holds at least one batch. val/test: :class:`ShardSampler` (disjoint,
+    no padding). Workers: ``data.num_workers`` (persistent, ``data.prefetch_factor``), pinned memory
+    on CUDA if ``data.pin_memory``.
+    """
+    from videoattn.engine.distributed import get_rank, get_world_size
+
+    dataset = dataset if dataset is not None else build_dataset(cfg, split)
+    rank, world = get_rank(), get_world_size()
+    if split == "test":
+        batch = per_process_batch(int(cfg.test.batch_size), world, "test.batch_size")
+    else:
+        batch = per_process_batch(int(cfg.train.batch_size), world, "train.batch_size")
+    if split == "train":
+        sampler = DistributedSampler(dataset, num_replicas=world, rank=rank, shuffle=True, seed=int(cfg.seed))
+        drop_last = len(sampler) >= batch
+    else:
+        sampler = ShardSampler(len(dataset), rank, world)
+        drop_last = False
+    workers = int(cfg.data.num_workers)
+    use_cuda = str(cfg.device) == "cuda" or (str(cfg.device) == "auto" and torch.cuda.is_available())
+    generator = torch.Generator().manual_seed(int(cfg.seed) * 1000 + rank)
+    kwargs = dict(persistent_workers=True, prefetch_factor=int(cfg.data.prefetch_factor)) if workers > 0 else {}
+    return VideoLoader(dataset, batch_size=batch, sampler=sampler, num_workers=workers, collate_fn=collate,
+                       pin_memory=bool(cfg.data.pin_memory) and use_cuda, drop_last=drop_last,
+                       worker_init_fn=seed_worker, generator=generator, **kwargs)

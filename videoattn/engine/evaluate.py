@@ -1,0 +1,185 @@
+"""Clip-level validation (used by training) and multi-view video-level testing.
+
+Both work unchanged in one process and under torchrun: each process scores its shard of the
+loader; results are gathered so that every (video, view) counts exactly once, and the video-level
+result equals the single-process one (per-video scores are accumulated in float64).
+Accuracies are fractions in [0, 1].
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Dict, Iterator, List, Optional, Tuple
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from videoattn.engine.distributed import all_gather_object, is_main_process
+from videoattn.engine.inference import unwrap_model
+from videoattn.engine.metrics import (VideoAggregator, all_reduce_cpu, confusion_matrix, mean_class_accuracy,
+                                      topk_correct)
+
+
+def _scored_batches(model: torch.nn.Module, loader, device: torch.device, desc: str
+                    ) -> Iterator[Tuple[dict, torch.Tensor, Optional[torch.Tensor]]]:
+    """Yield ``(batch, valid (B,) bool, logits (B_valid, C) float32 on CPU or None)``.
+
+    Items with ``valid=False`` (undecodable test videos) are not run through the model.
+    """
+    for batch in tqdm(loader, desc=desc, disable=not is_main_process(), leave=False, dynamic_ncols=True):
+        n = batch["label"].shape[0]
+        valid = torch.as_tensor(batch.get("valid", torch.ones(n, dtype=torch.bool))).bool()
+        logits = None
+        if valid.any():
+            x = batch["clip"][valid].to(device, non_blocking=True)
+            logits = model(x).float().cpu()
+        yield batch, valid, logits
+
+
+def _unique_rows(parts: List[np.ndarray]) -> np.ndarray:
+    """Concatenate per-rank record arrays whose first two columns are (video_index, view_index),
+    keeping the first occurrence of each key (a padding sampler would otherwise count twice)."""
+    parts = [p for p in parts if len(p)]
+    if not parts:
+        return np.zeros((0, 5))
+    rows = np.concatenate(parts)
+    _, first = np.unique(rows[:, :2].astype(np.int64), axis=0, return_index=True)
+    return rows[np.sort(first)]
+
+
+@torch.inference_mode()
+def evaluate_clips(model: torch.nn.Module, loader, device: torch.device, desc: str = "val") -> Dict[str, object]:
+    """Single-view validation over ``loader``, gathered across processes.
+
+    Args:
+        model: the (possibly DDP-wrapped) classifier; ``model(x: (B, 3, T, H, W)) -> (B, C)``.
+        loader: yields batches with ``clip``, ``label``, ``video_index``, ``view_index`` [, ``valid``].
+    Returns (identical on every rank):
+        ``top1``, ``top5`` (fractions), ``loss`` (mean cross-entropy), ``num_clips`` (clips scored,
+        each (video, view) once), ``num_invalid`` (items marked unreadable), ``skipped``
+        (list of (path, reason) of broken videos the loader replaced).
+    """
+    net = unwrap_model(model)
+    was_training = net.training
+    net.eval()
+    records, skipped, invalid = [], [], 0
+    try:
+        for batch, valid, logits in _scored_batches(net, loader, device, desc):
+            skipped.extend(batch.get("skipped", []) or [])
+            invalid += int((~valid).sum())
+            if logits is None:
+                continue
+            labels = batch["label"][valid].long()
+            hits = topk_correct(logits, labels, (1, 5))
+            loss = F.cross_entropy(logits, labels, reduction="none")
+            records.append(np.stack([batch["video_index"][valid].numpy(), batch["view_index"][valid].numpy(),
+                                     loss.numpy(), hits[1].numpy(), hits[5].numpy()], axis=1).astype(np.float64))
+    finally:
+        net.train(was_training)
+    local = np.concatenate(records) if records else np.zeros((0, 5))
+    gathered = all_gather_object((local, skipped, invalid))
+    rows = _unique_rows([g[0] for g in gathered])
+    n = len(rows)
+    nan = float("nan")
+    return {"top1": float(rows[:, 3].mean()) if n else nan, "top5": float(rows[:, 4].mean()) if n else nan,
+            "loss": float(rows[:, 2].mean()) if n else nan, "num_clips": n,
+            "num_invalid": sum(g[2] for g in gathered), "skipped": [s for g in gathered for s in g[1]]}
+
+
+@dataclass
+class MultiViewResult:
+    """Everything multi-view testing produced (complete on every rank after gathering)."""
+    video_scores: torch.Tensor            # (V, C) float64 aggregated scores; NaN rows for unreadable videos
+    video_labels: torch.Tensor            # (V,) int64; -1 where no view was seen
+    view_counts: torch.Tensor             # (V,) valid views scored per video
+    clip_hits: Dict[int, int]             # {1: n, 5: n} views whose own prediction was a hit
+    num_clips: int                        # valid views scored
+    failed_views: Dict[int, List[Tuple[int, str]]]  # video index -> [(view index, error)]
+    view_logits: Optional[np.ndarray] = None        # (N, 2 + C): video index, view index, logits
+
+    @property
+    def readable(self) -> torch.Tensor:
+        return self.view_counts > 0
+
+    def metrics(self, class_names: List[str]) -> Dict[str, object]:
+        """Clip- and video-level accuracy over readable videos (NaN if there are none)."""
+        ok = self.readable
+        scores, labels = self.video_scores[ok], self.video_labels[ok]
+        nan = float("nan")
+        out: Dict[str, object] = {
+            "num_videos": int(ok.sum()), "num_unreadable": int((~ok).sum()), "num_clips": self.num_clips,
+            "clip_top1": self.clip_hits[1] / self.num_clips if self.num_clips else nan,
+            "clip_top5": self.clip_hits[5] / self.num_clips if self.num_clips else nan,
+        }
+        if len(labels):
+            hits = topk_correct(scores, labels, (1, 5))
+            conf = confusion_matrix(scores.argmax(dim=1), labels, len(class_names))
+            out.update(video_top1=hits[1].double().mean().item(), video_top5=hits[5].double().mean().item(),
+                       mean_class_accuracy=mean_class_accuracy(conf))
+        else:
+            out.update(video_top1=nan, video_top5=nan, mean_class_accuracy=nan)
+        return out
+
+
+@torch.inference_mode()
+def score_multiview(model: torch.nn.Module, loader, num_videos: int, num_classes: int,
+                    aggregation: str = "softmax", save_logits: bool = False,
+                    device: torch.device = torch.device("cpu"), num_views: Optional[int] = None) -> MultiViewResult:
+    """Score every view of every video in ``loader`` and aggregate per video.
+
+    Args:
+        loader: test loader (items carry ``video_index`` in ``[0, num_videos)``, ``view_index``,
+            ``valid``/``error``); each process iterates its own disjoint shard.
+        aggregation: ``softmax`` (mean of probabilities) | ``sum`` (of logits) | ``max`` (of probabilities).
+        num_views: views expected per video; if given, a (video, view) scored twice raises (a
+            padding sampler would bias the result).
+    """
+    net = unwrap_model(model).eval()
+    agg = VideoAggregator(num_videos, num_classes, aggregation)
+    labels = torch.full((num_videos,), -1, dtype=torch.int64)
+    hit1 = hit5 = clips = 0
+    failed: List[Tuple[int, int, str]] = []
+    seen: List[np.ndarray] = []
+    logit_rows: List[np.ndarray] = []
+    for batch, valid, logits in _scored_batches(net, loader, device, "test"):
+        vidx, view = batch["video_index"].long(), batch["view_index"].long()
+        labels[vidx] = batch["label"].long()
+        seen.append(np.stack([vidx.numpy(), view.numpy()], axis=1))
+        errors = batch.get("error", [""] * len(valid))
+        failed += [(int(vidx[i]), int(view[i]), str(errors[i])) for i in torch.nonzero(~valid).flatten().tolist()]
+        if logits is None:
+            continue
+        y = batch["label"][valid].long()
+        hits = topk_correct(logits, y, (1, 5))
+        hit1, hit5, clips = hit1 + int(hits[1].sum()), hit5 + int(hits[5].sum()), clips + len(y)
+        agg.update(logits, vidx[valid])
+        if save_logits:
+            logit_rows.append(np.concatenate([vidx[valid, None].numpy(), view[valid, None].numpy(),
+                                              logits.numpy()], axis=1).astype(np.float32))
+    agg.all_reduce()
+    all_reduce_cpu(labels, "max")
+    local_seen = np.concatenate(seen) if seen else np.zeros((0, 2), np.int64)
+    local_logits = np.concatenate(logit_rows) if logit_rows else None
+    gathered = all_gather_object((hit1, hit5, clips, failed, local_seen, local_logits))
+    all_seen = np.concatenate([g[4] for g in gathered])
+    if num_views is not None and len(all_seen):
+        keys, counts = np.unique(all_seen, axis=0, return_counts=True)
+        if (counts > 1).any():
+            raise RuntimeError(f"{int((counts > 1).sum())} (video, view) pairs were scored more than once: "
+                               "the test loader's sampler must split the views disjointly across processes")
+        if len(keys) != num_videos * num_views:
+            raise RuntimeError(f"the test loader yielded {len(keys)} views, expected {num_videos} x {num_views}")
+    failed_views: Dict[int, List[Tuple[int, str]]] = {}
+    for g in gathered:
+        for v, view, err in g[3]:
+            failed_views.setdefault(v, []).append((view, err))
+    view_logits = None
+    if save_logits:
+        parts = [g[5] for g in gathered if g[5] is not None]
+        if parts:
+            view_logits = np.concatenate(parts)
+            view_logits = view_logits[np.lexsort((view_logits[:, 1], view_logits[:, 0]))]
+    return MultiViewResult(video_scores=agg.video_scores(), video_labels=labels, view_counts=agg.counts,
+                      clip_hits={1: sum(g[0] for g in gathered), 5: sum(g[1] for g in gathered)},
+                      num_clips=sum(g[2] for g in gathered), failed_views=failed_views, view_logits=view_logits)

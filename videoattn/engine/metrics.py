@@ -1,0 +1,132 @@
+"""Classification metrics for clips and videos: top-k, confusion matrix, mean class accuracy,
+and the per-view -> per-video aggregation used by multi-view testing.
+
+All accuracies are fractions in [0, 1]. Tensors: ``logits: (N, C)``, ``labels: (N,)`` int.
+"""
+from __future__ import annotations
+
+from typing import Dict, Sequence
+
+import torch
+
+AGGREGATIONS = ("softmax", "sum", "max")
+
+
+def topk_correct(logits: torch.Tensor, labels: torch.Tensor, ks: Sequence[int] = (1, 5)) -> Dict[int, torch.Tensor]:
+    """Per-sample hit flags: ``{k: (N,) bool}``, True where ``labels`` is among the top-k scores.
+
+    ``k`` larger than the number of classes counts every sample as a hit (as torch.topk would
+    otherwise fail). Ties are broken by ``torch.topk`` (lowest index first on CPU).
+    """
+    if logits.ndim != 2 or labels.ndim != 1 or logits.shape[0] != labels.shape[0]:
+        raise ValueError(f"expected logits (N, C) and labels (N,), got {tuple(logits.shape)} and {tuple(labels.shape)}")
+    kmax = min(max(ks), logits.shape[1])
+    top = logits.topk(kmax, dim=1).indices                 # (N, kmax)
+    hits = top == labels[:, None].to(top.device)          # (N, kmax)
+    return {k: hits[:, :min(k, kmax)].any(dim=1) for k in ks}
+
+
+def topk_accuracy(logits: torch.Tensor, labels: torch.Tensor, ks: Sequence[int] = (1, 5)) -> Dict[int, float]:
+    """``{k: fraction of samples whose label is among the top-k}``; NaN for an empty batch."""
+    if labels.numel() == 0:
+        return {k: float("nan") for k in ks}
+    return {k: v.float().mean().item() for k, v in topk_correct(logits, labels, ks).items()}
+
+
+def confusion_matrix(preds: torch.Tensor, labels: torch.Tensor, num_classes: int) -> torch.Tensor:
+    """``(C, C)`` int64 counts; row = true class, column = predicted class (sklearn's layout)."""
+    preds, labels = preds.long().flatten().cpu(), labels.long().flatten().cpu()
+    if preds.shape != labels.shape:
+        raise ValueError(f"preds and labels differ in length: {preds.numel()} vs {labels.numel()}")
+    if labels.numel() and (min(preds.min(), labels.min()) < 0 or max(preds.max(), labels.max()) >= num_classes):
+        raise ValueError(f"class index outside [0, {num_classes})")
+    flat = torch.bincount(labels * num_classes + preds, minlength=num_classes * num_classes)
+    return flat.reshape(num_classes, num_classes)
+
+
+def per_class_accuracy(conf: torch.Tensor) -> torch.Tensor:
+    """``(C,)`` float64 recall of each class; NaN for classes with no samples."""
+    conf = conf.double()
+    support = conf.sum(dim=1)
+    return torch.where(support > 0, conf.diag() / support.clamp(min=1), torch.full_like(support, float("nan")))
+
+
+def mean_class_accuracy(conf: torch.Tensor) -> float:
+    """Mean of per-class recall over classes that have at least one sample (mmaction2's definition)."""
+    acc = per_class_accuracy(conf)
+    present = ~acc.isnan()
+    return acc[present].mean().item() if present.any() else float("nan")
+
+
+def view_scores(logits: torch.Tensor, method: str) -> torch.Tensor:
+    """The per-view score that ``method`` aggregates: softmax probabilities or raw logits. ``(N, C)``."""
+    if method not in AGGREGATIONS:
+        raise ValueError(f"unknown aggregation '{method}' (valid: {', '.join(AGGREGATIONS)})")
+    return logits.float().softmax(dim=1) if method in ("softmax", "max") else logits.float()
+
+
+class VideoAggregator:
+    """Accumulates per-view logits into per-video scores; mergeable across processes.
+
+    * ``softmax``: mean over views of softmax probabilities (PySlowFast / mmaction2 default);
+    * ``sum``: sum over views of the raw logits;
+    * ``max``: element-wise max over views of softmax probabilities.
+
+    Accumulation is in float64, so the result does not depend on how views are split
+    between processes (up to float64 rounding). State: ``scores (V, C)``, ``counts (V,)``.
+    """
+
+    def __init__(self, num_videos: int, num_classes: int, method: str = "softmax"):
+        view_scores(torch.zeros(1, 1), method)  # validate the name
+        self.method = method
+        fill = float("-inf") if method == "max" else 0.0
+        self.scores = torch.full((num_videos, num_classes), fill, dtype=torch.float64)
+        self.counts = torch.zeros(num_videos, dtype=torch.int64)
+
+    def update(self, logits: torch.Tensor, video_index: torch.Tensor) -> None:
+        """``logits: (N, C)`` of N views; ``video_index: (N,)`` the video each view belongs to."""
+        s = view_scores(logits.detach().cpu(), self.method).double()
+        idx = video_index.long().cpu()
+        if self.method == "max":
+            self.scores.scatter_reduce_(0, idx[:, None].expand_as(s), s, "amax", include_self=True)
+        else:
+            self.scores.index_add_(0, idx, s)
+        self.counts.index_add_(0, idx, torch.ones_like(idx))
+
+    def all_reduce(self) -> None:
+        """Merge the states of all processes in place (no-op in a single process)."""
+        all_reduce_cpu(self.scores, "max" if self.method == "max" else "sum")
+        all_reduce_cpu(self.counts, "sum")
+
+    def video_scores(self) -> torch.Tensor:
+        """``(V, C)`` aggregated scores; rows of videos without any view are NaN."""
+        out = self.scores.clone()
+        if self.method == "softmax":
+            out /= self.counts.clamp(min=1)[:, None].double()
+        out[self.counts == 0] = float("nan")
+        return out
+
+
+def all_reduce_cpu(t: torch.Tensor, op: str = "sum") -> torch.Tensor:
+    """In-place all-reduce (``sum`` | ``max``) of a CPU tensor over all processes, also under NCCL
+    (which only reduces CUDA tensors). No-op in a single process."""
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return t
+    red = {"sum": dist.ReduceOp.SUM, "max": dist.ReduceOp.MAX}[op]
+    if dist.get_backend() == "nccl":
+        buf = t.cuda()
+        dist.all_reduce(buf, op=red)
+        t.copy_(buf.cpu())
+    else:
+        dist.all_reduce(t, op=red)
+    return t
+
+
+def aggregate_views(logits: torch.Tensor, video_index: torch.Tensor, num_videos: int,
+                    method: str = "softmax") -> torch.Tensor:
+    """Per-video scores ``(num_videos, C)`` from per-view ``logits (N, C)`` (see :class:`VideoAggregator`)."""
+    agg = VideoAggregator(num_videos, logits.shape[1], method)
+    agg.update(logits, video_index)
+    return agg.video_scores()

@@ -1,0 +1,188 @@
+"""Convert pytorchvideo and PySlowFast ResNet state dicts to :class:`ResNet3D` key names.
+
+Both share the layout of :class:`ResNet3D` (same convs, same order), so conversion is a pure
+renaming; shapes are then checked against the target model, which catches a config that does
+not match the checkpoint (depth, width, temporal pattern, non-local placement).
+
+pytorchvideo (``create_resnet``, e.g. hub ``i3d_r50`` / ``slow_r50``)::
+
+    blocks.0.conv / blocks.0.norm                       -> stem.conv / stem.bn
+    blocks.<k>.res_blocks.<j>.branch1_conv / _norm      -> res<s>.<j>.downsample.0 / .1
+    blocks.<k>.res_blocks.<j>.branch2.conv_a / norm_a   -> res<s>.<j>.conv1 / bn1   (b -> 2, c -> 3)
+    blocks.<last>.proj                                  -> head.proj
+  (``<k>`` counts the temporal pool as a block, so stages are numbered by order of appearance.)
+
+PySlowFast (``ResNet`` in video_model_builder.py, single pathway)::
+
+    s1.pathway0_stem.conv / .bn                         -> stem.conv / stem.bn
+    s<s>.pathway0_res<j>.branch1 / branch1_bn           -> res<s>.<j>.downsample.0 / .1
+    s<s>.pathway0_res<j>.branch2.a / a_bn               -> res<s>.<j>.conv1 / bn1   (b -> 2, c -> 3)
+    s<s>.pathway0_nonlocal<j>.conv_theta/phi/g/out, bn  -> res<s>.<j>.nl.theta/phi/g/out, bn
+    head.projection                                     -> head.proj
+"""
+from __future__ import annotations
+
+import re
+from typing import Dict, List
+
+import torch
+from torch import nn
+
+from videoattn.engine.checkpoint import unwrap_state_dict
+
+SOURCES = ("torchvision", "pytorchvideo", "pyslowfast")
+_PTV_BRANCH = {"branch1_conv": "downsample.0", "branch1_norm": "downsample.1",
+               "branch2.conv_a": "conv1", "branch2.norm_a": "bn1", "branch2.conv_b": "conv2",
+               "branch2.norm_b": "bn2", "branch2.conv_c": "conv3", "branch2.norm_c": "bn3"}
+_PSF_BRANCH = {"branch1": "downsample.0", "branch1_bn": "downsample.1", "branch2.a": "conv1",
+               "branch2.a_bn": "bn1", "branch2.b": "conv2", "branch2.b_bn": "bn2", "branch2.c": "conv3",
+               "branch2.c_bn": "bn3"}
+_PSF_NL = {"conv_theta": "theta", "conv_phi": "phi", "conv_g": "g", "conv_out": "out", "bn": "bn", "norm": "bn"}
+
+
+def _split_param(rest: str):
+    """'branch2.conv_a.weight' -> ('branch2.conv_a', 'weight')."""
+    module, _, param = rest.rpartition(".")
+    return module, param
+
+
+def from_pytorchvideo(state: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
+    """Rename a pytorchvideo ``create_resnet`` state dict (hub i3d_r50, slow_r50, c2d_r50, ...)."""
+    state = unwrap_state_dict(state)
+    stage_ids = sorted({int(m.group(1)) for k in state if (m := re.match(r"^blocks\.(\d+)\.res_blocks\.", k))})
+    stage_of = {k: f"res{i + 2}" for i, k in enumerate(stage_ids)}
+    out = {}
+    for key, value in state.items():
+        if m := re.match(r"^blocks\.0\.(conv|norm)\.(.+)$", key):
+            out[f"stem.{'conv' if m.group(1) == 'conv' else 'bn'}.{m.group(2)}"] = value
+        elif m := re.match(r"^blocks\.(\d+)\.res_blocks\.(\d+)\.(.+)$", key):
+            module, param = _split_param(m.group(3))
+            if module not in _PTV_BRANCH:
+                raise KeyError(f"pytorchvideo key {key}: unknown sub-module '{module}'")
+            out[f"{stage_of[int(m.group(1))]}.{m.group(2)}.{_PTV_BRANCH[module]}.{param}"] = value
+        elif m := re.match(r"^blocks\.\d+\.proj\.(.+)$", key):
+            out[f"head.proj.{m.group(1)}"] = value
+        else:
+            raise KeyError(f"pytorchvideo key {key} has no counterpart (only single-pathway "
+                           "create_resnet models convert)")
+    return out
+
+
+def from_pyslowfast(state: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
+    """Rename a PySlowFast single-pathway ResNet ``model_state`` (C2D / I3D / Slow, with or without NL)."""
+    state = unwrap_state_dict(state)
+    out = {}
+    for key, value in state.items():
+        if "pathway1" in key:
+            raise KeyError(f"PySlowFast key {key}: two-pathway (SlowFast) checkpoints are not supported")
+        if m := re.match(r"^s1\.pathway0_stem\.(conv|bn)\.(.+)$", key):
+            out[f"stem.{m.group(1)}.{m.group(2)}"] = value
+        elif m := re.match(r"^s(\d)\.pathway0_res(\d+)\.(.+)$", key):
+            module, param = _split_param(m.group(3))
+            if module not in _PSF_BRANCH:
+                raise KeyError(f"PySlowFast key {key}: unknown sub-module '{module}'")
+            out[f"res{m.group(1)}.{m.group(2)}.{_PSF_BRANCH[module]}.{param}"] = value
+        elif m := re.match(r"^s(\d)\.pathway0_nonlocal(\d+)\.(.+)$", key):
+            module, param = _split_param(m.group(3))
+            if module not in _PSF_NL:
+                raise KeyError(f"PySlowFast key {key}: unknown non-local sub-module '{module}'")
+            out[f"res{m.group(1)}.{m.group(2)}.nl.{_PSF_NL[module]}.{param}"] = value
+        elif m := re.match(r"^head\.projection\.(.+)$", key):
+            out[f"head.proj.{m.group(1)}"] = value
+        else:
+            raise KeyError(f"PySlowFast key {key} has no counterpart in this model")
+    return out
+
+
+def to_pyslowfast(state: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
+    """Inverse of :func:`from_pyslowfast` (export for PySlowFast tools); no CBAM keys allowed."""
+    inv_branch = {v: k for k, v in _PSF_BRANCH.items()}
+    inv_nl = {v: k for k, v in _PSF_NL.items() if k != "norm"}
+    out = {}
+    for key, value in unwrap_state_dict(state).items():
+        if m := re.match(r"^stem\.(conv|bn)\.(.+)$", key):
+            out[f"s1.pathway0_stem.{m.group(1)}.{m.group(2)}"] = value
+        elif m := re.match(r"^res(\d)\.(\d+)\.nl\.(\w+)\.(.+)$", key):
+            out[f"s{m.group(1)}.pathway0_nonlocal{m.group(2)}.{inv_nl[m.group(3)]}.{m.group(4)}"] = value
+        elif m := re.match(r"^res(\d)\.(\d+)\.(.+)$", key):
+            module, param = _split_param(m.group(3))
+            if module not in inv_branch:
+                raise KeyError(f"{key} has no PySlowFast counterpart (CBAM is not part of PySlowFast)")
+            out[f"s{m.group(1)}.pathway0_res{m.group(2)}.{inv_branch[module]}.{param}"] = value
+        elif m := re.match(r"^head\.proj\.(.+)$", key):
+            out[f"head.projection.{m.group(1)}"] = value
+        else:
+            raise KeyError(f"{key} has no PySlowFast counterpart")
+    return out
+
+
+def check_compatible(state: Dict[str, torch.Tensor], model: nn.Module, source: str,
+                     allow_missing_head: bool = False) -> List[str]:
+    """Raise ``ValueError`` naming mismatched/unknown keys; return the model keys left as initialised."""
+    target = model.state_dict()
+    unknown = [k for k in state if k not in target]
+    shape = [f"{k}: {tuple(v.shape)} vs model {tuple(target[k].shape)}" for k, v in state.items()
+             if k in target and v.shape != target[k].shape]
+    if unknown or shape:
+        raise ValueError(f"{source} weights do not fit this model (check depth, base_channels, temporal, "
+                         f"non_local.locations, num_classes): unknown keys {unknown[:5]}, shape mismatches {shape[:5]}")
+    missing = [k for k in target if k not in state]
+    # Non-local and CBAM blocks absent from the source keep their init; the non-local block is
+    # then the identity (zero BN weight), so the converted network computes the source's function.
+    allowed = [k for k in missing if ".cbam." in k or ".nl." in k or (allow_missing_head and k.startswith("head."))]
+    hard = [k for k in missing if k not in allowed]
+    if hard:
+        raise ValueError(f"{source} weights lack {len(hard)} keys of this model, e.g. {hard[:5]}")
+    return missing
+
+
+def convert_state_dict(source: str, state: Dict[str, torch.Tensor], model: nn.Module,
+                       inflation: str = "mean") -> tuple[Dict[str, torch.Tensor], List[str]]:
+    """Convert ``state`` from ``source`` (one of :data:`SOURCES`) for ``model``.
+
+    Returns ``(state_for_model, notes)``; ``notes`` lists keys left as initialised (CBAM, a
+    head of another class count) so the caller can report them. Load with ``strict=False``.
+    """
+    if source == "torchvision":
+        from videoattn.models.inflate import inflate_state_dict
+
+        converted, notes = inflate_state_dict(state, model, inflation)
+        missing = check_compatible(converted, model, source, allow_missing_head=True)
+        return converted, notes + [f"{k}: left as initialised" for k in missing]
+    if source == "pytorchvideo":
+        converted = from_pytorchvideo(state)
+    elif source == "pyslowfast":
+        converted = from_pyslowfast(state)
+    else:
+        raise ValueError(f"unknown source '{source}'; choose one of {', '.join(SOURCES)}")
+    missing = check_compatible(converted, model, source)
+    return converted, [f"{k}: left as initialised" for k in missing]
+
+
+def read_state_dict(path: str) -> Dict[str, torch.Tensor]:
+    """Load the weights in ``path``: a plain state dict, a whole pickled module, or a checkpoint
+    dict holding ``model_state`` (PySlowFast / this project), ``state_dict`` or ``model``."""
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=False)
+    except FileNotFoundError:
+        raise FileNotFoundError(f"weights file not found: {path}") from None
+    except Exception as e:
+        raise ValueError(f"cannot read {path} with torch.load ({type(e).__name__}: {e}); Caffe2 .pkl "
+                         "checkpoints must be converted with PySlowFast first") from None
+    if isinstance(obj, nn.Module):
+        obj = obj.state_dict()
+    if isinstance(obj, dict):
+        for key in ("model_state", "state_dict", "model"):
+            if isinstance(obj.get(key), dict):
+                obj = obj[key]
+                break
+    if not isinstance(obj, dict) or not obj or not all(torch.is_tensor(v) for v in obj.values()):
+        raise ValueError(f"{path} holds no state dict (expected tensors, or a dict with 'model_state')")
+    return obj
+
+
+def convert_file(source: str, path: str, model: nn.Module, inflation: str = "mean") -> List[str]:
+    """Load ``path`` (from ``source``) into ``model`` in place; return notes on keys left as initialised."""
+    state, notes = convert_state_dict(source, read_state_dict(path), model, inflation)
+    model.load_state_dict(state, strict=False)
+    return notes
