@@ -1,7 +1,6 @@
 """Helpers for the data tests: configs over a dataset root, broken files, patched containers."""
 from __future__ import annotations
 
-import os
 import shutil
 import struct
 

@@ -15,7 +15,6 @@ from torchvision.transforms import v2
 from data_helpers import copy_root, make_broken, small_cfg
 from videoattn.data import BrokenVideosError, build_dataset, build_loader
 from videoattn.data.annotations import clear_index_cache
-from videoattn.data.dataset import VideoClipDataset
 from videoattn.data.loader import per_process_batch
 from videoattn.data.samplers import ShardSampler
 from videoattn.data.transforms import test_views, train_clip, val_clip

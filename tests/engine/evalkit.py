@@ -47,7 +47,8 @@ def make_eval_root(synthetic_root: str, dest: str, num_good: int = 5) -> dict:
 
 def write_config(path: str, data: dict, extra: str = "") -> str:
     with open(path, "w") as f:
-        f.write(f"""model:
+        f.write(f"""output_dir: {os.path.join(os.path.dirname(path), 'output')}
+model:
   preset: I3D_NL_CBAM_R18
   num_classes: 8
   dropout: 0.0

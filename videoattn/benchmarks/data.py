@@ -102,8 +102,10 @@ def _loader(cfg, workers: int, n: int, checkpoints=()) -> Tuple[float, dict]:
                 continue
             seen += batch["clip"].shape[0]
             while marks and seen >= marks[0]:
-                pids = [os.getpid()] + [w.pid for w in getattr(iterator, "_workers", [])]
+                workers = getattr(getattr(loader, "_iterator", None), "_workers", [])  # DataLoader's own iterator
+                pids = [os.getpid()] + [w.pid for w in workers]
                 rss[marks.pop(0)] = _rss_mb(pids)
+                rss["procs"] = len(pids)
             if seen >= n:
                 break
         epoch += 1
@@ -165,7 +167,7 @@ def main(argv: List[str]) -> int:
     early, late = args.rss_clips
     _, rss = _loader(cfg, args.workers, late, checkpoints=(early, late))
     growth = rss[late] / rss[early] - 1
-    print(f"\nresident memory, {args.workers} workers + main: {rss[early]:.0f} MiB after {early} clips, "
+    print(f"\nresident memory, {args.workers} workers + main ({rss['procs']} processes): {rss[early]:.0f} MiB after {early} clips, "
           f"{rss[late]:.0f} MiB after {late} clips: {growth * 100:+.1f}% "
           f"({'within' if abs(growth) <= 0.10 else 'OUTSIDE'} 10%)")
     if tmp is not None:

@@ -2,8 +2,10 @@
 
 Table 1 -- forward+backward clips/s of I3D R50 (8x224x224, batch 2, train mode) for this
 package's model (contiguous and channels_last_3d) against pytorchvideo's ``i3d_r50`` with the
-same weights on the identical input, measured interleaved in the same process (ratios are vs
-pytorchvideo).
+same weights on the identical input, measured interleaved in the same process. Reported: best
+wall-clock time per iteration and best CPU-seconds (this process, all threads) per iteration;
+the ratio vs pytorchvideo uses CPU time, which other processes sharing the cores disturb far
+less than wall-clock time.
 
 Table 2 -- the non-local block (C=512, inter 256, 8x28x28 input, batch 1), SDPA version (this
 package) vs the explicit (THW x THW') matrix version (PySlowFast's einsum + softmax), for the
@@ -19,7 +21,6 @@ from __future__ import annotations
 import argparse
 import copy
 import json
-import statistics
 import subprocess
 import sys
 import time

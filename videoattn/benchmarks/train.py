@@ -27,7 +27,8 @@ REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 DEMO_CFG = os.path.join(REPO, "configs", "synthetic", "I3D_NL_CBAM_R18.yaml")
 
 
-def _train_run(nproc: int, cfg_path: str, data_root: str, out: str, epochs: int, extra: List[str]) -> dict:
+def _train_run(nproc: int, cfg_path: str, data_root: str, out: str, epochs: int, extra: List[str],
+               threads: Optional[int] = None) -> dict:
     overrides = [f"data.root={data_root}", f"output_dir={out}", f"solver.max_epoch={epochs}",
                  "train.eval_period=0", "train.checkpoint_period=1000", "train.auto_resume=false",
                  "device=cpu", *extra]
@@ -38,7 +39,10 @@ def _train_run(nproc: int, cfg_path: str, data_root: str, out: str, epochs: int,
         cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
                script, "--config", cfg_path, *overrides]
     t0 = time.perf_counter()
-    proc = subprocess.run(cmd, capture_output=True, text=True)
+    env = dict(os.environ)
+    if threads:
+        env["OMP_NUM_THREADS"] = str(threads)
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
     wall = time.perf_counter() - t0
     if proc.returncode != 0:
         raise RuntimeError(f"{' '.join(cmd)} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
@@ -93,10 +97,15 @@ def main(argv: Optional[List[str]] = None) -> int:
               f"{args.epochs} epochs per run, last epoch timed")
         rows = []
         for n in args.nproc:
-            r = _train_run(n, args.config, data, os.path.join(tmp, f"run{n}"), args.epochs, args.opts)
-            rows.append((f"train_net, {n} process{'es' if n > 1 else ''}", r))
-        threads = torch.get_num_threads()  # what the 1-process run uses
-        bound = _model_only(args.config, args.opts, iters=5, threads=threads)
+            # torchrun sets OMP_NUM_THREADS=1 per process; a plain process uses all cores unless told.
+            for threads in ([None, 1] if n == 1 else [None]):
+                r = _train_run(n, args.config, data, os.path.join(tmp, f"run{n}_{threads}"), args.epochs,
+                               args.opts, threads)
+                what = (f"{torch.get_num_threads()} threads (default)" if threads is None else "OMP_NUM_THREADS=1") \
+                    if n == 1 else "torchrun, 1 thread each"
+                rows.append((f"train_net, {n} process{'es' if n > 1 else ''}, {what}", r))
+        threads = 1
+        bound = _model_only(args.config, args.opts, iters=20, threads=threads)
     base = rows[0][1]["clips_per_s"]
     print(f"\n| run | clips/s | data wait | vs {rows[0][0]} |")
     print("|---|---:|---:|---:|")

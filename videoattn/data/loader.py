@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import logging
 import random
-from typing import List, Optional, Set, Tuple
+from typing import List, Optional
 
 import numpy as np
 import torch
