@@ -31,7 +31,8 @@ $(STAMP):
 
 # Point the (possibly shared) cached venv at this checkout.
 venv: $(STAMP)
-	@$(PY) -m pip install -q --no-deps --no-build-isolation -e . >/dev/null
+	@$(PY) -m pip install -q --no-deps --no-build-isolation -e . >/dev/null 2>&1 || \
+		$(PY) -m pip install --no-deps --no-build-isolation -e .
 
 test: venv
 	$(PY) -m pytest tests $(PYTEST_ARGS)

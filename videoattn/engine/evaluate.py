@@ -7,6 +7,7 @@ Accuracies are fractions in [0, 1].
 """
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass
 from typing import Dict, Iterator, List, Optional, Tuple
 
@@ -27,7 +28,8 @@ def _scored_batches(model: torch.nn.Module, loader, device: torch.device, desc: 
 
     Items with ``valid=False`` (undecodable test videos) are not run through the model.
     """
-    for batch in tqdm(loader, desc=desc, disable=not is_main_process(), leave=False, dynamic_ncols=True):
+    for batch in tqdm(loader, desc=desc, disable=not (is_main_process() and sys.stderr.isatty()), leave=False,
+                      dynamic_ncols=True):
         n = batch["label"].shape[0]
         valid = torch.as_tensor(batch.get("valid", torch.ones(n, dtype=torch.bool))).bool()
         logits = None

@@ -17,6 +17,7 @@ Under torchrun the videos are sharded across ranks; the files equal a single-pro
 """
 from __future__ import annotations
 
+import sys
 import glob
 import json
 import logging
@@ -173,7 +174,8 @@ def extract_features(cfg: DictConfig, source: str, out_dir: str, checkpoint_path
     failed: Dict[int, str] = {}
     pending: Dict[int, List[torch.Tensor]] = {}
     written = 0
-    bar = tqdm(total=len(todo), desc="features", unit="video", disable=not is_main_process(), dynamic_ncols=True)
+    bar = tqdm(total=len(todo), desc="features", unit="video", dynamic_ncols=True,
+               disable=not (is_main_process() and sys.stderr.isatty()))
     for item in (window_loader(todo, cfg) if todo else []):
         k = item["k"]
         if "error" in item:
