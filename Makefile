@@ -38,7 +38,7 @@ test: venv
 	$(PY) -m pytest tests $(PYTEST_ARGS)
 
 demo: venv
-	$(PY) tools/make_synthetic_dataset.py --output $(DEMO_DATA)
+	$(PY) tools/make_synthetic_dataset.py --output $(DEMO_DATA) --train-per-class 60 --val-per-class 20
 	$(TORCHRUN) --standalone --nproc_per_node=$(NPROC) tools/train_net.py --config $(DEMO_CFG) \
 		data.root=$(DEMO_DATA) output_dir=$(DEMO_OUT)
 	$(TORCHRUN) --standalone --nproc_per_node=$(NPROC) tools/test_net.py --config $(DEMO_CFG) \

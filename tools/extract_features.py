@@ -10,27 +10,20 @@ DIR/failed.csv; re-running skips finished videos. See videoattn/engine/extract.p
 import os
 import sys
 
-from videoattn.config.cli import config_parser, parse_config
-from videoattn.engine.checkpoint import CheckpointError
-from videoattn.engine.distributed import cleanup
+from videoattn.config.cli import add_checkpoint_argument, config_parser, exit_on_user_error, parse_config
 from videoattn.engine.extract import extract_features
 from videoattn.engine.logger import setup_logging
 
 
 def main(argv=None) -> int:
     parser = config_parser("Sliding-window clip features of videos.")
-    parser.add_argument("--checkpoint", default="", help="checkpoint file (default: test.checkpoint_file, else "
-                        "OUTPUT_DIR/checkpoints/checkpoint_best.pyth, else the newest epoch checkpoint there)")
+    add_checkpoint_argument(parser)
     parser.add_argument("--input", required=True, help="a video, a folder of videos, or a list (CSV/txt) of videos")
     parser.add_argument("--output", required=True, help="output folder")
     args, cfg = parse_config(parser, argv)
     setup_logging(int(os.environ.get("RANK", "0")))
-    try:
+    with exit_on_user_error():
         extract_features(cfg, args.input, args.output, args.checkpoint)
-    except (CheckpointError, FileNotFoundError, ValueError) as e:
-        sys.exit(f"error: {e}")
-    finally:
-        cleanup()
     return 0
 
 

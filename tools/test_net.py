@@ -10,27 +10,18 @@ predictions.csv[, view_logits.npz]}. See videoattn/engine/tester.py.
 import os
 import sys
 
-from videoattn.config.cli import config_parser, parse_config
-from videoattn.engine.checkpoint import CheckpointError
-from videoattn.engine.distributed import cleanup
+from videoattn.config.cli import add_checkpoint_argument, config_parser, exit_on_user_error, parse_config
 from videoattn.engine.logger import setup_logging
 from videoattn.engine.tester import run_test
 
 
 def main(argv=None) -> int:
     parser = config_parser("Multi-view clip/video-level testing of a checkpoint.")
-    parser.add_argument("--checkpoint", default="", help="checkpoint file (default: test.checkpoint_file, else "
-                        "OUTPUT_DIR/checkpoints/checkpoint_best.pyth, else the newest epoch checkpoint there)")
+    add_checkpoint_argument(parser)
     args, cfg = parse_config(parser, argv)
     setup_logging(int(os.environ.get("RANK", "0")))
-    try:
+    with exit_on_user_error():
         run_test(cfg, args.checkpoint)
-    except CheckpointError as e:
-        sys.exit(f"checkpoint error: {e}")
-    except (FileNotFoundError, ValueError) as e:  # annotation/config problems (AnnotationError is a ValueError)
-        sys.exit(f"error: {e}")
-    finally:
-        cleanup()
     return 0
 
 

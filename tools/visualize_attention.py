@@ -9,15 +9,13 @@ See videoattn/engine/visualize.py.
 """
 import sys
 
-from videoattn.config.cli import config_parser, parse_config
-from videoattn.engine.checkpoint import CheckpointError
+from videoattn.config.cli import add_checkpoint_argument, config_parser, exit_on_user_error, parse_config
 from videoattn.engine.visualize import visualize_video
 
 
 def main(argv=None) -> int:
     parser = config_parser("CBAM and non-local attention pictures of one video clip.")
-    parser.add_argument("--checkpoint", default="", help="checkpoint file (default: test.checkpoint_file, else "
-                        "OUTPUT_DIR/checkpoints/checkpoint_best.pyth, else the newest epoch checkpoint there)")
+    add_checkpoint_argument(parser)
     parser.add_argument("--video", required=True, help="video file")
     parser.add_argument("--output", required=True, help="PNG (or .pdf/.svg) to write")
     parser.add_argument("--query", nargs=3, type=float, metavar=("FRAME", "Y", "X"), default=None,
@@ -29,11 +27,9 @@ def main(argv=None) -> int:
     parser.add_argument("--max-columns", type=int, default=8, help="frames shown in the grid")
     args, cfg = parse_config(parser, argv)
     query = (int(args.query[0]), args.query[1], args.query[2]) if args.query else None
-    try:
+    with exit_on_user_error(distributed=False):
         visualize_video(cfg, args.checkpoint, args.video, args.output, query, args.cbam_layer, args.nl_layer,
                         args.gif or None, args.start, args.max_columns)
-    except (CheckpointError, ValueError) as e:
-        sys.exit(f"error: {e}")
     print(f"wrote {args.output}" + (f" and {args.gif}" if args.gif else ""))
     return 0
 

@@ -2,8 +2,9 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
-from typing import Optional, Sequence
+from typing import Iterator, Optional, Sequence
 
 from omegaconf import DictConfig
 
@@ -29,3 +30,28 @@ def parse_config(parser: argparse.ArgumentParser,
     except ConfigError as e:
         sys.exit(f"config error: {e}")
     return args, cfg
+
+
+def add_checkpoint_argument(parser: argparse.ArgumentParser) -> None:
+    """``--checkpoint``, shared by the tools that load trained weights."""
+    parser.add_argument("--checkpoint", default="", help="checkpoint file (default: test.checkpoint_file, else "
+                        "OUTPUT_DIR/checkpoints/checkpoint_best.pyth, else the newest epoch checkpoint there)")
+
+
+@contextlib.contextmanager
+def exit_on_user_error(distributed: bool = True) -> Iterator[None]:
+    """Turn a bad checkpoint, missing file or bad annotation into a one-line exit (no traceback);
+    tear down the process group afterwards when ``distributed``."""
+    from videoattn.engine.checkpoint import CheckpointError
+
+    try:
+        yield
+    except CheckpointError as e:
+        sys.exit(f"checkpoint error: {e}")
+    except (FileNotFoundError, ValueError) as e:  # AnnotationError and DecodeError set-up problems are ValueErrors
+        sys.exit(f"error: {e}")
+    finally:
+        if distributed:
+            from videoattn.engine.distributed import cleanup
+
+            cleanup()
