@@ -85,3 +85,14 @@ def test_cli_writes_png_and_gif(setup):
     assert Image.open(png).size[0] > 1000
     im = Image.open(gif)
     assert im.n_frames == 8
+
+
+def test_cli_broken_video_is_a_one_line_error(setup, tmp_path):
+    broken = tmp_path / "broken.mp4"
+    broken.write_bytes(b"not a video at all")
+    proc = run(["tools/visualize_attention.py", "--config", setup["cfg_path"], "--checkpoint", setup["ckpt"],
+                "--video", str(broken), "--output", str(tmp_path / "a.png")])
+    assert proc.returncode != 0
+    assert "video error:" in proc.stderr and str(broken) in proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert not (tmp_path / "a.png").exists()

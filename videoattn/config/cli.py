@@ -40,14 +40,17 @@ def add_checkpoint_argument(parser: argparse.ArgumentParser) -> None:
 
 @contextlib.contextmanager
 def exit_on_user_error(distributed: bool = True) -> Iterator[None]:
-    """Turn a bad checkpoint, missing file or bad annotation into a one-line exit (no traceback);
-    tear down the process group afterwards when ``distributed``."""
+    """Turn a bad checkpoint, undecodable video, missing file or bad annotation into a one-line exit
+    (no traceback); tear down the process group afterwards when ``distributed``."""
+    from videoattn.data.decoding import DecodeError
     from videoattn.engine.checkpoint import CheckpointError
 
     try:
         yield
     except CheckpointError as e:
         sys.exit(f"checkpoint error: {e}")
+    except DecodeError as e:
+        sys.exit(f"video error: {e}")
     except (FileNotFoundError, ValueError) as e:  # AnnotationError and DecodeError set-up problems are ValueErrors
         sys.exit(f"error: {e}")
     finally:
