@@ -63,22 +63,46 @@ def test_val_and_test_crops_match_torchvision(tmp_path, h, w):
     assert long > 32
 
 
-def test_train_transform_jitter_crop_flip(tmp_path):
-    frames = _video(48, 80)
-    cfg = small_cfg(str(tmp_path), str(tmp_path), "data.train_jitter_scales=[40,40]", "data.random_flip=false")
-    clips = [train_clip(frames, cfg, torch.Generator().manual_seed(s)) for s in range(6)]
-    assert all(tuple(c.shape) == (3, 4, 32, 32) for c in clips)
+def _smooth_video(h, w, t=4):
+    """Low-frequency frames: resampling differences at a crop's edge stay small, positions still differ."""
+    y, x = np.mgrid[0:h, 0:w]
+    frames = [np.stack([128 + 100 * np.sin(x / 7 + k), 128 + 100 * np.cos(y / 5 - k), 128 + 60 * np.sin((x + y) / 9)], -1)
+              for k in range(t)]
+    return torch.from_numpy(np.stack(frames).round().astype(np.uint8))
+
+
+@pytest.mark.parametrize("h, w, scale", [(48, 80, 40), (80, 48, 36), (120, 200, 40)])
+def test_train_transform_is_a_window_of_the_torchvision_resize(tmp_path, h, w, scale):
+    """train_clip cuts the window from the source and resizes only it; it must show the same picture
+    as torchvision's resize-then-crop of the window drawn (up to edge rounding), at that position."""
+    frames = _smooth_video(h, w)
     resized = v2.Normalize([0.45] * 3, [0.225] * 3)(v2.ToDtype(torch.float32, scale=True)(
-        v2.Resize(40, antialias=True)(tv_tensors.Video(frames.permute(0, 3, 1, 2))))).permute(1, 0, 2, 3)
-    for c in clips:   # every unflipped train clip is a 32x32 window of the 40-px-short-side resize
-        found = any(torch.allclose(c, resized[..., y:y + 32, x:x + 32])
-                    for y in range(resized.shape[-2] - 31) for x in range(resized.shape[-1] - 31))
-        assert found
-    flip_cfg = small_cfg(str(tmp_path), str(tmp_path), "data.train_jitter_scales=[40,40]", "data.random_flip=true")
-    flipped = [train_clip(frames, flip_cfg, torch.Generator().manual_seed(s)) for s in range(12)]
-    mirrored = [any(torch.allclose(f.flip(-1), resized[..., y:y + 32, x:x + 32])
-                    for y in range(resized.shape[-2] - 31) for x in range(resized.shape[-1] - 31)) for f in flipped]
-    assert any(mirrored) and not all(mirrored)
+        v2.Resize(scale, antialias=True)(tv_tensors.Video(frames.permute(0, 3, 1, 2))))).permute(1, 0, 2, 3)
+    windows = [(y, x) for y in range(resized.shape[-2] - 31) for x in range(resized.shape[-1] - 31)]
+
+    def best_window(clip):
+        errors = [(clip - resized[..., y:y + 32, x:x + 32]).abs().mean().item() for y, x in windows]
+        k = int(np.argmin(errors))
+        return windows[k], errors[k]
+
+    for flip in (False, True):
+        cfg = small_cfg(str(tmp_path), str(tmp_path), f"data.train_jitter_scales=[{scale},{scale}]",
+                        f"data.random_flip={str(flip).lower()}")
+        mirrored = []
+        for seed in range(8):
+            g = torch.Generator().manual_seed(seed)
+            clip = train_clip(frames, cfg, g)
+            assert tuple(clip.shape) == (3, 4, 32, 32) and clip.dtype == torch.float32
+            g = torch.Generator().manual_seed(seed)   # the same draws: scale, top, left (, flip)
+            torch.randint(scale, scale + 1, (1,), generator=g)
+            top = int(torch.randint(0, resized.shape[-2] - 31, (1,), generator=g))
+            left = int(torch.randint(0, resized.shape[-1] - 31, (1,), generator=g))
+            flipped = flip and float(torch.rand(1, generator=g)) < 0.5
+            mirrored.append(flipped)
+            (y, x), error = best_window(clip.flip(-1) if flipped else clip)
+            assert abs(y - top) <= 1 and abs(x - left) <= 1, (seed, (y, x), (top, left))
+            assert error < 0.05   # normalised units: about 3 grey levels of 255
+        assert not flip or (any(mirrored) and not all(mirrored))
 
 
 def test_test_split_yields_videos_x_views_x_crops(synthetic_root, tmp_path):

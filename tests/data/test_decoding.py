@@ -130,3 +130,12 @@ def test_real_decord_failure_width_72_falls_back_to_pyav(tmp_path):
     assert tuple(got.shape) == (3, 48, 72, 3) and video.backend == "pyav"
     assert "decord cannot decode" in video._errors[0]
     assert np.abs(got.float().mean(dim=(1, 2, 3)).numpy() - [0, 80, 232]).max() < 4
+
+
+@pytest.mark.parametrize("name", ["h264.mp4", "vp9.webm", "mpeg4.avi"])
+def test_pyslowfast_baseline_reads_the_same_frames(indexed, name):
+    """The data benchmark's PySlowFast baseline must decode the clip it is compared on."""
+    from videoattn.benchmarks.data import pyslowfast_pyav_clip
+
+    for idx in ([3, 11, 19, 27, 35, 43, 51, 59], [40, 48, 56, 64, 72, 80, 88, 89]):
+        assert frame_indices(pyslowfast_pyav_clip(indexed[name], np.array(idx))) == idx

@@ -12,6 +12,7 @@ from torch.utils.data._utils.collate import default_collate
 
 from videoattn.data.dataset import VideoClipDataset, build_dataset
 from videoattn.data.samplers import ShardSampler
+from videoattn.utils.malloc import tune_malloc
 
 log = logging.getLogger(__name__)
 
@@ -24,8 +25,10 @@ def collate(items: List[dict]) -> dict:
     return batch
 
 
-def seed_worker(worker_id: int) -> None:
-    """Seed numpy and random from torch's per-worker seed (torch seeds itself per worker)."""
+def init_worker(worker_id: int) -> None:
+    """Worker start-up: keep freed clip buffers in the heap (:func:`tune_malloc`), and seed numpy and
+    random from torch's per-worker seed (torch seeds itself per worker)."""
+    tune_malloc()
     seed = torch.initial_seed() % 2 ** 32
     np.random.seed(seed)
     random.seed(seed)
@@ -87,4 +90,4 @@ def build_loader(cfg, split: str, dataset: Optional[VideoClipDataset] = None) ->
     kwargs = dict(persistent_workers=True, prefetch_factor=int(cfg.data.prefetch_factor)) if workers > 0 else {}
     return VideoLoader(dataset, batch_size=batch, sampler=sampler, num_workers=workers, collate_fn=collate,
                        pin_memory=bool(cfg.data.pin_memory) and use_cuda, drop_last=drop_last,
-                       worker_init_fn=seed_worker, generator=generator, **kwargs)
+                       worker_init_fn=init_worker, generator=generator, **kwargs)
