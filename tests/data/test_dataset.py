@@ -105,6 +105,37 @@ def test_train_transform_is_a_window_of_the_torchvision_resize(tmp_path, h, w, s
         assert not flip or (any(mirrored) and not all(mirrored))
 
 
+@pytest.mark.parametrize("split", ["train", "val", "test"])
+def test_normalize_on_device_gives_the_same_model_input(synthetic_root, tmp_path, split):
+    """data.normalize_on_device: workers send uint8 clips (4x smaller); device_clips normalises them
+    into what the float path sends, for every split (same seeds, real workers)."""
+    from videoattn.data.loader import device_clips
+
+    batches = {}
+    for on in (False, True):
+        cfg = small_cfg(synthetic_root, str(tmp_path), "data.num_workers=1", "test.num_spatial_crops=3",
+                        f"data.normalize_on_device={str(on).lower()}")
+        loader = build_loader(cfg, split)
+        loader.sampler.set_epoch(0) if split == "train" else None
+        batch = next(iter(loader))
+        assert batch["clip"].dtype == (torch.uint8 if on else torch.float32)
+        batches[on] = device_clips(batch["clip"], torch.device("cpu"), loader)
+    assert batches[True].dtype == torch.float32
+    torch.testing.assert_close(batches[True], batches[False], atol=1e-5, rtol=1e-5)
+
+
+def test_pyav_backend_gives_the_same_clips(synthetic_root, tmp_path):
+    """data.decoding_backend=pyav reads the frames decord reads (val: deterministic centre clips)."""
+    clips = {}
+    for backend in ("decord", "pyav"):
+        cfg = small_cfg(synthetic_root, str(tmp_path), f"data.decoding_backend={backend}")
+        ds = build_dataset(cfg, "val")
+        clips[backend] = torch.stack([ds[i]["clip"] for i in range(len(ds))])
+    torch.testing.assert_close(clips["pyav"], clips["decord"])
+    with pytest.raises(ValueError, match="decoding_backend must be one of"):
+        build_dataset(small_cfg(synthetic_root, str(tmp_path), "data.decoding_backend=opencv"), "val")
+
+
 def test_test_split_yields_videos_x_views_x_crops(synthetic_root, tmp_path):
     cfg = small_cfg(synthetic_root, str(tmp_path), "test.num_ensemble_views=2", "test.num_spatial_crops=3")
     ds = build_dataset(cfg, "test")          # test_split empty: falls back to val

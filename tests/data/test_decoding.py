@@ -43,6 +43,17 @@ def test_pyav_reader_matches_decord(indexed, name):
     assert frame_indices(video.get_frames(sorted(INDICES))) == sorted(INDICES)
 
 
+@pytest.mark.parametrize("name", ["h264.mp4", "vp9.webm", "vp8.webm", "mpeg4.avi"])
+def test_pyav_reader_clips_late_in_the_video(indexed, name):
+    """Clips that start late: the reader drops non-reference frames of the pre-roll undecoded,
+    and must still return exactly the frames asked for."""
+    for start in (1, 2, 9, 30, 47, 61, 80):
+        idx = [min(start + 4 * k, 89) for k in range(8)]
+        video = open_video(indexed[name], backend="pyav")
+        assert frame_indices(video.get_frames(idx)) == idx, start
+        video.close()
+
+
 def test_all_synthetic_videos_decode_with_decord(synthetic_root):
     for split in ("train", "val"):
         for line in open(os.path.join(synthetic_root, f"{split}.txt")):

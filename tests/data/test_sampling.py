@@ -2,6 +2,7 @@
 their last frame; checked on the math and on real decoded videos whose frames carry their index."""
 import numpy as np
 import pytest
+import torch
 
 from data_helpers import frame_indices, small_cfg
 from videoattn.data.dataset import VideoClipDataset
@@ -65,3 +66,19 @@ def test_short_real_video_repeats_last_decoded_frame(fps_videos, tmp_path):
     ds = VideoClipDataset(cfg, "train", Annotations([], ["a"]))
     got = frame_indices(ds.decode_clip(fps_videos["short"], -1, 1, np.random.default_rng(1)))
     assert got == [0, 4, 8, 11, 11, 11]
+
+
+def test_items_report_the_frames_they_show(fps_videos, tmp_path):
+    """``frame_indices`` of an item is what its pixels show (train: random start; test: each view)."""
+    cfg = small_cfg(str(tmp_path), str(tmp_path), "data.num_frames=8", "data.sampling_rate=4",
+                    "test.num_ensemble_views=3", "test.num_spatial_crops=1")
+    for split in ("train", "test"):
+        ds = VideoClipDataset(cfg, split, Annotations([(fps_videos[25], 0), (fps_videos["short"], 0)], ["a"]))
+        for k in range(len(ds)):
+            item = ds[k]
+            frames, idx = ds.sample_clip(ds.videos[item["video_index"]][0], -1, 1, np.random.default_rng(k))
+            assert frame_indices(frames) == idx.tolist()          # sample_clip: indices == pixels
+            assert item["frame_indices"].dtype == torch.int64 and item["frame_indices"].shape == (8,)
+            if split == "test":                                     # the view's own clip, from the pixels
+                view = ds.sample_clip(ds.videos[item["video_index"]][0], item["view_index"], 3)
+                assert item["frame_indices"].tolist() == frame_indices(view[0])

@@ -7,7 +7,9 @@ All three read the same clips of the same videos (train sampling: one random cli
 (8 x 8, jitter [256, 320], 224 crop):
 
 * loader   - ``build_loader(cfg, "train")`` with N workers: decode + transforms + collate; clips/s
-             divided by the worker count (per worker), plus a 1-worker run.
+             divided by the worker count (per worker), plus a 1-worker run, and a 1-worker run with
+             ``data.normalize_on_device`` (uint8 batches, normalised in the main process here), and
+             one more with ``data.decoding_backend: pyav`` too.
 * decord   - the decode-only bound: open + one ``get_batch`` of exactly the needed frames, no
              transforms, one process.
 * PySlowFast - the baseline: PySlowFast's default PyAV decoder (:func:`pyslowfast_pyav_clip`): seek
@@ -41,28 +43,6 @@ def _rss_mb(pids: List[int]) -> float:
         except (OSError, StopIteration):
             pass
     return total / 1024
-
-
-def _clips(dataset, n: int, seed: int) -> List[Tuple[str, np.ndarray]]:
-    """(path, frame indices) of ``n`` random train clips, drawn as the loader draws them: epochs
-    that visit every video once in a random order, one random clip each."""
-    from videoattn.data.decoding import open_video
-    from videoattn.data.sampling import clip_indices
-
-    rng = np.random.default_rng(seed)
-    meta = {}
-    out = []
-    while len(out) < n:
-        for k in rng.permutation(len(dataset.videos))[: n - len(out)]:
-            path = dataset.videos[int(k)][0]
-            if path not in meta:
-                v = open_video(path)
-                meta[path] = (v.num_frames, v.fps)
-                v.close()
-            frames, fps = meta[path]
-            out.append((path, clip_indices(frames, fps, dataset.num_frames, dataset.sampling_rate,
-                                           dataset.target_fps, -1, 1, rng)))
-    return out
 
 
 def _decode_only(clips, threads: int) -> float:
@@ -125,15 +105,23 @@ def _pyslowfast(clips) -> float:
     return len(clips) / (time.perf_counter() - start)
 
 
-def _loader(cfg, workers: int, n: int, checkpoints=()) -> Tuple[float, dict]:
-    """clips/s of the full train loader over ``n`` clips (after one warm-up batch); RSS at checkpoints."""
+def _same_clips(a, b) -> bool:
+    return len(a) == len(b) and all(p == q and np.array_equal(i, j) for (p, i), (q, j) in zip(a, b))
+
+
+def _loader(cfg, workers: int, n: int, checkpoints=()) -> Tuple[float, dict, List[Tuple[str, np.ndarray]]]:
+    """clips/s of the full train loader over ``n`` clips (after one warm-up batch), RSS at checkpoints,
+    and the timed clips as (path, frame indices), from the batches' ``video_index``/``frame_indices``."""
     from omegaconf import OmegaConf
 
+    import torch
+
     from videoattn.data import build_loader
+    from videoattn.data.loader import device_clips
 
     cfg = OmegaConf.merge(cfg, {"data": {"num_workers": workers}})
     loader = build_loader(cfg, "train")
-    seen, epoch, rss = 0, 0, {}
+    seen, epoch, rss, clips = 0, 0, {}, []
     start = None
     marks = sorted(checkpoints)
     while seen < n:
@@ -143,7 +131,9 @@ def _loader(cfg, workers: int, n: int, checkpoints=()) -> Tuple[float, dict]:
             if start is None:  # first batch: worker start-up excluded
                 start, seen = time.perf_counter(), 0
                 continue
-            seen += batch["clip"].shape[0]
+            seen += device_clips(batch["clip"], torch.device("cpu"), loader).shape[0]  # uint8: normalised here
+            clips += [(loader.dataset.videos[v][0], idx.numpy())
+                      for v, idx in zip(batch["video_index"].tolist(), batch["frame_indices"])]
             while marks and seen >= marks[0]:
                 workers = getattr(getattr(loader, "_iterator", None), "_workers", [])  # DataLoader's own iterator
                 pids = [os.getpid()] + [w.pid for w in workers]
@@ -154,10 +144,12 @@ def _loader(cfg, workers: int, n: int, checkpoints=()) -> Tuple[float, dict]:
         epoch += 1
     rate = seen / (time.perf_counter() - start)
     del loader
-    return rate, rss
+    return rate, rss, clips[:n]
 
 
 def main(argv: List[str]) -> int:
+    from omegaconf import OmegaConf
+
     from videoattn.config.loader import load_config
     from videoattn.data import build_dataset
     from videoattn.data.synthetic import make_synthetic_dataset
@@ -188,31 +180,44 @@ def main(argv: List[str]) -> int:
                                     f"output_dir={tempfile.gettempdir()}/videoattn_bench_out", *args.opts])
     d = cfg.data
     dataset = build_dataset(cfg, "train")
-    clips = _clips(dataset, args.clips, seed=0)
     print(f"recipe: {d.num_frames} frames x rate {d.sampling_rate} at {d.target_fps:g} fps, jitter "
           f"{list(d.train_jitter_scales)}, crop {d.train_crop_size}; {len(dataset.videos)} videos; "
           f"{args.clips} clips per row; decode_threads={d.decode_threads}; cpus={os.cpu_count()}")
 
+    # The 1-worker loader runs first; the single-process rows then read exactly its clips (recorded
+    # from the batches), so per-clip cost differences (a clip late in a video decodes more frames
+    # from the keyframe) do not enter the ratios.
+    one, _, clips = _loader(cfg, 1, args.clips)
     bound = _decode_only(clips, int(d.decode_threads))
     baseline = _pyslowfast(clips)
     fallback = _pyav(clips)
-    one, _ = _loader(cfg, 1, args.clips)
-    many, _ = _loader(cfg, args.workers, args.clips)
-    rows = [("decord decode-only bound (1 proc)", bound),
-            ("PySlowFast default PyAV decoder (1 proc)", baseline),
-            ("videoattn PyAV fallback reader (1 proc)", fallback),
-            ("full loader, 1 worker", one),
-            (f"full loader, {args.workers} workers (per worker)", many / args.workers),
-            (f"full loader, {args.workers} workers (total)", many)]
+    uint8, _, clips_u8 = _loader(OmegaConf.merge(cfg, {"data": {"normalize_on_device": True}}), 1, args.clips)
+    fastest, _, clips_fast = _loader(OmegaConf.merge(cfg, {"data": {"normalize_on_device": True,
+                                                                     "decoding_backend": "pyav"}}), 1, args.clips)
+    same = all(_same_clips(clips, other) for other in (clips_u8, clips_fast))
+    many, _, clips_many = _loader(cfg, args.workers, args.clips)  # its own draws: its own bound
+    bound_many = _decode_only(clips_many, int(d.decode_threads))
+    rows = [("decord decode-only bound (1 proc)", bound, bound, baseline),
+            ("PySlowFast default PyAV decoder (1 proc)", baseline, bound, baseline),
+            ("videoattn PyAV fallback reader (1 proc)", fallback, bound, baseline),
+            ("full loader, 1 worker", one, bound, baseline),
+            ("full loader, 1 worker, normalize_on_device", uint8, bound, baseline if same else None),
+            ("  + decoding_backend=pyav", fastest, bound, baseline if same else None),
+            (f"full loader, {args.workers} workers (per worker)", many / args.workers, bound_many, None),
+            (f"full loader, {args.workers} workers (total)", many, bound_many, None)]
     print(f"\n| {'pipeline':<44} | clips/s | vs decode-only | vs PySlowFast PyAV |")
     print(f"|{'-' * 46}|--------:|---------------:|-------------------:|")
-    for name, rate in rows:
-        print(f"| {name:<44} | {rate:7.1f} | {rate / bound:13.2f}x | {rate / baseline:17.2f}x |")
-    print(f"\ngoals (1 worker): >= 0.90x decode-only: {one / bound:.2f}x; >= 2x PySlowFast PyAV: {one / baseline:.2f}x "
-          f"(the decode-only bound itself is {bound / baseline:.2f}x)")
+    for name, rate, ref, base in rows:
+        versus = f"{rate / base:17.2f}x" if base else f"{'-':>18}"
+        print(f"| {name:<44} | {rate:7.1f} | {rate / ref:13.2f}x | {versus} |")
+    print(f"\nrows 1-6 read the same {len(clips)} clips{'' if same else ' (rows 5-6: their own draws)'}; the "
+          f"{args.workers}-worker rows read their own, against a decode-only bound of {bound_many:.1f} clips/s on them")
+    print(f"goals (1 worker): >= 0.90x decode-only: {one / bound:.2f}x (normalize_on_device: {uint8 / bound:.2f}x); "
+          f">= 2x PySlowFast PyAV: {one / baseline:.2f}x ({uint8 / baseline:.2f}x); the decode-only bound itself "
+          f"is {bound / baseline:.2f}x")
 
     early, late = args.rss_clips
-    _, rss = _loader(cfg, args.workers, late, checkpoints=(early, late))
+    _, rss, _ = _loader(cfg, args.workers, late, checkpoints=(early, late))
     growth = rss[late] / rss[early] - 1
     print(f"\nresident memory, {args.workers} workers + main ({rss['procs']} processes): {rss[early]:.0f} MiB after {early} clips, "
           f"{rss[late]:.0f} MiB after {late} clips: {growth * 100:+.1f}% "

@@ -21,7 +21,7 @@ from torch.utils.data import Dataset
 
 from videoattn.data import transforms
 from videoattn.data.annotations import Annotations, read_annotations
-from videoattn.data.decoding import DecodeError, open_video
+from videoattn.data.decoding import BACKENDS, DecodeError, open_video
 from videoattn.data.sampling import clip_indices
 from videoattn.utils.io import atomic_write_text
 
@@ -44,8 +44,9 @@ class VideoClipDataset(Dataset):
 
     Item ``i`` (video ``i // num_views``, view ``i % num_views``)::
 
-        clip: float32 (3, T, S, S) normalised   label: int   video_index: int   view_index: int
-        valid: bool (False only for a broken test video; clip is zeros)   error: str ("" if fine)
+        clip: float32 (3, T, S, S) normalised (uint8 if data.normalize_on_device)
+        label: int   video_index: int   view_index: int   frame_indices: int64 (T,) the video's frames
+        valid: bool (False only for a broken test video; clip is zeros, frame_indices -1)   error: str ("" if fine)
         skipped: [(path, reason)] broken videos replaced while producing this item (train/val)
     """
 
@@ -60,28 +61,38 @@ class VideoClipDataset(Dataset):
         d = cfg.data
         self.num_frames, self.sampling_rate, self.target_fps = int(d.num_frames), int(d.sampling_rate), float(d.target_fps)
         self.decode_threads, self.num_retries = int(d.decode_threads), int(d.num_retries)
+        if d.decoding_backend not in BACKENDS:
+            raise ValueError(f"data.decoding_backend must be one of {sorted(BACKENDS)}, got {d.decoding_backend!r}")
+        self.backend = BACKENDS[d.decoding_backend]
         self.decode_timeout = float(d.decode_timeout) if d.decode_timeout else None
         if split == "test":
             self.num_temporal, self.num_crops = int(cfg.test.num_ensemble_views), int(cfg.test.num_spatial_crops)
         else:
             self.num_temporal, self.num_crops = 1, 1
         self.num_views = self.num_temporal * self.num_crops
+        self.normalize = not bool(d.normalize_on_device)  # False: uint8 clips, normalised on the device
         self._cache: Tuple[Optional[tuple], object] = (None, None)
 
     def __len__(self) -> int:
         return len(self.videos) * self.num_views
 
     # ------------------------------------------------------------------------------------ decoding
-    def decode_clip(self, path: str, clip_index: int, num_clips: int,
-                    rng: Optional[np.random.Generator] = None) -> torch.Tensor:
-        """uint8 (T, H, W, 3) frames of clip ``clip_index`` of ``num_clips`` (-1: random); DecodeError if broken."""
-        video = open_video(path, self.decode_threads, self.decode_timeout)
+    def sample_clip(self, path: str, clip_index: int, num_clips: int,
+                    rng: Optional[np.random.Generator] = None) -> Tuple[torch.Tensor, torch.Tensor]:
+        """Clip ``clip_index`` of ``num_clips`` (-1: random) -> (uint8 (T, H, W, 3) frames, int64 (T,)
+        frame indices, clamped to the video); DecodeError if broken."""
+        video = open_video(path, self.decode_threads, self.decode_timeout, self.backend)
         try:
             idx = clip_indices(video.num_frames, video.fps, self.num_frames, self.sampling_rate,
                                self.target_fps, clip_index, num_clips, rng)
-            return video.get_frames(idx)
+            return video.get_frames(idx), torch.from_numpy(idx)
         finally:
             video.close()
+
+    def decode_clip(self, path: str, clip_index: int, num_clips: int,
+                    rng: Optional[np.random.Generator] = None) -> torch.Tensor:
+        """uint8 (T, H, W, 3) frames of clip ``clip_index`` of ``num_clips`` (-1: random); DecodeError if broken."""
+        return self.sample_clip(path, clip_index, num_clips, rng)[0]
 
     def _train_val_item(self, index: int) -> dict:
         skipped: List[Tuple[str, str]] = []
@@ -90,11 +101,13 @@ class VideoClipDataset(Dataset):
             try:
                 if self.split == "train":
                     rng = np.random.default_rng(int(torch.randint(0, 2 ** 62, (1,))))
-                    clip = transforms.train_clip(self.decode_clip(path, -1, 1, rng), self.cfg)
+                    frames, idx = self.sample_clip(path, -1, 1, rng)
+                    clip = transforms.train_clip(frames, self.cfg, normalize=self.normalize)
                 else:
-                    clip = transforms.val_clip(self.decode_clip(path, 0, 1), self.cfg)
-                return dict(clip=clip, label=label, video_index=index, view_index=0, valid=True, error="",
-                            skipped=skipped)
+                    frames, idx = self.sample_clip(path, 0, 1)
+                    clip = transforms.val_clip(frames, self.cfg, self.normalize)
+                return dict(clip=clip, label=label, video_index=index, view_index=0, frame_indices=idx, valid=True,
+                            error="", skipped=skipped)
             except DecodeError as e:
                 skipped.append((path, e.reason))
                 index = int(torch.randint(0, len(self.videos), (1,)))
@@ -109,15 +122,20 @@ class VideoClipDataset(Dataset):
         key, cached = self._cache
         if key != (video_index, temporal):  # the crops of one temporal clip share one decode
             try:
-                cached = transforms.resize_for_test(self.decode_clip(path, temporal, self.num_temporal), self.cfg)
+                frames, idx = self.sample_clip(path, temporal, self.num_temporal)
+                cached = (transforms.resize_for_test(frames, self.cfg), idx)
             except DecodeError as e:
                 cached = e
             self._cache = ((video_index, temporal), cached)
         item = dict(label=label, video_index=video_index, view_index=view, skipped=[])
         if isinstance(cached, DecodeError):
             size = int(self.cfg.data.test_crop_size)
-            return dict(item, clip=torch.zeros(3, self.num_frames, size, size), valid=False, error=cached.reason)
-        return dict(item, clip=transforms.test_crop(cached, self.cfg, crop, self.num_crops), valid=True, error="")
+            zeros = torch.zeros(3, self.num_frames, size, size, dtype=torch.float32 if self.normalize else torch.uint8)
+            no_frames = torch.full((self.num_frames,), -1, dtype=torch.int64)
+            return dict(item, clip=zeros, frame_indices=no_frames, valid=False, error=cached.reason)
+        video, idx = cached
+        clip = transforms.test_crop(video, self.cfg, crop, self.num_crops, self.normalize)
+        return dict(item, clip=clip, frame_indices=idx, valid=True, error="")
 
     def __getitem__(self, i: int) -> dict:
         if self.split == "test":

@@ -29,6 +29,9 @@ except ImportError:  # pragma: no cover - decord is a hard dependency, PyAV alon
     decord = None
 
 
+BACKENDS = {"decord": "auto", "pyav": "pyav"}  # cfg.data.decoding_backend -> open_video(backend=...)
+
+
 class DecodeError(RuntimeError):
     """A video cannot be opened or decoded. ``path`` and ``reason`` are attributes."""
 
@@ -162,8 +165,9 @@ class _DecordReader:
 class PyAVReader:
     """PyAV reader that decodes sequentially from the keyframe before the clip start.
 
-    This is what PySlowFast's default ``pyav`` decoder does; it is the fallback here and the
-    baseline in the data benchmark. Frames are matched to indices by their timestamps.
+    The decord fallback (and ``data.decoding_backend: pyav``). Unlike PySlowFast's PyAV path it
+    converts only the sampled frames to RGB, and lets the decoder drop non-reference frames before
+    the clip start undecoded. Frames are matched to indices by their timestamps.
     """
 
     backend = "pyav"
@@ -192,36 +196,42 @@ class PyAVReader:
             raise DecodeError(path, "pyav: no frames")
         self._start = stream.start_time or 0
 
-    def _index(self, frame) -> int:
-        if frame.pts is None:
+    def _index(self, pts: Optional[int]) -> int:
+        if pts is None:
             return -1
-        return int(round(float((frame.pts - self._start) * self._stream.time_base) * self.fps))
+        return int(round(float((pts - self._start) * self._stream.time_base) * self.fps))
 
     def _decode(self, idx: list) -> np.ndarray:
         first, last = idx[0] if idx else 0, max(idx)
         target_pts = self._start + int(first / self.fps / self._stream.time_base)
         self._container.seek(max(target_pts, self._start), stream=self._stream, backward=True, any_frame=False)
+        codec = self._stream.codec_context
         got: dict = {}
         previous = None
-        frames = self._container.decode(self._stream)
-        while True:
-            try:
-                frame = next(frames)
-            except StopIteration:
-                break
-            except av.error.FFmpegError:  # truncated / corrupt tail: keep what decoded (clamped below)
-                if got or previous is not None:
+        try:
+            for packet in self._container.demux(self._stream):  # the last packet is empty: it flushes
+                # Before the clip (less one frame of timestamp rounding) frames only matter as
+                # references: the decoder may drop the others undecoded (B-frames, mostly).
+                pre_roll = packet.pts is not None and self._index(packet.pts) < first - 1
+                codec.skip_frame = "NONREF" if pre_roll else "DEFAULT"
+                try:
+                    frames = codec.decode(packet)
+                except av.error.FFmpegError:  # truncated / corrupt tail: keep what decoded (clamped below)
+                    if got or previous is not None:
+                        break
+                    raise
+                for frame in frames:
+                    i = self._index(frame.pts)
+                    if i < first:
+                        previous = frame
+                        continue
+                    got[i] = frame.to_ndarray(format="rgb24", threads=1)
+                if got and max(got) >= last:
                     break
-                raise
-            i = self._index(frame)
-            if i < first:
-                previous = frame
-                continue
-            got[i] = frame.to_ndarray(format="rgb24", threads=1)
-            if i >= last:
-                break
+        finally:
+            codec.skip_frame = "DEFAULT"
         if not got and previous is not None:
-            got[self._index(previous)] = previous.to_ndarray(format="rgb24", threads=1)
+            got[self._index(previous.pts)] = previous.to_ndarray(format="rgb24", threads=1)
         if not got:
             raise DecodeError(self.path, "pyav: no decodable frames")
         keys = np.array(sorted(got))

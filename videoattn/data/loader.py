@@ -12,6 +12,7 @@ from torch.utils.data._utils.collate import default_collate
 
 from videoattn.data.dataset import VideoClipDataset, build_dataset
 from videoattn.data.samplers import ShardSampler
+from videoattn.data.transforms import normalize_clips
 from videoattn.utils.malloc import tune_malloc
 
 log = logging.getLogger(__name__)
@@ -23,6 +24,18 @@ def collate(items: List[dict]) -> dict:
     batch = default_collate([{k: v for k, v in item.items() if k != "skipped"} for item in items])
     batch["skipped"] = skipped
     return batch
+
+
+def device_clips(clips: torch.Tensor, device, loader) -> torch.Tensor:
+    """Batch clips (B, 3, T, H, W) on ``device`` as normalised float32.
+
+    uint8 clips (``data.normalize_on_device``) are normalised there with ``loader.dataset.cfg``;
+    float clips were normalised by the workers and only move.
+    """
+    clips = clips.to(device, non_blocking=True)
+    if clips.dtype == torch.uint8:
+        clips = normalize_clips(clips, loader.dataset.cfg)
+    return clips
 
 
 def init_worker(worker_id: int) -> None:

@@ -25,17 +25,34 @@ def _to_tchw(frames) -> torch.Tensor:
     return rearrange(frames, "t h w c -> t c h w")  # a channels-last view: resizes fastest, no copy
 
 
-def _finish(video: torch.Tensor, cfg) -> torch.Tensor:
-    """uint8 (T, 3, H, W) -> normalised float32 (3, T, H, W), written into one new buffer.
+def _finish(video: torch.Tensor, cfg, normalize: bool = True) -> torch.Tensor:
+    """uint8 (T, 3, H, W) -> normalised float32 (3, T, H, W), written into one new buffer
+    (``normalize=False``: uint8 (3, T, H, W), normalised later by :func:`normalize_clips`).
 
     One float allocation per clip, not one per step: a fresh multi-MB buffer per op costs more in
     page faults than the arithmetic (about 3x in the data benchmark).
     """
+    if not normalize:  # a view: the loader's collate writes it into the batch in one pass
+        return rearrange(video, "t c h w -> c t h w")
     out = torch.empty((video.shape[1], video.shape[0], *video.shape[2:]), dtype=torch.float32)
     out.copy_(rearrange(video, "t c h w -> c t h w"))  # uint8 -> float, and the layout, in one pass
     mean, std = [255.0 * m for m in cfg.data.mean], [255.0 * s for s in cfg.data.std]
     F.normalize(rearrange(out, "c t h w -> t c h w"), mean=mean, std=std, inplace=True)  # a view: in place
     return out
+
+
+def normalize_clips(clips: torch.Tensor, cfg) -> torch.Tensor:
+    """uint8 clips (B, 3, T, H, W) -> float32 normalised with ``cfg.data.mean/std``, on their device.
+
+    The device half of ``data.normalize_on_device`` (mmaction2's data preprocessor does the same);
+    float clips (already normalised by the workers) are returned as they are.
+    """
+    if clips.dtype != torch.uint8:
+        return clips
+    shape = (1, -1, 1, 1, 1)
+    mean = torch.tensor([255.0 * m for m in cfg.data.mean], device=clips.device).view(shape)
+    std = torch.tensor([255.0 * s for s in cfg.data.std], device=clips.device).view(shape)
+    return clips.float().sub_(mean).div_(std)
 
 
 def _short_side(video: torch.Tensor, size: int) -> torch.Tensor:
@@ -49,8 +66,9 @@ def _resized_size(h: int, w: int, short: int) -> tuple:
     return int(short * h / w), short
 
 
-def train_clip(frames, cfg, generator: Optional[torch.Generator] = None) -> torch.Tensor:
-    """Training augmentation of one clip: (T, H, W, 3) uint8 -> (3, T, crop, crop) float32.
+def train_clip(frames, cfg, generator: Optional[torch.Generator] = None, normalize: bool = True) -> torch.Tensor:
+    """Training augmentation of one clip: (T, H, W, 3) uint8 -> (3, T, crop, crop) float32
+    (uint8 if not ``normalize``).
 
     Random short side ``s`` in ``train_jitter_scales``, random ``crop x crop`` window of the video
     resized to that short side, optional horizontal flip. The window is cut from the source frames
@@ -74,7 +92,7 @@ def train_clip(frames, cfg, generator: Optional[torch.Generator] = None) -> torc
     video = F.resized_crop(video, y0, x0, y1 - y0, x1 - x0, [crop, crop], antialias=True)
     if cfg.data.random_flip and float(torch.rand(1, generator=generator)) < 0.5:
         video = F.horizontal_flip(video)
-    return _finish(video, cfg)
+    return _finish(video, cfg, normalize)
 
 
 def crop_offsets(h: int, w: int, crop: int, num_crops: int) -> List[tuple]:
@@ -104,17 +122,18 @@ def resize_for_test(frames, cfg) -> torch.Tensor:
     return _short_side(_to_tchw(frames), int(cfg.data.test_crop_size))
 
 
-def test_crop(video: torch.Tensor, cfg, crop_index: int, num_crops: int) -> torch.Tensor:
-    """Crop ``crop_index`` of ``num_crops`` of a :func:`resize_for_test` output -> (3, T, S, S) float32."""
+def test_crop(video: torch.Tensor, cfg, crop_index: int, num_crops: int, normalize: bool = True) -> torch.Tensor:
+    """Crop ``crop_index`` of ``num_crops`` of a :func:`resize_for_test` output -> (3, T, S, S) float32
+    (uint8 if not ``normalize``)."""
     size = int(cfg.data.test_crop_size)
     h, w = video.shape[-2:]
     top, left = crop_offsets(h, w, size, num_crops)[crop_index]
-    return _finish(F.crop(video, top, left, size, size), cfg)
+    return _finish(F.crop(video, top, left, size, size), cfg, normalize)
 
 
-def val_clip(frames, cfg) -> torch.Tensor:
-    """Validation view: short side to test_crop_size, centre crop -> (3, T, S, S) float32."""
-    return test_views(frames, cfg, num_crops=1)[0]
+def val_clip(frames, cfg, normalize: bool = True) -> torch.Tensor:
+    """Validation view: short side to test_crop_size, centre crop -> (3, T, S, S) float32 (uint8 if not ``normalize``)."""
+    return test_crop(resize_for_test(frames, cfg), cfg, 0, 1, normalize)
 
 
 # Names start with "test_": keep pytest from collecting them when a test module imports them.

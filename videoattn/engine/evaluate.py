@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
+from videoattn.data.loader import device_clips
 from videoattn.engine.distributed import all_gather_object, is_main_process
 from videoattn.engine.inference import unwrap_model
 from videoattn.engine.metrics import (VideoAggregator, all_reduce_cpu, confusion_matrix, mean_class_accuracy,
@@ -34,7 +35,7 @@ def _scored_batches(model: torch.nn.Module, loader, device: torch.device, desc: 
         valid = torch.as_tensor(batch.get("valid", torch.ones(n, dtype=torch.bool))).bool()
         logits = None
         if valid.any():
-            x = batch["clip"][valid].to(device, non_blocking=True)
+            x = device_clips(batch["clip"][valid], device, loader)
             logits = model(x).float().cpu()
         yield batch, valid, logits
 

@@ -14,6 +14,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from videoattn.data.loader import device_clips
 from videoattn.engine.distributed import get_world_size
 
 logger = logging.getLogger(__name__)
@@ -47,7 +48,7 @@ def update_bn_stats(model: nn.Module, loader: Iterable, num_batches: int, device
     model.train()
     used = 0
     for batch in itertools.islice(loader, num_batches):
-        clip = batch["clip"].to(device, non_blocking=True)
+        clip = device_clips(batch["clip"], device, loader)
         with torch.autocast(device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
             model(clip)
         used += 1

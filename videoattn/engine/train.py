@@ -25,6 +25,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel as DDP
 
 from videoattn.config import config_to_dict, save_config
+from videoattn.data.loader import device_clips
 from videoattn.engine import checkpoint as ckpt_lib
 from videoattn.engine.distributed import (DistInfo, all_gather_object, all_reduce_mean, barrier,
                                           broadcast_object, cleanup, init_distributed)
@@ -108,7 +109,7 @@ def train_one_epoch(model: nn.Module, loader, optimizer, scheduler, scaler, cfg:
     t_prev = time.perf_counter()
     for i, batch in enumerate(progress):
         t_data = time.perf_counter()
-        clip = batch["clip"].to(info.device, non_blocking=True)
+        clip = device_clips(batch["clip"], info.device, loader)
         label = batch["label"].to(info.device, non_blocking=True)
         skipped.extend(batch.get("skipped", []))
         group_start = i - i % accum

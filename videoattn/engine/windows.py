@@ -84,7 +84,7 @@ class WindowStream(IterableDataset):
         self.stride = stride_seconds(cfg)
 
     def __iter__(self) -> Iterator[dict]:
-        from videoattn.data.decoding import open_video
+        from videoattn.data.decoding import BACKENDS, open_video
         from videoattn.data.transforms import test_views
 
         info = get_worker_info()
@@ -93,7 +93,8 @@ class WindowStream(IterableDataset):
         bs = max(1, int(f.batch_size))
         for k, path in mine:
             try:
-                reader = open_video(path, num_threads=d.decode_threads, timeout=d.decode_timeout)
+                reader = open_video(path, num_threads=d.decode_threads, timeout=d.decode_timeout,
+                                    backend=BACKENDS[d.decoding_backend])
                 win = window_layout(reader.num_frames, reader.fps, d.num_frames, d.sampling_rate, d.target_fps,
                                     self.stride)
                 num_chunks = math.ceil(len(win.indices) / bs)
