@@ -36,9 +36,15 @@ def _finish(video: torch.Tensor, cfg, normalize: bool = True) -> torch.Tensor:
         return rearrange(video, "t c h w -> c t h w")
     out = torch.empty((video.shape[1], video.shape[0], *video.shape[2:]), dtype=torch.float32)
     out.copy_(rearrange(video, "t c h w -> c t h w"))  # uint8 -> float, and the layout, in one pass
-    mean, std = [255.0 * m for m in cfg.data.mean], [255.0 * s for s in cfg.data.std]
-    F.normalize(rearrange(out, "c t h w -> t c h w"), mean=mean, std=std, inplace=True)  # a view: in place
-    return out
+    mean, std = _mean_std_255(cfg, out.device)
+    return out.sub_(mean).div_(std)
+
+
+def _mean_std_255(cfg, device) -> tuple:
+    """``cfg.data.mean`` / ``std`` on the 0-255 scale, shaped (3, 1, 1, 1): broadcast over (..., 3, T, H, W)."""
+    mean = torch.tensor(list(cfg.data.mean), device=device).mul_(255.0).view(-1, 1, 1, 1)
+    std = torch.tensor(list(cfg.data.std), device=device).mul_(255.0).view(-1, 1, 1, 1)
+    return mean, std
 
 
 def normalize_clips(clips: torch.Tensor, cfg) -> torch.Tensor:
@@ -49,9 +55,7 @@ def normalize_clips(clips: torch.Tensor, cfg) -> torch.Tensor:
     """
     if clips.dtype != torch.uint8:
         return clips
-    shape = (1, -1, 1, 1, 1)
-    mean = torch.tensor([255.0 * m for m in cfg.data.mean], device=clips.device).view(shape)
-    std = torch.tensor([255.0 * s for s in cfg.data.std], device=clips.device).view(shape)
+    mean, std = _mean_std_255(cfg, clips.device)
     return clips.float().sub_(mean).div_(std)
 
 
