@@ -165,9 +165,13 @@ def broken_root(synthetic_root, tmp_path):
     return root, broken
 
 
-def test_broken_videos_never_crash_a_training_epoch(broken_root, tmp_path, caplog):
+OPTION_SETS = [[], ["data.normalize_on_device=true"], ["data.decoding_backend=pyav"]]
+
+
+@pytest.mark.parametrize("opts", OPTION_SETS, ids=["default", "uint8", "pyav"])
+def test_broken_videos_never_crash_a_training_epoch(broken_root, tmp_path, caplog, opts):
     root, broken = broken_root
-    cfg = small_cfg(root, str(tmp_path / "out"), "data.num_workers=2", "train.batch_size=4")
+    cfg = small_cfg(root, str(tmp_path / "out"), "data.num_workers=2", "train.batch_size=4", *opts)
     loader = build_loader(cfg, "train")
     with caplog.at_level(logging.WARNING):
         skipped, clips = [], 0
@@ -194,10 +198,11 @@ def test_all_retries_failing_raises_with_paths(broken_root, tmp_path):
     assert "4 videos in a row" in str(e.value) and sum(p in str(e.value) for p in broken) >= 1
 
 
-def test_test_split_reports_broken_videos_without_substituting(broken_root, tmp_path):
+@pytest.mark.parametrize("opts", OPTION_SETS, ids=["default", "uint8", "pyav"])
+def test_test_split_reports_broken_videos_without_substituting(broken_root, tmp_path, opts):
     root, broken = broken_root
     cfg = small_cfg(root, str(tmp_path), "data.test_split=train.txt", "data.classes_file=classes.txt",
-                    "test.num_ensemble_views=1", "test.num_spatial_crops=1")
+                    "test.num_ensemble_views=1", "test.num_spatial_crops=1", *opts)
     ds = build_dataset(cfg, "test")
     bad = {}
     for batch in build_loader(cfg, "test", ds):
@@ -207,6 +212,7 @@ def test_test_split_reports_broken_videos_without_substituting(broken_root, tmp_
                 bad[ds.videos[v][0]] = err
                 assert err and not clip.any()
     assert set(bad) == set(broken)
+    assert len({ds[i]["clip"].dtype for i in range(len(ds))}) == 1   # a broken video's zeros match the others
 
 
 def _batches(cfg, n=2):
