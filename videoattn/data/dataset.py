@@ -21,7 +21,7 @@ from torch.utils.data import Dataset
 
 from videoattn.data import transforms
 from videoattn.data.annotations import Annotations, read_annotations
-from videoattn.data.decoding import BACKENDS, DecodeError, open_video
+from videoattn.data.decoding import DecodeError, config_backend, open_video
 from videoattn.data.sampling import clip_indices
 from videoattn.utils.io import atomic_write_text
 
@@ -61,9 +61,7 @@ class VideoClipDataset(Dataset):
         d = cfg.data
         self.num_frames, self.sampling_rate, self.target_fps = int(d.num_frames), int(d.sampling_rate), float(d.target_fps)
         self.decode_threads, self.num_retries = int(d.decode_threads), int(d.num_retries)
-        if d.decoding_backend not in BACKENDS:
-            raise ValueError(f"data.decoding_backend must be one of {sorted(BACKENDS)}, got {d.decoding_backend!r}")
-        self.backend = BACKENDS[d.decoding_backend]
+        self.backend = config_backend(cfg)
         self.decode_timeout = float(d.decode_timeout) if d.decode_timeout else None
         if split == "test":
             self.num_temporal, self.num_crops = int(cfg.test.num_ensemble_views), int(cfg.test.num_spatial_crops)

@@ -32,6 +32,14 @@ except ImportError:  # pragma: no cover - decord is a hard dependency, PyAV alon
 BACKENDS = {"decord": "auto", "pyav": "pyav"}  # cfg.data.decoding_backend -> open_video(backend=...)
 
 
+def config_backend(cfg) -> str:
+    """``open_video``'s backend for ``cfg.data.decoding_backend``; ValueError naming the choices."""
+    name = cfg.data.decoding_backend
+    if name not in BACKENDS:
+        raise ValueError(f"data.decoding_backend must be one of {sorted(BACKENDS)}, got {name!r}")
+    return BACKENDS[name]
+
+
 class DecodeError(RuntimeError):
     """A video cannot be opened or decoded. ``path`` and ``reason`` are attributes."""
 

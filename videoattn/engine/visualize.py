@@ -210,13 +210,13 @@ def load_clip(cfg: DictConfig, video: str, start_s: Optional[float] = None) -> T
     """One test clip ``(3, T, H, W)`` (centre crop, normalised) of ``video`` and its frame times (s).
 
     ``start_s`` None: the centre clip (as single-view testing samples it)."""
-    from videoattn.data.decoding import BACKENDS, open_video
+    from videoattn.data.decoding import config_backend, open_video
     from videoattn.data.sampling import clip_indices as centre_indices
     from videoattn.data.transforms import test_views
     from videoattn.engine.windows import clip_indices
 
     d = cfg.data
-    reader = open_video(video, num_threads=d.decode_threads, backend=BACKENDS[d.decoding_backend])
+    reader = open_video(video, num_threads=d.decode_threads, backend=config_backend(cfg))
     if start_s is None:
         idx = centre_indices(reader.num_frames, reader.fps, d.num_frames, d.sampling_rate, d.target_fps,
                              clip_index=0, num_clips=1).tolist()

@@ -80,11 +80,14 @@ class WindowStream(IterableDataset):
     """
 
     def __init__(self, videos: Sequence[Tuple[int, str]], cfg: DictConfig):
+        from videoattn.data.decoding import config_backend
+
         self.videos, self.cfg = list(videos), cfg
         self.stride = stride_seconds(cfg)
+        self.backend = config_backend(cfg)  # checked here, in the main process, not in each worker
 
     def __iter__(self) -> Iterator[dict]:
-        from videoattn.data.decoding import BACKENDS, open_video
+        from videoattn.data.decoding import open_video
         from videoattn.data.transforms import test_views
 
         info = get_worker_info()
@@ -94,7 +97,7 @@ class WindowStream(IterableDataset):
         for k, path in mine:
             try:
                 reader = open_video(path, num_threads=d.decode_threads, timeout=d.decode_timeout,
-                                    backend=BACKENDS[d.decoding_backend])
+                                    backend=self.backend)
                 win = window_layout(reader.num_frames, reader.fps, d.num_frames, d.sampling_rate, d.target_fps,
                                     self.stride)
                 num_chunks = math.ceil(len(win.indices) / bs)
