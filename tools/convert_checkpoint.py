@@ -16,10 +16,11 @@ import os
 import sys
 
 from videoattn.config import config_to_dict
-from videoattn.config.cli import config_parser, parse_config
+from videoattn.config.cli import add_trust_argument, config_parser, parse_config
 from videoattn.engine.checkpoint import make_checkpoint, save_checkpoint
 from videoattn.models import build_model
 from videoattn.models.convert import SOURCES, convert_file
+from videoattn.utils.serialization import CheckpointError
 
 
 def main(argv=None) -> int:
@@ -29,11 +30,12 @@ def main(argv=None) -> int:
     parser.add_argument("--output", required=True, help="checkpoint to write (.pyth)")
     parser.add_argument("--inflation", default="mean", choices=("mean", "centre"),
                         help="torchvision only: how 2D kernels fill the temporal axis")
+    add_trust_argument(parser)
     args, cfg = parse_config(parser, argv)
     model = build_model(cfg)
     try:
-        notes = convert_file(args.source, args.input, model, args.inflation)
-    except (ValueError, KeyError, FileNotFoundError) as e:
+        notes = convert_file(args.source, args.input, model, args.inflation, trust=args.trust_checkpoint)
+    except (ValueError, KeyError, FileNotFoundError, CheckpointError) as e:
         sys.exit(f"conversion failed: {e}")
     ckpt = make_checkpoint(model.state_dict(), config_to_dict(cfg), source=f"{args.source}:{os.path.basename(args.input)}",
                            conversion_notes=notes)

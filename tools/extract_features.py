@@ -23,7 +23,7 @@ def main(argv=None) -> int:
     args, cfg = parse_config(parser, argv)
     setup_logging(int(os.environ.get("RANK", "0")))
     with exit_on_user_error():
-        extract_features(cfg, args.input, args.output, args.checkpoint)
+        extract_features(cfg, args.input, args.output, args.checkpoint, trust=args.trust_checkpoint)
     return 0
 
 

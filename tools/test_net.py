@@ -21,7 +21,7 @@ def main(argv=None) -> int:
     args, cfg = parse_config(parser, argv)
     setup_logging(int(os.environ.get("RANK", "0")))
     with exit_on_user_error():
-        run_test(cfg, args.checkpoint)
+        run_test(cfg, args.checkpoint, trust=args.trust_checkpoint)
     return 0
 
 

@@ -29,7 +29,7 @@ def main(argv=None) -> int:
     query = (int(args.query[0]), args.query[1], args.query[2]) if args.query else None
     with exit_on_user_error(distributed=False):
         visualize_video(cfg, args.checkpoint, args.video, args.output, query, args.cbam_layer, args.nl_layer,
-                        args.gif or None, args.start, args.max_columns)
+                        args.gif or None, args.start, args.max_columns, trust=args.trust_checkpoint)
     print(f"wrote {args.output}" + (f" and {args.gif}" if args.gif else ""))
     return 0
 

@@ -36,6 +36,14 @@ def add_checkpoint_argument(parser: argparse.ArgumentParser) -> None:
     """``--checkpoint``, shared by the tools that load trained weights."""
     parser.add_argument("--checkpoint", default="", help="checkpoint file (default: test.checkpoint_file, else "
                         "OUTPUT_DIR/checkpoints/checkpoint_best.pyth, else the newest epoch checkpoint there)")
+    add_trust_argument(parser)
+
+
+def add_trust_argument(parser: argparse.ArgumentParser) -> None:
+    """``--trust-checkpoint``: the explicit opt-in to full unpickling (see videoattn.utils.serialization)."""
+    parser.add_argument("--trust-checkpoint", action="store_true",
+                        help="allow a checkpoint that needs full unpickling (a pickled module, unknown classes); "
+                             "unpickling can run code: only for files from a trusted source")
 
 
 @contextlib.contextmanager

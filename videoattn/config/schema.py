@@ -98,6 +98,7 @@ class TrainConfig:
     keep_last: int = 3                    # periodic checkpoints kept (best and final are kept too)
     auto_resume: bool = True              # resume from the newest valid checkpoint in output_dir
     checkpoint_file: str = ""             # initial weights (fine-tuning); ignored when resuming
+    trust_checkpoint: bool = False        # allow checkpoints that need full unpickling (runs code!): trusted files only
     mixed_precision: str = "none"         # none | bf16 | fp16 (CUDA; on CPU only bf16, when asked)
     clip_grad_norm: float = 0.0           # 0 = off
     accumulation_steps: int = 1

@@ -12,6 +12,7 @@ import logging
 import os
 import random
 import re
+import zipfile
 from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
@@ -20,13 +21,11 @@ from torch import nn
 
 import videoattn
 from videoattn.utils.io import atomic_torch_save
+from videoattn.utils.serialization import CheckpointError, UntrustedCheckpointError, load_file
 
 logger = logging.getLogger(__name__)
 HEAD_PREFIX = "head.proj."  # the classifier that fine-tuning re-initialises
-
-
-class CheckpointError(RuntimeError):
-    """A checkpoint file is missing, truncated or not a checkpoint."""
+__all__ = ["CheckpointError", "UntrustedCheckpointError"]  # re-exported for callers of this module
 
 
 def unwrap_state_dict(state: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
@@ -46,7 +45,7 @@ def make_checkpoint(model_state: Dict[str, torch.Tensor], config: Optional[dict]
     ckpt = {
         "model_state": unwrap_state_dict(model_state),
         "config": config,
-        "meta": {"videoattn_version": videoattn.__version__, "torch_version": torch.__version__,
+        "meta": {"videoattn_version": videoattn.__version__, "torch_version": str(torch.__version__),
                  "created": datetime.datetime.now(datetime.timezone.utc).isoformat(), "source": source},
     }
     ckpt.update(extra)
@@ -58,14 +57,13 @@ def save_checkpoint(path: str, ckpt: dict) -> None:
     atomic_torch_save(ckpt, path)
 
 
-def load_checkpoint(path: str, map_location: str = "cpu") -> dict:
-    """Read a checkpoint; raise :class:`CheckpointError` naming the file if it is unusable."""
-    try:
-        ckpt = torch.load(path, map_location=map_location, weights_only=False)
-    except FileNotFoundError:
-        raise CheckpointError(f"checkpoint not found: {path}") from None
-    except Exception as e:  # truncated zip, pickle garbage, ...
-        raise CheckpointError(f"unreadable checkpoint {path}: {type(e).__name__}: {e}") from None
+def load_checkpoint(path: str, map_location: str = "cpu", trust: bool = False) -> dict:
+    """Read a checkpoint as data only (no code runs; see :mod:`videoattn.utils.serialization`).
+
+    Raises :class:`CheckpointError` naming the file if it is unusable, and
+    :class:`UntrustedCheckpointError` if it needs full unpickling and ``trust`` is False.
+    """
+    ckpt = load_file(path, trust=trust, map_location=map_location)
     if not isinstance(ckpt, dict) or "model_state" not in ckpt:
         raise CheckpointError(f"{path} is not a videoattn/PySlowFast checkpoint (no 'model_state' key)")
     return ckpt
@@ -101,35 +99,59 @@ def list_epoch_checkpoints(output_dir: str) -> List[Tuple[int, str]]:
     return sorted(found)
 
 
-def find_last_checkpoint(output_dir: str) -> Optional[Tuple[str, dict]]:
+def find_last_checkpoint(output_dir: str, trust: bool = False) -> Optional[Tuple[str, dict]]:
     """The newest readable periodic checkpoint as ``(path, ckpt)``, or None.
 
-    Truncated or unreadable files are skipped with a warning naming them.
+    Truncated or unreadable files are skipped with a warning naming them. A file that needs full
+    unpickling is not skipped: :class:`UntrustedCheckpointError` (nothing here ever writes one,
+    so someone else put it there).
     """
     for _, path in reversed(list_epoch_checkpoints(output_dir)):
         try:
-            return path, load_checkpoint(path)
+            return path, load_checkpoint(path, trust=trust)
+        except UntrustedCheckpointError:
+            raise
         except CheckpointError as e:
             logger.warning("skipping checkpoint %s: %s", path, e)
     return None
 
 
-def prune_checkpoints(output_dir: str, keep_last: int) -> List[str]:
-    """Delete all but the newest ``keep_last`` periodic checkpoints (``<= 0`` keeps all).
+def is_complete_checkpoint(path: str) -> bool:
+    """Cheap structural check: a whole ``torch.save`` zip archive (a truncated or 0-byte file, or
+    random bytes, lacks the zip's central directory). Reads the directory, not the tensors."""
+    try:
+        with zipfile.ZipFile(path) as z:
+            return any(name.endswith("/data.pkl") or name == "data.pkl" for name in z.namelist())
+    except (OSError, zipfile.BadZipFile):
+        return False
 
-    ``checkpoint_best.pyth`` is never touched. Returns the removed paths.
+
+def prune_checkpoints(output_dir: str, keep_last: int) -> List[str]:
+    """Delete all but the newest ``keep_last`` complete periodic checkpoints (``<= 0`` keeps all).
+
+    Only complete files (:func:`is_complete_checkpoint`) count and only they are deleted: an
+    unreadable file, whatever its epoch number, is neither counted nor removed (a warning names
+    it), so the newest valid checkpoint is never deleted. ``checkpoint_best.pyth`` is never
+    touched. Each deletion is logged; returns the removed paths.
     """
     if keep_last <= 0:
         return []
+    complete = []
+    for _, path in list_epoch_checkpoints(output_dir):
+        if is_complete_checkpoint(path):
+            complete.append(path)
+        else:
+            logger.warning("retention: %s is not a complete checkpoint; not counted, not deleted", path)
     removed = []
-    for _, path in list_epoch_checkpoints(output_dir)[:-keep_last]:
+    for path in complete[:-keep_last]:
         with contextlib.suppress(FileNotFoundError):
             os.remove(path)
             removed.append(path)
+            logger.info("retention (train.keep_last=%d): deleted %s", keep_last, path)
     return removed
 
 
-def load_pretrained(model: nn.Module, path: str) -> Dict[str, List[str]]:
+def load_pretrained(model: nn.Module, path: str, trust: bool = False) -> Dict[str, List[str]]:
     """Initialise ``model`` from a checkpoint for fine-tuning (weights only).
 
     Tensors whose shape differs from the model's are an error, except the classifier
@@ -137,7 +159,7 @@ def load_pretrained(model: nn.Module, path: str) -> Dict[str, List[str]]:
     initialisation and a warning says so. Keys present on one side only are reported.
     Returns ``{"reinitialised": [...], "missing": [...], "unexpected": [...]}``.
     """
-    state = unwrap_state_dict(load_checkpoint(path)["model_state"])
+    state = unwrap_state_dict(load_checkpoint(path, trust=trust)["model_state"])
     own = model.state_dict()
     reinit, bad = [], []
     for key in list(state):
@@ -166,8 +188,12 @@ def load_pretrained(model: nn.Module, path: str) -> Dict[str, List[str]]:
 
 
 def get_rng_state() -> dict:
-    """This process's python, numpy, torch (and CUDA) generator states."""
-    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    """This process's python, numpy, torch (and CUDA) generator states, as plain data (tensors,
+    numbers, tuples), so the checkpoint loads with ``weights_only=True``."""
+    kind, key, pos, has_gauss, gauss = np.random.get_state()
+    numpy_state = {"kind": kind, "key": torch.from_numpy(key.astype(np.int64)), "pos": int(pos),
+                   "has_gauss": int(has_gauss), "cached_gaussian": float(gauss)}
+    state = {"python": random.getstate(), "numpy": numpy_state, "torch": torch.get_rng_state()}
     if torch.cuda.is_available() and torch.cuda.is_initialized():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
@@ -176,7 +202,10 @@ def get_rng_state() -> dict:
 def set_rng_state(state: dict) -> None:
     """Restore what :func:`get_rng_state` captured."""
     random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
+    n = state["numpy"]
+    if isinstance(n, dict):
+        n = (n["kind"], n["key"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["cached_gaussian"])
+    np.random.set_state(n)  # a tuple in checkpoints of videoattn 0.1.0
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])

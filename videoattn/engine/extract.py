@@ -148,10 +148,11 @@ def window_loader(videos: Sequence[Tuple[int, str]], cfg: DictConfig) -> DataLoa
 
 
 def extract_features(cfg: DictConfig, source: str, out_dir: str, checkpoint_path: Optional[str] = None,
-                     random_init: bool = False) -> Optional[Dict[str, object]]:
+                     random_init: bool = False, trust: bool = False) -> Optional[Dict[str, object]]:
     """Extract features of every video of ``source`` into ``out_dir``; summary on rank 0, else None.
 
-    Weights: see :func:`videoattn.engine.inference.resolve_checkpoint` (``random_init``: none, benchmarks only).
+    Weights: see :func:`videoattn.engine.inference.resolve_checkpoint` (``random_init``: none, benchmarks
+    only; ``trust``: allow a checkpoint that needs full unpickling, ``--trust-checkpoint``).
     """
     from videoattn.engine.distributed import init_distributed
     from videoattn.engine.inference import build_inference_model
@@ -159,7 +160,7 @@ def extract_features(cfg: DictConfig, source: str, out_dir: str, checkpoint_path
     if cfg.features.dtype not in ("float32", "float16"):
         raise ValueError(f"features.dtype must be float32 or float16, got '{cfg.features.dtype}'")
     info = init_distributed(cfg.device)
-    model = build_inference_model(cfg, checkpoint_path, info.device, random_init)  # bad checkpoint: fail first
+    model = build_inference_model(cfg, checkpoint_path, info.device, random_init, trust)  # bad checkpoint: fail first
     paths, missing = list_inputs(cfg, source)
     ids = video_ids(paths)
     os.makedirs(out_dir, exist_ok=True)

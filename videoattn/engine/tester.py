@@ -15,7 +15,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from videoattn.engine.distributed import barrier, init_distributed, is_main_process
 from videoattn.engine.evaluate import score_multiview
-from videoattn.engine.inference import build_inference_model, resolve_checkpoint
+from videoattn.engine.inference import build_inference_model, check_num_classes, resolve_checkpoint
 from videoattn.engine.report import write_test_report
 
 log = logging.getLogger(__name__)
@@ -29,8 +29,10 @@ def resolve_test_split(cfg: DictConfig) -> DictConfig:
     return cfg
 
 
-def run_test(cfg: DictConfig, checkpoint_path: Optional[str] = None) -> Optional[Dict[str, object]]:
+def run_test(cfg: DictConfig, checkpoint_path: Optional[str] = None,
+             trust: bool = False) -> Optional[Dict[str, object]]:
     """Test ``checkpoint_path`` (default: :func:`resolve_checkpoint`); return the metrics on rank 0.
+    ``trust``: allow a checkpoint that needs full unpickling (``--trust-checkpoint``).
 
     Writes ``cfg.output_dir/test/{metrics.json, per_class.csv, confusion_matrix.{csv,png},
     predictions.csv[, view_logits.npz]}`` and ``missing_videos`` report of the dataset.
@@ -40,12 +42,11 @@ def run_test(cfg: DictConfig, checkpoint_path: Optional[str] = None) -> Optional
     info = init_distributed(cfg.device)
     cfg = resolve_test_split(cfg)
     checkpoint = resolve_checkpoint(cfg, checkpoint_path)
-    model = build_inference_model(cfg, checkpoint, info.device)  # a bad checkpoint fails before any decoding
+    model = build_inference_model(cfg, checkpoint, info.device, trust=trust)  # bad checkpoint: fail before decoding
     dataset = build_dataset(cfg, "test")
-    loader = build_loader(cfg, "test", dataset)
     num_classes = int(cfg.model.num_classes)
-    if len(dataset.classes) > num_classes:
-        raise ValueError(f"the test split has {len(dataset.classes)} classes but model.num_classes={num_classes}")
+    check_num_classes(dataset.classes, num_classes, f"the class list of {cfg.data.test_split}")
+    loader = build_loader(cfg, "test", dataset)
     class_names = list(dataset.classes) + [f"class_{i}" for i in range(len(dataset.classes), num_classes)]
     result = score_multiview(model, loader, num_videos=len(dataset.videos), num_classes=num_classes,
                              aggregation=cfg.test.aggregation, save_logits=cfg.test.save_logits,

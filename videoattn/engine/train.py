@@ -27,6 +27,7 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 from videoattn.config import config_to_dict, save_config
 from videoattn.data.loader import device_clips
 from videoattn.engine import checkpoint as ckpt_lib
+from videoattn.engine.inference import check_num_classes, check_state_fits
 from videoattn.engine.distributed import (DistInfo, all_gather_object, all_reduce_mean, barrier,
                                           broadcast_object, cleanup, init_distributed)
 from videoattn.engine.logger import MetricsWriter, Progress, setup_logging
@@ -172,14 +173,18 @@ def _resume_or_init(model: nn.Module, optimizer, scheduler, scaler, cfg: DictCon
     Returns the loop state ``{"start_epoch", "global_step", "best_top1"}``.
     """
     state = {"start_epoch": 0, "global_step": 0, "best_top1": -1.0}
-    found = ckpt_lib.find_last_checkpoint(cfg.output_dir) if cfg.train.auto_resume and info.is_main else None
+    trust = cfg.train.trust_checkpoint
+    found = ckpt_lib.find_last_checkpoint(cfg.output_dir, trust) if cfg.train.auto_resume and info.is_main else None
     path = broadcast_object(found[0] if found else None)
     if path is None:
         if cfg.train.checkpoint_file:
-            ckpt_lib.load_pretrained(model, cfg.train.checkpoint_file)
+            ckpt_lib.load_pretrained(model, cfg.train.checkpoint_file, trust)
         return state
-    ckpt = found[1] if found else ckpt_lib.load_checkpoint(path)
-    model.load_state_dict(ckpt_lib.unwrap_state_dict(ckpt["model_state"]))
+    ckpt = found[1] if found else ckpt_lib.load_checkpoint(path, trust=trust)
+    weights = ckpt_lib.unwrap_state_dict(ckpt["model_state"])
+    check_state_fits(model.state_dict(), weights, path, "auto-resume from output_dir: use another "
+                     "output_dir or train.auto_resume=false")
+    model.load_state_dict(weights)
     optimizer.load_state_dict(ckpt["optimizer_state"])
     scheduler.load_state_dict(ckpt["scheduler_state"])
     if ckpt.get("scaler_state"):
@@ -221,6 +226,8 @@ def _train(cfg: DictConfig, info: DistInfo) -> TrainResult:
     model = build_model(cfg).to(info.device)
     optimizer = build_optimizer(model, cfg)
     train_loader = build_loader(cfg, "train")
+    check_num_classes(train_loader.dataset.classes, cfg.model.num_classes,
+                      f"the class list ({cfg.data.classes_file or 'labels of ' + cfg.data.train_split})")
     do_eval = cfg.train.eval_period > 0 and bool(cfg.data.val_split)
     val_loader = build_loader(cfg, "val") if do_eval else None
     updates_per_epoch = math.ceil(len(train_loader) / cfg.train.accumulation_steps)
@@ -305,11 +312,14 @@ def _save(model, optimizer, scheduler, scaler, cfg, info, epoch, global_step, be
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """``tools/train_net.py``: parse ``--config CFG [key=value ...]`` and train; 1 on a usage error."""
-    from videoattn.config.cli import config_parser, parse_config
+    from videoattn.config.cli import add_trust_argument, config_parser, parse_config
 
     parser = config_parser("Train a video model: one process, or one per device under torchrun "
                            "(torchrun --nproc_per_node=N tools/train_net.py --config CFG).")
-    _, cfg = parse_config(parser, argv)
+    add_trust_argument(parser)  # = train.trust_checkpoint=true
+    args, cfg = parse_config(parser, argv)
+    if args.trust_checkpoint:
+        cfg.train.trust_checkpoint = True
     if not cfg.train.enable:
         print("train.enable=false: nothing to do")
         return 0

@@ -243,14 +243,14 @@ def class_names_for(cfg: DictConfig) -> List[str]:
 def visualize_video(cfg: DictConfig, checkpoint: Optional[str], video: str, output: str,
                     query: Optional[Tuple[int, float, float]] = None, cbam_layer: str = "res3",
                     nl_layer: str = "res3", gif: Optional[str] = None, start_s: Optional[float] = None,
-                    max_columns: int = 8) -> AttentionResult:
+                    max_columns: int = 8, trust: bool = False) -> AttentionResult:
     """Load the model and one clip of ``video``; write the PNG grid (and GIF). ``query`` None:
     the centre of the middle frame."""
     from videoattn.engine.inference import build_inference_model
 
     device = torch.device("cuda" if cfg.device == "cuda" or (cfg.device == "auto" and torch.cuda.is_available())
                           else "cpu")
-    model = build_inference_model(cfg, checkpoint, device)
+    model = build_inference_model(cfg, checkpoint, device, trust=trust)
     clip, times = load_clip(cfg, video, start_s)
     if query is None:
         query = (clip.shape[1] // 2, 0.5, 0.5)

@@ -29,6 +29,7 @@ import torch
 from torch import nn
 
 from videoattn.engine.checkpoint import unwrap_state_dict
+from videoattn.utils.serialization import CheckpointError, UntrustedCheckpointError, load_file
 
 SOURCES = ("torchvision", "pytorchvideo", "pyslowfast")
 _PTV_BRANCH = {"branch1_conv": "downsample.0", "branch1_norm": "downsample.1",
@@ -159,16 +160,19 @@ def convert_state_dict(source: str, state: Dict[str, torch.Tensor], model: nn.Mo
     return converted, [f"{k}: left as initialised" for k in missing]
 
 
-def read_state_dict(path: str) -> Dict[str, torch.Tensor]:
-    """Load the weights in ``path``: a plain state dict, a whole pickled module, or a checkpoint
-    dict holding ``model_state`` (PySlowFast / this project), ``state_dict`` or ``model``."""
+def read_state_dict(path: str, trust: bool = False) -> Dict[str, torch.Tensor]:
+    """Load the weights in ``path``: a plain state dict, or a checkpoint dict holding
+    ``model_state`` (PySlowFast / pytorchvideo / this project), ``state_dict`` or ``model``.
+
+    Read as data only; a whole pickled module (or anything else that needs full unpickling) loads
+    only with ``trust=True`` (:mod:`videoattn.utils.serialization`).
+    """
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=False)
-    except FileNotFoundError:
-        raise FileNotFoundError(f"weights file not found: {path}") from None
-    except Exception as e:
-        raise ValueError(f"cannot read {path} with torch.load ({type(e).__name__}: {e}); Caffe2 .pkl "
-                         "checkpoints must be converted with PySlowFast first") from None
+        obj = load_file(path, trust=trust)
+    except UntrustedCheckpointError:
+        raise
+    except CheckpointError as e:
+        raise ValueError(f"{e}; Caffe2 .pkl checkpoints must be converted with PySlowFast first") from None
     if isinstance(obj, nn.Module):
         obj = obj.state_dict()
     if isinstance(obj, dict):
@@ -181,8 +185,9 @@ def read_state_dict(path: str) -> Dict[str, torch.Tensor]:
     return obj
 
 
-def convert_file(source: str, path: str, model: nn.Module, inflation: str = "mean") -> List[str]:
+def convert_file(source: str, path: str, model: nn.Module, inflation: str = "mean",
+                 trust: bool = False) -> List[str]:
     """Load ``path`` (from ``source``) into ``model`` in place; return notes on keys left as initialised."""
-    state, notes = convert_state_dict(source, read_state_dict(path), model, inflation)
+    state, notes = convert_state_dict(source, read_state_dict(path, trust), model, inflation)
     model.load_state_dict(state, strict=False)
     return notes
