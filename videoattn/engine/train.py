@@ -25,7 +25,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel as DDP
 
 from videoattn.config import config_to_dict, save_config
-from videoattn.data.loader import device_clips
+from videoattn.data.loader import device_clips, unique_broken
 from videoattn.engine import checkpoint as ckpt_lib
 from videoattn.engine.distributed import (DistInfo, all_gather_object, all_reduce_mean, barrier,
                                           broadcast_object, distributed_run)
@@ -159,7 +159,7 @@ def train_one_epoch(model: nn.Module, loader, optimizer, scheduler, scaler, cfg:
             win.update(loss=0.0, n=0, clips=0, data=0.0, compute=0.0)
     if info.world_size > 1:
         torch.distributed.all_reduce(sums)
-    skipped_all = [s for part in all_gather_object(skipped) for s in part]
+    skipped_all = unique_broken(s for part in all_gather_object(unique_broken(skipped)) for s in part)
     total = data_time + compute_time
     return {"epoch": epoch + 1, "global_step": global_step, "loss": (sums[0] / sums[2].clamp_min(1)).item(),
             "top1": (sums[1] / sums[2].clamp_min(1)).item(), "clips": int(sums[2].item()),
@@ -259,7 +259,7 @@ def _train(cfg: DictConfig, info: DistInfo) -> TrainResult:
                 val = evaluate_clips(raw, val_loader, info.device)
                 val_skipped = val.pop("skipped")
                 val["skipped"] = len(val_skipped)
-                summary["skipped_videos"] += val_skipped
+                summary["skipped_videos"] = unique_broken(summary["skipped_videos"] + val_skipped)
                 result.last_val = val
                 is_best = val["top1"] > result.best_top1
                 result.best_top1 = max(result.best_top1, val["top1"])
