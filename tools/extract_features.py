@@ -11,6 +11,7 @@ import os
 import sys
 
 from videoattn.config.cli import add_checkpoint_argument, config_parser, exit_on_user_error, parse_config
+from videoattn.engine.distributed import distributed_run
 from videoattn.engine.extract import extract_features
 from videoattn.engine.logger import setup_logging
 
@@ -22,7 +23,8 @@ def main(argv=None) -> int:
     parser.add_argument("--output", required=True, help="output folder")
     args, cfg = parse_config(parser, argv)
     setup_logging(int(os.environ.get("RANK", "0")))
-    with exit_on_user_error():
+    with exit_on_user_error(interrupted=f"interrupted; finished videos are kept in {args.output} and a re-run "
+                                        "does the rest"), distributed_run(cfg, args.output):
         extract_features(cfg, args.input, args.output, args.checkpoint, trust=args.trust_checkpoint)
     return 0
 

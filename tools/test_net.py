@@ -11,6 +11,7 @@ import os
 import sys
 
 from videoattn.config.cli import add_checkpoint_argument, config_parser, exit_on_user_error, parse_config
+from videoattn.engine.distributed import distributed_run
 from videoattn.engine.logger import setup_logging
 from videoattn.engine.tester import run_test
 
@@ -20,7 +21,8 @@ def main(argv=None) -> int:
     add_checkpoint_argument(parser)
     args, cfg = parse_config(parser, argv)
     setup_logging(int(os.environ.get("RANK", "0")))
-    with exit_on_user_error():
+    with exit_on_user_error(interrupted="interrupted; test results are written only when a test completes"), \
+            distributed_run(cfg, os.path.join(cfg.output_dir, "test")):
         run_test(cfg, args.checkpoint, trust=args.trust_checkpoint)
     return 0
 

@@ -9,6 +9,8 @@ from typing import Iterator, Optional, Sequence
 from omegaconf import DictConfig
 
 from videoattn.config.loader import ConfigError, load_config
+from videoattn.utils.errors import OneLineError
+from videoattn.utils.io import WriteError
 
 
 def config_parser(description: str) -> argparse.ArgumentParser:
@@ -47,14 +49,21 @@ def add_trust_argument(parser: argparse.ArgumentParser) -> None:
 
 
 @contextlib.contextmanager
-def exit_on_user_error(distributed: bool = True) -> Iterator[None]:
-    """Turn a bad checkpoint, undecodable video, missing file or bad annotation into a one-line exit
-    (no traceback); tear down the process group afterwards when ``distributed``."""
+def exit_on_user_error(distributed: bool = True, interrupted: str = "interrupted") -> Iterator[None]:
+    """Turn a bad checkpoint, undecodable video, missing file, bad annotation, a locked or unwritable
+    output, a full disk or a collective's timeout into a one-line exit (no traceback, status 1), and
+    Ctrl-C into the line ``str(KeyboardInterrupt)`` or ``interrupted`` (status 130); tear down the
+    process group afterwards when ``distributed``."""
     from videoattn.data.decoding import DecodeError
     from videoattn.engine.checkpoint import CheckpointError
 
     try:
         yield
+    except KeyboardInterrupt as e:
+        print(str(e) or interrupted, file=sys.stderr, flush=True)
+        sys.exit(130)
+    except (OneLineError, WriteError) as e:
+        sys.exit(f"error: {e}")
     except CheckpointError as e:
         sys.exit(f"checkpoint error: {e}")
     except DecodeError as e:

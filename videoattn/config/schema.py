@@ -132,6 +132,7 @@ class Config:
     output_dir: str = "output"
     seed: int = 0
     device: str = "auto"                  # auto | cpu | cuda
+    dist_timeout_minutes: float = 30.0    # torchrun: how long a collective waits for a stalled process (> 0)
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     solver: SolverConfig = field(default_factory=SolverConfig)

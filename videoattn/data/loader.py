@@ -1,9 +1,8 @@
 """DataLoader construction: per-process batch, samplers, workers, collate with the skipped list."""
 from __future__ import annotations
 
-import logging
 import random
-from typing import List, Optional
+from typing import Dict, Iterable, List, Optional, Tuple
 
 import numpy as np
 import torch
@@ -14,8 +13,6 @@ from videoattn.data.dataset import VideoClipDataset, build_dataset
 from videoattn.data.samplers import ShardSampler
 from videoattn.data.transforms import normalize_clips
 from videoattn.utils.malloc import tune_malloc
-
-log = logging.getLogger(__name__)
 
 
 def collate(items: List[dict]) -> dict:
@@ -47,24 +44,37 @@ def init_worker(worker_id: int) -> None:
     random.seed(seed)
 
 
-class VideoLoader(DataLoader):
-    """A DataLoader that logs every broken (skipped) video once, with its reason, in this process.
+def unique_broken(skipped: Iterable[Tuple[str, str]]) -> List[Tuple[str, str]]:
+    """``[(path, reason)]`` with each path once (its first reason), in first-seen order: a broken
+    file hit again by a retry's random substitute is still one broken file."""
+    first: Dict[str, str] = {}
+    for path, reason in skipped:
+        first.setdefault(path, reason)
+    return list(first.items())
 
-    ``skipped_paths`` holds {path: reason} of all broken videos seen so far; callers sum
-    ``len(batch["skipped"])`` per epoch for the epoch summary.
+
+class VideoLoader(DataLoader):
+    """A DataLoader that keeps, per pass (epoch), the broken videos its batches skipped.
+
+    ``broken`` is ``{path: reason}`` of the current (or last) pass, each broken file once however
+    often retries hit it; ``position`` counts the batches yielded in the pass under way (0 between
+    passes). Training names and counts broken files once per file per epoch in its epoch summary
+    (all processes together, on rank 0).
     """
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        self.skipped_paths: dict = {}
+        self.broken: Dict[str, str] = {}
+        self.position = 0
 
     def __iter__(self):
+        self.broken, self.position = {}, 0
         for batch in super().__iter__():
             for path, reason in batch.get("skipped", ()):
-                if path not in self.skipped_paths:
-                    self.skipped_paths[path] = reason
-                    log.warning("broken video skipped: %s (%s)", path, reason)
+                self.broken.setdefault(path, reason)
+            self.position += 1
             yield batch
+        self.position = 0
 
 
 def per_process_batch(global_batch: int, world_size: int, key: str) -> int:

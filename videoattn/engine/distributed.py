@@ -4,13 +4,18 @@ Works unchanged in a plain single process (no RANK/WORLD_SIZE in the environment
 """
 from __future__ import annotations
 
+import contextlib
 import datetime
 import os
+import re
 from dataclasses import dataclass
-from typing import Any, List
+from typing import Any, Iterator, List
 
 import torch
 import torch.distributed as dist
+
+from videoattn.utils.errors import OneLineError
+from videoattn.utils.lock import LockError, folder_lock
 
 
 @dataclass
@@ -25,11 +30,14 @@ class DistInfo:
         return self.rank == 0
 
 
-def init_distributed(device: str = "auto", timeout_s: int = 1800) -> DistInfo:
+def init_distributed(device: str = "auto", timeout_s: float = 1800) -> DistInfo:
     """Initialise the default process group from torchrun's environment, once.
 
     ``device``: auto | cpu | cuda. One CUDA device per process, chosen by ``LOCAL_RANK``.
+    ``timeout_s``: how long a collective waits for the other processes (``dist_timeout_minutes``).
     """
+    if not timeout_s > 0:
+        raise ValueError(f"dist_timeout_minutes must be > 0, got {timeout_s / 60:g}")
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
@@ -91,3 +99,56 @@ def all_reduce_mean(t: torch.Tensor) -> torch.Tensor:
 def cleanup() -> None:
     if dist.is_available() and dist.is_initialized():
         dist.destroy_process_group()
+
+
+class CollectiveTimeout(OneLineError):
+    """A collective operation waited ``dist_timeout_minutes`` for a process that stalled or died."""
+
+
+@contextlib.contextmanager
+def named_timeouts(timeout_minutes: float) -> Iterator[None]:
+    """Re-raise a collective's timeout (gloo: ``RuntimeError: ... Timed out waiting 3000ms ...``) as a
+    one-line :class:`CollectiveTimeout` that names the config key."""
+    try:
+        yield
+    except RuntimeError as e:
+        text = str(e).strip().splitlines()[0] if str(e).strip() else ""
+        if get_world_size() == 1 or isinstance(e, OneLineError) or not re.search(r"timed? ?out", text, re.I):
+            raise
+        text = re.sub(r"^\[[^\]]*\]\s*", "", text)      # gloo's "[path/to/source.cc:78] " prefix
+        raise CollectiveTimeout(f"rank {get_rank()} waited dist_timeout_minutes={timeout_minutes:g} for the other "
+                                f"processes, one of which stalled or died ({text})") from None
+
+
+@contextlib.contextmanager
+def main_process_lock(folder: str) -> Iterator[None]:
+    """Rank 0 holds :func:`videoattn.utils.lock.folder_lock` on ``folder`` for the ``with`` block
+    (``folder`` may be shared between nodes); if it cannot, every rank raises the same one-line
+    error (the outcome is broadcast, so no rank is left waiting in a collective)."""
+    with contextlib.ExitStack() as stack:
+        error = None
+        if is_main_process():
+            try:
+                stack.enter_context(folder_lock(folder))
+            except Exception as e:  # noqa: BLE001 -- every outcome must reach the other ranks
+                error = e
+        message = broadcast_object(None if error is None else str(error))
+        if error is not None:
+            raise error
+        if message is not None:
+            raise LockError(message)
+        yield
+
+
+@contextlib.contextmanager
+def distributed_run(cfg, lock_folder: str) -> Iterator[DistInfo]:
+    """What every tool does around its work: initialise the process group with the
+    ``dist_timeout_minutes`` timeout, lock ``lock_folder`` (:func:`main_process_lock`), name that key
+    when a collective times out, and tear the group down at the end."""
+    minutes = float(cfg.dist_timeout_minutes)
+    info = init_distributed(cfg.device, timeout_s=60 * minutes)
+    try:
+        with main_process_lock(lock_folder), named_timeouts(minutes):
+            yield info
+    finally:
+        cleanup()

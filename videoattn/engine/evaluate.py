@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from videoattn.data.loader import device_clips
+from videoattn.data.loader import device_clips, unique_broken
 from videoattn.engine.distributed import all_gather_object, is_main_process
 from videoattn.engine.inference import unwrap_model
 from videoattn.engine.metrics import (VideoAggregator, all_reduce_cpu, confusion_matrix, mean_class_accuracy,
@@ -61,7 +61,7 @@ def evaluate_clips(model: torch.nn.Module, loader, device: torch.device, desc: s
     Returns (identical on every rank):
         ``top1``, ``top5`` (fractions), ``loss`` (mean cross-entropy), ``num_clips`` (clips scored,
         each (video, view) once), ``num_invalid`` (items marked unreadable), ``skipped``
-        (list of (path, reason) of broken videos the loader replaced).
+        (list of (path, reason) of broken videos the loader replaced, each file once).
     """
     net = unwrap_model(model)
     was_training = net.training
@@ -87,7 +87,7 @@ def evaluate_clips(model: torch.nn.Module, loader, device: torch.device, desc: s
     nan = float("nan")
     return {"top1": float(rows[:, 3].mean()) if n else nan, "top5": float(rows[:, 4].mean()) if n else nan,
             "loss": float(rows[:, 2].mean()) if n else nan, "num_clips": n,
-            "num_invalid": sum(g[2] for g in gathered), "skipped": [s for g in gathered for s in g[1]]}
+            "num_invalid": sum(g[2] for g in gathered), "skipped": unique_broken(s for g in gathered for s in g[1])}
 
 
 @dataclass

@@ -159,7 +159,7 @@ def extract_features(cfg: DictConfig, source: str, out_dir: str, checkpoint_path
 
     if cfg.features.dtype not in ("float32", "float16"):
         raise ValueError(f"features.dtype must be float32 or float16, got '{cfg.features.dtype}'")
-    info = init_distributed(cfg.device)
+    info = init_distributed(cfg.device, timeout_s=60 * float(cfg.dist_timeout_minutes))
     model = build_inference_model(cfg, checkpoint_path, info.device, random_init, trust)  # bad checkpoint: fail first
     paths, missing = list_inputs(cfg, source)
     ids = video_ids(paths)

@@ -15,6 +15,8 @@ from typing import Any, Callable, Dict, Iterable, Iterator, Optional
 
 from tqdm import tqdm
 
+from videoattn.utils.io import append_bytes
+
 LOG_FORMAT = "[%(asctime)s %(levelname)s rank%(rank)s] %(message)s"
 
 
@@ -26,6 +28,17 @@ class _RankFilter(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         record.rank = self.rank
         return True
+
+
+class _LogFile(logging.FileHandler):
+    """``train.log``; a failed write (disk full) is one line on stderr, once, not a traceback per record."""
+
+    failed = False
+
+    def handleError(self, record: logging.LogRecord) -> None:
+        if not self.failed:
+            self.failed = True
+            print(f"warning: cannot write {self.baseFilename}: {sys.exc_info()[1]}", file=sys.stderr, flush=True)
 
 
 def setup_logging(rank: int, output_dir: Optional[str] = None) -> Callable[[], None]:
@@ -42,7 +55,7 @@ def setup_logging(rank: int, output_dir: Optional[str] = None) -> Callable[[], N
     handlers: list[logging.Handler] = [logging.StreamHandler(sys.stdout)]
     if rank == 0 and output_dir:
         os.makedirs(output_dir, exist_ok=True)
-        handlers.append(logging.FileHandler(os.path.join(output_dir, "train.log")))
+        handlers.append(_LogFile(os.path.join(output_dir, "train.log")))
     for h in handlers:
         h.setFormatter(logging.Formatter(LOG_FORMAT, datefmt="%H:%M:%S"))
         h.addFilter(_RankFilter(rank))
@@ -83,7 +96,8 @@ class MetricsWriter:
         if not enabled:
             return
         os.makedirs(output_dir, exist_ok=True)
-        self._file = open(os.path.join(output_dir, "metrics.jsonl"), "a", encoding="utf-8")
+        self.path = os.path.join(output_dir, "metrics.jsonl")
+        self._file = open(self.path, "ab", buffering=0)
         if tensorboard:
             from torch.utils.tensorboard import SummaryWriter
 
@@ -95,8 +109,7 @@ class MetricsWriter:
         row = {"kind": kind, "epoch": epoch, "step": step, "time": round(time.time(), 3)}
         row.update({k: _plain(v) for k, v in values.items()})
         assert self._file is not None
-        self._file.write(json.dumps(row) + "\n")
-        self._file.flush()
+        append_bytes(self._file, (json.dumps(row) + "\n").encode("utf-8"), self.path)  # whole rows only
         if self._tb is not None:
             for k, v in row.items():
                 if k not in ("kind", "epoch", "step", "time") and isinstance(v, (int, float)) \

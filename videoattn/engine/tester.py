@@ -39,7 +39,7 @@ def run_test(cfg: DictConfig, checkpoint_path: Optional[str] = None,
     """
     from videoattn.data import build_dataset, build_loader
 
-    info = init_distributed(cfg.device)
+    info = init_distributed(cfg.device, timeout_s=60 * float(cfg.dist_timeout_minutes))
     cfg = resolve_test_split(cfg)
     checkpoint = resolve_checkpoint(cfg, checkpoint_path)
     model = build_inference_model(cfg, checkpoint, info.device, trust=trust)  # bad checkpoint: fail before decoding

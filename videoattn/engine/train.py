@@ -15,7 +15,7 @@ import random
 import sys
 import time
 from dataclasses import dataclass, field
-from typing import List, Optional, Sequence
+from typing import Iterator, List, Optional, Sequence
 
 import numpy as np
 import torch
@@ -25,17 +25,18 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel as DDP
 
 from videoattn.config import config_to_dict, save_config
-from videoattn.data.loader import device_clips
+from videoattn.data.loader import device_clips, unique_broken
 from videoattn.engine import checkpoint as ckpt_lib
 from videoattn.engine.inference import check_num_classes, check_state_fits
 from videoattn.engine.distributed import (DistInfo, all_gather_object, all_reduce_mean, barrier,
-                                          broadcast_object, cleanup, init_distributed)
+                                          broadcast_object, distributed_run)
 from videoattn.engine.logger import MetricsWriter, Progress, setup_logging
 from videoattn.engine.precise_bn import update_bn_stats
 from videoattn.engine.solver import build_optimizer, build_scheduler
 
 logger = logging.getLogger(__name__)
 AMP_DTYPES = {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+MAX_LISTED_BROKEN = 20   # broken videos named per epoch summary (all are counted)
 
 
 @dataclass
@@ -159,7 +160,7 @@ def train_one_epoch(model: nn.Module, loader, optimizer, scheduler, scaler, cfg:
             win.update(loss=0.0, n=0, clips=0, data=0.0, compute=0.0)
     if info.world_size > 1:
         torch.distributed.all_reduce(sums)
-    skipped_all = [s for part in all_gather_object(skipped) for s in part]
+    skipped_all = unique_broken(s for part in all_gather_object(unique_broken(skipped)) for s in part)
     total = data_time + compute_time
     return {"epoch": epoch + 1, "global_step": global_step, "loss": (sums[0] / sums[2].clamp_min(1)).item(),
             "top1": (sums[1] / sums[2].clamp_min(1)).item(), "clips": int(sums[2].item()),
@@ -195,6 +196,7 @@ def _resume_or_init(model: nn.Module, optimizer, scheduler, scaler, cfg: DictCon
     state.update(start_epoch=ckpt["epoch"] + 1, global_step=ckpt.get("global_step", 0),
                  best_top1=ckpt.get("best_top1", -1.0))
     logger.info("resumed from %s (epoch %d done, global step %d)", path, state["start_epoch"], state["global_step"])
+    state["checkpoint"] = path
     return state
 
 
@@ -204,13 +206,16 @@ def train(cfg: DictConfig) -> TrainResult:
     check_batch_size(cfg.train.batch_size, world)
     if cfg.train.accumulation_steps < 1:
         raise ValueError(f"train.accumulation_steps must be >= 1, got {cfg.train.accumulation_steps}")
-    info = init_distributed(cfg.device)
-    restore_logging = setup_logging(info.rank, cfg.output_dir if info.is_main else None)
+    restore_console = setup_logging(int(os.environ.get("RANK", "0")))  # no train.log before the lock
     try:
-        return _train(cfg, info)
+        with distributed_run(cfg, cfg.output_dir) as info:  # output_dir locked: one run at a time
+            restore_logging = setup_logging(info.rank, cfg.output_dir if info.is_main else None)
+            try:
+                return _train(cfg, info)
+            finally:
+                restore_logging()
     finally:
-        restore_logging()
-        cleanup()
+        restore_console()
 
 
 def _train(cfg: DictConfig, info: DistInfo) -> TrainResult:
@@ -242,11 +247,14 @@ def _train(cfg: DictConfig, info: DistInfo) -> TrainResult:
         logger.info("training already complete (%d epochs) in %s", max_epoch, cfg.output_dir)
         return result
     global_step = state["global_step"]
-    with MetricsWriter(cfg.output_dir, enabled=info.is_main) as writer:
+    where = {"epoch": state["start_epoch"], "iteration": None, "checkpoint": state.get("checkpoint")}
+    with MetricsWriter(cfg.output_dir, enabled=info.is_main) as writer, _interrupt_line(where, train_loader):
         for epoch in range(state["start_epoch"], max_epoch):
+            where.update(epoch=epoch, iteration=None)
             _rank_seed_loaders(cfg, info.rank, epoch, train_loader)
             summary = train_one_epoch(ddp_model, train_loader, optimizer, scheduler, scaler, cfg, info, epoch,
                                       global_step, writer, amp_dtype)
+            where["iteration"] = len(train_loader)
             global_step = summary["global_step"]
             last = epoch + 1 == max_epoch
             is_best = False
@@ -258,7 +266,7 @@ def _train(cfg: DictConfig, info: DistInfo) -> TrainResult:
                 val = evaluate_clips(raw, val_loader, info.device)
                 val_skipped = val.pop("skipped")
                 val["skipped"] = len(val_skipped)
-                summary["skipped_videos"] += val_skipped
+                summary["skipped_videos"] = unique_broken(summary["skipped_videos"] + val_skipped)
                 result.last_val = val
                 is_best = val["top1"] > result.best_top1
                 result.best_top1 = max(result.best_top1, val["top1"])
@@ -267,12 +275,24 @@ def _train(cfg: DictConfig, info: DistInfo) -> TrainResult:
             _log_epoch(summary, result.best_top1, writer)
             periodic = (epoch + 1) % max(1, cfg.train.checkpoint_period) == 0 or last
             if periodic or is_best:
-                _save(raw, optimizer, scheduler, scaler, cfg, info, epoch, global_step, result.best_top1,
-                      summary, periodic, is_best)
+                where["checkpoint"] = _save(raw, optimizer, scheduler, scaler, cfg, info, epoch, global_step,
+                                            result.best_top1, summary, periodic, is_best) or where["checkpoint"]
             result.history.append({k: v for k, v in summary.items() if k != "skipped_videos"})
             result.epochs_run += 1
             barrier()
     return result
+
+
+@contextlib.contextmanager
+def _interrupt_line(where: dict, loader) -> Iterator[None]:
+    """Ctrl-C in the epoch loop -> ``KeyboardInterrupt("interrupted at epoch E, iteration I/N; last
+    checkpoint: PATH")`` (the periodic checkpoint a re-run resumes from, or "none")."""
+    try:
+        yield
+    except KeyboardInterrupt:
+        i = where["iteration"] if where["iteration"] is not None else getattr(loader, "position", 0)
+        raise KeyboardInterrupt(f"interrupted at epoch {where['epoch'] + 1}, iteration {i}/{len(loader)}; "
+                                f"last checkpoint: {where['checkpoint'] or 'none'}") from None
 
 
 def _log_epoch(summary: dict, best_top1: float, writer: MetricsWriter) -> None:
@@ -282,37 +302,41 @@ def _log_epoch(summary: dict, best_top1: float, writer: MetricsWriter) -> None:
     logger.info("epoch %d: train loss %.4f top1 %.2f%%, %.1f clips/s, data wait %.0f%%, %d broken videos "
                 "skipped%s", summary["epoch"], summary["loss"], 100 * summary["top1"], summary["clips_per_s"],
                 100 * summary["data_wait_frac"], len(skipped), val)
-    for path, reason in skipped[:20]:
+    for path, reason in skipped[:MAX_LISTED_BROKEN]:
         logger.warning("skipped broken video %s: %s", path, reason)
+    if len(skipped) > MAX_LISTED_BROKEN:
+        logger.warning("... and %d more broken videos this epoch", len(skipped) - MAX_LISTED_BROKEN)
     writer.write("epoch", summary["global_step"], summary["epoch"],
                  **{k: v for k, v in summary.items() if k not in ("epoch", "global_step")})
     summary["skipped_videos"] = skipped
 
 
 def _save(model, optimizer, scheduler, scaler, cfg, info, epoch, global_step, best_top1, summary,
-          periodic: bool, is_best: bool) -> None:
-    """Every rank contributes its RNG state; rank 0 writes (atomically) and prunes."""
+          periodic: bool, is_best: bool) -> Optional[str]:
+    """Every rank contributes its RNG state; rank 0 writes (atomically) and prunes. Returns the
+    periodic checkpoint's path (on every rank), else None."""
+    path = ckpt_lib.epoch_checkpoint_path(cfg.output_dir, epoch + 1) if periodic else None
     rng = all_gather_object(ckpt_lib.get_rng_state())
     if not info.is_main:
-        return
+        return path
     ckpt = ckpt_lib.make_checkpoint(
         model.state_dict(), config_to_dict(cfg), optimizer_state=optimizer.state_dict(),
         scheduler_state=scheduler.state_dict(), scaler_state=scaler.state_dict(), epoch=epoch,
         global_step=global_step, best_top1=best_top1, rng_state=rng, world_size=info.world_size,
         metrics={k: v for k, v in summary.items() if k != "skipped_videos"})
     if periodic:
-        path = ckpt_lib.epoch_checkpoint_path(cfg.output_dir, epoch + 1)
         ckpt_lib.save_checkpoint(path, ckpt)
         logger.info("saved %s", path)
         ckpt_lib.prune_checkpoints(cfg.output_dir, cfg.train.keep_last)
     if is_best:
         ckpt_lib.save_checkpoint(ckpt_lib.best_checkpoint_path(cfg.output_dir), ckpt)
         logger.info("new best val top1 %.2f%%: saved %s", 100 * best_top1, ckpt_lib.best_checkpoint_path(cfg.output_dir))
+    return path
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """``tools/train_net.py``: parse ``--config CFG [key=value ...]`` and train; 1 on a usage error."""
-    from videoattn.config.cli import add_trust_argument, config_parser, parse_config
+    from videoattn.config.cli import add_trust_argument, config_parser, exit_on_user_error, parse_config
 
     parser = config_parser("Train a video model: one process, or one per device under torchrun "
                            "(torchrun --nproc_per_node=N tools/train_net.py --config CFG).")
@@ -323,9 +347,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if not cfg.train.enable:
         print("train.enable=false: nothing to do")
         return 0
-    try:
-        train(cfg)
-    except (ValueError, FloatingPointError, ckpt_lib.CheckpointError) as e:
-        print(f"error (rank {os.environ.get('RANK', '0')}): {type(e).__name__}: {e}", file=sys.stderr, flush=True)
-        return 1
+    with exit_on_user_error(distributed=False):  # locked/unwritable output_dir, disk full, timeout, Ctrl-C
+        try:
+            train(cfg)
+        except (ValueError, FloatingPointError, ckpt_lib.CheckpointError) as e:
+            print(f"error (rank {os.environ.get('RANK', '0')}): {type(e).__name__}: {e}", file=sys.stderr, flush=True)
+            return 1
     return 0

@@ -1,38 +1,83 @@
 """Atomic file writes: write to a temporary file in the same folder, fsync, then rename.
 
 A process killed at any point leaves either the old file or the new one, never half a file.
+New files get the umask's normal mode (``0o666 & ~umask``, e.g. 0o644), as ``open()`` gives.
+A failed write (disk full, read-only, no permission) raises :class:`WriteError` naming the file.
 """
 from __future__ import annotations
 
 import contextlib
+import errno
 import io
 import os
-import tempfile
-from typing import Any, Iterator
+import secrets
+from typing import Any, BinaryIO, Iterator
+
+
+class WriteError(OSError):
+    """Writing an output file failed; ``str()`` is one line naming the file and the OS error."""
+
+    def __init__(self, path: str, cause: OSError):
+        super().__init__(cause.errno, cause.strerror or str(cause))
+        self.filename = path
+
+    def __str__(self) -> str:
+        return f"cannot write {self.filename}: {self.strerror}" + (f" [Errno {self.errno}]" if self.errno else "")
+
+
+def make_folder(folder: str) -> None:
+    """``os.makedirs(folder, exist_ok=True)``; :class:`WriteError` naming ``folder`` if it cannot be made."""
+    try:
+        os.makedirs(folder, exist_ok=True)
+    except FileExistsError:  # a file of that name is in the way
+        raise WriteError(folder, NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR))) from None
+    except OSError as e:
+        raise WriteError(folder, e) from e
+
+
+def _create_temp(path: str) -> str:
+    """Create an empty ``.<name>.<random>.tmp`` next to ``path`` with mode ``0o666 & ~umask``."""
+    folder, name = os.path.split(path)
+    for _ in range(100):
+        tmp = os.path.join(folder, f".{name}.{secrets.token_hex(6)}.tmp")
+        try:
+            os.close(os.open(tmp, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666))
+            return tmp
+        except FileExistsError:
+            continue
+    raise FileExistsError(f"no free temporary name next to {path}")
 
 
 @contextlib.contextmanager
 def atomic_path(path: str) -> Iterator[str]:
-    """Yield a temporary path next to ``path``; on success fsync it and rename it onto ``path``."""
-    path = os.fspath(path)
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".tmp", dir=folder)
-    os.close(fd)
+    """Yield a temporary path next to ``path``; on success fsync it and rename it onto ``path``.
+
+    An ``OSError`` while creating, writing (in the ``with`` body), syncing or renaming is raised as
+    :class:`WriteError` naming ``path``; the temporary file is removed in every case.
+    """
+    path = os.path.abspath(os.fspath(path))
+    tmp = ""
     try:
+        make_folder(os.path.dirname(path))
+        tmp = _create_temp(path)
         yield tmp
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
         os.replace(tmp, path)
         with contextlib.suppress(OSError):  # make the rename itself durable
-            dir_fd = os.open(folder, os.O_RDONLY)
+            dir_fd = os.open(os.path.dirname(path), os.O_RDONLY)
             try:
                 os.fsync(dir_fd)
             finally:
                 os.close(dir_fd)
+    except WriteError:
+        raise
+    except OSError as e:
+        raise WriteError(path, e) from e
     finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+        if tmp and os.path.exists(tmp):
+            with contextlib.suppress(OSError):
+                os.remove(tmp)
 
 
 def atomic_write_bytes(path: str, data: bytes) -> None:
@@ -59,3 +104,18 @@ def atomic_np_save(path: str, array: Any) -> None:
 
     with atomic_path(path) as tmp, open(tmp, "wb") as f:
         np.save(f, array)
+
+
+def append_bytes(f: BinaryIO, data: bytes, path: str) -> None:
+    """Append ``data`` to the unbuffered file ``f`` (``open(path, "ab", buffering=0)``) completely or
+    not at all: after a failed write the file is cut back to its old length and :class:`WriteError`
+    is raised (a reader never sees half a line)."""
+    start = f.seek(0, os.SEEK_END)
+    view = memoryview(data)
+    try:
+        while view:
+            view = view[f.write(view):]
+    except OSError as e:
+        with contextlib.suppress(OSError):
+            os.ftruncate(f.fileno(), start)
+        raise WriteError(path, e) from e

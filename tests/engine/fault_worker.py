@@ -1,0 +1,79 @@
+"""Runs a real tool with one injected fault (used by tests/engine/test_train_faults.py; not a test itself).
+
+    fault_worker.py enospc NAME K TOOL [args]            the first file opened for writing whose name
+        contains NAME gets half of its K-th write (0-based), then ENOSPC ("No space left on device")
+    fault_worker.py stall RANK SECONDS MARKER TOOL [args]  on rank RANK, training's first all-reduce
+        sleeps SECONDS (a stalled, not a dead, process) after creating the file MARKER
+
+TOOL is a script under tools/, run as ``__main__`` with the remaining arguments (also under torchrun).
+"""
+import builtins
+import errno
+import io
+import os
+import runpy
+import sys
+import time
+
+
+class FullDisk(io.FileIO):
+    """A real file whose ``fail_at``-th write stores half of its bytes and then fails with ENOSPC."""
+
+    fail_at = 0
+
+    def write(self, data) -> int:
+        self.writes = getattr(self, "writes", 0) + 1
+        if self.writes - 1 < self.fail_at:
+            return super().write(data)
+        view = memoryview(data)
+        super().write(view[: len(view) // 2])
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+
+def inject_enospc(name: str, fail_at: int) -> None:
+    import videoattn.engine.logger
+    import videoattn.utils.io
+
+    armed = [True]
+
+    def fault_open(file, mode="r", *args, **kwargs):
+        if armed[0] and isinstance(file, str) and name in os.path.basename(file) and any(c in mode for c in "wa"):
+            armed[0] = False
+            f = FullDisk(file, mode.replace("b", "").replace("t", ""))
+            f.fail_at = fail_at
+            return f
+        return builtins.open(file, mode, *args, **kwargs)
+
+    # The modules that write checkpoints / config.yaml (atomic writes) and metrics.jsonl look up
+    # ``open`` in their own globals first.
+    videoattn.utils.io.open = fault_open
+    videoattn.engine.logger.open = fault_open
+
+
+def inject_stall(rank: int, seconds: float, marker: str) -> None:
+    if int(os.environ.get("RANK", "0")) != rank:
+        return
+    import videoattn.engine.train as train_module
+
+    real = train_module.all_reduce_mean
+
+    def stalled(t):
+        open(marker, "w").close()
+        time.sleep(seconds)
+        return real(t)
+
+    train_module.all_reduce_mean = stalled
+
+
+if __name__ == "__main__":
+    mode = sys.argv[1]
+    if mode == "enospc":
+        inject_enospc(sys.argv[2], int(sys.argv[3]))
+        tool_args = sys.argv[4:]
+    elif mode == "stall":
+        inject_stall(int(sys.argv[2]), float(sys.argv[3]), sys.argv[4])
+        tool_args = sys.argv[5:]
+    else:
+        sys.exit(f"unknown mode {mode}")
+    sys.argv = tool_args
+    runpy.run_path(tool_args[0], run_name="__main__")
