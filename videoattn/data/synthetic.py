@@ -264,12 +264,14 @@ def make_synthetic_dataset(out_dir: str, num_classes: int = 8, train_per_class: 
 
 
 def make_indexed_video(path: str, num_frames: int, fps: int, width: int = 96, height: int = 64,
-                       codec: Optional[str] = None, options: Optional[Dict[str, str]] = None) -> None:
-    """A video whose frame i carries i as a barcode (see :func:`read_frame_index`); for seek tests."""
+                       codec: Optional[str] = None, options: Optional[Dict[str, str]] = None,
+                       container_options: Optional[Dict[str, str]] = None) -> None:
+    """A video whose frame i carries i as a barcode (see :func:`read_frame_index`); for seek tests.
+    ``container_options``: muxer options, e.g. ``{"movflags": "+faststart"}`` (mp4 index first)."""
     rng = np.random.default_rng(num_frames)
     frames = np.empty((num_frames, height, width, 3), np.uint8)
     frames[:] = rng.integers(60, 200, size=(1, height, width, 3))
     for i in range(num_frames):
         frames[i, INDEX_CELL * 2:, :] = (frames[i, INDEX_CELL * 2:, :].astype(int) + 3 * i) % 256  # moving content
         draw_frame_index(frames[i], i)
-    encode_video(path, frames, fps, codec, options)
+    encode_video(path, frames, fps, codec, options, container_options)
