@@ -52,32 +52,6 @@ def patch_avi_frame_count(src: str, dst: str, count: int) -> None:
     open(dst, "wb").write(bytes(data))
 
 
-def cut_file(src: str, dst: str, fraction: float) -> None:
-    """Copy the first ``fraction`` of the bytes of ``src`` (a download cut short)."""
-    data = open(src, "rb").read()
-    open(dst, "wb").write(data[: int(len(data) * fraction)])
-
-
-def decodable_by_barcode(path: str) -> int:
-    """Independent count of the frames of an indexed video that decode: every packet through a
-    plain PyAV decode loop (errors skipped), then the first frame index whose barcode never shows."""
-    import av
-    from videoattn.data.synthetic import read_frame_index
-
-    seen = set()
-    with av.open(path) as container:
-        stream = container.streams.video[0]
-        for packet in container.demux(stream):
-            try:
-                seen.update(read_frame_index(f.to_ndarray(format="rgb24")) for f in stream.codec_context.decode(packet))
-            except av.error.FFmpegError:
-                pass
-    n = 0
-    while n in seen:
-        n += 1
-    return n
-
-
 def frame_indices(frames) -> list:
     from videoattn.data.synthetic import read_frame_index
     return [read_frame_index(f) for f in np.asarray(frames)]

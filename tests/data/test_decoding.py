@@ -7,10 +7,10 @@ import av
 import numpy as np
 import pytest
 
-from data_helpers import cut_file, decodable_by_barcode, frame_indices, make_broken, patch_avi_frame_count
+from data_helpers import frame_indices, make_broken, patch_avi_frame_count
 from videoattn.data import decoding
 from videoattn.data.decoding import DecodeError, TruncatedVideoError, open_video
-from videoattn.data.synthetic import make_indexed_video
+from videoattn.data.synthetic import cut_file, decodable_indexed_frames, make_indexed_video
 
 INDICES = [5, 80, 3, 40, 89, 0, 60, 61, 62, 17]
 
@@ -114,7 +114,7 @@ def test_file_cut_short_serves_only_frames_that_decode(tmp_path, ext, fraction):
     full, cut = str(tmp_path / f"full.{ext}"), str(tmp_path / f"cut.{ext}")
     make_indexed_video(full, 150, 30, container_options={"movflags": "+faststart"} if ext == "mp4" else None)
     cut_file(full, cut, fraction)
-    real = decodable_by_barcode(cut)
+    real = decodable_indexed_frames(cut)
     assert 10 < real < 150
     for backend in ("auto", "pyav"):
         video = open_video(cut, backend=backend, timeout=30)

@@ -88,13 +88,13 @@ def test_file_cut_short_train_skips_test_view_invalid_never_repeats(tmp_path):
     """A 150-frame faststart mp4 cut at half its bytes: a train clip past its real end counts as
     broken (another video is tried, the reason recorded); a test view past it is invalid (not
     substituted); every clip that is used shows real frames only (pixels == indices < real end)."""
-    from data_helpers import cut_file, decodable_by_barcode
+    from videoattn.data.synthetic import cut_file, decodable_indexed_frames
 
     full, cut, good = str(tmp_path / "full.mp4"), str(tmp_path / "cut.mp4"), str(tmp_path / "good.mp4")
     make_indexed_video(full, 150, 30, container_options={"movflags": "+faststart"})
     cut_file(full, cut, 0.5)
     make_indexed_video(good, 90, 30)
-    real = decodable_by_barcode(cut)
+    real = decodable_indexed_frames(cut)
     cfg = small_cfg(str(tmp_path), str(tmp_path), "data.num_frames=8", "data.sampling_rate=4", "data.num_retries=5",
                     "test.num_ensemble_views=5", "test.num_spatial_crops=1")
     ds = VideoClipDataset(cfg, "test", Annotations([(cut, 0)], ["a"]))
