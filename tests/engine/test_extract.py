@@ -293,3 +293,25 @@ def test_no_class_list_needed_and_each_video_once(setup, tmp_path):
     proc = check(run(["tools/extract_features.py", "--config", str(cfg), "--checkpoint", setup["ckpt"],
                       "--input", str(tmp_path / "list.txt"), "--output", str(tmp_path / "b")]))
     assert "2 of 2 videos done (2 written now, 0 already there), 0 failed, 0 missing" in proc.stdout
+
+
+@pytest.mark.parametrize("ext", ["mp4", "webm", "avi"])
+def test_window_stream_keeps_whole_real_windows_of_a_file_cut_short(setup, tmp_path, ext):
+    """The decoded windows themselves (no model): whether the reader learns the real end at the
+    first chunk, a later one, or from the header (decord), the chunks sent are exactly the whole
+    windows of the frames that decode (that those frames are real: test_decoding)."""
+    from videoattn.data.synthetic import cut_file, decodable_indexed_frames, make_indexed_video
+    from videoattn.engine.windows import WindowStream
+
+    full, cut = str(tmp_path / f"full.{ext}"), str(tmp_path / f"cut.{ext}")
+    make_indexed_video(full, 150, 30, container_options={"movflags": "+faststart"} if ext == "mp4" else None)
+    cut_file(full, cut, 0.6)
+    real = decodable_indexed_frames(cut)
+    whole = window_layout(real, 30.0, 4, 4, 30.0, 0.3, whole_only=True)
+    for bs in (1, 4, 64):
+        cfg = load_config(setup["cfg"], [f"features.batch_size={bs}", "data.test_crop_size=64"])
+        items = list(WindowStream([(0, cut)], cfg))
+        done = items[-1]
+        assert done["done"] and done["window"].indices == whole.indices and done["declared_frames"] == 150
+        assert sum(it["num_windows"] for it in items[:-1]) == len(whole.starts)
+        assert [it["chunk"] for it in items[:-1]] == list(range(len(items) - 1))
