@@ -102,8 +102,8 @@ def test_over_reported_avi_header_pyav_path(indexed, tmp_path):
         assert frame_indices(video.get_frames(list(range(80, 90)))) == list(range(80, 90))
 
 
-@pytest.mark.parametrize("fraction", [0.5, 0.8])
-@pytest.mark.parametrize("ext", ["mp4", "webm", "avi"])
+@pytest.mark.parametrize("fraction", [0.5, 0.6, 0.8])
+@pytest.mark.parametrize("ext", ["mp4", "webm", "avi", "mkv"])
 def test_file_cut_short_serves_only_frames_that_decode(tmp_path, ext, fraction):
     """A 150-frame video cut at ``fraction`` of its bytes (the mp4 with its index first,
     ``faststart``, so its header still declares 150 frames): asking past the real end raises
@@ -112,7 +112,8 @@ def test_file_cut_short_serves_only_frames_that_decode(tmp_path, ext, fraction):
     alone indexes a cut AVI's damaged last packet as a frame; asking for ``declared_frames``, as
     feature extraction does, or for a frame past decord's count moves the file to PyAV.)"""
     full, cut = str(tmp_path / f"full.{ext}"), str(tmp_path / f"cut.{ext}")
-    make_indexed_video(full, 150, 30, container_options={"movflags": "+faststart"} if ext == "mp4" else None)
+    make_indexed_video(full, 150, 30, codec="libx264" if ext == "mkv" else None,   # mkv: H.264 with B-frames
+                       container_options={"movflags": "+faststart"} if ext == "mp4" else None)
     cut_file(full, cut, fraction)
     real = decodable_indexed_frames(cut)
     assert 10 < real < 150

@@ -238,12 +238,14 @@ class PyAVReader:
 
     def _decode_from(self, first: int, last: int) -> Tuple[dict, int, bool]:
         """Decode from the keyframe before ``first`` until frame ``last`` -> ({index >= first: RGB
-        frame}, last index decoded, whether a damaged packet or corrupt data ended the stream)."""
+        frame}, last index decoded, whether the stream ran out: a damaged packet, corrupt data or
+        its end)."""
         codec = self._stream.codec_context
         got: dict = {}
-        end, damaged = -1, False
+        end, ran_out = -1, False
         try:
-            for packet, damaged in self._packets(self._start + int(first / self.fps / self._stream.time_base)):
+            for packet, ran_out in self._packets(self._start + int(first / self.fps / self._stream.time_base)):
+                ran_out = ran_out or packet.size == 0   # damaged, or the empty last packet: the end
                 # Before the clip (less one frame of timestamp rounding) frames only matter as
                 # references: the decoder may drop the others undecoded (B-frames, mostly).
                 pre_roll = packet is not None and packet.pts is not None and self._index(packet.pts) < first - 1
@@ -253,7 +255,7 @@ class PyAVReader:
                 except av.error.FFmpegError:  # corrupt data: the decodable stream ends here
                     if end < 0:
                         raise
-                    damaged = True
+                    ran_out = True
                     break
                 for frame in frames:
                     i = self._index(frame.pts)
@@ -264,28 +266,32 @@ class PyAVReader:
                     break
         finally:
             codec.skip_frame = "DEFAULT"
-        return got, end, damaged
+        return got, end, ran_out
 
     def decodable_frames(self) -> int:
-        """Frames ``0 .. n - 1`` that decode from the start without a gap (decodes the whole stream
-        once; only asked when a read ran into damage or into the end of the stream)."""
+        """Frames ``0 .. n - 1`` that decode (decodes the whole stream once; only asked when a read
+        ran into damage or into the end of the stream). A stream that is damaged or ends before its
+        declared count (Matroska drops a cut block silently): up to the first index that never
+        decoded (the frames the cut held back); a complete one: up to its last frame (timestamps of
+        a variable frame rate may skip an index)."""
         if self._decodable is None:
-            codec, seen = self._stream.codec_context, set()
-            for packet, _ in self._packets(self._start):
+            codec, seen, damaged = self._stream.codec_context, set(), False
+            for packet, damaged in self._packets(self._start):
                 try:
                     seen.update(self._index(f.pts) for f in codec.decode(packet))
                 except av.error.FFmpegError:
+                    damaged = True
                     break
-            n = 0
+            n, end = 0, max(seen, default=-1) + 1
             while n in seen:
                 n += 1
-            self._decodable = n
+            self._decodable = n if damaged or end < self.declared_frames else end
         return self._decodable
 
     def _decode(self, idx: list) -> np.ndarray:
         first, last = idx[0] if idx else 0, max(idx)
-        got, end, damaged = self._decode_from(first, last)
-        if damaged or end < last:  # the stream ended early: how much of it decodes?
+        got, end, ran_out = self._decode_from(first, last)
+        if end < last or (ran_out and any(i not in got for i in idx)):  # cut short? how much decodes?
             n = min(self.decodable_frames(), self.declared_frames)
             if n == 0:
                 raise DecodeError(self.path, "pyav: no decodable frames")
@@ -293,7 +299,7 @@ class PyAVReader:
             if last >= n:
                 raise TruncatedVideoError(self.path, n, self.declared_frames, self.fps)
             if any(i not in got for i in idx):  # frames the damage held back: decode them once more
-                got, end, damaged = self._decode_from(first, last)
+                got, end, ran_out = self._decode_from(first, last)
         if not got:
             raise DecodeError(self.path, "pyav: no decodable frames")
         keys = np.array(sorted(got))
