@@ -10,6 +10,7 @@ import pytest
 from data_helpers import frame_indices, make_broken, patch_avi_frame_count
 from videoattn.data import decoding
 from videoattn.data.decoding import DecodeError, TruncatedVideoError, open_video
+from videoattn.data.pyav_reader import PyAVReader
 from videoattn.data.synthetic import cut_file, decodable_indexed_frames, make_indexed_video
 
 INDICES = [5, 80, 3, 40, 89, 0, 60, 61, 62, 17]
@@ -138,7 +139,7 @@ def test_decode_time_limit_then_fallback_then_broken(indexed, monkeypatch):
     start = time.monotonic()
     video = open_video(indexed["h264.mp4"], timeout=0.5)
     assert frame_indices(video.get_frames([7, 8])) == [7, 8] and video.backend == "pyav"   # fell back once
-    monkeypatch.setattr(decoding.PyAVReader, "_decode", lambda self, idx: time.sleep(30))
+    monkeypatch.setattr(PyAVReader, "_decode", lambda self, idx: time.sleep(30))
     video = open_video(indexed["h264.mp4"], timeout=0.5)
     with pytest.raises(DecodeError, match="timed out after 0.5 s.*timed out after 0.5 s"):
         video.get_frames([7, 8])
