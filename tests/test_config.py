@@ -1,5 +1,6 @@
 """Config loading: schema defaults, presets, _base_ files, overrides, and file:line errors."""
 import dataclasses
+import os
 import textwrap
 
 import pytest
@@ -142,3 +143,85 @@ def test_shipped_yaml_configs_load():
     for path in paths:
         cfg = load_config(path)
         assert cfg.model.preset in PRESETS, path
+
+
+# ------------------------------------------------------------------------------ value ranges
+BAD_VALUES = [
+    ("data.num_frames", "0", ">= 1"), ("data.num_frames", "-4", ">= 1"), ("data.sampling_rate", "0", ">= 1"),
+    ("data.target_fps", "0", "> 0"), ("solver.max_epoch", "0", ">= 1"),
+    ("data.train_jitter_scales", "[320, 256]", "[min, max] with 1 <= min <= max"),
+    ("data.train_jitter_scales", "[256]", "[min, max]"), ("data.train_crop_size", "0", ">= 1"),
+    ("data.test_crop_size", "-1", ">= 1"), ("data.num_workers", "-1", ">= 0"), ("data.num_retries", "-1", ">= 0"),
+    ("data.decode_timeout", "-5", ">= 0"), ("data.prefetch_factor", "0", ">= 1"),
+    ("data.mean", "[0.5, 0.5]", "3 values"), ("data.std", "[0.2, 0.0, 0.2]", "3 values, each > 0"),
+    ("data.decoding_backend", "opencv", "one of decord | pyav"), ("solver.base_lr", "0", "> 0"),
+    ("solver.momentum", "1.0", "in [0, 1)"), ("solver.lr_policy", "linear", "one of cosine | steps"),
+    ("solver.weight_decay", "-0.1", ">= 0"), ("model.dropout", "1.0", "in [0, 1)"), ("model.num_classes", "0", ">= 1"),
+    ("model.depth", "20", "one of 18 | 34 | 50 | 101 | 152"), ("model.temporal", "3d", "one of i3d | c2d | slow"),
+    ("model.non_local.instantiation", "softmax", "one of embedded_gaussian"), ("model.cbam.kernel_size", "4", "odd"),
+    ("model.cbam.stages", "[1, 3]", "a list of values, each a stage in 2..5"), ("train.batch_size", "0", ">= 1"),
+    ("train.mixed_precision", "fp8", "one of none | bf16 | fp16"), ("train.accumulation_steps", "0", ">= 1"),
+    ("test.num_spatial_crops", "2", "one of 1 | 3"), ("test.num_ensemble_views", "0", ">= 1"),
+    ("test.aggregation", "mean", "one of softmax | sum | max"), ("features.layer", "res6", "one of pool"),
+    ("features.dtype", "int8", "one of float32 | float16"), ("features.num_spatial_crops", "5", "one of 1 | 3"),
+    ("features.batch_size", "0", ">= 1"), ("device", "tpu", "one of auto | cpu | cuda"),
+]
+
+
+@pytest.mark.parametrize("key, value, must", BAD_VALUES, ids=[f"{k}={v}" for k, v, _ in BAD_VALUES])
+def test_value_out_of_range_names_file_line_or_override(tmp_path, key, value, must):
+    *sections, name = key.split(".")
+    lines = ["seed: 1"] + [f"{'  ' * i}{s}:" for i, s in enumerate(sections)] + [f"{'  ' * len(sections)}{name}: {value}"]
+    path = _write(tmp_path, "bad.yaml", "\n".join(lines) + "\n")
+    with pytest.raises(ConfigError) as e:
+        load_config(path)
+    assert str(e.value).startswith(f"{path}:{len(lines)}: {key}=") and f"must be {must}" in str(e.value)
+    with pytest.raises(ConfigError) as e:
+        load_config(None, [f"{key}={value}"])
+    assert str(e.value).startswith(f"override '{key}={value}': {key}=") and f"must be {must}" in str(e.value)
+
+
+def test_value_message_exactly_and_where_the_final_value_came_from(tmp_path):
+    base = _write(tmp_path, "base.yaml", "data:\n  root: x\n  num_frames: 0\n")
+    child = _write(tmp_path, "child.yaml", "_base_: base.yaml\nsolver:\n  base_lr: 0.1\n")
+    with pytest.raises(ConfigError) as e:
+        load_config(child)
+    assert str(e.value) == f"{base}:3: data.num_frames=0 must be >= 1"          # the line that set it
+    assert load_config(child, ["data.num_frames=4"]).data.num_frames == 4      # an override repairs it
+    with pytest.raises(ConfigError, match=r"^override 'data.train_jitter_scales=\[320,256\]': "
+                                          r"data.train_jitter_scales=\[320, 256\] must be \[min, max\]"):
+        load_config(None, ["data.train_jitter_scales=[320,256]"])
+
+
+def test_base_cycle_is_one_line_naming_the_cycle(tmp_path):
+    _write(tmp_path, "a.yaml", "_base_: b.yaml\ndata:\n  num_frames: 4\n")
+    _write(tmp_path, "b.yaml", "_base_: [c.yaml]\n")
+    _write(tmp_path, "c.yaml", "_base_: a.yaml\n")
+    with pytest.raises(ConfigError) as e:
+        load_config(str(tmp_path / "a.yaml"))
+    assert "_base_ cycle: a.yaml -> b.yaml -> c.yaml -> a.yaml" in str(e.value) and "\n" not in str(e.value)
+    self_loop = _write(tmp_path, "self.yaml", "_base_: self.yaml\n")
+    with pytest.raises(ConfigError, match="_base_ cycle: self.yaml -> self.yaml"):
+        load_config(self_loop)
+    _write(tmp_path, "d.yaml", "_base_: [c2.yaml, c2.yaml]\n")               # the same base twice: no cycle
+    _write(tmp_path, "c2.yaml", "data:\n  num_frames: 6\n")
+    assert load_config(str(tmp_path / "d.yaml")).data.num_frames == 6
+
+
+@pytest.mark.parametrize("config_text, opts, message", [
+    ("_base_: loop.yaml\n", [], "_base_ cycle: loop.yaml -> loop.yaml"),
+    ("model:\n  preset: I3D_NL_CBAM_R18\n", ["data.sampling_rate=0"],
+     "override 'data.sampling_rate=0': data.sampling_rate=0 must be >= 1"),
+])
+def test_tool_exits_with_the_one_line(tmp_path, config_text, opts, message):
+    import subprocess
+    import sys
+
+    path = _write(tmp_path, "loop.yaml", config_text)
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    proc = subprocess.run([sys.executable, "tools/train_net.py", "--config", path, f"output_dir={tmp_path}/out", *opts],
+                          cwd=repo, env=dict(os.environ, PYTHONPATH=repo), capture_output=True, text=True, timeout=300)
+    assert proc.returncode != 0 and "Traceback" not in proc.stderr
+    assert proc.stderr.strip().splitlines() == [f"config error: {path}: {message}" if "cycle" in message
+                                                else f"config error: {message}"]
+    assert not os.path.exists(f"{tmp_path}/out")

@@ -103,3 +103,75 @@ def test_missing_files_are_counted_reported_and_not_fatal(synthetic_root, tmp_pa
     assert all(f"train.csv:{i}:" in report for i in (2, 5, 8))
     batches = list(build_loader(cfg, "train", ds))     # an epoch runs on the remaining videos
     assert sum(b["clip"].shape[0] for b in batches) == len(ds.videos) // 4 * 4
+
+
+def test_utf8_bom_as_spreadsheets_save_it(synthetic_root, tmp_path):
+    """Kinetics CSV, PySlowFast list and class list saved with a UTF-8 byte-order mark read as without."""
+    for name in ("val.csv", "val.txt", "classes.txt", "train.csv"):
+        (tmp_path / name).write_bytes(b"\xef\xbb\xbf" + open(os.path.join(synthetic_root, name), "rb").read())
+    plain = read_annotations(synthetic_root, "val.csv", "train.csv", "classes.txt", split="val")
+    for split_file, classes_file in (("val.csv", ""), ("val.csv", "classes.txt"), ("val.txt", "classes.txt")):
+        bom = read_annotations(synthetic_root, str(tmp_path / split_file), str(tmp_path / "train.csv"),
+                               str(tmp_path / classes_file) if classes_file else "", split="val")
+        assert sorted(bom.videos) == sorted(plain.videos) and bom.classes == plain.classes and not bom.missing
+
+
+def test_kinetics_header_missing_a_column_is_named(synthetic_root, tmp_path):
+    path = tmp_path / "val.csv"
+    path.write_text("label,youtube_id,time_start\nmoving up,abc,1\n")
+    with pytest.raises(AnnotationError) as e:
+        read_annotations(synthetic_root, str(path), "train.csv", "classes.txt")
+    assert str(e.value).startswith(f"{path}:1: Kinetics CSV header without column(s) time_end")
+    path.write_text("youtube_id,start,end,label\nabc,1,11,moving up\n")
+    with pytest.raises(AnnotationError, match=f"{path}:1: .*without column\\(s\\) time_start, time_end"):
+        read_annotations(synthetic_root, str(path), "train.csv", "classes.txt")
+
+
+def test_duplicate_rows_count_once_with_one_warning(synthetic_root, tmp_path, caplog):
+    lines = open(os.path.join(synthetic_root, "val.csv")).read().splitlines()
+    rows = lines[1:]
+    dup = [lines[0]] + rows + [rows[3], rows[0], rows[3]]              # lines 18, 19, 20 repeat 5, 2, 5
+    (tmp_path / "val.csv").write_text("\n".join(dup) + "\n")
+    with caplog.at_level(logging.WARNING):
+        ann = read_annotations(synthetic_root, str(tmp_path / "val.csv"), "train.csv", "classes.txt", split="val")
+    plain = read_annotations(synthetic_root, "val.csv", "train.csv", "classes.txt", split="val")
+    assert ann.videos == plain.videos and len(ann.duplicates) == 3
+    assert f"val.csv:{len(rows) + 2}:" in ann.duplicates[0] and "(as line 5)" in ann.duplicates[0]
+    warned = [r.getMessage() for r in caplog.records if "duplicate" in r.getMessage()]
+    assert len(warned) == 1 and "3 duplicate rows ignored" in warned[0]
+    lst = open(os.path.join(synthetic_root, "val.txt")).read().splitlines()
+    (tmp_path / "val.txt").write_text("\n".join(lst + ["./" + lst[2]]) + "\n")    # same file, other spelling
+    ann = read_annotations(synthetic_root, str(tmp_path / "val.txt"), "train.txt", "classes.txt", split="val")
+    assert len(ann.videos) == len(lst) and len(ann.duplicates) == 1
+
+
+def test_one_video_with_two_labels_names_both_lines(synthetic_root, tmp_path):
+    lst = open(os.path.join(synthetic_root, "val.txt")).read().splitlines()
+    path, label = lst[1].rsplit(" ", 1)
+    (tmp_path / "val.txt").write_text("\n".join(lst + [f"{path} {(int(label) + 1) % 8}"]) + "\n")
+    with pytest.raises(AnnotationError) as e:
+        read_annotations(synthetic_root, str(tmp_path / "val.txt"), "train.txt", "classes.txt", split="val")
+    assert str(e.value).startswith(f"{tmp_path / 'val.txt'}:{len(lst) + 1}: ") and f"val.txt:2" in str(e.value)
+
+
+def test_labels_not_needed_for_a_list_of_videos(synthetic_root, tmp_path):
+    lines = open(os.path.join(synthetic_root, "val.csv")).read().splitlines()
+    (tmp_path / "any.csv").write_text("\n".join([lines[0]] + [",".join(["not a class"] + l.split(",")[1:])
+                                                             for l in lines[1:]]) + "\n")
+    with pytest.raises(AnnotationError, match="unknown label 'not a class'"):
+        read_annotations(synthetic_root, str(tmp_path / "any.csv"), "train.csv", "classes.txt")
+    ann = read_annotations(synthetic_root, str(tmp_path / "any.csv"), "no_such_train.csv", "", labels=False)
+    assert len(ann.videos) == len(lines) - 1 and {label for _, label in ann.videos} == {-1}
+
+
+def test_symlink_cycle_under_root_is_walked_once(synthetic_root, tmp_path, caplog):
+    root = copy_root(synthetic_root, str(tmp_path / "root"))
+    os.symlink("..", os.path.join(root, "train", "up"))              # root/train/up -> root: a cycle
+    os.symlink(os.path.join(root, "val"), os.path.join(root, "val_again"))   # a second link to one folder
+    clear_index_cache()
+    with caplog.at_level(logging.WARNING):
+        ann = read_annotations(root, "train.csv", "train.csv", split="train")
+    assert len(ann.videos) == 24 and not ann.missing
+    assert all("/up/" not in p and "val_again" not in p for p, _ in ann.videos)
+    warned = [r.getMessage() for r in caplog.records if "symlink cycle" in r.getMessage()]
+    assert len(warned) == 1 and os.path.join(root, "train", "up") in warned[0] and "1 more" in warned[0]

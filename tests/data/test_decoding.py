@@ -9,8 +9,9 @@ import pytest
 
 from data_helpers import frame_indices, make_broken, patch_avi_frame_count
 from videoattn.data import decoding
-from videoattn.data.decoding import DecodeError, open_video
-from videoattn.data.synthetic import make_indexed_video
+from videoattn.data.decoding import DecodeError, TruncatedVideoError, open_video
+from videoattn.data.pyav_reader import PyAVReader
+from videoattn.data.synthetic import cut_file, decodable_indexed_frames, make_indexed_video
 
 INDICES = [5, 80, 3, 40, 89, 0, 60, 61, 62, 17]
 
@@ -66,9 +67,10 @@ def test_all_synthetic_videos_decode_with_decord(synthetic_root):
             assert tuple(video.get_frames([0, count - 1]).shape) == (2, *size, 3)
 
 
-def test_over_reported_frame_count_is_clamped_by_decord_guard(indexed, monkeypatch):
-    """Fault injection: decord's reported count is 3x the real one (as a bad container header makes
-    it); the reader must use the indexed packets and clamp, never ask decord past the end."""
+def test_over_reported_frame_count_is_read_with_pyav_not_decord(indexed, monkeypatch):
+    """Fault injection: decord's reported count is 3x the packets it indexed (as a bad container
+    header or a file cut short makes it); decord is never asked for frames (``get_batch`` past the
+    last real packet can loop forever): PyAV reads the file."""
     real_len = decoding.decord.VideoReader.__len__
     monkeypatch.setattr(decoding.decord.VideoReader, "__len__", lambda self: 3 * real_len(self))
     asked = []
@@ -76,21 +78,59 @@ def test_over_reported_frame_count_is_clamped_by_decord_guard(indexed, monkeypat
     monkeypatch.setattr(decoding.decord.VideoReader, "get_batch",
                         lambda self, idx: asked.append(list(idx)) or real_batch(self, idx))
     video = open_video(indexed["h264.mp4"], timeout=30)
-    assert video._reader.reported_frames == 270 and video.num_frames == 90
-    assert frame_indices(video.get_frames([10, 89, 150, 269])) == [10, 89, 89, 89]
-    assert max(max(a) for a in asked) == 89 and video.backend == "decord"
+    assert video.backend == "pyav" and "declares 270 frames, only 90 packets are indexed" in video._errors[0]
+    assert video.num_frames == 90 and frame_indices(video.get_frames([10, 89])) == [10, 89] and asked == []
 
 
 def test_over_reported_avi_header_pyav_path(indexed, tmp_path):
-    """A real container over-reporting its length (AVI header says 200 frames, 90 exist)."""
+    """A real container over-reporting its length (AVI header says 200 frames, 90 exist): frames
+    past the 90th are never invented; the error says how many decode, and the reader then
+    serves exactly those."""
     path = str(tmp_path / "over.avi")
     patch_avi_frame_count(indexed["mpeg4.avi"], path, 200)
     with av.open(path) as c:
         assert c.streams.video[0].frames == 200      # the header lie is visible to FFmpeg
     for backend in ("auto", "pyav"):
         video = open_video(path, backend=backend, timeout=30)
-        assert frame_indices(video.get_frames([0, 89, 150, 199]))[:2] == [0, 89]
-        assert frame_indices(video.get_frames([150, 199])) == [89, 89]
+        assert video.declared_frames == 200 and video.backend == "pyav"   # decord indexed 90: PyAV reads it
+        assert frame_indices(video.get_frames([0, 40, 89])) == [0, 40, 89]
+        with pytest.raises(TruncatedVideoError) as e:
+            video.get_frames([0, 89, 150, 199])
+        assert (e.value.decoded_frames, e.value.declared_frames) == (90, 200) and video.num_frames == 90
+        assert "90 of 200 declared frames decode (3.00 s of 6.67 s)" in str(e.value)
+        with pytest.raises(TruncatedVideoError):
+            video.get_frames([120])                  # known now: no decoding needed to refuse it
+        assert frame_indices(video.get_frames(list(range(80, 90)))) == list(range(80, 90))
+
+
+@pytest.mark.parametrize("fraction", [0.5, 0.6, 0.8])
+@pytest.mark.parametrize("ext", ["mp4", "webm", "avi", "mkv"])
+def test_file_cut_short_serves_only_frames_that_decode(tmp_path, ext, fraction):
+    """A 150-frame video cut at ``fraction`` of its bytes (the mp4 with its index first,
+    ``faststart``, so its header still declares 150 frames): asking past the real end raises
+    TruncatedVideoError with the count that decodes (checked against a plain PyAV decode loop
+    reading the barcodes), and every frame served shows its own index (no repeats). (decord
+    alone indexes a cut AVI's damaged last packet as a frame; asking for ``declared_frames``, as
+    feature extraction does, or for a frame past decord's count moves the file to PyAV.)"""
+    full, cut = str(tmp_path / f"full.{ext}"), str(tmp_path / f"cut.{ext}")
+    make_indexed_video(full, 150, 30, codec="libx264" if ext == "mkv" else None,   # mkv: H.264 with B-frames
+                       container_options={"movflags": "+faststart"} if ext == "mp4" else None)
+    cut_file(full, cut, fraction)
+    real = decodable_indexed_frames(cut)
+    assert 10 < real < 150
+    for backend in ("auto", "pyav"):
+        video = open_video(cut, backend=backend, timeout=30)
+        assert video.declared_frames == 150
+        with pytest.raises(TruncatedVideoError) as e:
+            video.get_frames(list(range(0, 150, 7)))
+        assert (e.value.decoded_frames, e.value.declared_frames, video.num_frames) == (real, 150, real)
+        assert frame_indices(video.get_frames(list(range(real)))) == list(range(real))
+        late = [real - 9, real - 5, real - 1]                   # a clip ending at the last real frame
+        assert frame_indices(open_video(cut, backend=backend, timeout=30).get_frames(late)) == late
+        video = open_video(cut, backend=backend, timeout=30)
+        assert video.declared_frames == 150 and video.backend == "pyav"
+        with pytest.raises(TruncatedVideoError, match=f"only {real} of 150 declared frames decode"):
+            video.get_frames([real - 1, real])
 
 
 def test_decode_time_limit_then_fallback_then_broken(indexed, monkeypatch):
@@ -99,7 +139,7 @@ def test_decode_time_limit_then_fallback_then_broken(indexed, monkeypatch):
     start = time.monotonic()
     video = open_video(indexed["h264.mp4"], timeout=0.5)
     assert frame_indices(video.get_frames([7, 8])) == [7, 8] and video.backend == "pyav"   # fell back once
-    monkeypatch.setattr(decoding.PyAVReader, "_decode", lambda self, idx: time.sleep(30))
+    monkeypatch.setattr(PyAVReader, "_decode", lambda self, idx: time.sleep(30))
     video = open_video(indexed["h264.mp4"], timeout=0.5)
     with pytest.raises(DecodeError, match="timed out after 0.5 s.*timed out after 0.5 s"):
         video.get_frames([7, 8])

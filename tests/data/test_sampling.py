@@ -82,3 +82,39 @@ def test_items_report_the_frames_they_show(fps_videos, tmp_path):
             if split == "test":                                     # the view's own clip, from the pixels
                 view = ds.sample_clip(ds.videos[item["video_index"]][0], item["view_index"], 3)
                 assert item["frame_indices"].tolist() == frame_indices(view[0])
+
+
+def test_file_cut_short_train_skips_test_view_invalid_never_repeats(tmp_path):
+    """A 150-frame faststart mp4 cut at half its bytes: a train clip past its real end counts as
+    broken (another video is tried, the reason recorded); a test view past it is invalid (not
+    substituted); every clip that is used shows real frames only (pixels == indices < real end)."""
+    from videoattn.data.synthetic import cut_file, decodable_indexed_frames
+
+    full, cut, good = str(tmp_path / "full.mp4"), str(tmp_path / "cut.mp4"), str(tmp_path / "good.mp4")
+    make_indexed_video(full, 150, 30, container_options={"movflags": "+faststart"})
+    cut_file(full, cut, 0.5)
+    make_indexed_video(good, 90, 30)
+    real = decodable_indexed_frames(cut)
+    cfg = small_cfg(str(tmp_path), str(tmp_path), "data.num_frames=8", "data.sampling_rate=4", "data.num_retries=5",
+                    "test.num_ensemble_views=5", "test.num_spatial_crops=1")
+    ds = VideoClipDataset(cfg, "test", Annotations([(cut, 0)], ["a"]))
+    items = [ds[v] for v in range(5)]
+    valid = [it["valid"] for it in items]
+    assert valid[0] and not valid[-1]                   # views spread over the declared 5 s
+    for v, it in enumerate(items):
+        idx = clip_indices(150, 30, 8, 4, 30.0, v, 5)
+        assert it["valid"] == (idx[-1] < real)
+        if it["valid"]:
+            frames, got = ds.sample_clip(cut, v, 5)
+            assert frame_indices(frames) == got.tolist() == idx.tolist()
+        else:
+            assert f"only {real} of 150 declared frames decode" in it["error"]
+    torch.manual_seed(0)
+    ds = VideoClipDataset(cfg, "train", Annotations([(cut, 0), (good, 0)], ["a"]))
+    skipped = []
+    for _ in range(20):
+        item = ds[0]                                    # the cut video first, then random others
+        skipped += item["skipped"]
+        if item["video_index"] == 0:
+            assert int(item["frame_indices"].max()) < real
+    assert skipped and all(p == cut and "truncated" in r for p, r in skipped)

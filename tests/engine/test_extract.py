@@ -160,3 +160,158 @@ def test_float16_stage_features_without_crop_averaging(setup):
     feats = np.load(os.path.join(out, row["features"]))
     assert feats.dtype == np.float16 and feats.shape == (int(row["num_windows"]), 3, 64)  # res4 of R18/16: 64 ch
     assert float(row["stride_s"]) == pytest.approx(16 / 30)
+
+
+# ------------------------------------------------------------------ hostile inputs (issue 9)
+def test_video_ids_never_collide_and_depend_only_on_the_inputs():
+    assert video_ids(["/d/a/x.mp4", "/d/a/x.avi", "/d/b/x.mp4"]) == ["a__x_mp4", "a__x_avi", "b__x"]
+    paths = ["/d/a__b/y.mp4", "/d/a/b/y.mp4", "/d/z.mp4"]       # path-derived names collide too: hashed
+    ids = video_ids(paths)
+    assert ids[0].startswith("a__b__y_mp4-") and ids[1].startswith("a__b__y_mp4-") and ids[0] != ids[1]
+    assert ids[2] == "z" and video_ids(paths) == ids                 # a function of the inputs: same on a re-run
+    ids = video_ids(["/d/a/x.mp4", "/d/b/x.mp4", "/d/a__x.mp4"])      # a stem equal to a derived name
+    assert ids[1] == "b__x" and len(set(ids)) == 3 and all(i.startswith("a__x_mp4-") for i in (ids[0], ids[2]))
+
+
+@pytest.fixture(scope="module")
+def odd(setup):
+    """A folder of inputs a hostile user would bring: a faststart mp4 cut at half its bytes, one cut
+    to less than a window, a video shorter than one window, x.mp4 next to x.avi, two paths whose
+    derived names collide, and a symlink cycle. All frame-indexed (frames show their index)."""
+    from videoattn.data.synthetic import cut_file, decodable_indexed_frames
+    from videoattn.data.synthetic import make_indexed_video
+
+    folder = setup["tmp"] / "odd"
+    for sub in ("dup", "p__q", "p/q"):
+        (folder / sub).mkdir(parents=True)
+    full = str(setup["tmp"] / "full150.mp4")
+    make_indexed_video(full, 150, 30, container_options={"movflags": "+faststart"})
+    cut_file(full, str(folder / "cut.mp4"), 0.5)
+    cut_file(full, str(folder / "tiny_cut.mp4"), 0.05)
+    make_indexed_video(str(folder / "short.mp4"), 10, 30)
+    make_indexed_video(str(folder / "dup" / "x.mp4"), 60, 30)
+    make_indexed_video(str(folder / "dup" / "x.avi"), 45, 30)
+    make_indexed_video(str(folder / "p__q" / "y.mp4"), 40, 30)
+    make_indexed_video(str(folder / "p" / "q" / "y.mp4"), 50, 30)
+    os.symlink("..", folder / "dup" / "up")                          # dup/up -> the folder itself
+    out = str(setup["tmp"] / "odd_out")
+    first = run(["tools/extract_features.py", "--config", setup["cfg"], "--checkpoint", setup["ckpt"],
+                 "--input", str(folder), "--output", out], timeout=240)
+    again = run(["tools/extract_features.py", "--config", setup["cfg"], "--checkpoint", setup["ckpt"],
+                 "--input", str(folder), "--output", out], timeout=240)
+    return {"folder": folder, "out": out, "first": check(first), "again": check(again),
+            "real": decodable_indexed_frames(str(folder / "cut.mp4")),
+            "tiny": decodable_indexed_frames(str(folder / "tiny_cut.mp4"))}
+
+
+def test_video_cut_short_gets_features_only_for_windows_that_decode(odd, setup):
+    from videoattn.data import open_video
+    from videoattn.data.synthetic import read_frame_index
+    from videoattn.data.transforms import test_views
+    from videoattn.engine.inference import build_inference_model
+
+    out, real, cut = odd["out"], odd["real"], str(odd["folder"] / "cut.mp4")
+    meta = json.load(open(os.path.join(out, "cut.json")))
+    feats = np.load(os.path.join(out, "cut.npy"))
+    whole = window_layout(real, 30.0, 4, 4, 30.0, 0.3, whole_only=True)
+    full = window_layout(150, 30.0, 4, 4, 30.0, 0.3)
+    assert 0 < len(whole.starts) < len(full.starts) and whole.indices == full.indices[:len(whole.starts)]
+    assert meta["frame_indices"] == whole.indices and feats.shape[0] == len(whole.starts) == meta["num_windows"]
+    assert max(max(w) for w in meta["frame_indices"]) < real                 # no frame past the real end
+    assert (meta["truncated"], meta["num_video_frames"], meta["declared_frames"]) == (True, real, 150)
+    assert meta["repeated_samples"] == [0] * len(whole.starts)
+    rows = _rows(os.path.join(out, "truncated.csv"))
+    assert [(r["video"], int(r["decoded_frames"]), int(r["declared_frames"]), r["declared_s"]) for r in rows] == \
+        [("cut", real, 150, "5.000")]
+    # the last window's features are those of its real frames (pixels show the indices)
+    frames = open_video(cut).get_frames(meta["frame_indices"][-1])
+    assert [read_frame_index(f) for f in frames.numpy()] == meta["frame_indices"][-1]
+    cfg = load_config(setup["cfg"])
+    model = build_inference_model(cfg, setup["ckpt"], torch.device("cpu"))
+    with torch.no_grad():
+        ref = model.forward_features(test_views(frames, cfg, 1)[0][None])[0].numpy()
+    np.testing.assert_allclose(feats[-1], ref, rtol=1e-4, atol=1e-5)
+    failed = {r["video"]: r["reason"] for r in _rows(os.path.join(out, "failed.csv"))}
+    assert list(failed) == ["tiny_cut"] and f"only {odd['tiny']} of 150 declared frames" in failed["tiny_cut"]
+    assert "less than one window" in failed["tiny_cut"]
+
+
+def test_short_video_repeats_its_last_frame_and_says_so(odd):
+    meta = json.load(open(os.path.join(odd["out"], "short.json")))
+    assert meta["frame_indices"] == [[0, 4, 8, 9]] and meta["repeated_samples"] == [1]   # sample 12 > frame 9
+    assert meta["truncated"] is False and meta["declared_frames"] == meta["num_video_frames"] == 10
+
+
+def test_every_input_gets_its_own_files_and_the_counts_add_up(odd):
+    out, folder = odd["out"], odd["folder"]
+    rows = _rows(os.path.join(out, "index.csv"))
+    names = [r["video"] for r in rows]
+    inputs = {str(folder / p) for p in ("cut.mp4", "short.mp4", "dup/x.mp4", "dup/x.avi", "p__q/y.mp4", "p/q/y.mp4")}
+    assert len(names) == len(set(names)) == 6 and {r["path"] for r in rows} == inputs   # the cycle listed nothing twice
+    assert {"dup__x_mp4", "dup__x_avi"} <= set(names)
+    assert sum(n.startswith("p__q__y_mp4-") for n in names) == 2
+    for r in rows:
+        meta = json.load(open(os.path.join(out, r["windows"])))
+        assert meta["path"] == r["path"] and np.load(os.path.join(out, r["features"])).shape[0] == meta["num_windows"]
+    assert sorted(n for n in os.listdir(out) if n.endswith(".npy")) == sorted(n + ".npy" for n in names)
+    assert "6 of 7 videos done (6 written now, 0 already there), 1 failed, 0 missing; 1 cut short" in odd["first"].stdout
+    assert "symlink cycle" in odd["first"].stdout and os.path.join(str(folder), "dup", "up") in odd["first"].stdout
+    assert "6 of 7 videos done (0 written now, 6 already there), 1 failed, 0 missing" in odd["again"].stdout
+
+
+def test_another_input_never_overwrites_files_of_the_same_name(odd, setup, tmp_path):
+    from videoattn.data.synthetic import make_indexed_video
+
+    other = tmp_path / "short.mp4"                                   # same name, another video
+    make_indexed_video(str(other), 20, 30)
+    before = open(os.path.join(odd["out"], "short.npy"), "rb").read()
+    proc = check(run(["tools/extract_features.py", "--config", setup["cfg"], "--checkpoint", setup["ckpt"],
+                      "--input", str(other), "--output", odd["out"]]))
+    assert open(os.path.join(odd["out"], "short.npy"), "rb").read() == before
+    assert json.load(open(os.path.join(odd["out"], "short.json")))["path"] == str(odd["folder"] / "short.mp4")
+    failed = _rows(os.path.join(odd["out"], "failed.csv"))
+    assert [r["path"] for r in failed] == [str(other)] and "already holds the features of" in failed[0]["reason"]
+    assert "0 of 1 videos done (0 written now, 0 already there), 1 failed, 0 missing" in proc.stdout
+
+
+def test_no_class_list_needed_and_each_video_once(setup, tmp_path):
+    """Labels are irrelevant to features: a Kinetics CSV (saved with a BOM, one row twice) whose
+    labels are in no class list, with no data.classes_file and the default (absent) train split;
+    also a plain list of video paths."""
+    cfg = tmp_path / "nolabels.yaml"
+    cfg.write_text(f"model:\n  preset: I3D_NL_CBAM_R18\n  num_classes: 8\n  dropout: 0.0\n"
+                   f"data:\n  root: {setup['data']['root']}\n  num_frames: 4\n  sampling_rate: 4\n"
+                   f"  test_crop_size: 64\n  num_workers: 0\nfeatures:\n  stride_seconds: 0.3\ndevice: cpu\n")
+    rows = open(os.path.join(setup["data"]["root"], "val.csv")).read().splitlines()
+    relabelled = [rows[0]] + [",".join(["no such class"] + r.split(",")[1:]) for r in rows[1:]] + [rows[1]]
+    (tmp_path / "videos.csv").write_bytes(b"\xef\xbb\xbf" + ("\n".join(relabelled) + "\n").encode())
+    proc = check(run(["tools/extract_features.py", "--config", str(cfg), "--checkpoint", setup["ckpt"],
+                      "--input", str(tmp_path / "videos.csv"), "--output", str(tmp_path / "a")]))
+    assert "5 of 7 videos done (5 written now, 0 already there), 1 failed, 1 missing" in proc.stdout
+    assert "1 duplicate rows ignored" in proc.stdout
+    (tmp_path / "list.txt").write_text("\n".join(setup["data"]["good"][:2] + [setup["data"]["good"][0]]) + "\n")
+    proc = check(run(["tools/extract_features.py", "--config", str(cfg), "--checkpoint", setup["ckpt"],
+                      "--input", str(tmp_path / "list.txt"), "--output", str(tmp_path / "b")]))
+    assert "2 of 2 videos done (2 written now, 0 already there), 0 failed, 0 missing" in proc.stdout
+
+
+@pytest.mark.parametrize("ext", ["mp4", "webm", "avi"])
+def test_window_stream_keeps_whole_real_windows_of_a_file_cut_short(setup, tmp_path, ext):
+    """The decoded windows themselves (no model): whether the reader learns the real end at the
+    first chunk, a later one, or from the header (decord), the chunks sent are exactly the whole
+    windows of the frames that decode (that those frames are real: test_decoding)."""
+    from videoattn.data.synthetic import cut_file, decodable_indexed_frames, make_indexed_video
+    from videoattn.engine.windows import WindowStream
+
+    full, cut = str(tmp_path / f"full.{ext}"), str(tmp_path / f"cut.{ext}")
+    make_indexed_video(full, 150, 30, container_options={"movflags": "+faststart"} if ext == "mp4" else None)
+    cut_file(full, cut, 0.6)
+    real = decodable_indexed_frames(cut)
+    whole = window_layout(real, 30.0, 4, 4, 30.0, 0.3, whole_only=True)
+    for bs in (1, 4, 64):
+        cfg = load_config(setup["cfg"], [f"features.batch_size={bs}", "data.test_crop_size=64"])
+        items = list(WindowStream([(0, cut)], cfg))
+        done = items[-1]
+        assert done["done"] and done["window"].indices == whole.indices and done["declared_frames"] == 150
+        assert sum(it["num_windows"] for it in items[:-1]) == len(whole.starts)
+        assert [it["chunk"] for it in items[:-1]] == list(range(len(items) - 1))

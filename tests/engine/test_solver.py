@@ -90,7 +90,8 @@ def test_scheduler_state_round_trip_continues_the_schedule():
 
 
 def test_unknown_policy_is_an_error():
-    cfg = _cfg("solver.lr_policy=linear")
+    cfg = _cfg()
+    cfg.solver.lr_policy = "linear"     # set after load_config, which rejects it already
     with pytest.raises(ValueError, match="lr_policy"):
         build_scheduler(build_optimizer(nn.Linear(2, 2), cfg), cfg, 3)
 

@@ -96,3 +96,17 @@ def test_cli_broken_video_is_a_one_line_error(setup, tmp_path):
     assert "video error:" in proc.stderr and str(broken) in proc.stderr
     assert "Traceback" not in proc.stderr
     assert not (tmp_path / "a.png").exists()
+
+
+def test_cli_start_past_the_end_is_a_one_line_error_naming_the_duration(setup, tmp_path):
+    from videoattn.data import open_video
+
+    video = open_video(setup["video"])
+    duration = video.num_frames / video.fps
+    png = tmp_path / "late.png"
+    proc = run(["tools/visualize_attention.py", "--config", setup["cfg_path"], "--checkpoint", setup["ckpt"],
+                "--video", setup["video"], "--output", str(png), "--start", f"{duration + 0.5:g}"])
+    assert proc.returncode != 0 and "Traceback" not in proc.stderr
+    assert proc.stderr.strip().splitlines() == [f"error: --start {duration + 0.5:g} s is outside {setup['video']} "
+                                                f"({duration:.2f} s long)"]
+    assert not png.exists()

@@ -2,6 +2,7 @@
 gradient flow, extraction layers, head reset and config errors."""
 import pytest
 import torch
+from omegaconf import OmegaConf
 from nl_reference import randomize_bn
 
 from videoattn.config import load_config
@@ -115,15 +116,17 @@ def test_reset_head():
     assert model(torch.randn(1, 3, 4, 32, 32)).shape == (1, 4)
 
 
-@pytest.mark.parametrize("override,match", [
-    ("model.depth=20", "unsupported ResNet depth 20"),
-    ("model.temporal=i3dd", "unknown temporal pattern 'i3dd'"),
-    ("model.non_local.locations=[[],[5],[],[]]", "out of range for res3"),
-    ("model.cbam.stages=[1]", "stages 2..5"),
+@pytest.mark.parametrize("key,value,match", [
+    ("model.depth", 20, "unsupported ResNet depth 20"),
+    ("model.temporal", "i3dd", "unknown temporal pattern 'i3dd'"),
+    ("model.non_local.locations", [[], [5], [], []], "out of range for res3"),
+    ("model.cbam.stages", [1], "stages 2..5"),
 ])
-def test_bad_model_config_is_rejected(override, match):
+def test_bad_model_config_is_rejected(key, value, match):
+    cfg = _cfg("model.depth=18")
+    OmegaConf.update(cfg, key, value)   # set after load_config (which rejects most of these): the model checks too
     with pytest.raises(ValueError, match=match):
-        build_model(_cfg("model.depth=18", override) if "depth" not in override else _cfg(override))
+        build_model(cfg)
 
 
 def test_bad_extract_layer():

@@ -58,7 +58,7 @@ def _decode_only(clips, threads: int) -> float:
 
 def _pyav(clips) -> float:
     """videoattn's PyAV fallback: sequential from the keyframe, RGB of the sampled frames only."""
-    from videoattn.data.decoding import PyAVReader
+    from videoattn.data.pyav_reader import PyAVReader
 
     start = time.perf_counter()
     for path, idx in clips:

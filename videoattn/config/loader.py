@@ -8,10 +8,10 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import os
-from typing import Any, Iterable, List, Optional
+from typing import Any, Callable, Iterable, Iterator, List, Optional
 
 import yaml
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from videoattn.config.schema import Config
@@ -74,8 +74,22 @@ def _key_lines(node: yaml.Node, parent: str = "") -> dict:
     return lines
 
 
-def _read_yaml(path: str) -> tuple[dict, dict]:
-    """Parse, check and return (data, key -> line) of one YAML file, following ``_base_``."""
+def _base_cycle(path: str, chain: tuple) -> Optional[str]:
+    """``"a.yaml -> b.yaml -> a.yaml"`` if ``path`` is already on the ``_base_`` chain, else None."""
+    real = [os.path.realpath(p) for p in chain]
+    if os.path.realpath(path) not in real:
+        return None
+    loop = list(chain[real.index(os.path.realpath(path)):]) + [path]
+    top = os.path.dirname(os.path.abspath(chain[0]))
+    return " -> ".join(os.path.relpath(os.path.abspath(p), top) for p in loop)
+
+
+def _read_yaml(path: str, chain: tuple = ()) -> tuple[dict, dict]:
+    """Parse, check and return (data, key -> line) of one YAML file, following ``_base_``
+    (``chain``: the files that named this one, to report a cycle)."""
+    cycle = _base_cycle(path, chain)
+    if cycle:
+        raise ConfigError(f"{chain[-1]}: _base_ cycle: {cycle}")
     if not os.path.isfile(path):
         raise ConfigError(f"config file not found: {path}")
     with open(path, "r", encoding="utf-8") as f:
@@ -97,7 +111,7 @@ def _read_yaml(path: str) -> tuple[dict, dict]:
     merged: dict = {}
     merged_lines: dict = {}
     for rel in [base] if isinstance(base, str) else list(base):
-        b_data, b_lines = _read_yaml(os.path.join(os.path.dirname(path), rel))
+        b_data, b_lines = _read_yaml(os.path.join(os.path.dirname(path), rel), chain + (path,))
         merged = OmegaConf.to_container(OmegaConf.merge(merged, b_data))  # type: ignore[assignment]
         merged_lines.update(b_lines)
     merged = OmegaConf.to_container(OmegaConf.merge(merged, data))  # type: ignore[assignment]
@@ -134,6 +148,30 @@ def _merge(base: DictConfig, update: Any, where_of) -> DictConfig:
         raise ConfigError(f"{where_of(key)}: invalid value for '{key}': {str(e).splitlines()[0]}") from None
 
 
+def _value_rules(dc: Any, parent: str = "") -> Iterator[tuple[str, Any]]:
+    """``(dotted key, (ok, must))`` of every field of ``dc`` (and its sections) that declares a rule."""
+    for f in dataclasses.fields(dc):
+        key = f"{parent}.{f.name}" if parent else f.name
+        child = _child_schema(dc, f.name)
+        if child is not None:
+            yield from _value_rules(child, key)
+        elif "check" in f.metadata:
+            yield key, f.metadata["check"]
+
+
+def _check_values(cfg: DictConfig, where_of: Callable[[str], str]) -> None:
+    """Apply the schema's value rules (:mod:`videoattn.config.schema`) to the merged config."""
+    for key, (ok, must) in _value_rules(Config):
+        value = OmegaConf.select(cfg, key)
+        plain = OmegaConf.to_container(value) if isinstance(value, (DictConfig, ListConfig)) else value
+        try:
+            good = ok(plain)
+        except TypeError:  # e.g. a list of lists where numbers are expected
+            good = False
+        if not good:
+            raise ConfigError(f"{where_of(key)}: {key}={plain} must {must}")
+
+
 def load_config(path: Optional[str] = None, overrides: Iterable[str] = ()) -> DictConfig:
     """Return the merged, type-checked config.
 
@@ -141,7 +179,8 @@ def load_config(path: Optional[str] = None, overrides: Iterable[str] = ()) -> Di
         path: a YAML file (may name ``_base_`` files relative to itself), or None for defaults.
         overrides: ``["solver.base_lr=0.01", "data.num_frames=16", ...]``.
     Raises:
-        ConfigError: unknown key (with file:line and the nearest valid key), wrong type, bad YAML.
+        ConfigError: unknown key (with file:line and the nearest valid key), wrong type, a value
+            out of its range (file:line or the override), bad YAML, a ``_base_`` cycle.
     """
     cfg: DictConfig = OmegaConf.structured(Config)
     data, lines = _read_yaml(path) if path else ({}, {})
@@ -162,7 +201,21 @@ def load_config(path: Optional[str] = None, overrides: Iterable[str] = ()) -> Di
         cfg = _merge(cfg, {"model": PRESETS[preset]}, lambda k: f"preset {preset}")
     cfg = _merge(cfg, data, lambda k: lines.get(k, path or "config"))
     cfg = _merge(cfg, over_cfg, lambda k: f"override '{k}'")
+    _check_values(cfg, lambda k: _source(k, list(overrides), lines, preset))
     return cfg
+
+
+def _source(key: str, overrides: List[str], lines: dict, preset: str) -> str:
+    """Where the final value of ``key`` came from: the last override setting it (or a section
+    above it), else its file:line, else the preset."""
+    for item in reversed(overrides):
+        name = item.split("=", 1)[0].strip().lstrip("-")
+        if key == name or key.startswith(name + "."):
+            return f"override '{item}'"
+    for k in (key, key.rsplit(".", 1)[0]):
+        if k in lines:
+            return lines[k]
+    return f"preset {preset}" if preset and key.startswith("model.") else "default"
 
 
 def save_config(cfg: DictConfig, path: str) -> None:

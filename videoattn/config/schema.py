@@ -8,7 +8,46 @@ A YAML file or a ``key=value`` override may only set keys declared here; see
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import List, Optional
+from typing import Any, Callable, List, Optional
+
+
+# ------------------------------------------------------------------------------- value rules
+# A rule sits next to its key: ``num_frames: int = at_least(1, 8)``. It is the field's metadata
+# ``{"check": (ok(value) -> bool, "what the value must be")}``; ``load_config`` applies every rule
+# after merging and names the file:line (or the override) of a value that breaks one.
+def rule(default: Any, ok: Callable[[Any], bool], must: str) -> Any:
+    """A field with ``default`` (a list is copied per instance) whose value must satisfy ``ok``."""
+    meta = {"check": (ok, must)}
+    if isinstance(default, list):
+        return field(default_factory=lambda: list(default), metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+def at_least(low: float, default: Any) -> Any:
+    return rule(default, lambda v: v >= low, f"be >= {low}")
+
+
+def positive(default: Any) -> Any:
+    return rule(default, lambda v: v > 0, "be > 0")
+
+
+def fraction(default: float) -> Any:
+    """In [0, 1): momentum, dropout."""
+    return rule(default, lambda v: 0 <= v < 1, "be in [0, 1)")
+
+
+def one_of(default: Any, choices: tuple) -> Any:
+    return rule(default, lambda v: v in choices, "be one of " + " | ".join(map(str, choices)))
+
+
+def each(default: list, ok: Callable[[Any], bool], must: str, length: Optional[int] = None) -> Any:
+    """A list whose items all satisfy ``ok`` (and that has ``length`` items, if given)."""
+    size = f"{length} values, each " if length is not None else "a list of values, each "
+    return rule(default, lambda v: (length is None or len(v) == length) and all(ok(x) for x in v), f"be {size}{must}")
+
+
+def _min_max(v) -> bool:
+    return len(v) == 2 and 1 <= v[0] <= v[1]
 
 
 @dataclass
@@ -18,67 +57,68 @@ class DataConfig:
     val_split: str = "val.csv"
     test_split: str = ""                  # empty: tools/test_net.py falls back to val_split
     classes_file: str = ""                # one class name per line; empty: sorted training labels
-    num_frames: int = 8                   # frames per clip (T)
-    sampling_rate: int = 8                # frame stride, counted at target_fps
-    target_fps: float = 30.0              # fps at which sampling_rate is counted (PySlowFast: 30)
-    train_jitter_scales: List[int] = field(default_factory=lambda: [256, 320])  # short side [min, max]
-    train_crop_size: int = 224
-    test_crop_size: int = 256
+    num_frames: int = at_least(1, 8)      # frames per clip (T)
+    sampling_rate: int = at_least(1, 8)   # frame stride, counted at target_fps
+    target_fps: float = positive(30.0)    # fps at which sampling_rate is counted (PySlowFast: 30)
+    train_jitter_scales: List[int] = rule([256, 320], _min_max, "be [min, max] with 1 <= min <= max")  # short side
+    train_crop_size: int = at_least(1, 224)
+    test_crop_size: int = at_least(1, 256)
     random_flip: bool = True              # switch off for left/right-sensitive classes
-    mean: List[float] = field(default_factory=lambda: [0.45, 0.45, 0.45])
-    std: List[float] = field(default_factory=lambda: [0.225, 0.225, 0.225])
-    num_workers: int = 4                  # DataLoader workers per process
-    decode_threads: int = 1               # decord decoding threads per reader
-    decoding_backend: str = "decord"      # decord (PyAV once per broken file) | pyav (PyAV only)
-    decode_timeout: float = 30.0          # seconds one clip may take to decode before it counts as broken
-    num_retries: int = 10                 # train/val: other videos tried before a broken sample raises
+    mean: List[float] = each([0.45, 0.45, 0.45], lambda x: True, "a number", length=3)  # R, G, B
+    std: List[float] = each([0.225, 0.225, 0.225], lambda x: x > 0, "> 0", length=3)  # R, G, B
+    num_workers: int = at_least(0, 4)     # DataLoader workers per process
+    decode_threads: int = at_least(0, 1)  # decord decoding threads per reader (0: decord's choice)
+    decoding_backend: str = one_of("decord", ("decord", "pyav"))  # pyav: PyAV only; decord: PyAV once per broken file
+    decode_timeout: float = at_least(0, 30.0)  # s per clip decode before the video counts as broken; 0: no limit
+    num_retries: int = at_least(0, 10)    # train/val: other videos tried before a broken sample raises
     pin_memory: bool = True               # only takes effect on CUDA
     normalize_on_device: bool = False     # workers send uint8 clips, normalised on the device (4x less traffic)
-    prefetch_factor: int = 2
+    prefetch_factor: int = at_least(1, 2)
 
 
 @dataclass
 class NonLocalConfig:
     # Block indices per stage [res2, res3, res4, res5] that are followed by a non-local block
     # (PySlowFast NONLOCAL.LOCATION without the pathway level). I3D_NLN_8x8_R50: [[], [1, 3], [1, 3, 5], []].
-    locations: List[List[int]] = field(default_factory=lambda: [[], [], [], []])
-    instantiation: str = "embedded_gaussian"  # embedded_gaussian | dot_product | gaussian | concatenation
-    subsample: List[int] = field(default_factory=lambda: [1, 2, 2])  # max-pool (t, h, w) on phi and g
-    inter_ratio: float = 0.5              # inter-channels = ratio * C
+    locations: List[List[int]] = each([[], [], [], []], lambda b: all(i >= 0 for i in b), "a list of indices >= 0",
+                                      length=4)
+    instantiation: str = one_of("embedded_gaussian", ("embedded_gaussian", "dot_product", "gaussian", "concatenation"))
+    subsample: List[int] = each([1, 2, 2], lambda x: x >= 1, ">= 1", length=3)  # max-pool (t, h, w) on phi and g
+    inter_ratio: float = positive(0.5)    # inter-channels = ratio * C
 
 
 @dataclass
 class CBAMConfig:
-    stages: List[int] = field(default_factory=list)  # stages (2..5) whose every block carries CBAM
-    reduction: int = 16                   # channel-attention MLP reduction
-    kernel_size: int = 7                  # spatial-attention 2D kernel
+    stages: List[int] = each([], lambda x: 2 <= x <= 5, "a stage in 2..5")  # stages whose every block carries CBAM
+    reduction: int = at_least(1, 16)      # channel-attention MLP reduction
+    kernel_size: int = rule(7, lambda v: v >= 1 and v % 2 == 1, "be odd and >= 1")  # spatial-attention 2D kernel
 
 
 @dataclass
 class ModelConfig:
     preset: str = ""                      # a name from videoattn.models.PRESETS; fills the keys below
-    depth: int = 50                       # 18 | 34 | 50 | 101 | 152
-    base_channels: int = 64               # width of res2's 3x3 conv (64 = standard; 8/16 = tiny CPU models)
-    temporal: str = "i3d"                 # temporal kernel pattern: i3d | c2d | slow
-    num_classes: int = 400
-    dropout: float = 0.5
+    depth: int = one_of(50, (18, 34, 50, 101, 152))
+    base_channels: int = at_least(1, 64)  # width of res2's 3x3 conv (64 = standard; 8/16 = tiny CPU models)
+    temporal: str = one_of("i3d", ("i3d", "c2d", "slow"))  # temporal kernel pattern
+    num_classes: int = at_least(1, 400)
+    dropout: float = fraction(0.5)
     non_local: NonLocalConfig = field(default_factory=NonLocalConfig)
     cbam: CBAMConfig = field(default_factory=CBAMConfig)
 
 
 @dataclass
 class SolverConfig:
-    base_lr: float = 0.1                  # for train.batch_size; not rescaled automatically
-    lr_policy: str = "cosine"             # cosine | steps
-    steps: List[int] = field(default_factory=list)   # epochs at which steps policy multiplies by gamma
-    gamma: float = 0.1
-    max_epoch: int = 10
-    warmup_epochs: float = 0.0
-    warmup_start_lr: float = 0.01
-    cosine_end_lr: float = 0.0
-    momentum: float = 0.9
+    base_lr: float = positive(0.1)        # for train.batch_size; not rescaled automatically
+    lr_policy: str = one_of("cosine", ("cosine", "steps"))
+    steps: List[int] = each([], lambda x: x >= 0, "an epoch >= 0")  # epochs at which steps policy multiplies by gamma
+    gamma: float = positive(0.1)
+    max_epoch: int = at_least(1, 10)
+    warmup_epochs: float = at_least(0, 0.0)
+    warmup_start_lr: float = at_least(0, 0.01)
+    cosine_end_lr: float = at_least(0, 0.0)
+    momentum: float = fraction(0.9)
     nesterov: bool = True
-    weight_decay: float = 1e-4
+    weight_decay: float = at_least(0, 1e-4)
     zero_wd_1d_param: bool = False        # exclude BN weights/biases and all biases from weight decay
 
 
@@ -86,53 +126,53 @@ class SolverConfig:
 class BNConfig:
     sync: bool = False                    # SyncBatchNorm across processes (CUDA only)
     use_precise_stats: bool = False       # recompute BN statistics before each evaluation
-    num_batches_precise: int = 200
+    num_batches_precise: int = at_least(1, 200)
 
 
 @dataclass
 class TrainConfig:
     enable: bool = True
-    batch_size: int = 64                  # global batch (all processes), as PySlowFast
-    eval_period: int = 1                  # epochs between validations
-    checkpoint_period: int = 1            # epochs between checkpoints
-    keep_last: int = 3                    # periodic checkpoints kept (best and final are kept too)
+    batch_size: int = at_least(1, 64)     # global batch (all processes), as PySlowFast
+    eval_period: int = at_least(0, 1)     # epochs between validations (0: none)
+    checkpoint_period: int = at_least(1, 1)  # epochs between checkpoints
+    keep_last: int = at_least(0, 3)       # periodic checkpoints kept (0: all; best and final are kept too)
     auto_resume: bool = True              # resume from the newest valid checkpoint in output_dir
     checkpoint_file: str = ""             # initial weights (fine-tuning); ignored when resuming
     trust_checkpoint: bool = False        # allow checkpoints that need full unpickling (runs code!): trusted files only
-    mixed_precision: str = "none"         # none | bf16 | fp16 (CUDA; on CPU only bf16, when asked)
-    clip_grad_norm: float = 0.0           # 0 = off
-    accumulation_steps: int = 1
-    log_period: int = 10                  # iterations between log lines / metrics rows
+    mixed_precision: str = one_of("none", ("none", "bf16", "fp16"))  # fp16: CUDA only; bf16 on CPU when asked
+    clip_grad_norm: float = at_least(0, 0.0)  # 0 = off
+    accumulation_steps: int = at_least(1, 1)
+    log_period: int = at_least(1, 10)     # iterations between log lines / metrics rows
 
 
 @dataclass
 class TestConfig:
     enable: bool = True
-    batch_size: int = 8                   # views per step (global)
+    batch_size: int = at_least(1, 8)      # views per step (global)
     checkpoint_file: str = ""
-    num_ensemble_views: int = 10          # temporal clips per video
-    num_spatial_crops: int = 3            # 1 = centre; 3 = left/centre/right (top/centre/bottom if portrait)
-    aggregation: str = "softmax"          # softmax | sum | max
+    num_ensemble_views: int = at_least(1, 10)  # temporal clips per video
+    num_spatial_crops: int = one_of(3, (1, 3))  # 1 = centre; 3 = left/centre/right (top/centre/bottom if portrait)
+    aggregation: str = one_of("softmax", ("softmax", "sum", "max"))
     save_logits: bool = False             # also write per-view logits (.npz)
 
 
 @dataclass
 class FeaturesConfig:
-    stride_frames: int = 0                # window stride in frames at target_fps; 0 = one window length
-    stride_seconds: float = 0.0           # if > 0, overrides stride_frames
-    layer: str = "pool"                   # pool (forward_features) | res2 | res3 | res4 | res5
-    num_spatial_crops: int = 1
+    stride_frames: int = at_least(0, 0)   # window stride in frames at target_fps; 0 = one window length
+    stride_seconds: float = at_least(0, 0.0)  # if > 0, overrides stride_frames
+    layer: str = one_of("pool", ("pool", "res2", "res3", "res4", "res5"))  # pool: forward_features
+    num_spatial_crops: int = one_of(1, (1, 3))
     average_crops: bool = True
-    dtype: str = "float32"                # float32 | float16
-    batch_size: int = 8                   # windows per forward pass
+    dtype: str = one_of("float32", ("float32", "float16"))
+    batch_size: int = at_least(1, 8)      # windows per forward pass
 
 
 @dataclass
 class Config:
     output_dir: str = "output"
     seed: int = 0
-    device: str = "auto"                  # auto | cpu | cuda
-    dist_timeout_minutes: float = 30.0    # torchrun: how long a collective waits for a stalled process (> 0)
+    device: str = one_of("auto", ("auto", "cpu", "cuda"))
+    dist_timeout_minutes: float = positive(30.0)  # how long a collective waits for a stalled process
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     solver: SolverConfig = field(default_factory=SolverConfig)

@@ -10,18 +10,27 @@
 Classes: ``data.classes_file`` (one name per line) if set; otherwise the sorted training labels
 (Kinetics CSV), the training folder's sub-folders, or ``"0".."N-1"`` for lists.
 Rows whose file is absent are collected in ``missing``; malformed lines raise
-:class:`AnnotationError` with ``file:line`` and the offending text.
+:class:`AnnotationError` with ``file:line`` and the offending text. Rows naming a video that an
+earlier row already named are dropped (each video counts once; one warning with the count), and
+two rows giving one video different labels are an error naming both lines. Files are read as
+UTF-8 with or without a byte-order mark (spreadsheet programs write one).
 """
 from __future__ import annotations
 
 import csv
+import logging
 import os
 import threading
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Tuple
 
+from videoattn.utils.walk import walk_files
+
+log = logging.getLogger(__name__)
+ENCODING = "utf-8-sig"   # UTF-8, skipping a byte-order mark if there is one
 VIDEO_EXTENSIONS = (".mp4", ".webm", ".mkv", ".avi", ".mov", ".m4v", ".flv", ".3gp", ".mpg", ".mpeg", ".ogv", ".wmv")
 KINETICS_COLUMNS = ("label", "youtube_id", "time_start", "time_end")
+KINETICS_REQUIRED = ("youtube_id", "time_start", "time_end")   # "label" too, where labels are needed
 
 
 class AnnotationError(ValueError):
@@ -35,6 +44,7 @@ class Annotations:
     missing: List[str] = field(default_factory=list)    # "file:line: <expected file> (<label>)"
     source: str = ""                                    # the annotation file / folder
     format: str = ""                                    # kinetics_csv | list | folders
+    duplicates: List[str] = field(default_factory=list)  # "file:line: <video> (as line N)", rows dropped
 
 
 def resolve(root: str, path: str) -> str:
@@ -52,12 +62,10 @@ def index_root(root: str) -> Dict[str, List[str]]:
     with _INDEX_LOCK:
         if key not in _INDEX:
             index: Dict[str, List[str]] = {}
-            for folder, dirs, files in os.walk(key, followlinks=True):
-                dirs.sort()
-                for name in sorted(files):
-                    stem, ext = os.path.splitext(name)
-                    if ext.lower() in VIDEO_EXTENSIONS:
-                        index.setdefault(stem, []).append(os.path.join(folder, name))
+            for path in walk_files(key):  # follows folder links, each folder once (no cycles)
+                stem, ext = os.path.splitext(os.path.basename(path))
+                if ext.lower() in VIDEO_EXTENSIONS:
+                    index.setdefault(stem, []).append(path)
             _INDEX[key] = index
         return _INDEX[key]
 
@@ -69,7 +77,7 @@ def clear_index_cache() -> None:
 
 # ------------------------------------------------------------------------------------------ classes
 def read_classes_file(path: str) -> List[str]:
-    with open(path, "r", encoding="utf-8") as f:
+    with open(path, "r", encoding=ENCODING) as f:
         names = [line.strip() for line in f]
     names = [n for n in names if n]
     if len(set(names)) != len(names):
@@ -81,14 +89,20 @@ def read_classes_file(path: str) -> List[str]:
 
 
 def _is_kinetics_csv(path: str) -> bool:
-    with open(path, "r", encoding="utf-8", newline="") as f:
+    """True for a Kinetics CSV header; AnnotationError (``file:1``) for a header that names some
+    Kinetics columns but lacks others (rather than reading it as a PySlowFast list)."""
+    with open(path, "r", encoding=ENCODING, newline="") as f:
         first = f.readline()
     header = [c.strip().lower() for c in next(csv.reader([first]), [])]
-    return all(c in header for c in ("youtube_id", "time_start", "time_end"))
+    missing = [c for c in KINETICS_REQUIRED if c not in header]
+    if missing and len(missing) < len(KINETICS_REQUIRED):
+        raise AnnotationError(f"{path}:1: Kinetics CSV header without column(s) {', '.join(missing)} "
+                              f"(needs {','.join(KINETICS_COLUMNS)}[,split]): {first.strip()!r}")
+    return not missing
 
 
 def _kinetics_labels(path: str) -> List[str]:
-    with open(path, "r", encoding="utf-8", newline="") as f:
+    with open(path, "r", encoding=ENCODING, newline="") as f:
         return sorted({row["label"].strip() for row in csv.DictReader(f) if row.get("label")})
 
 
@@ -101,7 +115,7 @@ def default_classes(root: str, train_split: str) -> Optional[List[str]]:
         return _kinetics_labels(path)
     if os.path.isfile(path):  # PySlowFast list: "0".."max label"
         top = -1
-        with open(path, "r", encoding="utf-8") as f:
+        with open(path, "r", encoding=ENCODING) as f:
             for line in f:
                 last = line.strip().replace(",", " ").split()[-1:]
                 if last and last[0].lstrip("-").isdigit():
@@ -111,15 +125,36 @@ def default_classes(root: str, train_split: str) -> Optional[List[str]]:
 
 
 # ------------------------------------------------------------------------------------------ formats
-def _read_kinetics_csv(path: str, root: str, classes: List[str], split: str) -> Annotations:
+def _unique(path: str, rows: List[Tuple[str, int, int]], classes: List[str]) -> Tuple[list, List[str]]:
+    """``(videos, duplicates)`` from ``rows`` = [(video path, label, line)]: each video (by its real
+    path) once, as its first row names it; a later row with another label is an AnnotationError."""
+    first: Dict[str, Tuple[int, int]] = {}
+    videos, duplicates = [], []
+    for video, label, lineno in rows:
+        key = os.path.realpath(video)
+        if key not in first:
+            first[key] = (label, lineno)
+            videos.append((video, label))
+            continue
+        label0, line0 = first[key]
+        if label != label0:
+            name = (lambda i: repr(classes[i]) if 0 <= i < len(classes) else str(i))
+            raise AnnotationError(f"{path}:{lineno}: {video} is labelled {name(label)} here but {name(label0)} "
+                                  f"at {path}:{line0}")
+        duplicates.append(f"{path}:{lineno}: {video} (as line {line0})")
+    return videos, duplicates
+
+
+def _read_kinetics_csv(path: str, root: str, classes: Optional[List[str]], split: str) -> Annotations:
+    """``classes`` None: labels are not needed (feature extraction); every video gets label -1."""
     index = index_root(root)
-    label_of = {n: i for i, n in enumerate(classes)}
-    videos, missing = [], []
-    with open(path, "r", encoding="utf-8", newline="") as f:
+    label_of = {n: i for i, n in enumerate(classes or [])}
+    rows_out, missing = [], []
+    with open(path, "r", encoding=ENCODING, newline="") as f:
         rows = list(csv.reader(f))
     header = [c.strip().lower() for c in rows[0]]
     col = {name: header.index(name) for name in header}
-    if "label" not in col:
+    if "label" not in col and classes is not None:
         raise AnnotationError(f"{path}:1: Kinetics CSV without a 'label' column cannot be used for {split}: {','.join(rows[0])}")
     for lineno, row in enumerate(rows[1:], start=2):
         if not row or all(not c.strip() for c in row):
@@ -128,12 +163,12 @@ def _read_kinetics_csv(path: str, root: str, classes: List[str], split: str) -> 
         if len(row) != len(header):
             raise AnnotationError(f"{path}:{lineno}: expected {len(header)} columns ({','.join(header)}), "
                                   f"got {len(row)}: {text!r}")
-        label, yid = row[col["label"]].strip(), row[col["youtube_id"]].strip()
+        label, yid = row[col["label"]].strip() if "label" in col else "", row[col["youtube_id"]].strip()
         try:
             start, end = int(float(row[col["time_start"]])), int(float(row[col["time_end"]]))
         except ValueError:
             raise AnnotationError(f"{path}:{lineno}: time_start/time_end must be numbers: {text!r}") from None
-        if label not in label_of:
+        if classes is not None and label not in label_of:
             raise AnnotationError(f"{path}:{lineno}: unknown label {label!r} (not in the class list): {text!r}")
         stem = f"{yid}_{start:06d}_{end:06d}"
         candidates = index.get(stem, [])
@@ -144,13 +179,15 @@ def _read_kinetics_csv(path: str, root: str, classes: List[str], split: str) -> 
         parent = {os.path.basename(os.path.dirname(c)): c for c in candidates}
         row_split = row[col["split"]].strip() if "split" in col else split
         chosen = parent.get(row_split) or parent.get(label) or candidates[0]
-        videos.append((chosen, label_of[label]))
-    return Annotations(videos, classes, missing, path, "kinetics_csv")
+        rows_out.append((chosen, label_of.get(label, -1), lineno))
+    videos, duplicates = _unique(path, rows_out, classes or [])
+    return Annotations(videos, classes or [], missing, path, "kinetics_csv", duplicates)
 
 
-def _read_list(path: str, root: str, classes: Optional[List[str]]) -> Annotations:
+def _read_list(path: str, root: str, classes: Optional[List[str]], labels: bool = True) -> Annotations:
+    """``labels`` False: the label column is not checked (feature extraction)."""
     entries, missing = [], []
-    with open(path, "r", encoding="utf-8") as f:
+    with open(path, "r", encoding=ENCODING) as f:
         lines = f.read().splitlines()
     for lineno, line in enumerate(lines, start=1):
         text = line.strip()
@@ -161,21 +198,22 @@ def _read_list(path: str, root: str, classes: Optional[List[str]]) -> Annotation
             raise AnnotationError(f"{path}:{lineno}: expected '<path> <label index>': {line!r}")
         rel, label = parts[0].strip(), parts[1].strip()
         try:
-            index = int(label)
+            index = int(label) if labels else -1
         except ValueError:
             raise AnnotationError(f"{path}:{lineno}: label index {label!r} is not an integer: {line!r}") from None
-        if index < 0 or (classes is not None and index >= len(classes)):
+        if labels and (index < 0 or (classes is not None and index >= len(classes))):
             bound = f"[0, {len(classes) - 1}]" if classes is not None else ">= 0"
             raise AnnotationError(f"{path}:{lineno}: label index {index} out of range {bound}: {line!r}")
         full = resolve(root, rel)
         if os.path.isfile(full):
-            entries.append((full, index))
+            entries.append((full, index, lineno))
         else:
             missing.append(f"{path}:{lineno}: {rel} ({index})")
     if classes is None:
-        top = max([i for _, i in entries], default=-1)
+        top = max([i for _, i, _ in entries], default=-1)
         classes = [str(i) for i in range(top + 1)]
-    return Annotations(entries, classes, missing, path, "list")
+    videos, duplicates = _unique(path, entries, classes)
+    return Annotations(videos, classes, missing, path, "list", duplicates)
 
 
 def _read_folders(path: str, classes: List[str]) -> Annotations:
@@ -194,7 +232,7 @@ def _read_folders(path: str, classes: List[str]) -> Annotations:
 
 
 def read_annotations(root: str, split_file: str, train_split: str, classes_file: str = "",
-                     split: str = "train") -> Annotations:
+                     split: str = "train", labels: bool = True) -> Annotations:
     """Read one split.
 
     Args:
@@ -202,17 +240,26 @@ def read_annotations(root: str, split_file: str, train_split: str, classes_file:
         split_file: this split's annotation file or folder.
         train_split: the training split (defines the classes when no ``classes_file``).
         classes_file: ``data.classes_file`` ("" = derive from the training split).
+        labels: False when only the videos matter (feature extraction): no class list is read,
+            labels are not checked and every video gets label -1.
     """
     path = resolve(root, split_file)
     if not os.path.exists(path):
         raise FileNotFoundError(f"annotation file or folder not found: {path}")
-    classes = read_classes_file(resolve(root, classes_file)) if classes_file else default_classes(root, train_split)
+    classes = None
+    if labels:
+        classes = read_classes_file(resolve(root, classes_file)) if classes_file else default_classes(root, train_split)
     if os.path.isdir(path):
         if classes is None:
             classes = sorted(d for d in os.listdir(path) if os.path.isdir(os.path.join(path, d)))
-        return _read_folders(path, classes)
-    if _is_kinetics_csv(path):
-        if classes is None:
+        ann = _read_folders(path, classes)
+    elif _is_kinetics_csv(path):
+        if classes is None and labels:
             raise AnnotationError(f"{path}: Kinetics CSV needs data.classes_file or a Kinetics CSV training split")
-        return _read_kinetics_csv(path, root, classes, split)
-    return _read_list(path, root, classes)
+        ann = _read_kinetics_csv(path, root, classes, split)
+    else:
+        ann = _read_list(path, root, classes, labels)
+    if ann.duplicates:
+        shown = "; ".join(ann.duplicates[:3]) + (" ..." if len(ann.duplicates) > 3 else "")
+        log.warning("%s: %d duplicate rows ignored (each video counts once): %s", path, len(ann.duplicates), shown)
+    return ann

@@ -1,12 +1,15 @@
 """Open a video and read frames by index: decord first, PyAV once as a fallback.
 
-``open_video(path, num_threads) -> Video`` with ``.fps``, ``.num_frames`` and
-``.get_frames(indices) -> uint8 (T, H, W, 3)``. Guards against known decord failure modes:
+``open_video(path, num_threads) -> Video`` with ``.fps``, ``.num_frames``, ``.declared_frames`` and
+``.get_frames(indices) -> uint8 (T, H, W, 3)``. Frames that do not decode are never returned:
 
-* a container that over-reports its frame count (a truncated ``faststart`` mp4, a patched AVI
-  header): decord's ``len()`` is the header's count, and ``get_batch`` past the last real packet
-  can loop forever. ``num_frames`` is clamped to the packets decord actually indexed, and every
-  index is clamped to ``[0, num_frames - 1]`` before ``get_batch``.
+* a file cut short (a truncated download; a ``faststart`` mp4 keeps its full index) or a header
+  that over-reports its frame count: decord's ``len()`` exceeds the packets it indexed (and
+  ``get_batch`` past the last real packet can loop forever), so such a file is read with PyAV,
+  which stops at the first damaged packet. Asking for a frame past the frames that really decode
+  raises :class:`TruncatedVideoError` with the count that does decode (``num_frames`` becomes it);
+  callers lay their clips out again over those frames or count the video as broken.
+  ``declared_frames`` keeps the container's claim (WebM/MKV: its DURATION tag times the fps).
 * a hang inside the decoder: each read runs in a helper thread with a time limit
   (``timeout``); past it the read is abandoned and the video counts as broken.
 * any decord error on open or read: PyAV is tried once for that video; if it fails too, a
@@ -46,6 +49,20 @@ class DecodeError(RuntimeError):
     def __init__(self, path: str, reason: str):
         super().__init__(f"{path}: {reason}")
         self.path, self.reason = path, reason
+
+
+class TruncatedVideoError(DecodeError):
+    """Frames were asked for past the frames that really decode: only ``decoded_frames`` of the
+    ``declared_frames`` the container declares decode (frames ``0 .. decoded_frames - 1``)."""
+
+    def __init__(self, path: str, decoded_frames: int, declared_frames: int, fps: float):
+        self.decoded_frames, self.declared_frames, self.fps = int(decoded_frames), int(declared_frames), float(fps)
+        super().__init__(path, f"truncated: only {self.lost()}")
+
+    def lost(self) -> str:
+        """``"61 of 150 declared frames decode (2.03 s of 5.00 s)"``."""
+        return (f"{self.decoded_frames} of {self.declared_frames} declared frames decode "
+                f"({self.decoded_frames / self.fps:.2f} s of {self.declared_frames / self.fps:.2f} s)")
 
 
 # ----------------------------------------------------------------------------- time-limited calls
@@ -136,10 +153,13 @@ class _DecordReader:
         except Exception as e:  # decord raises DECORDError, AssertionError, RuntimeError, IndexError...
             error = DecodeError(path, f"decord cannot open: {_short(e)}")
         if error is None:
-            self.reported_frames = reported
-            self.num_frames = min(reported, indexed)  # over-reported headers: trust the indexed packets
+            self.reported_frames = self.declared_frames = reported
+            self.num_frames = min(reported, indexed)
             if self.num_frames <= 0:
                 error = DecodeError(path, "decord: no frames")
+            elif indexed < reported:  # cut short, or an over-reporting header: PyAV finds the real end
+                error = DecodeError(path, f"decord: the container declares {reported} frames, "
+                                          f"only {indexed} packets are indexed")
             elif not np.isfinite(self.fps) or self.fps <= 0:
                 error = DecodeError(path, f"decord: invalid frame rate {self.fps}")
         if error is not None:
@@ -170,94 +190,10 @@ class _DecordReader:
         _free_decord(vr)
 
 
-class PyAVReader:
-    """PyAV reader that decodes sequentially from the keyframe before the clip start.
+def _pyav_reader(path: str, timeout: Optional[float]):
+    from videoattn.data.pyav_reader import PyAVReader  # its own module; it uses the errors above
 
-    The decord fallback (and ``data.decoding_backend: pyav``). Unlike PySlowFast's PyAV path it
-    converts only the sampled frames to RGB, and lets the decoder drop non-reference frames before
-    the clip start undecoded. Frames are matched to indices by their timestamps.
-    """
-
-    backend = "pyav"
-
-    def __init__(self, path: str, timeout: Optional[float] = None):
-        self.path, self.timeout = path, timeout
-        try:
-            self._container = av.open(path)
-            stream = self._container.streams.video[0]
-        except Exception as e:
-            raise DecodeError(path, f"pyav cannot open: {_short(e)}") from None
-        stream.thread_type = "NONE"  # no FFmpeg decoder threads: clips are short, and workers are forked
-        stream.codec_context.thread_count = 1
-        self._stream = stream
-        rate = stream.average_rate or stream.guessed_rate
-        self.fps = float(rate) if rate else 0.0
-        if self.fps <= 0:
-            raise DecodeError(path, "pyav: unknown frame rate")
-        count = stream.frames
-        if count <= 0 and stream.duration and stream.time_base:
-            count = int(stream.duration * stream.time_base * self.fps)
-        if count <= 0 and self._container.duration:
-            count = int(self._container.duration / av.time_base * self.fps)
-        self.num_frames = self.reported_frames = int(count)
-        if self.num_frames <= 0:
-            raise DecodeError(path, "pyav: no frames")
-        self._start = stream.start_time or 0
-
-    def _index(self, pts: Optional[int]) -> int:
-        if pts is None:
-            return -1
-        return int(round(float((pts - self._start) * self._stream.time_base) * self.fps))
-
-    def _decode(self, idx: list) -> np.ndarray:
-        first, last = idx[0] if idx else 0, max(idx)
-        target_pts = self._start + int(first / self.fps / self._stream.time_base)
-        self._container.seek(max(target_pts, self._start), stream=self._stream, backward=True, any_frame=False)
-        codec = self._stream.codec_context
-        got: dict = {}
-        previous = None
-        try:
-            for packet in self._container.demux(self._stream):  # the last packet is empty: it flushes
-                # Before the clip (less one frame of timestamp rounding) frames only matter as
-                # references: the decoder may drop the others undecoded (B-frames, mostly).
-                pre_roll = packet.pts is not None and self._index(packet.pts) < first - 1
-                codec.skip_frame = "NONREF" if pre_roll else "DEFAULT"
-                try:
-                    frames = codec.decode(packet)
-                except av.error.FFmpegError:  # truncated / corrupt tail: keep what decoded (clamped below)
-                    if got or previous is not None:
-                        break
-                    raise
-                for frame in frames:
-                    i = self._index(frame.pts)
-                    if i < first:
-                        previous = frame
-                        continue
-                    got[i] = frame.to_ndarray(format="rgb24", threads=1)
-                if got and max(got) >= last:
-                    break
-        finally:
-            codec.skip_frame = "DEFAULT"
-        if not got and previous is not None:
-            got[self._index(previous.pts)] = previous.to_ndarray(format="rgb24", threads=1)
-        if not got:
-            raise DecodeError(self.path, "pyav: no decodable frames")
-        keys = np.array(sorted(got))
-        # nearest decoded frame at or before each index (repeats the last frame past the real end)
-        pos = np.clip(np.searchsorted(keys, idx, side="right") - 1, 0, len(keys) - 1)
-        return np.stack([got[int(keys[p])] for p in pos])
-
-    def get_frames(self, indices: Sequence[int]) -> torch.Tensor:
-        idx = np.clip(np.asarray(indices, dtype=np.int64), 0, self.num_frames - 1).tolist()
-        try:
-            return torch.from_numpy(run_with_timeout(lambda: self._decode(idx), self.timeout, "decode", self.path))
-        except DecodeError:
-            raise
-        except Exception as e:
-            raise DecodeError(self.path, f"pyav cannot decode: {_short(e)}") from None
-
-    def close(self) -> None:
-        self._container.close()
+    return PyAVReader(path, timeout)
 
 
 class Video:
@@ -265,7 +201,9 @@ class Video:
 
     Attributes:
         fps: frames per second of the video.
-        num_frames: frames really available (over-reported container counts are clamped).
+        num_frames: frames available; lowered to the frames that really decode once a read
+            raised :class:`TruncatedVideoError`.
+        declared_frames: frames the container declares (more than ``num_frames``: cut short).
         backend: "decord" or "pyav" (the reader in use).
     """
 
@@ -273,8 +211,9 @@ class Video:
         self.path, self._threads, self._timeout = path, num_threads, timeout
         self._fell_back = backend == "pyav"
         self._errors: list = []
+        self._declared: Optional[int] = None
         if backend == "pyav":
-            self._reader = PyAVReader(path, timeout)
+            self._reader = _pyav_reader(path, timeout)
             return
         try:
             self._reader = _DecordReader(path, num_threads, timeout)
@@ -289,7 +228,7 @@ class Video:
             raise DecodeError(self.path, "; ".join(self._errors))
         self._fell_back = True
         try:
-            self._reader = PyAVReader(self.path, self._timeout)
+            self._reader = _pyav_reader(self.path, self._timeout)
         except DecodeError as e:
             self._errors.append(e.reason)
             raise DecodeError(self.path, "; ".join(self._errors)) from None
@@ -303,17 +242,45 @@ class Video:
         return self._reader.num_frames
 
     @property
+    def declared_frames(self) -> int:
+        """The container's frame count. decord counts the packets it indexed, which for a file cut
+        short (WebM/MKV, AVI) is what is left: the header is asked (once) to tell, and a video that
+        declares more frames than decord indexed is read with PyAV from then on (it stops at a
+        damaged last packet, where decord would conceal the damage)."""
+        if self._declared is None:
+            self._declared = self._reader.declared_frames
+            if self._reader.backend == "decord":
+                try:
+                    from videoattn.data.pyav_reader import declared_count
+
+                    with av.open(self.path) as container:
+                        self._declared = max(self._declared, declared_count(container, self.fps))
+                except Exception:  # decord read it; the header probe is only a cross-check
+                    pass
+                if self._declared > self.num_frames:
+                    self._fallback(DecodeError(self.path, f"decord indexed {self.num_frames} of "
+                                                          f"{self._declared} declared frames"))
+        return self._declared
+
+    @property
     def backend(self) -> str:
         return self._reader.backend
 
     def get_frames(self, indices: Sequence[int]) -> torch.Tensor:
-        """Frames at ``indices`` (clamped to the video) -> uint8 (T, H, W, 3)."""
+        """Frames at ``indices`` (at most ``num_frames - 1``) -> uint8 (T, H, W, 3);
+        :class:`TruncatedVideoError` if one lies past the frames that really decode."""
+        if len(indices) and max(indices) >= self.num_frames:
+            self.declared_frames  # noqa: B018 -- a file cut short switches to PyAV here, which refuses
         try:
             return self._reader.get_frames(indices)
+        except TruncatedVideoError:
+            raise
         except DecodeError as e:
             self._fallback(e)
             try:
                 return self._reader.get_frames(indices)
+            except TruncatedVideoError:
+                raise
             except DecodeError as e2:
                 self._errors.append(e2.reason)
                 raise DecodeError(self.path, "; ".join(self._errors)) from None

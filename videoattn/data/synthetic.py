@@ -264,12 +264,42 @@ def make_synthetic_dataset(out_dir: str, num_classes: int = 8, train_per_class: 
 
 
 def make_indexed_video(path: str, num_frames: int, fps: int, width: int = 96, height: int = 64,
-                       codec: Optional[str] = None, options: Optional[Dict[str, str]] = None) -> None:
-    """A video whose frame i carries i as a barcode (see :func:`read_frame_index`); for seek tests."""
+                       codec: Optional[str] = None, options: Optional[Dict[str, str]] = None,
+                       container_options: Optional[Dict[str, str]] = None) -> None:
+    """A video whose frame i carries i as a barcode (see :func:`read_frame_index`); for seek tests.
+    ``container_options``: muxer options, e.g. ``{"movflags": "+faststart"}`` (mp4 index first)."""
     rng = np.random.default_rng(num_frames)
     frames = np.empty((num_frames, height, width, 3), np.uint8)
     frames[:] = rng.integers(60, 200, size=(1, height, width, 3))
     for i in range(num_frames):
         frames[i, INDEX_CELL * 2:, :] = (frames[i, INDEX_CELL * 2:, :].astype(int) + 3 * i) % 256  # moving content
         draw_frame_index(frames[i], i)
-    encode_video(path, frames, fps, codec, options)
+    encode_video(path, frames, fps, codec, options, container_options)
+
+
+def cut_file(src: str, dst: str, fraction: float) -> None:
+    """Copy the first ``fraction`` of the bytes of ``src`` to ``dst``: a download cut short."""
+    with open(src, "rb") as f:
+        data = f.read()
+    with open(dst, "wb") as f:
+        f.write(data[: int(len(data) * fraction)])
+
+
+def decodable_indexed_frames(path: str) -> int:
+    """How many frames of an indexed video (:func:`make_indexed_video`) decode, counted plainly:
+    every packet through PyAV's decoder (errors skipped), then the first index whose barcode never
+    shows. A reference for tests of the readers (independent of :mod:`videoattn.data.decoding`)."""
+    import av
+
+    seen = set()
+    with av.open(path) as container:
+        stream = container.streams.video[0]
+        for packet in container.demux(stream):
+            try:
+                seen.update(read_frame_index(f.to_ndarray(format="rgb24")) for f in stream.codec_context.decode(packet))
+            except av.error.FFmpegError:
+                pass
+    n = 0
+    while n in seen:
+        n += 1
+    return n

@@ -4,12 +4,18 @@ Each video is cut into windows of ``data.num_frames x data.sampling_rate`` frame
 ``data.target_fps`` (PySlowFast's clip), every ``features.stride_seconds`` (or
 ``features.stride_frames`` at target fps; default: one window length). Each window goes through
 the test-time transform (``features.num_spatial_crops`` crops, optionally averaged) and
-``model.extract(x, features.layer)``. Per video (``<id>`` = file stem, made unique)::
+``model.extract(x, features.layer)``. Per video (``<id>``: see :func:`video_ids`)::
 
     DIR/<id>.npy    (num_windows, D) or (num_windows, crops, D) without crop averaging
-    DIR/<id>.json   path, fps, duration, window starts/ends in seconds, frame indices, layer, dtype
+    DIR/<id>.json   path, fps, duration (decoded and declared), window starts/ends in seconds,
+                    frame indices, samples repeating the last frame per window, layer, dtype
     DIR/index.csv   one row per finished video (rank 0, after all ranks finished)
-    DIR/failed.csv  videos that could not be decoded this run, with the reason
+    DIR/failed.csv  videos that could not be decoded this run (and missing ones), with the reason
+    DIR/truncated.csv  finished videos cut short: features cover only the frames that decode
+
+A video shorter than one window gets one window repeating its last frame (``repeated_samples``
+in its ``.json``); a video cut short (it declares more frames than decode) gets only the whole
+windows of its decodable frames and a row in ``truncated.csv`` saying how much was lost.
 
 Files are written atomically, the ``.json`` before the ``.npy``: a video is done iff its ``.npy``
 exists, so a killed run leaves no partial file and a re-run does only what is missing.
@@ -19,9 +25,11 @@ from __future__ import annotations
 
 import sys
 import glob
+import hashlib
 import json
 import logging
 import os
+from collections import Counter
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
@@ -30,33 +38,62 @@ from omegaconf import DictConfig
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from videoattn.data.annotations import VIDEO_EXTENSIONS
+from videoattn.data.annotations import ENCODING, VIDEO_EXTENSIONS
 from videoattn.engine.distributed import all_gather_object, barrier, get_rank, get_world_size, is_main_process
 from videoattn.engine.report import csv_text
 from videoattn.engine.windows import Window, WindowStream
 from videoattn.utils.io import atomic_path, atomic_write_text
+from videoattn.utils.walk import walk_files
 
 log = logging.getLogger(__name__)
 
 FAULT_ENV = "VIDEOATTN_FAULT_KILL_AFTER"   # test hook: SIGKILL this process while writing video N+1
 INDEX_COLUMNS = ["video", "path", "num_windows", "fps", "duration_s", "window_s", "stride_s", "feature_shape",
                  "dtype", "layer", "features", "windows"]
+TRUNCATED_COLUMNS = ["video", "path", "decoded_frames", "declared_frames", "decoded_s", "declared_s", "num_windows"]
 
 
 def video_ids(paths: Sequence[str]) -> List[str]:
-    """File stems, unique: stems that collide are replaced by the path below the common folder
-    with separators turned into ``__``."""
-    stems = [os.path.splitext(os.path.basename(p))[0] for p in paths]
-    if len(set(stems)) == len(stems):
-        return stems
-    common = os.path.commonpath([os.path.abspath(p) for p in paths]) if len(paths) > 1 else ""
-    out = []
-    for p, s in zip(paths, stems):
-        if stems.count(s) == 1:
-            out.append(s)
-        else:
-            rel = os.path.splitext(os.path.relpath(os.path.abspath(p), common))[0]
-            out.append(rel.replace(os.sep, "__"))
+    """One output name per input path, unique; a function of the whole list only, so every rank
+    and every re-run of the same input agree.
+
+    The file stem; where stems collide, the path below the inputs' common folder with separators
+    turned into ``__``; where those collide too (``x.mp4`` next to ``x.avi``), with the extension
+    (``x_avi``); where even that collides, with 8 hex digits of the SHA-1 of the absolute path.
+    """
+    absolute = [os.path.abspath(p) for p in paths]
+    common = os.path.commonpath(absolute) if len(paths) > 1 else ""
+
+    def below(p: str) -> str:
+        return os.path.relpath(p, common) if common and p != common else os.path.basename(p)
+
+    levels = [lambda p: os.path.splitext(os.path.basename(p))[0],
+              lambda p: os.path.splitext(below(p))[0].replace(os.sep, "__"),
+              lambda p: below(p).replace(os.sep, "__").replace(".", "_"),
+              lambda p: below(p).replace(os.sep, "__").replace(".", "_") + "-" + hashlib.sha1(p.encode()).hexdigest()[:8]]
+    ids = [levels[0](p) for p in absolute]
+    for level in levels[1:]:
+        counts = Counter(ids)
+        if len(counts) == len(ids):
+            break
+        ids = [level(p) if counts[i] > 1 else i for p, i in zip(absolute, ids)]
+    if len(set(ids)) != len(ids):
+        dup = [p for p, i in zip(paths, ids) if ids.count(i) > 1]
+        raise ValueError(f"inputs name the same file more than once: {dup[:4]}")
+    return ids
+
+
+def _unique_paths(paths: Sequence[str]) -> List[str]:
+    """``paths`` without repeats of one file (by real path), keeping the first; warns with the count."""
+    seen, out = set(), []
+    for p in paths:
+        key = os.path.realpath(p)
+        if key not in seen:
+            seen.add(key)
+            out.append(p)
+    if len(out) < len(paths):
+        log.warning("features: %d inputs name a video listed before; each video is extracted once",
+                    len(paths) - len(out))
     return out
 
 
@@ -64,31 +101,43 @@ def list_inputs(cfg: DictConfig, source: str) -> Tuple[List[str], List[str]]:
     """``(video paths, missing paths)`` from a video file, a folder (recursive) or a list file.
 
     A list file is either one video path per line, or anything the dataset reads for a split
-    (Kinetics CSV, PySlowFast list), resolved against ``data.root`` as in training.
+    (Kinetics CSV, PySlowFast list), resolved against ``data.root`` as in training; labels are
+    not read (no class list is needed). Each video is listed once.
     """
     if os.path.isdir(source):
-        found = [p for p in glob.glob(os.path.join(source, "**", "*"), recursive=True)
-                 if p.lower().endswith(VIDEO_EXTENSIONS) and os.path.isfile(p)]
-        return sorted(found), []
+        found = [p for p in walk_files(source) if p.lower().endswith(VIDEO_EXTENSIONS)]
+        return _unique_paths(sorted(found)), []
     if source.lower().endswith(VIDEO_EXTENSIONS):
         return ([source], []) if os.path.isfile(source) else ([], [source])
     if not os.path.isfile(source):
         raise FileNotFoundError(f"--input {source}: no such video, folder or list file")
-    with open(source, encoding="utf-8") as f:
+    with open(source, encoding=ENCODING) as f:
         lines = [ln.strip() for ln in f if ln.strip()]
     if lines and all(ln.lower().endswith(VIDEO_EXTENSIONS) for ln in lines):
         base = os.path.dirname(os.path.abspath(source))
         paths = [ln if os.path.isabs(ln) or os.path.exists(ln) else os.path.join(base, ln) for ln in lines]
-        return [p for p in paths if os.path.isfile(p)], [p for p in paths if not os.path.isfile(p)]
+        return _unique_paths([p for p in paths if os.path.isfile(p)]), [p for p in paths if not os.path.isfile(p)]
     from videoattn.data import read_annotations
 
     d = cfg.data
-    ann = read_annotations(d.root, os.path.abspath(source), d.train_split, d.classes_file, "test")
+    ann = read_annotations(d.root, os.path.abspath(source), d.train_split, d.classes_file, "test", labels=False)
     return [v[0] for v in ann.videos], list(ann.missing)
 
 
-def _done(out_dir: str, vid: str) -> bool:
-    return os.path.isfile(os.path.join(out_dir, vid + ".npy")) and os.path.isfile(os.path.join(out_dir, vid + ".json"))
+def _finished(out_dir: str, vid: str) -> Optional[dict]:
+    """The ``.json`` of a finished video ``vid`` (its ``.npy`` and ``.json`` both exist), else None."""
+    npy, meta = os.path.join(out_dir, vid + ".npy"), os.path.join(out_dir, vid + ".json")
+    if not (os.path.isfile(npy) and os.path.isfile(meta)):
+        return None
+    try:
+        with open(meta, encoding="utf-8") as f:
+            return json.load(f)
+    except (OSError, ValueError):
+        return None
+
+
+def _same_file(a: str, b: str) -> bool:
+    return os.path.realpath(a) == os.path.realpath(b)
 
 
 def _remove_stale_temps(out_dir: str, vid: str) -> None:
@@ -105,13 +154,14 @@ def _maybe_die(count: int) -> None:
         os.kill(os.getpid(), signal.SIGKILL)
 
 
-def _save_video(out_dir: str, vid: str, path: str, win: Window, feats: np.ndarray, cfg: DictConfig,
+def _save_video(out_dir: str, vid: str, path: str, win: Window, declared: int, feats: np.ndarray, cfg: DictConfig,
                 count: int) -> dict:
     meta = {"video": vid, "path": path, "fps": win.fps, "num_video_frames": win.num_frames,
-            "duration_s": win.num_frames / win.fps, "window_s": win.window_s, "stride_s": win.stride_s,
+            "duration_s": win.num_frames / win.fps, "declared_frames": declared, "declared_duration_s": declared / win.fps,
+            "truncated": declared > win.num_frames, "window_s": win.window_s, "stride_s": win.stride_s,
             "num_windows": len(win.starts), "starts_s": win.starts, "ends_s": win.ends,
-            "frame_indices": win.indices, "layer": cfg.features.layer, "dtype": cfg.features.dtype,
-            "feature_shape": list(feats.shape)}
+            "frame_indices": win.indices, "repeated_samples": win.repeated, "layer": cfg.features.layer,
+            "dtype": cfg.features.dtype, "feature_shape": list(feats.shape)}
     atomic_write_text(os.path.join(out_dir, vid + ".json"), json.dumps(meta) + "\n")
     with atomic_path(os.path.join(out_dir, vid + ".npy")) as tmp:
         with open(tmp, "wb") as f:
@@ -124,6 +174,13 @@ def _index_row(meta: dict) -> list:
     return [meta["video"], meta["path"], meta["num_windows"], f"{meta['fps']:.6g}", f"{meta['duration_s']:.6f}",
             f"{meta['window_s']:.6f}", f"{meta['stride_s']:.6f}", "x".join(map(str, meta["feature_shape"])),
             meta["dtype"], meta["layer"], meta["video"] + ".npy", meta["video"] + ".json"]
+
+
+def _truncated_row(meta: dict) -> Optional[list]:
+    if not meta.get("truncated"):
+        return None
+    return [meta["video"], meta["path"], meta["num_video_frames"], meta["declared_frames"],
+            f"{meta['duration_s']:.3f}", f"{meta['declared_duration_s']:.3f}", meta["num_windows"]]
 
 
 @torch.inference_mode()
@@ -164,15 +221,7 @@ def extract_features(cfg: DictConfig, source: str, out_dir: str, checkpoint_path
     paths, missing = list_inputs(cfg, source)
     ids = video_ids(paths)
     os.makedirs(out_dir, exist_ok=True)
-    rank, world = get_rank(), get_world_size()
-    todo, skipped = [], 0
-    for k in range(rank, len(paths), world):              # this rank's shard
-        _remove_stale_temps(out_dir, ids[k])
-        if _done(out_dir, ids[k]):
-            skipped += 1
-        else:
-            todo.append((k, paths[k]))
-    failed: Dict[int, str] = {}
+    todo, skipped, failed = _plan(out_dir, ids, paths)
     pending: Dict[int, List[torch.Tensor]] = {}
     written = 0
     bar = tqdm(total=len(todo), desc="features", unit="video", dynamic_ncols=True,
@@ -184,31 +233,59 @@ def extract_features(cfg: DictConfig, source: str, out_dir: str, checkpoint_path
             failed[k] = item["error"]
             pending.pop(k, None)
             bar.update(1)
-            continue
-        pending.setdefault(k, []).append(_features(model, item, cfg, info.device))
-        if item["chunk"] == item["num_chunks"] - 1:
+        elif "done" in item:
+            feats = _finish(pending.pop(k), cfg)
+            assert feats.shape[0] == len(item["window"].starts), (paths[k], feats.shape)
             written += 1
-            _save_video(out_dir, ids[k], paths[k], item["window"], _finish(pending.pop(k), cfg), cfg, written)
+            _save_video(out_dir, ids[k], paths[k], item["window"], item["declared_frames"], feats, cfg, written)
             bar.update(1)
+        else:
+            pending.setdefault(k, []).append(_features(model, item, cfg, info.device))
     bar.close()
     gathered = all_gather_object((sorted(failed.items()), written, skipped))
-    summary = None
-    if is_main_process():
-        all_failed = sorted(f for g in gathered for f in g[0])
-        failed_set = {k for k, _ in all_failed}
-        rows = []
-        for k, vid in enumerate(ids):
-            if k not in failed_set and _done(out_dir, vid):
-                with open(os.path.join(out_dir, vid + ".json"), encoding="utf-8") as f:
-                    rows.append(_index_row(json.load(f)))
-        atomic_write_text(os.path.join(out_dir, "index.csv"), csv_text(INDEX_COLUMNS, rows))
-        fail_rows = [[ids[k], paths[k], reason] for k, reason in all_failed] + \
-                    [["", m, "missing: file not found"] for m in missing]
-        atomic_write_text(os.path.join(out_dir, "failed.csv"), csv_text(["video", "path", "reason"], fail_rows))
-        summary = {"num_videos": len(paths), "num_done": len(rows), "num_written": sum(g[1] for g in gathered),
-                   "num_skipped_done": sum(g[2] for g in gathered), "num_failed": len(fail_rows),
-                   "failed": fail_rows, "output": out_dir}
-        log.info("features: %d/%d videos done (%d written now, %d already there), %d failed -> %s",
-                 len(rows), len(paths), summary["num_written"], summary["num_skipped_done"], len(fail_rows), out_dir)
+    summary = _report(out_dir, ids, paths, missing, gathered) if is_main_process() else None
     barrier()
+    return summary
+
+
+def _plan(out_dir: str, ids: List[str], paths: List[str]) -> Tuple[List[Tuple[int, str]], int, Dict[int, str]]:
+    """This rank's shard: ``(videos to do, count already done, {k: reason} refused)``. Finished
+    files of another input under the same name (an earlier run) are never overwritten."""
+    todo, skipped, refused = [], 0, {}
+    for k in range(get_rank(), len(paths), get_world_size()):
+        _remove_stale_temps(out_dir, ids[k])
+        meta = _finished(out_dir, ids[k])
+        if meta is None:
+            todo.append((k, paths[k]))
+        elif _same_file(meta.get("path", ""), paths[k]):
+            skipped += 1
+        else:
+            refused[k] = (f"output name {ids[k]!r} already holds the features of {meta.get('path')} "
+                          f"(another input); not overwritten: use another --output")
+            log.warning("features: %s: %s", paths[k], refused[k])
+    return todo, skipped, refused
+
+
+def _report(out_dir: str, ids: List[str], paths: List[str], missing: List[str], gathered: list) -> Dict[str, object]:
+    """Rank 0: ``index.csv``, ``failed.csv``, ``truncated.csv`` and the summary (one log line)."""
+    all_failed = sorted(f for g in gathered for f in g[0])
+    failed_set = {k for k, _ in all_failed}
+    rows, short = [], []
+    for k, vid in enumerate(ids):
+        meta = None if k in failed_set else _finished(out_dir, vid)
+        if meta is not None:
+            rows.append(_index_row(meta))
+            short += [r for r in [_truncated_row(meta)] if r]
+    atomic_write_text(os.path.join(out_dir, "index.csv"), csv_text(INDEX_COLUMNS, rows))
+    atomic_write_text(os.path.join(out_dir, "truncated.csv"), csv_text(TRUNCATED_COLUMNS, short))
+    fail_rows = [[ids[k], paths[k], reason] for k, reason in all_failed] + \
+                [["", m, "missing: file not found"] for m in missing]
+    atomic_write_text(os.path.join(out_dir, "failed.csv"), csv_text(["video", "path", "reason"], fail_rows))
+    summary = {"num_videos": len(paths) + len(missing), "num_done": len(rows), "num_written": sum(g[1] for g in gathered),
+               "num_skipped_done": sum(g[2] for g in gathered), "num_failed": len(all_failed),
+               "num_missing": len(missing), "num_truncated": len(short), "failed": fail_rows, "output": out_dir}
+    log.info("features: %d of %d videos done (%d written now, %d already there), %d failed, %d missing%s -> %s",
+             len(rows), summary["num_videos"], summary["num_written"], summary["num_skipped_done"], len(all_failed),
+             len(missing), f"; {len(short)} cut short (features of the frames that decode: truncated.csv)"
+             if short else "", out_dir)
     return summary

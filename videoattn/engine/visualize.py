@@ -209,7 +209,8 @@ def render_gif(res: AttentionResult, path: str, fps: float = 4.0, dpi: int = 100
 def load_clip(cfg: DictConfig, video: str, start_s: Optional[float] = None) -> Tuple[torch.Tensor, List[float]]:
     """One test clip ``(3, T, H, W)`` (centre crop, normalised) of ``video`` and its frame times (s).
 
-    ``start_s`` None: the centre clip (as single-view testing samples it)."""
+    ``start_s`` None: the centre clip (as single-view testing samples it); past the video's end:
+    ValueError naming its duration."""
     from videoattn.data.decoding import config_backend, open_video
     from videoattn.data.sampling import clip_indices as centre_indices
     from videoattn.data.transforms import test_views
@@ -217,6 +218,9 @@ def load_clip(cfg: DictConfig, video: str, start_s: Optional[float] = None) -> T
 
     d = cfg.data
     reader = open_video(video, num_threads=d.decode_threads, backend=config_backend(cfg))
+    duration = reader.num_frames / reader.fps
+    if start_s is not None and not 0 <= start_s < duration:
+        raise ValueError(f"--start {start_s:g} s is outside {video} ({duration:.2f} s long)")
     if start_s is None:
         idx = centre_indices(reader.num_frames, reader.fps, d.num_frames, d.sampling_rate, d.target_fps,
                              clip_index=0, num_clips=1).tolist()
