@@ -15,5 +15,5 @@ SUITES = {"model": "model", "data": "data", "train": "train", "eval": "evaluatio
 if __name__ == "__main__":
     if len(sys.argv) < 2 or sys.argv[1] not in SUITES:
         sys.exit(f"usage: {sys.argv[0]} {{{'|'.join(SUITES)}}} [options]")
-    module = importlib.import_module(f"videoattn.benchmarks.{SUITES[sys.argv[1]]}")
+    module = importlib.import_module(f"benchmarks.{SUITES[sys.argv[1]]}")  # tools/benchmarks/
     sys.exit(module.main([sys.argv[1]] + sys.argv[2:]))

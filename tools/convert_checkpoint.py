@@ -16,7 +16,7 @@ import os
 import sys
 
 from videoattn.config import config_to_dict
-from videoattn.config.cli import add_trust_argument, config_parser, parse_config
+from videoattn.cli import add_trust_argument, config_parser, parse_config
 from videoattn.engine.checkpoint import make_checkpoint, save_checkpoint
 from videoattn.models import build_model
 from videoattn.models.convert import SOURCES, convert_file

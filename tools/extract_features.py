@@ -10,8 +10,8 @@ DIR/failed.csv; re-running skips finished videos. See videoattn/engine/extract.p
 import os
 import sys
 
-from videoattn.config.cli import add_checkpoint_argument, config_parser, exit_on_user_error, parse_config
-from videoattn.engine.distributed import distributed_run
+from videoattn.cli import add_checkpoint_argument, config_parser, exit_on_user_error, parse_config
+from videoattn.utils.distributed import distributed_run
 from videoattn.engine.extract import extract_features
 from videoattn.engine.logger import setup_logging
 

@@ -8,7 +8,7 @@ The clip is (1, 3, data.num_frames, data.train_crop_size, data.train_crop_size).
 """
 import sys
 
-from videoattn.config.cli import config_parser, parse_config
+from videoattn.cli import config_parser, parse_config
 from videoattn.models import build_model
 from videoattn.models.info import model_summary
 

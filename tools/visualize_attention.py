@@ -9,7 +9,7 @@ See videoattn/engine/visualize.py.
 """
 import sys
 
-from videoattn.config.cli import add_checkpoint_argument, config_parser, exit_on_user_error, parse_config
+from videoattn.cli import add_checkpoint_argument, config_parser, exit_on_user_error, parse_config
 from videoattn.engine.visualize import visualize_video
 
 

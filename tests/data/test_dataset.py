@@ -244,7 +244,7 @@ def test_shard_sampler_disjoint_no_padding(world):
 
 def test_per_process_batch_must_divide(synthetic_root, tmp_path, monkeypatch):
     assert per_process_batch(8, 2, "train.batch_size") == 4
-    import videoattn.engine.distributed as distributed
+    import videoattn.utils.distributed as distributed
     monkeypatch.setattr(distributed, "get_world_size", lambda: 3)
     with pytest.raises(ValueError, match="train.batch_size=4 must be a positive multiple .* \\(3\\)"):
         build_loader(small_cfg(synthetic_root, str(tmp_path)), "train")

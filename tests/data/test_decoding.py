@@ -1,6 +1,7 @@
 """decord decoding with guards: frame-accurate indices (webm/VP9 included), over-reported frame
 counts, decode time limit, PyAV fallback, broken files."""
 import os
+import sys
 import time
 
 import av
@@ -12,6 +13,8 @@ from videoattn.data import decoding
 from videoattn.data.decoding import DecodeError, TruncatedVideoError, open_video
 from videoattn.data.pyav_reader import PyAVReader
 from videoattn.data.synthetic import cut_file, decodable_indexed_frames, make_indexed_video
+
+TOOLS = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "tools")
 
 INDICES = [5, 80, 3, 40, 89, 0, 60, 61, 62, 17]
 
@@ -186,7 +189,8 @@ def test_real_decord_failure_width_72_falls_back_to_pyav(tmp_path):
 @pytest.mark.parametrize("name", ["h264.mp4", "vp9.webm", "mpeg4.avi"])
 def test_pyslowfast_baseline_reads_the_same_frames(indexed, name):
     """The data benchmark's PySlowFast baseline must decode the clip it is compared on."""
-    from videoattn.benchmarks.data import pyslowfast_pyav_clip
+    sys.path.insert(0, TOOLS)
+    from benchmarks.pyslowfast_decoder import pyslowfast_pyav_clip
 
     for idx in ([3, 11, 19, 27, 35, 43, 51, 59], [40, 48, 56, 64, 72, 80, 88, 89]):
         assert frame_indices(pyslowfast_pyav_clip(indexed[name], np.array(idx))) == idx

@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from videoattn.config import load_config
-from videoattn.engine.distributed import all_gather_object, init_distributed
+from videoattn.utils.distributed import all_gather_object, init_distributed
 from videoattn.engine.precise_bn import update_bn_stats
 from videoattn.engine.train import train, wrap_model
 from videoattn.models import build_model

@@ -10,7 +10,7 @@ import torch
 
 from videoattn.config import load_config
 from videoattn.data import build_loader
-from videoattn.engine.distributed import cleanup, init_distributed, is_main_process
+from videoattn.utils.distributed import cleanup, init_distributed, is_main_process
 from videoattn.engine.evaluate import evaluate_clips
 from videoattn.engine.inference import build_inference_model
 from videoattn.engine.metrics import AGGREGATIONS, VideoAggregator

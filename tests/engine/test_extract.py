@@ -11,7 +11,7 @@ import torch
 from evalkit import BROKEN_ID, check, make_eval_root, make_random_checkpoint, run, write_config
 from videoattn.config import load_config
 from videoattn.engine.extract import FAULT_ENV, list_inputs, video_ids
-from videoattn.engine.windows import stride_seconds, window_layout
+from videoattn.data.windows import stride_seconds, window_layout
 
 
 def test_window_layout_hand_computed():
@@ -301,7 +301,7 @@ def test_window_stream_keeps_whole_real_windows_of_a_file_cut_short(setup, tmp_p
     first chunk, a later one, or from the header (decord), the chunks sent are exactly the whole
     windows of the frames that decode (that those frames are real: test_decoding)."""
     from videoattn.data.synthetic import cut_file, decodable_indexed_frames, make_indexed_video
-    from videoattn.engine.windows import WindowStream
+    from videoattn.data.windows import WindowStream
 
     full, cut = str(tmp_path / f"full.{ext}"), str(tmp_path / f"cut.{ext}")
     make_indexed_video(full, 150, 30, container_options={"movflags": "+faststart"} if ext == "mp4" else None)

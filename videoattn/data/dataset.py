@@ -165,7 +165,7 @@ def build_dataset(cfg, split: str) -> VideoClipDataset:
     Missing files are announced once (on the main process) with their count and listed in
     ``<output_dir>/missing_videos_<split>.txt``; malformed annotation lines raise AnnotationError.
     """
-    from videoattn.engine.distributed import is_main_process
+    from videoattn.utils.distributed import is_main_process
 
     ann = read_annotations(cfg.data.root, split_file(cfg, split), cfg.data.train_split,
                            cfg.data.classes_file, split)

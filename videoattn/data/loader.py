@@ -93,7 +93,7 @@ def build_loader(cfg, split: str, dataset: Optional[VideoClipDataset] = None) ->
     no padding). Workers: ``data.num_workers`` (persistent, ``data.prefetch_factor``), pinned memory
     on CUDA if ``data.pin_memory``.
     """
-    from videoattn.engine.distributed import get_rank, get_world_size
+    from videoattn.utils.distributed import get_rank, get_world_size
 
     dataset = dataset if dataset is not None else build_dataset(cfg, split)
     rank, world = get_rank(), get_world_size()

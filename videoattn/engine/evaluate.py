@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from videoattn.data.loader import device_clips, unique_broken
-from videoattn.engine.distributed import all_gather_object, is_main_process
+from videoattn.utils.distributed import all_gather_object, is_main_process
 from videoattn.engine.inference import unwrap_model
 from videoattn.engine.metrics import (VideoAggregator, all_reduce_cpu, confusion_matrix, mean_class_accuracy,
                                       topk_correct)

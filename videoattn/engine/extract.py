@@ -39,9 +39,9 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from videoattn.data.annotations import ENCODING, VIDEO_EXTENSIONS
-from videoattn.engine.distributed import all_gather_object, barrier, get_rank, get_world_size, is_main_process
+from videoattn.utils.distributed import all_gather_object, barrier, get_rank, get_world_size, is_main_process
 from videoattn.engine.report import csv_text
-from videoattn.engine.windows import Window, WindowStream
+from videoattn.data.windows import Window, WindowStream
 from videoattn.utils.io import atomic_path, atomic_write_text
 from videoattn.utils.walk import walk_files
 
@@ -211,7 +211,7 @@ def extract_features(cfg: DictConfig, source: str, out_dir: str, checkpoint_path
     Weights: see :func:`videoattn.engine.inference.resolve_checkpoint` (``random_init``: none, benchmarks
     only; ``trust``: allow a checkpoint that needs full unpickling, ``--trust-checkpoint``).
     """
-    from videoattn.engine.distributed import init_distributed
+    from videoattn.utils.distributed import init_distributed
     from videoattn.engine.inference import build_inference_model
 
     if cfg.features.dtype not in ("float32", "float16"):

@@ -15,7 +15,7 @@ import torch.distributed as dist
 from torch import nn
 
 from videoattn.data.loader import device_clips
-from videoattn.engine.distributed import get_world_size
+from videoattn.utils.distributed import get_world_size
 
 logger = logging.getLogger(__name__)
 

@@ -13,7 +13,7 @@ from typing import Dict, Optional
 
 from omegaconf import DictConfig, OmegaConf
 
-from videoattn.engine.distributed import barrier, init_distributed, is_main_process
+from videoattn.utils.distributed import barrier, init_distributed, is_main_process
 from videoattn.engine.evaluate import score_multiview
 from videoattn.engine.inference import build_inference_model, check_num_classes, resolve_checkpoint
 from videoattn.engine.report import write_test_report

@@ -28,7 +28,7 @@ from videoattn.config import config_to_dict, save_config
 from videoattn.data.loader import device_clips, unique_broken
 from videoattn.engine import checkpoint as ckpt_lib
 from videoattn.engine.inference import check_num_classes, check_state_fits
-from videoattn.engine.distributed import (DistInfo, all_gather_object, all_reduce_mean, barrier,
+from videoattn.utils.distributed import (DistInfo, all_gather_object, all_reduce_mean, barrier,
                                           broadcast_object, distributed_run)
 from videoattn.engine.logger import MetricsWriter, Progress, setup_logging
 from videoattn.engine.precise_bn import update_bn_stats
@@ -336,7 +336,7 @@ def _save(model, optimizer, scheduler, scaler, cfg, info, epoch, global_step, be
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """``tools/train_net.py``: parse ``--config CFG [key=value ...]`` and train; 1 on a usage error."""
-    from videoattn.config.cli import add_trust_argument, config_parser, exit_on_user_error, parse_config
+    from videoattn.cli import add_trust_argument, config_parser, exit_on_user_error, parse_config
 
     parser = config_parser("Train a video model: one process, or one per device under torchrun "
                            "(torchrun --nproc_per_node=N tools/train_net.py --config CFG).")

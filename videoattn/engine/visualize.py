@@ -214,7 +214,7 @@ def load_clip(cfg: DictConfig, video: str, start_s: Optional[float] = None) -> T
     from videoattn.data.decoding import config_backend, open_video
     from videoattn.data.sampling import clip_indices as centre_indices
     from videoattn.data.transforms import test_views
-    from videoattn.engine.windows import clip_indices
+    from videoattn.data.windows import clip_indices
 
     d = cfg.data
     reader = open_video(video, num_threads=d.decode_threads, backend=config_backend(cfg))

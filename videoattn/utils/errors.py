@@ -2,4 +2,4 @@
 
 
 class OneLineError(RuntimeError):
-    """The tools print ``error: <message>`` and exit with status 1 (see ``videoattn.config.cli``)."""
+    """The tools print ``error: <message>`` and exit with status 1 (see ``videoattn.cli``)."""

@@ -33,6 +33,8 @@ from typing import List, Tuple
 
 import numpy as np
 
+from benchmarks.pyslowfast_decoder import pyslowfast_pyav_clip
+
 
 def _rss_mb(pids: List[int]) -> float:
     total = 0
@@ -66,36 +68,6 @@ def _pyav(clips) -> float:
         reader.get_frames(idx)
         reader.close()
     return len(clips) / (time.perf_counter() - start)
-
-
-def pyslowfast_pyav_clip(path: str, idx: np.ndarray) -> np.ndarray:
-    """One clip the way PySlowFast's default decoder reads it (``DATA.DECODING_BACKEND: pyav``).
-
-    Written from its documented behaviour: PyAV's default threading; seek 1,024 pts before the
-    clip start (keyframe, backward); decode sequentially, keeping every frame whose pts lies in
-    the clip's span plus the first one past it; convert *every* kept frame to RGB and stack them;
-    then pick the sampled frames. A stream without a duration is decoded whole. -> uint8 (T, H, W, 3)
-    """
-    import av
-
-    with av.open(path) as container:
-        stream = container.streams.video[0]
-        first, last = int(idx[0]), int(idx[-1])
-        if stream.duration and stream.frames:
-            pts_per_frame = stream.duration / stream.frames
-            start_pts, end_pts = int(first * pts_per_frame), int(last * pts_per_frame)
-        else:  # no duration in the header: PySlowFast decodes the whole video
-            start_pts, end_pts, first = 0, float("inf"), 0
-        container.seek(max(start_pts - 1024, 0), any_frame=False, backward=True, stream=stream)
-        kept = {}
-        for frame in container.decode(stream):
-            if frame.pts < start_pts:
-                continue
-            kept[frame.pts] = frame
-            if frame.pts > end_pts:
-                break
-        rgb = np.stack([kept[pts].to_rgb().to_ndarray() for pts in sorted(kept)])
-    return rgb[np.clip(idx - first, 0, len(rgb) - 1)]
 
 
 def _pyslowfast(clips) -> float:

@@ -72,6 +72,6 @@ def exit_on_user_error(distributed: bool = True, interrupted: str = "interrupted
         sys.exit(f"error: {e}")
     finally:
         if distributed:
-            from videoattn.engine.distributed import cleanup
+            from videoattn.utils.distributed import cleanup
 
             cleanup()

@@ -82,7 +82,7 @@ def _eval_row(cfg, iters: int) -> Dict[str, float]:
 
 def _features_row(cfg, source: str, iters: int, tmp: str) -> Dict[str, float]:
     from videoattn.engine import extract as ex
-    from videoattn.engine.windows import stride_seconds
+    from videoattn.data.windows import stride_seconds
     from videoattn.engine.inference import build_inference_model
 
     paths, _ = ex.list_inputs(cfg, source)

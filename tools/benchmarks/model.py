@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import copy
 import json
+import os
 import subprocess
 import sys
 import time
@@ -104,7 +105,8 @@ def _nl_memory_worker(spec: str) -> int:
 
 
 def _nl_memory(scope: str, variant: str, subsample: int, mode: str) -> float:
-    proc = subprocess.run([sys.executable, "-m", "videoattn.benchmarks.model", "model", "--nl-memory-worker",
+    proc = subprocess.run([sys.executable, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "benchmark.py"),
+                           "model", "--nl-memory-worker",
                            f"{scope},{variant},{subsample},{mode}"], capture_output=True, text=True, check=True)
     return json.loads(proc.stdout.strip().splitlines()[-1])["peak_mib"]
 
