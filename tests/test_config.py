@@ -1,14 +1,14 @@
-"""Config loading: schema defaults, presets, _base_ files, overrides, and file:line errors."""
+"""Config loading: schema defaults, _base_ files, overrides, file:line errors; and presets, which
+the model layer expands (videoattn.models.presets)."""
 import dataclasses
 import os
 import textwrap
 
 import pytest
-from omegaconf import OmegaConf
 
 from videoattn.config import ConfigError, config_from_dict, config_to_dict, load_config, save_config
 from videoattn.config.schema import Config
-from videoattn.models.presets import PRESETS
+from videoattn.models.presets import PRESETS, STANDARD, resolve_model_config
 
 
 def _write(tmp_path, name, text):
@@ -46,7 +46,9 @@ def test_preset_fills_model_keys_and_file_wins(tmp_path):
           cbam:
             reduction: 2
         """)
-    cfg = load_config(path)
+    loaded = load_config(path)
+    assert loaded.model.depth is None and loaded.model.cbam.reduction == 2   # the loader knows no presets
+    cfg = dataclasses.replace(loaded, model=resolve_model_config(loaded.model))
     preset = PRESETS["I3D_NL_CBAM_R18"]
     assert cfg.model.depth == preset["depth"]
     assert cfg.model.base_channels == preset["base_channels"]
@@ -54,6 +56,9 @@ def test_preset_fills_model_keys_and_file_wins(tmp_path):
     assert cfg.model.num_classes == 5
     assert cfg.model.cbam.reduction == 2        # file beats preset
     assert cfg.model.preset == "I3D_NL_CBAM_R18"
+    assert cfg.model.cbam.kernel_size == STANDARD["cbam"]["kernel_size"]   # neither file nor preset: standard
+    plain = resolve_model_config(load_config(None, ["model.depth=101"]).model)
+    assert (plain.depth, plain.base_channels, plain.temporal) == (101, 64, "i3d")
 
 
 def test_base_file_inheritance(tmp_path):
@@ -109,8 +114,8 @@ def test_wrong_type_names_key_and_line(tmp_path):
 
 
 def test_unknown_preset_and_malformed_yaml(tmp_path):
-    with pytest.raises(ConfigError, match="did you mean 'I3D_NL_R50'"):
-        load_config(None, ["model.preset=I3D_NL_R5"])
+    with pytest.raises(ValueError, match="did you mean 'I3D_NL_R50'"):
+        resolve_model_config(load_config(None, ["model.preset=I3D_NL_R5"]).model)
     bad = _write(tmp_path, "bad.yaml", "data:\n  root: [unclosed\n")
     with pytest.raises(ConfigError, match=f"{bad}:\\d+: malformed YAML"):
         load_config(bad)
@@ -129,8 +134,8 @@ def test_save_and_rebuild_round_trip(tmp_path):
 
 @pytest.mark.parametrize("name", sorted(PRESETS))
 def test_every_preset_is_valid(name):
-    cfg = load_config(None, [f"model.preset={name}"])
-    assert OmegaConf.select(cfg, "model.depth") == PRESETS[name]["depth"]
+    model = resolve_model_config(load_config(None, [f"model.preset={name}"]).model)
+    assert model.depth == PRESETS[name]["depth"] and None not in dataclasses.asdict(model).values()
 
 
 def test_shipped_yaml_configs_load():
@@ -210,6 +215,7 @@ def test_base_cycle_is_one_line_naming_the_cycle(tmp_path):
 
 @pytest.mark.parametrize("config_text, opts, message", [
     ("_base_: loop.yaml\n", [], "_base_ cycle: loop.yaml -> loop.yaml"),
+    ("model:\n  preset: I3D_NL_R5\n", [], "unknown model.preset 'I3D_NL_R5'; did you mean 'I3D_NL_R50'?"),
     ("model:\n  preset: I3D_NL_CBAM_R18\n", ["data.sampling_rate=0"],
      "override 'data.sampling_rate=0': data.sampling_rate=0 must be >= 1"),
 ])
@@ -222,6 +228,7 @@ def test_tool_exits_with_the_one_line(tmp_path, config_text, opts, message):
     proc = subprocess.run([sys.executable, "tools/train_net.py", "--config", path, f"output_dir={tmp_path}/out", *opts],
                           cwd=repo, env=dict(os.environ, PYTHONPATH=repo), capture_output=True, text=True, timeout=300)
     assert proc.returncode != 0 and "Traceback" not in proc.stderr
-    assert proc.stderr.strip().splitlines() == [f"config error: {path}: {message}" if "cycle" in message
-                                                else f"config error: {message}"]
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"config error: {path}: {message}" if "cycle" in message
+                                                   else f"config error: {message}"), lines
     assert not os.path.exists(f"{tmp_path}/out")

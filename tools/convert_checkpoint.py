@@ -32,7 +32,7 @@ def main(argv=None) -> int:
                         help="torchvision only: how 2D kernels fill the temporal axis")
     add_trust_argument(parser)
     args, cfg = parse_config(parser, argv)
-    model = build_model(cfg)
+    model = build_model(cfg.model)
     try:
         notes = convert_file(args.source, args.input, model, args.inflation, trust=args.trust_checkpoint)
     except (ValueError, KeyError, FileNotFoundError, CheckpointError) as e:

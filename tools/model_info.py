@@ -16,9 +16,9 @@ from videoattn.models.info import model_summary
 def main(argv=None) -> int:
     parser = config_parser(__doc__.splitlines()[0])
     args, cfg = parse_config(parser, argv)
-    model = build_model(cfg)
-    crop = int(cfg.data.train_crop_size)
-    info = model_summary(model, (1, 3, int(cfg.data.num_frames), crop, crop))
+    model = build_model(cfg.model)
+    crop = cfg.data.train_crop_size
+    info = model_summary(model, (1, 3, cfg.data.num_frames, crop, crop))
     name = cfg.model.preset or f"R{cfg.model.depth} {cfg.model.temporal}"
     print(f"model:   {name} (depth {cfg.model.depth}, base_channels {cfg.model.base_channels}, "
           f"{cfg.model.num_classes} classes)")

@@ -1,14 +1,36 @@
 #!/usr/bin/env python
-"""Train a video model.
+"""Train a video model: one process, or one per device under torchrun.
 
     python tools/train_net.py --config configs/synthetic/I3D_NL_CBAM_R18.yaml [key=value ...]
     torchrun --nproc_per_node=2 tools/train_net.py --config CFG [key=value ...]
 
 ``train.batch_size`` is the global batch over all processes; see videoattn/engine/train.py.
 """
+import os
 import sys
 
-from videoattn.engine.train import main
+from videoattn.cli import add_trust_argument, config_parser, exit_on_user_error, parse_config
+from videoattn.engine.train import train
+from videoattn.utils.serialization import CheckpointError
+
+
+def main(argv=None) -> int:
+    parser = config_parser("Train a video model: one process, or one per device under torchrun "
+                           "(torchrun --nproc_per_node=N tools/train_net.py --config CFG).")
+    add_trust_argument(parser)  # = train.trust_checkpoint=true
+    args, cfg = parse_config(parser, argv)
+    cfg.train.trust_checkpoint = cfg.train.trust_checkpoint or args.trust_checkpoint
+    if not cfg.train.enable:
+        print("train.enable=false: nothing to do")
+        return 0
+    with exit_on_user_error(distributed=False):  # locked/unwritable output_dir, disk full, timeout, Ctrl-C
+        try:
+            train(cfg)
+        except (ValueError, FloatingPointError, CheckpointError) as e:
+            print(f"error (rank {os.environ.get('RANK', '0')}): {type(e).__name__}: {e}", file=sys.stderr, flush=True)
+            return 1
+    return 0
+
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -1,16 +1,19 @@
-"""Shared command-line handling for tools/: ``--config CFG [key=value ...]``."""
+"""What every tool in ``tools/`` shares: ``--config CFG [key=value ...]`` parsing, the checkpoint
+arguments, and one-line exits on user errors (with process-group teardown)."""
 from __future__ import annotations
 
 import argparse
 import contextlib
 import sys
-from typing import Iterator, Optional, Sequence
+from typing import Iterator, Optional, Sequence, Tuple
 
-from omegaconf import DictConfig
-
-from videoattn.config.loader import ConfigError, load_config
+from videoattn.config import Config, ConfigError, load_config
+from videoattn.data.decoding import DecodeError
+from videoattn.models.presets import resolve_model_config
+from videoattn.utils.distributed import cleanup
 from videoattn.utils.errors import OneLineError
 from videoattn.utils.io import WriteError
+from videoattn.utils.serialization import CheckpointError
 
 
 def config_parser(description: str) -> argparse.ArgumentParser:
@@ -24,18 +27,20 @@ def config_parser(description: str) -> argparse.ArgumentParser:
 
 
 def parse_config(parser: argparse.ArgumentParser,
-                 argv: Optional[Sequence[str]] = None) -> tuple[argparse.Namespace, DictConfig]:
-    """Parse ``argv``; exit with a one-line message on a config error (no traceback)."""
+                 argv: Optional[Sequence[str]] = None) -> Tuple[argparse.Namespace, Config]:
+    """Parse ``argv`` into (args, config with the model preset expanded); exit with a one-line
+    message on a config error (no traceback)."""
     args = parser.parse_args(argv)
     try:
         cfg = load_config(args.config, args.opts)
-    except ConfigError as e:
+        cfg.model = resolve_model_config(cfg.model)
+    except (ConfigError, ValueError) as e:
         sys.exit(f"config error: {e}")
     return args, cfg
 
 
 def add_checkpoint_argument(parser: argparse.ArgumentParser) -> None:
-    """``--checkpoint``, shared by the tools that load trained weights."""
+    """``--checkpoint`` (and ``--trust-checkpoint``), shared by the tools that load trained weights."""
     parser.add_argument("--checkpoint", default="", help="checkpoint file (default: test.checkpoint_file, else "
                         "OUTPUT_DIR/checkpoints/checkpoint_best.pyth, else the newest epoch checkpoint there)")
     add_trust_argument(parser)
@@ -54,9 +59,6 @@ def exit_on_user_error(distributed: bool = True, interrupted: str = "interrupted
     output, a full disk or a collective's timeout into a one-line exit (no traceback, status 1), and
     Ctrl-C into the line ``str(KeyboardInterrupt)`` or ``interrupted`` (status 130); tear down the
     process group afterwards when ``distributed``."""
-    from videoattn.data.decoding import DecodeError
-    from videoattn.engine.checkpoint import CheckpointError
-
     try:
         yield
     except KeyboardInterrupt as e:
@@ -72,6 +74,4 @@ def exit_on_user_error(distributed: bool = True, interrupted: str = "interrupted
         sys.exit(f"error: {e}")
     finally:
         if distributed:
-            from videoattn.utils.distributed import cleanup
-
             cleanup()

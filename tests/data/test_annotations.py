@@ -6,7 +6,8 @@ import os
 import pytest
 
 from data_helpers import copy_root, small_cfg
-from videoattn.data import AnnotationError, build_dataset, build_loader, read_annotations
+from videoattn.data import AnnotationError, read_annotations
+from videokit import dataset_for, loader_for
 from videoattn.data.annotations import clear_index_cache
 
 
@@ -93,7 +94,7 @@ def test_missing_files_are_counted_reported_and_not_fatal(synthetic_root, tmp_pa
     out = tmp_path / "out"
     cfg = small_cfg(root, str(out))
     with caplog.at_level(logging.WARNING):
-        ds = build_dataset(cfg, "train")
+        ds = dataset_for(cfg, "train")
     assert len(ds.missing) == 3 and len(ds.videos) == len(rows) - 1 - 3
     announced = [r for r in caplog.records if "missing" in r.getMessage()]
     assert len(announced) == 1 and " 3 of " in announced[0].getMessage()
@@ -101,7 +102,7 @@ def test_missing_files_are_counted_reported_and_not_fatal(synthetic_root, tmp_pa
     for row in gone:
         assert row.split(",")[1] in report
     assert all(f"train.csv:{i}:" in report for i in (2, 5, 8))
-    batches = list(build_loader(cfg, "train", ds))     # an epoch runs on the remaining videos
+    batches = list(loader_for(cfg, "train", ds))     # an epoch runs on the remaining videos
     assert sum(b["clip"].shape[0] for b in batches) == len(ds.videos) // 4 * 4
 
 

@@ -12,9 +12,10 @@ from torchvision import tv_tensors
 from torchvision.transforms import v2
 
 from data_helpers import copy_root, make_broken, small_cfg
-from videoattn.data import BrokenVideosError, build_dataset, build_loader
+from videoattn.data import BrokenVideosError
+from videokit import dataset_for, loader_for
 from videoattn.data.annotations import clear_index_cache
-from videoattn.data.loader import per_process_batch
+from videoattn.utils.distributed import per_process_batch
 from videoattn.data.samplers import ShardSampler
 from videoattn.data.transforms import test_views, train_clip, val_clip
 
@@ -24,13 +25,13 @@ KEYS = {"clip", "label", "video_index", "view_index", "valid", "error"}
 def test_item_and_batch_format(synthetic_root, tmp_path):
     cfg = small_cfg(synthetic_root, str(tmp_path))
     for split in ("train", "val"):
-        ds = build_dataset(cfg, split)
+        ds = dataset_for(cfg, split)
         assert ds.num_views == 1 and len(ds) == len(ds.videos) and len(ds.classes) == 8
         item = ds[3]
         assert KEYS <= set(item) and item["clip"].dtype == torch.float32
         assert tuple(item["clip"].shape) == (3, 4, 32, 32)
         assert item["label"] == ds.videos[3][1] and item["video_index"] == 3 and item["valid"] and item["error"] == ""
-        batch = next(iter(build_loader(cfg, split, ds)))
+        batch = next(iter(loader_for(cfg, split, ds)))
         assert tuple(batch["clip"].shape) == (4, 3, 4, 32, 32) and batch["skipped"] == []
         assert batch["label"].dtype == torch.int64 and batch["valid"].dtype == torch.bool
 
@@ -50,8 +51,8 @@ def test_val_and_test_crops_match_torchvision(tmp_path, h, w):
     frames = _video(h, w)
     video = tv_tensors.Video(frames.permute(0, 3, 1, 2))
     ref = _reference(32, [0.4, 0.5, 0.6], [0.2, 0.25, 0.3])(video).permute(1, 0, 2, 3)
-    torch.testing.assert_close(val_clip(frames, cfg), ref)
-    views = test_views(frames, cfg, 3)
+    torch.testing.assert_close(val_clip(frames, cfg.data), ref)
+    views = test_views(frames, cfg.data, 3)
     resized = v2.ToDtype(torch.float32, scale=True)(v2.Resize(32, antialias=True)(video))
     resized = v2.Normalize([0.4, 0.5, 0.6], [0.2, 0.25, 0.3])(resized).permute(1, 0, 2, 3)
     long = resized.shape[-1] if w > h else resized.shape[-2]
@@ -90,7 +91,7 @@ def test_train_transform_is_a_window_of_the_torchvision_resize(tmp_path, h, w, s
         mirrored = []
         for seed in range(8):
             g = torch.Generator().manual_seed(seed)
-            clip = train_clip(frames, cfg, g)
+            clip = train_clip(frames, cfg.data, g)
             assert tuple(clip.shape) == (3, 4, 32, 32) and clip.dtype == torch.float32
             g = torch.Generator().manual_seed(seed)   # the same draws: scale, top, left (, flip)
             torch.randint(scale, scale + 1, (1,), generator=g)
@@ -106,19 +107,19 @@ def test_train_transform_is_a_window_of_the_torchvision_resize(tmp_path, h, w, s
 
 @pytest.mark.parametrize("split", ["train", "val", "test"])
 def test_normalize_on_device_gives_the_same_model_input(synthetic_root, tmp_path, split):
-    """data.normalize_on_device: workers send uint8 clips (4x smaller); device_clips normalises them
-    into what the float path sends, for every split (same seeds, real workers)."""
-    from videoattn.data.loader import device_clips
+    """data.normalize_on_device: workers send uint8 clips (4x smaller); DeviceNormalizer normalises
+    them into what the float path sends, for every split (same seeds, real workers)."""
+    from videoattn.data.transforms import DeviceNormalizer
 
     batches = {}
     for on in (False, True):
         cfg = small_cfg(synthetic_root, str(tmp_path), "data.num_workers=1", "test.num_spatial_crops=3",
                         f"data.normalize_on_device={str(on).lower()}")
-        loader = build_loader(cfg, split)
+        loader = loader_for(cfg, split)
         loader.sampler.set_epoch(0) if split == "train" else None
         batch = next(iter(loader))
         assert batch["clip"].dtype == (torch.uint8 if on else torch.float32)
-        batches[on] = device_clips(batch["clip"], torch.device("cpu"), loader)
+        batches[on] = DeviceNormalizer(cfg.data.mean, cfg.data.std)(batch["clip"], torch.device("cpu"))
     assert batches[True].dtype == torch.float32
     torch.testing.assert_close(batches[True], batches[False], atol=1e-5, rtol=1e-5)
 
@@ -128,19 +129,19 @@ def test_pyav_backend_gives_the_same_clips(synthetic_root, tmp_path):
     clips = {}
     for backend in ("decord", "pyav"):
         cfg = small_cfg(synthetic_root, str(tmp_path), f"data.decoding_backend={backend}")
-        ds = build_dataset(cfg, "val")
+        ds = dataset_for(cfg, "val")
         clips[backend] = torch.stack([ds[i]["clip"] for i in range(len(ds))])
     torch.testing.assert_close(clips["pyav"], clips["decord"])
     with pytest.raises(ValueError, match=r"decoding_backend=opencv must be one of decord \| pyav"):  # at load
-        build_dataset(small_cfg(synthetic_root, str(tmp_path), "data.decoding_backend=opencv"), "val")
+        dataset_for(small_cfg(synthetic_root, str(tmp_path), "data.decoding_backend=opencv"), "val")
 
 
 def test_test_split_yields_videos_x_views_x_crops(synthetic_root, tmp_path):
     cfg = small_cfg(synthetic_root, str(tmp_path), "test.num_ensemble_views=2", "test.num_spatial_crops=3")
-    ds = build_dataset(cfg, "test")          # test_split empty: falls back to val
+    ds = dataset_for(cfg, "test")          # test_split empty: falls back to val
     assert ds.num_views == 6 and len(ds) == len(ds.videos) * 6 == 16 * 6
     seen = {}
-    for batch in build_loader(cfg, "test", ds):
+    for batch in loader_for(cfg, "test", ds):
         for v, k, label, valid, clip in zip(batch["video_index"].tolist(), batch["view_index"].tolist(),
                                             batch["label"].tolist(), batch["valid"].tolist(), batch["clip"]):
             assert (v, k) not in seen and valid and label == ds.videos[v][1]
@@ -171,7 +172,7 @@ OPTION_SETS = [[], ["data.normalize_on_device=true"], ["data.decoding_backend=py
 def test_broken_videos_never_crash_a_training_epoch(broken_root, tmp_path, opts):
     root, broken = broken_root
     cfg = small_cfg(root, str(tmp_path / "out"), "data.num_workers=2", "train.batch_size=4", *opts)
-    loader = build_loader(cfg, "train")
+    loader = loader_for(cfg, "train")
     skipped, clips = [], 0
     for epoch in range(2):
         loader.sampler.set_epoch(epoch)
@@ -189,7 +190,7 @@ def test_broken_videos_never_crash_a_training_epoch(broken_root, tmp_path, opts)
 def test_all_retries_failing_raises_with_paths(broken_root, tmp_path):
     root, broken = broken_root
     cfg = small_cfg(root, str(tmp_path), "data.num_retries=3")
-    ds = build_dataset(cfg, "train")
+    ds = dataset_for(cfg, "train")
     ds.videos = [(p, 0) for p in broken]
     with pytest.raises(BrokenVideosError) as e:
         ds[0]
@@ -201,9 +202,9 @@ def test_test_split_reports_broken_videos_without_substituting(broken_root, tmp_
     root, broken = broken_root
     cfg = small_cfg(root, str(tmp_path), "data.test_split=train.txt", "data.classes_file=classes.txt",
                     "test.num_ensemble_views=1", "test.num_spatial_crops=1", *opts)
-    ds = build_dataset(cfg, "test")
+    ds = dataset_for(cfg, "test")
     bad = {}
-    for batch in build_loader(cfg, "test", ds):
+    for batch in loader_for(cfg, "test", ds):
         assert batch["skipped"] == []
         for v, valid, err, clip in zip(batch["video_index"].tolist(), batch["valid"].tolist(), batch["error"], batch["clip"]):
             if not valid:
@@ -214,7 +215,7 @@ def test_test_split_reports_broken_videos_without_substituting(broken_root, tmp_
 
 
 def _batches(cfg, n=2):
-    loader = build_loader(cfg, "train")
+    loader = loader_for(cfg, "train")
     loader.sampler.set_epoch(1)
     out = []
     for i, b in enumerate(loader):
@@ -243,11 +244,11 @@ def test_shard_sampler_disjoint_no_padding(world):
 
 
 def test_per_process_batch_must_divide(synthetic_root, tmp_path, monkeypatch):
-    assert per_process_batch(8, 2, "train.batch_size") == 4
+    assert per_process_batch(8, "train.batch_size", 2) == 4
     import videoattn.utils.distributed as distributed
     monkeypatch.setattr(distributed, "get_world_size", lambda: 3)
-    with pytest.raises(ValueError, match="train.batch_size=4 must be a positive multiple .* \\(3\\)"):
-        build_loader(small_cfg(synthetic_root, str(tmp_path)), "train")
+    with pytest.raises(ValueError, match="train.batch_size=4 is the global batch and must be a positive multiple .* \\(3\\)"):
+        loader_for(small_cfg(synthetic_root, str(tmp_path)), "train")
 
 
 def _ddp_worker(rank, world, port, root, out, queue):
@@ -257,7 +258,7 @@ def _ddp_worker(rank, world, port, root, out, queue):
         cfg = small_cfg(root, out, "train.batch_size=4", "test.batch_size=4")
         seen = {}
         for split in ("train", "val", "test"):
-            seen[split] = [(int(v), int(k)) for b in build_loader(cfg, split)
+            seen[split] = [(int(v), int(k)) for b in loader_for(cfg, split)
                            for v, k in zip(b["video_index"], b["view_index"])]
         queue.put((rank, seen))
     finally:

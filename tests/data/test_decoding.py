@@ -12,7 +12,8 @@ from data_helpers import frame_indices, make_broken, patch_avi_frame_count
 from videoattn.data import decoding
 from videoattn.data.decoding import DecodeError, TruncatedVideoError, open_video
 from videoattn.data.pyav_reader import PyAVReader
-from videoattn.data.synthetic import cut_file, decodable_indexed_frames, make_indexed_video
+from videoattn.data.synthetic import make_indexed_video
+from videokit import cut_file, decodable_indexed_frames
 
 TOOLS = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "tools")
 

@@ -37,11 +37,13 @@ def test_freed_block_is_kept_for_reuse_only_when_tuned():
 @GLIBC
 def test_loader_workers_are_tuned(synthetic_root, tmp_path):
     from data_helpers import small_cfg
-    from videoattn.data import build_loader  # the loader the trainer and the tools use
+    from videokit import loader_for  # build_loader as the trainer and the tools call it
 
     probe = tmp_path / "probe.txt"
 
     class Probe(torch.utils.data.Dataset):
+        split = "val"
+
         def __len__(self):
             return 2
 
@@ -53,7 +55,7 @@ def test_loader_workers_are_tuned(synthetic_root, tmp_path):
             return {"clip": torch.zeros(1), "skipped": []}
 
     cfg = small_cfg(synthetic_root, str(tmp_path), "data.num_workers=1")
-    next(iter(build_loader(cfg, "val", dataset=Probe())))
+    next(iter(loader_for(cfg, "val", Probe())))
     assert float(probe.read_text()) < 4   # freeing 40 MiB in a worker returned nothing to the kernel
 
 

@@ -50,10 +50,10 @@ def fps_videos(tmp_path_factory):
 
 def test_clip_duration_is_the_same_at_15_25_30_fps(fps_videos, tmp_path):
     cfg = small_cfg(str(tmp_path), str(tmp_path), "data.num_frames=8", "data.sampling_rate=8")
-    ds = VideoClipDataset(cfg, "val", Annotations([], ["a"]))
+    ds = VideoClipDataset(cfg.data, "val", Annotations([], ["a"]))
     spans = {}
     for fps in (15, 25, 30):
-        got = frame_indices(ds.decode_clip(fps_videos[fps], 0, 1))   # indices read from the pixels
+        got = frame_indices(ds.sample_clip(fps_videos[fps], 0, 1)[0])   # indices read from the pixels
         spans[fps] = (got[-1] - got[0]) / fps
         assert np.all(np.diff(got) > 0)
     expected = 7 * 8 / 30.0
@@ -63,8 +63,8 @@ def test_clip_duration_is_the_same_at_15_25_30_fps(fps_videos, tmp_path):
 
 def test_short_real_video_repeats_last_decoded_frame(fps_videos, tmp_path):
     cfg = small_cfg(str(tmp_path), str(tmp_path), "data.num_frames=6", "data.sampling_rate=4")
-    ds = VideoClipDataset(cfg, "train", Annotations([], ["a"]))
-    got = frame_indices(ds.decode_clip(fps_videos["short"], -1, 1, np.random.default_rng(1)))
+    ds = VideoClipDataset(cfg.data, "train", Annotations([], ["a"]))
+    got = frame_indices(ds.sample_clip(fps_videos["short"], -1, 1, np.random.default_rng(1))[0])
     assert got == [0, 4, 8, 11, 11, 11]
 
 
@@ -73,7 +73,8 @@ def test_items_report_the_frames_they_show(fps_videos, tmp_path):
     cfg = small_cfg(str(tmp_path), str(tmp_path), "data.num_frames=8", "data.sampling_rate=4",
                     "test.num_ensemble_views=3", "test.num_spatial_crops=1")
     for split in ("train", "test"):
-        ds = VideoClipDataset(cfg, split, Annotations([(fps_videos[25], 0), (fps_videos["short"], 0)], ["a"]))
+        ds = VideoClipDataset(cfg.data, split, Annotations([(fps_videos[25], 0), (fps_videos["short"], 0)], ["a"]),
+                              num_clips=3, num_crops=1)
         for k in range(len(ds)):
             item = ds[k]
             frames, idx = ds.sample_clip(ds.videos[item["video_index"]][0], -1, 1, np.random.default_rng(k))
@@ -88,7 +89,7 @@ def test_file_cut_short_train_skips_test_view_invalid_never_repeats(tmp_path):
     """A 150-frame faststart mp4 cut at half its bytes: a train clip past its real end counts as
     broken (another video is tried, the reason recorded); a test view past it is invalid (not
     substituted); every clip that is used shows real frames only (pixels == indices < real end)."""
-    from videoattn.data.synthetic import cut_file, decodable_indexed_frames
+    from videokit import cut_file, decodable_indexed_frames
 
     full, cut, good = str(tmp_path / "full.mp4"), str(tmp_path / "cut.mp4"), str(tmp_path / "good.mp4")
     make_indexed_video(full, 150, 30, container_options={"movflags": "+faststart"})
@@ -97,7 +98,7 @@ def test_file_cut_short_train_skips_test_view_invalid_never_repeats(tmp_path):
     real = decodable_indexed_frames(cut)
     cfg = small_cfg(str(tmp_path), str(tmp_path), "data.num_frames=8", "data.sampling_rate=4", "data.num_retries=5",
                     "test.num_ensemble_views=5", "test.num_spatial_crops=1")
-    ds = VideoClipDataset(cfg, "test", Annotations([(cut, 0)], ["a"]))
+    ds = VideoClipDataset(cfg.data, "test", Annotations([(cut, 0)], ["a"]), num_clips=5, num_crops=1)
     items = [ds[v] for v in range(5)]
     valid = [it["valid"] for it in items]
     assert valid[0] and not valid[-1]                   # views spread over the declared 5 s
@@ -110,7 +111,7 @@ def test_file_cut_short_train_skips_test_view_invalid_never_repeats(tmp_path):
         else:
             assert f"only {real} of 150 declared frames decode" in it["error"]
     torch.manual_seed(0)
-    ds = VideoClipDataset(cfg, "train", Annotations([(cut, 0), (good, 0)], ["a"]))
+    ds = VideoClipDataset(cfg.data, "train", Annotations([(cut, 0), (good, 0)], ["a"]))
     skipped = []
     for _ in range(20):
         item = ds[0]                                    # the cut video first, then random others

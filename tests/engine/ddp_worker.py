@@ -15,6 +15,7 @@ from torch import nn
 
 from videoattn.config import load_config
 from videoattn.utils.distributed import all_gather_object, init_distributed
+from videoattn.data.transforms import DeviceNormalizer
 from videoattn.engine.precise_bn import update_bn_stats
 from videoattn.engine.train import train, wrap_model
 from videoattn.models import build_model
@@ -37,9 +38,9 @@ def grad_check(out_dir: str) -> None:
     info = init_distributed("cpu")
     cfg = load_config(None, ["model.preset=I3D_NL_CBAM_R18", "model.base_channels=8", "model.num_classes=4"])
     torch.manual_seed(0)
-    model = build_model(cfg).eval()  # BN uses running stats, dropout off: per-sample independent
+    model = build_model(cfg.model).eval()  # BN uses running stats, dropout off: per-sample independent
     single = copy.deepcopy(model)
-    ddp = wrap_model(model, cfg, info)
+    ddp = wrap_model(model, cfg.bn.sync, info)
     g = torch.Generator().manual_seed(123)
     union_x, union_y = torch.randn(4, 3, 4, 32, 32, generator=g), torch.randint(0, 4, (4,), generator=g)
     part = slice(2 * info.rank, 2 * info.rank + 2)
@@ -52,7 +53,8 @@ def grad_check(out_dir: str) -> None:
     bn_model = nn.Sequential(nn.BatchNorm3d(3))
     shift = 2.0 * info.rank
     batches = [{"clip": torch.randn(2, 3, 2, 8, 8, generator=g) + shift} for _ in range(3)]
-    used = update_bn_stats(bn_model, batches, num_batches=10, device=torch.device("cpu"))
+    used = update_bn_stats(bn_model, batches, num_batches=10, device=torch.device("cpu"),
+                           normalize=DeviceNormalizer([0, 0, 0], [1, 1, 1]))  # float clips: moved only
     stats = all_gather_object((bn_model[0].running_mean.tolist(), bn_model[0].running_var.tolist(), used))
     if info.rank == 0:
         with open(os.path.join(out_dir, "grad.json"), "w") as f:

@@ -4,22 +4,26 @@ tests/engine/test_eval_distributed.py (not a test itself).
     eval_worker.py CFG CHECKPOINT OUT_JSON
 """
 import json
+import os
 import sys
 
 import torch
 
-from videoattn.config import load_config
-from videoattn.data import build_loader
-from videoattn.utils.distributed import cleanup, init_distributed, is_main_process
-from videoattn.engine.evaluate import evaluate_clips
-from videoattn.engine.inference import build_inference_model
-from videoattn.engine.metrics import AGGREGATIONS, VideoAggregator
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # tests/: videokit
+from videokit import loader_for  # noqa: E402
+
+from videoattn.config import load_config  # noqa: E402
+from videoattn.data.transforms import DeviceNormalizer  # noqa: E402
+from videoattn.engine.evaluate import evaluate_clips  # noqa: E402
+from videoattn.engine.inference import build_inference_model  # noqa: E402
+from videoattn.engine.metrics import AGGREGATIONS, VideoAggregator  # noqa: E402
+from videoattn.utils.distributed import cleanup, init_distributed, is_main_process  # noqa: E402
 
 if __name__ == "__main__":
     cfg = load_config(sys.argv[1])
     info = init_distributed("cpu")
     model = build_inference_model(cfg, sys.argv[2], info.device)
-    out = evaluate_clips(model, build_loader(cfg, "val"), info.device)
+    out = evaluate_clips(model, loader_for(cfg, "val"), info.device, DeviceNormalizer(cfg.data.mean, cfg.data.std))
     # VideoAggregator across ranks: each rank feeds its half of fixed per-view logits
     g = torch.Generator().manual_seed(7)
     logits, vidx = torch.randn(37, 6, generator=g), torch.randint(0, 9, (37,), generator=g)

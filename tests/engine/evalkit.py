@@ -77,14 +77,14 @@ device: cpu
 
 
 def make_random_checkpoint(cfg, path: str, seed: int = 0) -> str:
-    """A checkpoint of ``build_model(cfg)`` whose zero-initialised BN scales are randomised (so
+    """A checkpoint of ``build_model(cfg.model)`` whose zero-initialised BN scales are randomised (so
     residual branches, and with them the logits, depend on the input)."""
     from videoattn.config import config_to_dict
     from videoattn.engine.checkpoint import make_checkpoint, save_checkpoint
     from videoattn.models import build_model
 
     torch.manual_seed(seed)
-    model = build_model(cfg)
+    model = build_model(cfg.model)
     with torch.no_grad():
         for name, p in model.named_parameters():
             if p.ndim == 1 and float(p.abs().sum()) == 0 and "weight" in name:

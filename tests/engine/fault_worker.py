@@ -4,6 +4,7 @@
         contains NAME gets half of its K-th write (0-based), then ENOSPC ("No space left on device")
     fault_worker.py stall RANK SECONDS MARKER TOOL [args]  on rank RANK, training's first all-reduce
         sleeps SECONDS (a stalled, not a dead, process) after creating the file MARKER
+    fault_worker.py kill_after_saves N TOOL [args]       SIGKILL right after the (N+1)-th numpy.save
 
 TOOL is a script under tools/, run as ``__main__`` with the remaining arguments (also under torchrun).
 """
@@ -51,18 +52,40 @@ def inject_enospc(name: str, fail_at: int) -> None:
 
 
 def inject_stall(rank: int, seconds: float, marker: str) -> None:
+    """On rank ``rank``, the first all-reduce (training's first update) waits ``seconds`` first."""
     if int(os.environ.get("RANK", "0")) != rank:
         return
-    import videoattn.engine.train as train_module
+    import torch.distributed as dist
 
-    real = train_module.all_reduce_mean
+    real = dist.all_reduce
+    armed = [True]
 
-    def stalled(t):
-        open(marker, "w").close()
-        time.sleep(seconds)
-        return real(t)
+    def stalled(*args, **kwargs):
+        if armed[0]:
+            armed[0] = False
+            open(marker, "w").close()
+            time.sleep(seconds)
+        return real(*args, **kwargs)
 
-    train_module.all_reduce_mean = stalled
+    dist.all_reduce = stalled
+
+
+def inject_kill_after(count: int) -> None:
+    """SIGKILL this process right after its ``count + 1``-th ``numpy.save`` (a feature file's temp
+    file is then complete but not yet renamed into place)."""
+    import signal
+
+    import numpy as np
+
+    real, calls = np.save, [0]
+
+    def save_then_die(*args, **kwargs):
+        real(*args, **kwargs)
+        calls[0] += 1
+        if calls[0] > count:
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    np.save = save_then_die
 
 
 if __name__ == "__main__":
@@ -73,6 +96,9 @@ if __name__ == "__main__":
     elif mode == "stall":
         inject_stall(int(sys.argv[2]), float(sys.argv[3]), sys.argv[4])
         tool_args = sys.argv[5:]
+    elif mode == "kill_after_saves":
+        inject_kill_after(int(sys.argv[2]))
+        tool_args = sys.argv[3:]
     else:
         sys.exit(f"unknown mode {mode}")
     sys.argv = tool_args

@@ -59,9 +59,9 @@ def test_keep_last_prunes_oldest_periodic_only(tmp_path):
 def test_full_training_state_round_trip(tmp_path):
     cfg = _tiny_cfg()
     torch.manual_seed(0)
-    model = build_model(cfg)
-    opt = build_optimizer(model, cfg)
-    sched = build_scheduler(opt, cfg, 4)
+    model = build_model(cfg.model)
+    opt = build_optimizer(model, cfg.solver)
+    sched = build_scheduler(opt, cfg.solver, 4)
     model(torch.randn(2, 3, 4, 32, 32)).logsumexp(1).mean().backward()
     opt.step()
     sched.step()
@@ -72,9 +72,9 @@ def test_full_training_state_round_trip(tmp_path):
         rng_state=[ck.get_rng_state()]))
     loaded = ck.load_checkpoint(path)
     torch.manual_seed(1)
-    model2 = build_model(cfg)
-    opt2, sched2 = build_optimizer(model2, cfg), None
-    sched2 = build_scheduler(opt2, cfg, 4)
+    model2 = build_model(cfg.model)
+    opt2, sched2 = build_optimizer(model2, cfg.solver), None
+    sched2 = build_scheduler(opt2, cfg.solver, 4)
     model2.load_state_dict(loaded["model_state"])  # strict: no 'module.' prefix left
     opt2.load_state_dict(loaded["optimizer_state"])
     sched2.load_state_dict(loaded["scheduler_state"])
@@ -89,11 +89,11 @@ def test_full_training_state_round_trip(tmp_path):
 
 def test_fine_tune_reinitialises_only_the_head(tmp_path, caplog):
     torch.manual_seed(0)
-    src = build_model(_tiny_cfg(num_classes=7))
+    src = build_model(_tiny_cfg(num_classes=7).model)
     path = str(tmp_path / "pretrained.pyth")
     ck.save_checkpoint(path, ck.make_checkpoint(src.state_dict(), {}))
     torch.manual_seed(1)
-    dst = build_model(_tiny_cfg(num_classes=3))
+    dst = build_model(_tiny_cfg(num_classes=3).model)
     head_before = {k: v.clone() for k, v in dst.state_dict().items() if k.startswith("head.proj.")}
     with caplog.at_level(logging.WARNING):
         info = ck.load_pretrained(dst, path)
@@ -107,10 +107,10 @@ def test_fine_tune_reinitialises_only_the_head(tmp_path, caplog):
 
 
 def test_fine_tune_rejects_a_different_backbone(tmp_path):
-    src = build_model(load_config(None, ["model.preset=C2D_R18", "model.base_channels=8"]))
+    src = build_model(load_config(None, ["model.preset=C2D_R18", "model.base_channels=8"]).model)
     path = str(tmp_path / "other.pyth")
     ck.save_checkpoint(path, ck.make_checkpoint(src.state_dict(), {}))
-    dst = build_model(load_config(None, ["model.preset=C2D_R18", "model.base_channels=16"]))
+    dst = build_model(load_config(None, ["model.preset=C2D_R18", "model.base_channels=16"]).model)
     with pytest.raises(ck.CheckpointError, match="shape mismatch"):
         ck.load_pretrained(dst, path)
 

@@ -3,6 +3,7 @@ import numpy as np
 import pytest
 import torch
 
+from videoattn.data.transforms import DeviceNormalizer
 from videoattn.engine.evaluate import evaluate_clips
 
 
@@ -35,7 +36,7 @@ def test_evaluate_clips_hand_computed():
         _batch([[0.0, 0.0, 5.0], [1.0, 0.0, 0.0]], [2, 1], [2, 3]),
         _batch([[2.0, 1.0, 0.0], [9.0, 9.0, 9.0]], [0, 0], [0, 4], valid=[True, False]),  # video 0 again: padding
     ]
-    out = evaluate_clips(model, loader, torch.device("cpu"))
+    out = evaluate_clips(model, loader, torch.device("cpu"), DeviceNormalizer([0, 0, 0], [1, 1, 1]))
     # videos 0..3 scored once each; video 4 invalid; the repeated video 0 counts once
     assert out["num_clips"] == 4 and out["num_invalid"] == 1
     assert out["top1"] == pytest.approx(2 / 4)            # videos 0 and 2 right
@@ -47,7 +48,7 @@ def test_evaluate_clips_hand_computed():
 
 
 def test_evaluate_clips_empty_loader_gives_nan():
-    out = evaluate_clips(ChannelMean(), [], torch.device("cpu"))
+    out = evaluate_clips(ChannelMean(), [], torch.device("cpu"), DeviceNormalizer([0, 0, 0], [1, 1, 1]))
     assert out["num_clips"] == 0 and np.isnan(out["top1"])
 
 
@@ -61,10 +62,10 @@ def test_checkpoint_of_another_architecture_fails_clearly(tmp_path):
     i3d = load_config(None, ["model.preset=I3D_NL_CBAM_R18"] + small)
     c2d = load_config(None, ["model.preset=C2D_R18"] + small)
     path = str(tmp_path / "i3d.pyth")
-    src = build_model(i3d)
+    src = build_model(i3d.model)
     save_checkpoint(path, make_checkpoint({"module." + k: v for k, v in src.state_dict().items()}))  # DDP prefix
     with pytest.raises(CheckpointError, match="does not match the configured model.*unexpected"):
-        load_weights(build_model(c2d), path)
+        load_weights(build_model(c2d.model), path)
     model = build_inference_model(i3d, path, torch.device("cpu"))
     assert not model.training
     for k, v in src.state_dict().items():

@@ -10,7 +10,7 @@ import torch
 
 from evalkit import BROKEN_ID, check, make_eval_root, make_random_checkpoint, run, write_config
 from videoattn.config import load_config
-from videoattn.engine.extract import FAULT_ENV, list_inputs, video_ids
+from videoattn.engine.extract import list_inputs, video_ids
 from videoattn.data.windows import stride_seconds, window_layout
 
 
@@ -31,11 +31,11 @@ def test_window_layout_hand_computed():
 
 def test_stride_options():
     cfg = load_config(None, ["data.num_frames=8", "data.sampling_rate=8", "data.target_fps=30"])
-    assert stride_seconds(cfg) == pytest.approx(64 / 30)                 # default: one window
+    assert stride_seconds(cfg.data, cfg.features) == pytest.approx(64 / 30)   # default: one window
     cfg = load_config(None, ["features.stride_frames=15", "data.target_fps=30"])
-    assert stride_seconds(cfg) == pytest.approx(0.5)
+    assert stride_seconds(cfg.data, cfg.features) == pytest.approx(0.5)
     cfg = load_config(None, ["features.stride_frames=15", "features.stride_seconds=1.25"])
-    assert stride_seconds(cfg) == 1.25
+    assert stride_seconds(cfg.data, cfg.features) == 1.25
 
 
 def test_video_ids_are_unique():
@@ -55,21 +55,22 @@ def setup(synthetic_root, tmp_path_factory):
 def test_list_inputs_forms(setup):
     cfg = load_config(setup["cfg"])
     root = setup["data"]["root"]
-    folder, missing = list_inputs(cfg, os.path.join(root, "val"))
+    folder, missing = list_inputs(cfg.data, os.path.join(root, "val"))
     assert len(folder) == 6 and not missing                          # 5 good + the corrupt file
-    csv_paths, missing = list_inputs(cfg, os.path.join(root, "val.csv"))
+    csv_paths, missing = list_inputs(cfg.data, os.path.join(root, "val.csv"))
     assert sorted(csv_paths) == sorted(folder) and len(missing) == 1
     lst = setup["tmp"] / "list.txt"
     lst.write_text(setup["data"]["good"][0] + "\n" + "nothere.mp4\n")
-    paths, missing = list_inputs(cfg, str(lst))
+    paths, missing = list_inputs(cfg.data, str(lst))
     assert paths == [setup["data"]["good"][0]] and missing[0].endswith("nothere.mp4")
-    assert list_inputs(cfg, setup["data"]["good"][1]) == ([setup["data"]["good"][1]], [])
+    assert list_inputs(cfg.data, setup["data"]["good"][1]) == ([setup["data"]["good"][1]], [])
 
 
-def _extract(setup, out, nproc=0, env=None, extra=()):
-    return run(["tools/extract_features.py", "--config", setup["cfg"], "--checkpoint", setup["ckpt"],
-                "--input", os.path.join(setup["data"]["root"], "val.csv"), "--output", out, *extra],
-               env_extra=env, nproc=nproc)
+def _extract(setup, out, nproc=0, extra=(), fault=()):
+    """The real tool; ``fault``: arguments of tests/engine/fault_worker.py that wrap it."""
+    wrapper = [os.path.join(os.path.dirname(os.path.abspath(__file__)), "fault_worker.py"), *fault] if fault else []
+    return run([*wrapper, "tools/extract_features.py", "--config", setup["cfg"], "--checkpoint", setup["ckpt"],
+                "--input", os.path.join(setup["data"]["root"], "val.csv"), "--output", out, *extra], nproc=nproc)
 
 
 def _rows(path):
@@ -81,7 +82,7 @@ def _rows(path):
 def resumed(setup):
     """A run SIGKILLed while writing its 3rd video, then restarted."""
     out = str(setup["tmp"] / "resume")
-    killed = _extract(setup, out, env={FAULT_ENV: "2"})
+    killed = _extract(setup, out, fault=("kill_after_saves", "2"))
     after_kill = sorted(os.listdir(out))
     mtimes = {n: os.stat(os.path.join(out, n)).st_mtime_ns for n in after_kill if n.endswith(".npy")}
     restarted = check(_extract(setup, out))
@@ -131,7 +132,7 @@ def test_features_equal_a_direct_model_call(resumed, setup):
     model = build_inference_model(cfg, setup["ckpt"], torch.device("cpu"))
     frames = open_video(row["path"]).get_frames(meta["frame_indices"][-1])
     with torch.no_grad():
-        ref = model.forward_features(test_views(frames, cfg, 1)[0][None])[0].numpy()
+        ref = model.forward_head(model.forward_features(test_views(frames, cfg.data, 1)[0][None]), pre_logits=True)[0].numpy()
     np.testing.assert_allclose(np.load(os.path.join(out, row["features"]))[-1], ref, rtol=1e-4, atol=1e-5)
 
 
@@ -178,7 +179,7 @@ def odd(setup):
     """A folder of inputs a hostile user would bring: a faststart mp4 cut at half its bytes, one cut
     to less than a window, a video shorter than one window, x.mp4 next to x.avi, two paths whose
     derived names collide, and a symlink cycle. All frame-indexed (frames show their index)."""
-    from videoattn.data.synthetic import cut_file, decodable_indexed_frames
+    from videokit import cut_file, decodable_indexed_frames
     from videoattn.data.synthetic import make_indexed_video
 
     folder = setup["tmp"] / "odd"
@@ -229,7 +230,7 @@ def test_video_cut_short_gets_features_only_for_windows_that_decode(odd, setup):
     cfg = load_config(setup["cfg"])
     model = build_inference_model(cfg, setup["ckpt"], torch.device("cpu"))
     with torch.no_grad():
-        ref = model.forward_features(test_views(frames, cfg, 1)[0][None])[0].numpy()
+        ref = model.forward_head(model.forward_features(test_views(frames, cfg.data, 1)[0][None]), pre_logits=True)[0].numpy()
     np.testing.assert_allclose(feats[-1], ref, rtol=1e-4, atol=1e-5)
     failed = {r["video"]: r["reason"] for r in _rows(os.path.join(out, "failed.csv"))}
     assert list(failed) == ["tiny_cut"] and f"only {odd['tiny']} of 150 declared frames" in failed["tiny_cut"]
@@ -300,7 +301,8 @@ def test_window_stream_keeps_whole_real_windows_of_a_file_cut_short(setup, tmp_p
     """The decoded windows themselves (no model): whether the reader learns the real end at the
     first chunk, a later one, or from the header (decord), the chunks sent are exactly the whole
     windows of the frames that decode (that those frames are real: test_decoding)."""
-    from videoattn.data.synthetic import cut_file, decodable_indexed_frames, make_indexed_video
+    from videoattn.data.synthetic import make_indexed_video
+    from videokit import cut_file, decodable_indexed_frames
     from videoattn.data.windows import WindowStream
 
     full, cut = str(tmp_path / f"full.{ext}"), str(tmp_path / f"cut.{ext}")
@@ -310,7 +312,7 @@ def test_window_stream_keeps_whole_real_windows_of_a_file_cut_short(setup, tmp_p
     whole = window_layout(real, 30.0, 4, 4, 30.0, 0.3, whole_only=True)
     for bs in (1, 4, 64):
         cfg = load_config(setup["cfg"], [f"features.batch_size={bs}", "data.test_crop_size=64"])
-        items = list(WindowStream([(0, cut)], cfg))
+        items = list(WindowStream([(0, cut)], cfg.data, cfg.features))
         done = items[-1]
         assert done["done"] and done["window"].indices == whole.indices and done["declared_frames"] == 150
         assert sum(it["num_windows"] for it in items[:-1]) == len(whole.starts)

@@ -5,8 +5,19 @@ import numpy as np
 import pytest
 import torch
 
-from videoattn.engine.metrics import (VideoAggregator, aggregate_views, confusion_matrix, mean_class_accuracy,
-                                      per_class_accuracy, topk_accuracy, topk_correct)
+from videoattn.engine.metrics import (VideoAggregator, confusion_matrix, mean_class_accuracy, per_class_accuracy,
+                                      topk_correct)
+
+
+def aggregate_views(logits, video_index, num_videos, method="softmax"):
+    """Per-video scores of one batch of views (a one-update VideoAggregator)."""
+    agg = VideoAggregator(num_videos, logits.shape[1], method)
+    agg.update(logits, video_index)
+    return agg.video_scores()
+
+
+def topk_accuracy(logits, labels, ks):
+    return {k: v.float().mean().item() for k, v in topk_correct(logits, labels, ks).items()}
 
 
 def test_topk_hand_computed():

@@ -15,6 +15,7 @@ from ddp_worker import small_overrides
 from evalkit import make_eval_root, make_random_checkpoint, run, write_config
 from videoattn.config import config_to_dict, load_config
 from videoattn.engine import checkpoint as ck
+from videoattn.models.presets import resolve_model_config
 from videoattn.utils.lock import LOCK_NAME, LockError, acquire, folder_lock, process_start, read_lock, release
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -52,9 +53,10 @@ def _write_lock(folder, **fields):
 
 def test_two_train_runs_in_one_output_dir_one_wins(synthetic_root, tmp_path):
     out = str(tmp_path / "out")
-    first, ov_first = _train(synthetic_root, out, "seed=1", "solver.max_epoch=3")
+    epochs = 12   # long enough that the first run still holds the folder when the second starts
+    first, ov_first = _train(synthetic_root, out, "seed=1", f"solver.max_epoch={epochs}")
     time.sleep(0.5)
-    second, ov_second = _train(synthetic_root, out, "seed=2", "solver.max_epoch=3")
+    second, ov_second = _train(synthetic_root, out, "seed=2", f"solver.max_epoch={epochs}")
     results = {}
     for name, proc, ov in (("first", first, ov_first), ("second", second, ov_second)):
         stdout, stderr = proc.communicate(timeout=300)
@@ -71,16 +73,17 @@ def test_two_train_runs_in_one_output_dir_one_wins(synthetic_root, tmp_path):
     assert "training on" not in lose_out
     # The winner's files are its own and whole.
     cfg = load_config(CFG, win_ov)
+    cfg.model = resolve_model_config(cfg.model)   # the tools save the model section expanded
     assert config_to_dict(load_config(os.path.join(out, "config.yaml"))) == config_to_dict(cfg)
-    assert [e for e, _ in ck.list_epoch_checkpoints(out)] == [1, 2, 3]
+    assert [e for e, _ in ck.list_epoch_checkpoints(out)] == list(range(1, epochs + 1))
     for _, path in ck.list_epoch_checkpoints(out):
         assert ck.load_checkpoint(path)["config"]["seed"] == cfg.seed
     rows = [json.loads(r) for r in open(os.path.join(out, "metrics.jsonl"))]
-    assert [r["epoch"] for r in rows if r["kind"] == "epoch"] == [1, 2, 3]
+    assert [r["epoch"] for r in rows if r["kind"] == "epoch"] == list(range(1, epochs + 1))
     steps = [r["step"] for r in rows if r["kind"] == "train"]
     assert steps == sorted(steps) and len(steps) == len(set(steps))
     log = open(os.path.join(out, "train.log")).read()
-    assert log.count("training on") == 1 and log.count("epoch 3: train loss") == 1
+    assert log.count("training on") == 1 and log.count(f"epoch {epochs}: train loss") == 1
     assert not os.path.exists(os.path.join(out, LOCK_NAME))          # released at the end
 
 

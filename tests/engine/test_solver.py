@@ -15,8 +15,8 @@ def _cfg(*overrides):
 
 def _run_schedule(cfg, updates_per_epoch, n):
     model = nn.Linear(3, 2)
-    opt = build_optimizer(model, cfg)
-    sched = build_scheduler(opt, cfg, updates_per_epoch)
+    opt = build_optimizer(model, cfg.solver)
+    sched = build_scheduler(opt, cfg.solver, updates_per_epoch)
     lrs = []
     for _ in range(n):
         lrs.append(opt.param_groups[0]["lr"])
@@ -72,13 +72,13 @@ def test_linear_warmup_values_per_iteration():
 def test_scheduler_state_round_trip_continues_the_schedule():
     cfg = _cfg("solver.warmup_epochs=1", "solver.warmup_start_lr=0.01")
     model = nn.Linear(3, 2)
-    opt = build_optimizer(model, cfg)
-    sched = build_scheduler(opt, cfg, 6)
+    opt = build_optimizer(model, cfg.solver)
+    sched = build_scheduler(opt, cfg.solver, 6)
     for _ in range(9):
         opt.step()
         sched.step()
-    opt2 = build_optimizer(model, cfg)
-    sched2 = build_scheduler(opt2, cfg, 6)
+    opt2 = build_optimizer(model, cfg.solver)
+    sched2 = build_scheduler(opt2, cfg.solver, 6)
     opt2.load_state_dict(opt.state_dict())
     sched2.load_state_dict(sched.state_dict())
     for _ in range(5):
@@ -93,7 +93,7 @@ def test_unknown_policy_is_an_error():
     cfg = _cfg()
     cfg.solver.lr_policy = "linear"     # set after load_config, which rejects it already
     with pytest.raises(ValueError, match="lr_policy"):
-        build_scheduler(build_optimizer(nn.Linear(2, 2), cfg), cfg, 3)
+        build_scheduler(build_optimizer(nn.Linear(2, 2), cfg.solver), cfg.solver, 3)
 
 
 @pytest.mark.parametrize("exclude", [True, False])
@@ -102,7 +102,7 @@ def test_weight_decay_groups(exclude):
     model(torch.randn(2, 3, 3, 4, 4))
     cfg = _cfg("solver.weight_decay=0.5", f"solver.zero_wd_1d_param={str(exclude).lower()}",
                "solver.momentum=0.0", "solver.base_lr=0.1")
-    opt = build_optimizer(model, cfg)
+    opt = build_optimizer(model, cfg.solver)
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
     for p in model.parameters():
         p.grad = torch.zeros_like(p)
@@ -115,5 +115,5 @@ def test_weight_decay_groups(exclude):
 
 def test_sgd_momentum_nesterov_settings():
     cfg = _cfg("solver.momentum=0.8", "solver.nesterov=true", "solver.weight_decay=0.001")
-    group = build_optimizer(nn.Linear(2, 2), cfg).param_groups[0]
+    group = build_optimizer(nn.Linear(2, 2), cfg.solver).param_groups[0]
     assert (group["momentum"], group["nesterov"], group["weight_decay"]) == (0.8, True, 0.001)

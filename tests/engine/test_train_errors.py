@@ -1,14 +1,18 @@
 """Fail-fast paths of training: config typos, bad settings, a non-finite loss."""
 import os
+import sys
 
 import pytest
 
 from ddp_worker import small_overrides
 from videoattn.config import load_config
 from videoattn.engine import checkpoint as ck
-from videoattn.engine.train import check_batch_size, main, train
+from videoattn.engine.train import train
+from videoattn.utils.distributed import per_process_batch
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, os.path.join(REPO, "tools"))
+from train_net import main  # noqa: E402  (the tool's entry point, in-process)
 CFG = os.path.join(REPO, "configs", "synthetic", "I3D_NL_CBAM_R18.yaml")
 
 
@@ -28,10 +32,10 @@ def test_config_typo_in_a_yaml_file_names_file_and_line(tmp_path):
 
 
 def test_batch_size_check():
-    assert check_batch_size(16, 2) == 8 and check_batch_size(3, 1) == 3
+    assert per_process_batch(16, "train.batch_size", 2) == 8 and per_process_batch(3, "train.batch_size", 1) == 3
     for bad, world in ((5, 2), (1, 2), (0, 1)):
-        with pytest.raises(ValueError, match="multiple of the number of processes"):
-            check_batch_size(bad, world)
+        with pytest.raises(ValueError, match="train.batch_size=.* multiple of the number of processes"):
+            per_process_batch(bad, "train.batch_size", world)
 
 
 def test_fp16_on_cpu_and_bad_accumulation_are_errors(synthetic_root, tmp_path):

@@ -17,7 +17,8 @@ from evalkit import make_eval_root, make_random_checkpoint, run, write_config
 from videoattn.config import config_to_dict, load_config
 from videoattn.engine import checkpoint as ck
 from videoattn.models import build_model
-from videoattn.models.convert import read_state_dict, to_pyslowfast
+from pyslowfast_names import to_pyslowfast
+from videoattn.models.convert import read_state_dict
 from videoattn.utils.serialization import UntrustedCheckpointError, load_file
 
 DEMO_CFG = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
@@ -35,7 +36,7 @@ class Payload:
 
 
 def _valid_training_checkpoint(cfg, hide_in_optimizer=None) -> dict:
-    model = build_model(cfg)
+    model = build_model(cfg.model)
     opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
     model(torch.randn(2, 3, 4, 32, 32)).sum().backward()
     opt.step()
@@ -55,7 +56,7 @@ def setup(synthetic_root, tmp_path_factory):
     cfg = load_config(cfg_path)
     marker = str(tmp / "PAYLOAD_RAN")
     top = str(tmp / "payload_top.pyth")
-    torch.save({"model_state": build_model(cfg).state_dict(), "payload": Payload(marker)}, top)
+    torch.save({"model_state": build_model(cfg.model).state_dict(), "payload": Payload(marker)}, top)
     hidden = str(tmp / "payload_in_optimizer.pyth")
     torch.save(_valid_training_checkpoint(cfg, hide_in_optimizer=marker), hidden)
     return {"tmp": tmp, "data": data, "cfg_path": cfg_path, "cfg": cfg, "marker": marker, "top": top,
@@ -123,14 +124,14 @@ def test_auto_resume_refuses_a_payload_placed_in_the_checkpoint_folder(synthetic
 def test_trust_checkpoint_is_an_explicit_opt_in(setup, tmp_path):
     """A whole pickled module (a legitimate file from a trusted colleague) needs the opt-in."""
     module = str(tmp_path / "whole_module.pt")
-    torch.save(build_model(setup["cfg"]), module)
+    torch.save(build_model(setup["cfg"].model), module)
     args = ["tools/convert_checkpoint.py", "--source", "pyslowfast", "--config", setup["cfg_path"], "--input", module,
             "--output", str(tmp_path / "out.pyth")]
     proc = run([*args[:-2], "--output", str(tmp_path / "refused.pyth")])
     assert proc.returncode != 0 and "--trust-checkpoint" in proc.stderr and "torch.nn" in proc.stderr
     with pytest.raises(UntrustedCheckpointError):
         read_state_dict(module)
-    assert read_state_dict(module, trust=True).keys() == build_model(setup["cfg"]).state_dict().keys()
+    assert read_state_dict(module, trust=True).keys() == build_model(setup["cfg"].model).state_dict().keys()
 
 
 # --- every real checkpoint kind still loads with weights_only=True ------------------------------------
@@ -157,7 +158,7 @@ def test_new_checkpoints_hold_plain_data_only(setup, tmp_path):
 
 @pytest.mark.parametrize("kind", ["pyslowfast", "pytorchvideo", "torchvision_zip", "torchvision_legacy"])
 def test_public_weight_files_load_as_data(setup, kind, tmp_path):
-    model = build_model(setup["cfg"])
+    model = build_model(setup["cfg"].model)
     path = str(tmp_path / f"{kind}.pth")
     if kind == "pyslowfast":  # PySlowFast's save_checkpoint: epoch, model_state, optimizer_state, cfg (YAML text)
         state = to_pyslowfast({k: v for k, v in model.state_dict().items() if ".cbam." not in k})

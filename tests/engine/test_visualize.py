@@ -19,7 +19,7 @@ def setup(synthetic_root, tmp_path_factory):
     cfg = load_config(cfg_path, ["data.num_frames=8", "data.test_crop_size=96"])
     ckpt = make_random_checkpoint(cfg, str(tmp / "ckpt.pyth"))
     model = build_inference_model(cfg, ckpt, torch.device("cpu"))
-    clip, times = load_clip(cfg, data["good"][0])
+    clip, times = load_clip(cfg.data, data["good"][0])
     return {"tmp": tmp, "cfg": cfg, "cfg_path": cfg_path, "ckpt": ckpt, "model": model, "clip": clip,
             "times": times, "video": data["good"][0]}
 
@@ -61,7 +61,7 @@ def test_model_without_non_local_gets_a_two_row_picture(setup):
 
     cfg = load_config(setup["cfg_path"], ["data.num_frames=8", "data.test_crop_size=96",
                                           "model.non_local.locations=[[],[],[],[]]"])
-    model = build_model(cfg).eval()
+    model = build_model(cfg.model).eval()
     res = compute_attention(model, setup["clip"], (3, 0.5, 0.5), "res4", "res3", cfg.data.mean, cfg.data.std,
                             setup["times"])
     assert res.nl is None and res.cbam_key == "res4.1.cbam"

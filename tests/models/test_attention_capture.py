@@ -10,7 +10,7 @@ from videoattn.models.nonlocal_block import NonLocal3d
 def _model():
     torch.manual_seed(0)
     cfg = load_config(None, ["model.preset=I3D_NL_CBAM_R18", "model.base_channels=8", "model.num_classes=4"])
-    return randomize_bn(build_model(cfg)).eval()
+    return randomize_bn(build_model(cfg.model)).eval()
 
 
 def test_maps_and_unchanged_outputs():

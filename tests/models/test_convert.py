@@ -12,13 +12,14 @@ from pytorchvideo.models.hub import c2d_r50, i3d_r50, slow_r50
 from videoattn.config import config_from_dict, load_config
 from videoattn.engine.checkpoint import load_checkpoint
 from videoattn.models import build_model
-from videoattn.models.convert import convert_state_dict, from_pyslowfast, read_state_dict, to_pyslowfast
+from pyslowfast_names import to_pyslowfast
+from videoattn.models.convert import convert_state_dict, from_pyslowfast, read_state_dict
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def _converted(preset, ref, source="pytorchvideo", state=None):
-    model = build_model(load_config(None, [f"model.preset={preset}"])).eval()
+    model = build_model(load_config(None, [f"model.preset={preset}"]).model).eval()
     converted, notes = convert_state_dict(source, ref.state_dict() if state is None else state, model)
     assert notes == []
     model.load_state_dict(converted, strict=True)
@@ -46,7 +47,7 @@ def test_pytorchvideo_i3d_r50_equal_logits(ptv_i3d, ptv_logits, clip224):
     model = _converted("I3D_R50", ptv_i3d)
     with torch.no_grad():
         ref, out = ptv_logits, model(clip224)
-        feat = model.forward_features(clip224)
+        feat = model.forward_head(model.forward_features(clip224), pre_logits=True)
     assert (ref - out).abs().max().item() < 1e-4
     assert ref.std() > 1e-2 and feat.shape == (1, 2048)
 
@@ -95,7 +96,7 @@ PYSLOWFAST_TABLE = {
 
 
 def test_pyslowfast_names_shapes_and_round_trip():
-    model = build_model(load_config(None, ["model.preset=I3D_NL_R50"]))
+    model = build_model(load_config(None, ["model.preset=I3D_NL_R50"]).model)
     exported = to_pyslowfast(model.state_dict())
     for key, shape in PYSLOWFAST_TABLE.items():
         assert key in exported, key
@@ -139,7 +140,7 @@ def test_pyslowfast_checkpoint_through_the_tool(ptv_i3d, ptv_logits, clip224, tm
     assert proc.returncode == 0, proc.stderr
     ckpt = load_checkpoint(str(out))
     assert {"model_state", "config", "meta"} <= set(ckpt) and ckpt["meta"]["source"].startswith("pyslowfast")
-    model = build_model(config_from_dict(ckpt["config"])).eval()
+    model = build_model(config_from_dict(ckpt["config"]).model).eval()
     model.load_state_dict(ckpt["model_state"])
     with torch.no_grad():
         assert (ptv_logits - model(clip224)).abs().max().item() < 1e-4
@@ -160,7 +161,7 @@ def test_pytorchvideo_through_the_tool_into_nl_config(ptv_i3d, tmp_path):
 
 
 def test_mismatches_fail_clearly(ptv_i3d, tmp_path):
-    wrong = build_model(load_config(None, ["model.preset=SLOW_R50"]))
+    wrong = build_model(load_config(None, ["model.preset=SLOW_R50"]).model)
     with pytest.raises(ValueError, match="stem.conv.weight"):
         convert_state_dict("pytorchvideo", ptv_i3d.state_dict(), wrong)
     with pytest.raises(KeyError, match="two-pathway"):

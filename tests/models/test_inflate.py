@@ -24,7 +24,7 @@ def _close(ref, out, tol=1e-4):
 
 def _inflated(net2d, depth, temporal, mode, *extra):
     cfg = load_config(None, [f"model.depth={depth}", f"model.temporal={temporal}", "model.num_classes=10", *extra])
-    model = build_model(cfg).eval()
+    model = build_model(cfg.model).eval()
     state, _ = convert_state_dict("torchvision", net2d.state_dict(), model, inflation=mode)
     model.load_state_dict(state, strict=False)
     return model
@@ -59,7 +59,7 @@ def test_i3d_mean_inflation_gives_2d_feature_at_centre_time_step():
     with torch.no_grad():
         trunk = torch.nn.Sequential(*list(net2d.children())[:-1])  # up to avgpool
         ref = trunk(image).flatten(1)
-        fmap = model.forward_map(image[:, :, None].repeat(1, 1, 32, 1, 1), "res5")  # (1, 512, 16, 2, 2)
+        fmap = model.forward_features(image[:, :, None].repeat(1, 1, 32, 1, 1))  # (1, 512, 16, 2, 2)
     centre = fmap[:, :, fmap.shape[2] // 2].mean(dim=(2, 3))
     edge = fmap[:, :, 0].mean(dim=(2, 3))
     assert _close(ref, centre)
@@ -79,10 +79,10 @@ def test_inflate_kernel_modes():
 
 def test_layout_mismatch_is_reported():
     net2d = _torchvision(18)
-    model = build_model(load_config(None, ["model.depth=34", "model.num_classes=10"]))
+    model = build_model(load_config(None, ["model.depth=34", "model.num_classes=10"]).model)
     with pytest.raises(ValueError, match="lacks"):
         convert_state_dict("torchvision", net2d.state_dict(), model)
-    narrow = build_model(load_config(None, ["model.depth=18", "model.base_channels=16"]))
+    narrow = build_model(load_config(None, ["model.depth=18", "model.base_channels=16"]).model)
     with pytest.raises(ValueError, match="base_channels"):
         convert_state_dict("torchvision", net2d.state_dict(), narrow)
 
@@ -90,7 +90,7 @@ def test_layout_mismatch_is_reported():
 def test_1000_class_head_is_left_for_finetuning():
     torch.manual_seed(0)
     net2d = torchvision.models.resnet18()
-    model = build_model(load_config(None, ["model.depth=18", "model.num_classes=5"]))
+    model = build_model(load_config(None, ["model.depth=18", "model.num_classes=5"]).model)
     head_before = model.head.proj.weight.clone()
     state, notes = convert_state_dict("torchvision", net2d.state_dict(), model)
     model.load_state_dict(state, strict=False)

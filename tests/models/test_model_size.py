@@ -16,7 +16,7 @@ CLIP = (1, 3, 8, 224, 224)
 
 
 def _model(preset):
-    return build_model(load_config(None, [f"model.preset={preset}"]))
+    return build_model(load_config(None, [f"model.preset={preset}"]).model)
 
 
 def test_i3d_r50_params_and_flops_match_pytorchvideo():
@@ -49,7 +49,7 @@ def test_model_info_tool(cfg, params):
     assert proc.returncode == 0, proc.stderr
     assert f"params:  {params}" in proc.stdout
     gflops = float(re.search(r"FLOPs:\s+([\d.]+) G", proc.stdout).group(1))
-    model = build_model(load_config(os.path.join(ROOT, cfg)))
+    model = build_model(load_config(os.path.join(ROOT, cfg)).model)
     assert gflops == pytest.approx(count_flops(model, CLIP) / 1e9, abs=0.01)
 
 

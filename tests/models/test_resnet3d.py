@@ -2,11 +2,11 @@
 gradient flow, extraction layers, head reset and config errors."""
 import pytest
 import torch
-from omegaconf import OmegaConf
 from nl_reference import randomize_bn
 
 from videoattn.config import load_config
 from videoattn.models import PRESETS, build_model, reset_head
+from videoattn.models.presets import resolve_model_config
 from videoattn.models.cbam import CBAM
 from videoattn.models.nonlocal_block import NonLocal3d
 from videoattn.models.resnet3d import STAGE_DEPTHS, TEMPORAL_PATTERNS
@@ -20,12 +20,12 @@ def _cfg(*overrides):
 @pytest.mark.parametrize("temporal", sorted(TEMPORAL_PATTERNS))
 def test_shapes_every_depth(depth, temporal):
     model = build_model(_cfg(f"model.depth={depth}", "model.base_channels=4", f"model.temporal={temporal}",
-                             "model.num_classes=7")).eval()
+                             "model.num_classes=7").model).eval()
     x = torch.randn(2, 3, 8, 32, 32)
     with torch.no_grad():
-        res5 = model.forward_map(x, "res5")
-        feat = res5.mean(dim=(2, 3, 4))
-        logits = model.forward_head(feat)
+        res5 = model.forward_features(x)
+        feat = model.forward_head(res5, pre_logits=True)
+        logits = model.forward_head(res5)
     expansion = 4 if depth >= 50 else 1
     assert model.feature_dim == 4 * 8 * expansion
     assert feat.shape == (2, model.feature_dim) and logits.shape == (2, 7)
@@ -38,15 +38,17 @@ def test_shapes_every_depth(depth, temporal):
 @pytest.mark.parametrize("preset", sorted(PRESETS))
 def test_every_preset_builds_and_runs(preset):
     cfg = _cfg(f"model.preset={preset}", "model.base_channels=8", "model.num_classes=5")
-    model = build_model(cfg).eval()
+    model = build_model(cfg.model).eval()
+    cfg.model = resolve_model_config(cfg.model)
     x = torch.randn(1, 3, 8, 32, 32)
     with torch.no_grad():
         out = model(x)
-        layers = {layer: model.extract(x, layer) for layer in ("pool", "res2", "res3", "res4", "res5")}
-    assert out.shape == (1, 5)
-    assert torch.allclose(model.forward_head(layers["pool"]), out, atol=1e-6)
-    assert torch.allclose(layers["pool"], layers["res5"])
-    widths = [layers[f"res{i}"].shape[1] for i in (2, 3, 4, 5)]
+        maps = model.forward_intermediates(x, ["res2", "res3", "res4", "res5"])
+        pooled = model.forward_head(model.forward_features(x), pre_logits=True)
+    assert out.shape == (1, 5) and pooled.shape == (1, model.feature_dim)
+    assert torch.allclose(model.head(pooled), out, atol=1e-6)
+    assert torch.allclose(pooled, maps["res5"].mean(dim=(2, 3, 4)))
+    widths = [maps[f"res{i}"].shape[1] for i in (2, 3, 4, 5)]
     assert widths == [model.feature_dim // 8, model.feature_dim // 4, model.feature_dim // 2, model.feature_dim]
     nl = [n for n, m in model.named_modules() if isinstance(m, NonLocal3d)]
     expected_nl = [f"res{s + 2}.{j}.nl" for s, locs in enumerate(cfg.model.non_local.locations) for j in locs]
@@ -59,14 +61,14 @@ def test_every_preset_builds_and_runs(preset):
 
 
 def test_contract_feature_dims():
-    assert build_model(_cfg("model.preset=I3D_R50")).feature_dim == 2048
-    r18 = _cfg("model.preset=I3D_NL_CBAM_R18")
-    assert build_model(r18).feature_dim == 512 * r18.model.base_channels // 64
+    assert build_model(_cfg("model.preset=I3D_R50").model).feature_dim == 2048
+    r18 = resolve_model_config(_cfg("model.preset=I3D_NL_CBAM_R18").model)
+    assert build_model(r18).feature_dim == 512 * r18.base_channels // 64
 
 
 @pytest.mark.parametrize("temporal", sorted(TEMPORAL_PATTERNS))
 def test_temporal_kernels_follow_the_pattern(temporal):
-    model = build_model(_cfg("model.depth=50", "model.base_channels=4", f"model.temporal={temporal}"))
+    model = build_model(_cfg("model.depth=50", "model.base_channels=4", f"model.temporal={temporal}").model)
     pattern = TEMPORAL_PATTERNS[temporal]
     assert model.stem.conv.kernel_size == (pattern["stem"], 7, 7)
     for i, stage in enumerate(("res2", "res3", "res4", "res5")):
@@ -83,7 +85,7 @@ def test_i3d_r50_kernels_match_pytorchvideo():
 
     ref = i3d_r50(pretrained=False)
     ref_kernels = [m.branch2.conv_a.kernel_size for m in ref.modules() if hasattr(m, "branch2")]
-    model = build_model(_cfg("model.preset=I3D_R50"))
+    model = build_model(_cfg("model.preset=I3D_R50").model)
     ours = [blk.conv1.kernel_size for s in ("res2", "res3", "res4", "res5") for blk in getattr(model, s)]
     assert ours == ref_kernels
     assert model.stem.conv.kernel_size == ref.blocks[0].conv.kernel_size
@@ -93,7 +95,7 @@ def test_i3d_r50_kernels_match_pytorchvideo():
 def test_gradients_reach_every_parameter():
     cfg = _cfg("model.preset=I3D_NL_CBAM_R18", "model.base_channels=8", "model.num_classes=3",
                "model.non_local.locations=[[1],[1],[1],[]]")
-    model = randomize_bn(build_model(cfg)).train()  # zero-init BNs would block the residual branches
+    model = randomize_bn(build_model(cfg.model)).train()  # zero-init BNs would block the residual branches
     x = torch.randn(2, 3, 8, 64, 64)
     loss = torch.nn.functional.cross_entropy(model(x), torch.tensor([0, 2]))
     loss.backward()
@@ -102,7 +104,7 @@ def test_gradients_reach_every_parameter():
 
 
 def test_zero_init_makes_residual_branches_and_nonlocal_identity():
-    model = build_model(_cfg("model.preset=I3D_NL_R50", "model.base_channels=8"))
+    model = build_model(_cfg("model.preset=I3D_NL_R50", "model.base_channels=8").model)
     for name, m in model.named_modules():
         if name.endswith(".nl") or (name.count(".") == 1 and name.startswith("res")):
             last = m.bn if name.endswith(".nl") else m.last_bn
@@ -110,7 +112,7 @@ def test_zero_init_makes_residual_branches_and_nonlocal_identity():
 
 
 def test_reset_head():
-    model = build_model(_cfg("model.preset=C2D_R18", "model.num_classes=10"))
+    model = build_model(_cfg("model.preset=C2D_R18", "model.num_classes=10").model)
     reset_head(model, 4)
     assert model.head.proj.out_features == 4 and model.head.proj.in_features == model.feature_dim
     assert model(torch.randn(1, 3, 4, 32, 32)).shape == (1, 4)
@@ -124,12 +126,16 @@ def test_reset_head():
 ])
 def test_bad_model_config_is_rejected(key, value, match):
     cfg = _cfg("model.depth=18")
-    OmegaConf.update(cfg, key, value)   # set after load_config (which rejects most of these): the model checks too
+    *path, name = key.split(".")
+    section = cfg
+    for part in path:
+        section = getattr(section, part)
+    setattr(section, name, value)   # set after load_config (which rejects most of these): the model checks too
     with pytest.raises(ValueError, match=match):
-        build_model(cfg)
+        build_model(cfg.model)
 
 
 def test_bad_extract_layer():
-    model = build_model(_cfg("model.preset=C2D_R18"))
+    model = build_model(_cfg("model.preset=C2D_R18").model)
     with pytest.raises(ValueError, match="res4"):
-        model.extract(torch.randn(1, 3, 4, 32, 32), "res6")
+        model.forward_intermediates(torch.randn(1, 3, 4, 32, 32), ["res6"])

@@ -141,7 +141,7 @@ def backbone_table(iters: int, batch: int, frames: int, crop: int) -> List[str]:
         ref.blocks[-1].pool = torch.nn.AdaptiveAvgPool3d(1)
     # Same weights in both (converted), so both compute the same numbers: only the
     # implementation differs (no zero-init or denormal effects on the timings).
-    ours = build_model(load_config(None, ["model.preset=I3D_R50"]))
+    ours = build_model(load_config(None, ["model.preset=I3D_R50"]).model)
     ours.load_state_dict(convert_state_dict("pytorchvideo", ref.state_dict(), ours)[0])
     ours.train()
     ours_cl = copy.deepcopy(ours).to(memory_format=torch.channels_last_3d)

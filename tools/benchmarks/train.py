@@ -59,8 +59,8 @@ def _model_only(cfg_path: str, overrides: List[str], iters: int, threads: int) -
 
     cfg = load_config(cfg_path, overrides)
     torch.set_num_threads(threads)
-    model = build_model(cfg).train()
-    opt = build_optimizer(model, cfg)
+    model = build_model(cfg.model).train()
+    opt = build_optimizer(model, cfg.solver)
     b = cfg.train.batch_size
     x = torch.randn(b, 3, cfg.data.num_frames, cfg.data.train_crop_size, cfg.data.train_crop_size)
     y = torch.randint(0, cfg.model.num_classes, (b,))

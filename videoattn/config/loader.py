@@ -1,7 +1,10 @@
 """Load a YAML config over the schema, with file:line errors and nearest-key suggestions.
 
-Order of precedence (later wins): schema defaults < ``model.preset`` < ``_base_`` files <
-the YAML file < ``key=value`` overrides.
+Order of precedence (later wins): schema defaults < ``_base_`` files < the YAML file <
+``key=value`` overrides. The result is the typed :class:`~videoattn.config.schema.Config` dataclass
+(OmegaConf checks the types while merging; the value is a plain dataclass afterwards), whose
+sections the library's modules take (``cfg.data``, ``cfg.model``, ``cfg.solver``, ...).
+``model.preset`` is expanded by the model layer (:func:`videoattn.models.presets.resolve_model_config`).
 """
 from __future__ import annotations
 
@@ -15,6 +18,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from videoattn.config.schema import Config
+from videoattn.utils.io import atomic_write_text
 
 BASE_KEY = "_base_"
 
@@ -172,8 +176,8 @@ def _check_values(cfg: DictConfig, where_of: Callable[[str], str]) -> None:
             raise ConfigError(f"{where_of(key)}: {key}={plain} must {must}")
 
 
-def load_config(path: Optional[str] = None, overrides: Iterable[str] = ()) -> DictConfig:
-    """Return the merged, type-checked config.
+def load_config(path: Optional[str] = None, overrides: Iterable[str] = ()) -> Config:
+    """Return the merged, type- and range-checked config.
 
     Args:
         path: a YAML file (may name ``_base_`` files relative to itself), or None for defaults.
@@ -182,32 +186,20 @@ def load_config(path: Optional[str] = None, overrides: Iterable[str] = ()) -> Di
         ConfigError: unknown key (with file:line and the nearest valid key), wrong type, a value
             out of its range (file:line or the override), bad YAML, a ``_base_`` cycle.
     """
-    cfg: DictConfig = OmegaConf.structured(Config)
+    overrides = list(overrides)
     data, lines = _read_yaml(path) if path else ({}, {})
-    parsed: List[tuple[str, Any]] = [_parse_override(o) for o in overrides]
     over_cfg = OmegaConf.from_dotlist([])
-    for key, value in parsed:
+    for key, value in (_parse_override(o) for o in overrides):
         OmegaConf.update(over_cfg, key, value, force_add=True)
-
-    preset = dict(parsed).get("model.preset", (data.get("model") or {}).get("preset", ""))
-    if preset:
-        from videoattn.models.presets import PRESETS  # lazy: plain dicts, no torch needed
-
-        if preset not in PRESETS:
-            near = difflib.get_close_matches(preset, list(PRESETS), n=1, cutoff=0.3)
-            hint = f"; did you mean '{near[0]}'?" if near else ""
-            raise ConfigError(f"{lines.get('model.preset', 'override')}: unknown model.preset '{preset}'{hint} "
-                              f"(presets: {', '.join(PRESETS)})")
-        cfg = _merge(cfg, {"model": PRESETS[preset]}, lambda k: f"preset {preset}")
-    cfg = _merge(cfg, data, lambda k: lines.get(k, path or "config"))
+    cfg = _merge(OmegaConf.structured(Config), data, lambda k: lines.get(k, path or "config"))
     cfg = _merge(cfg, over_cfg, lambda k: f"override '{k}'")
-    _check_values(cfg, lambda k: _source(k, list(overrides), lines, preset))
-    return cfg
+    _check_values(cfg, lambda k: _source(k, overrides, lines))
+    return OmegaConf.to_object(cfg)  # type: ignore[return-value]
 
 
-def _source(key: str, overrides: List[str], lines: dict, preset: str) -> str:
+def _source(key: str, overrides: List[str], lines: dict) -> str:
     """Where the final value of ``key`` came from: the last override setting it (or a section
-    above it), else its file:line, else the preset."""
+    above it), else its file:line."""
     for item in reversed(overrides):
         name = item.split("=", 1)[0].strip().lstrip("-")
         if key == name or key.startswith(name + "."):
@@ -215,20 +207,19 @@ def _source(key: str, overrides: List[str], lines: dict, preset: str) -> str:
     for k in (key, key.rsplit(".", 1)[0]):
         if k in lines:
             return lines[k]
-    return f"preset {preset}" if preset and key.startswith("model.") else "default"
+    return "default"
 
 
-def save_config(cfg: DictConfig, path: str) -> None:
-    """Write the resolved config as YAML, atomically."""
-    from videoattn.utils.io import atomic_write_text
-
-    atomic_write_text(path, OmegaConf.to_yaml(cfg, resolve=True))
+def config_to_dict(cfg: Config) -> dict:
+    """Plain nested dict of ``cfg`` (what checkpoints store)."""
+    return dataclasses.asdict(cfg)
 
 
-def config_to_dict(cfg: DictConfig) -> dict:
-    return OmegaConf.to_container(cfg, resolve=True)  # type: ignore[return-value]
-
-
-def config_from_dict(data: dict) -> DictConfig:
+def config_from_dict(data: dict) -> Config:
     """Rebuild a typed config from a plain dict (e.g. the ``config`` stored in a checkpoint)."""
-    return _merge(OmegaConf.structured(Config), data, lambda k: "checkpoint config")
+    return OmegaConf.to_object(_merge(OmegaConf.structured(Config), data, lambda k: "checkpoint config"))
+
+
+def save_config(cfg: Config, path: str) -> None:
+    """Write ``cfg`` as YAML (loadable by :func:`load_config`), atomically."""
+    atomic_write_text(path, yaml.safe_dump(config_to_dict(cfg), sort_keys=False))

@@ -76,30 +76,41 @@ class DataConfig:
     prefetch_factor: int = at_least(1, 2)
 
 
+def preset_or(spec: Any) -> Any:
+    """A model key that ``model.preset`` may fill: unset (None) unless a file or override sets it;
+    ``spec`` (a rule above) checks a set value. Presets and the standard values of unset keys
+    live in the model layer (:mod:`videoattn.models.presets`)."""
+    ok, must = spec.metadata["check"]
+    return field(default=None, metadata={"check": (lambda v: v is None or ok(v), must)})
+
+
 @dataclass
 class NonLocalConfig:
     # Block indices per stage [res2, res3, res4, res5] that are followed by a non-local block
     # (PySlowFast NONLOCAL.LOCATION without the pathway level). I3D_NLN_8x8_R50: [[], [1, 3], [1, 3, 5], []].
-    locations: List[List[int]] = each([[], [], [], []], lambda b: all(i >= 0 for i in b), "a list of indices >= 0",
-                                      length=4)
-    instantiation: str = one_of("embedded_gaussian", ("embedded_gaussian", "dot_product", "gaussian", "concatenation"))
-    subsample: List[int] = each([1, 2, 2], lambda x: x >= 1, ">= 1", length=3)  # max-pool (t, h, w) on phi and g
-    inter_ratio: float = positive(0.5)    # inter-channels = ratio * C
+    locations: Optional[List[List[int]]] = preset_or(each([], lambda b: all(i >= 0 for i in b),
+                                                          "a list of indices >= 0", length=4))  # none
+    instantiation: Optional[str] = preset_or(one_of("", ("embedded_gaussian", "dot_product", "gaussian",
+                                                         "concatenation")))  # embedded_gaussian
+    subsample: Optional[List[int]] = preset_or(each([], lambda x: x >= 1, ">= 1", length=3))  # [1, 2, 2]: max-pool (t, h, w) on phi, g
+    inter_ratio: Optional[float] = preset_or(positive(0.0))  # 0.5: inter-channels = ratio * C
 
 
 @dataclass
 class CBAMConfig:
-    stages: List[int] = each([], lambda x: 2 <= x <= 5, "a stage in 2..5")  # stages whose every block carries CBAM
-    reduction: int = at_least(1, 16)      # channel-attention MLP reduction
-    kernel_size: int = rule(7, lambda v: v >= 1 and v % 2 == 1, "be odd and >= 1")  # spatial-attention 2D kernel
+    stages: Optional[List[int]] = preset_or(each([], lambda x: 2 <= x <= 5, "a stage in 2..5"))  # [] ; stages whose blocks carry CBAM
+    reduction: Optional[int] = preset_or(at_least(1, 0))  # 16: channel-attention MLP reduction
+    kernel_size: Optional[int] = preset_or(rule(0, lambda v: v >= 1 and v % 2 == 1, "be odd and >= 1"))  # 7: spatial 2D kernel
 
 
 @dataclass
 class ModelConfig:
-    preset: str = ""                      # a name from videoattn.models.PRESETS; fills the keys below
-    depth: int = one_of(50, (18, 34, 50, 101, 152))
-    base_channels: int = at_least(1, 64)  # width of res2's 3x3 conv (64 = standard; 8/16 = tiny CPU models)
-    temporal: str = one_of("i3d", ("i3d", "c2d", "slow"))  # temporal kernel pattern
+    # Keys left unset (null) come from the preset, else from the standard values in the trailing
+    # comments (videoattn.models.presets.STANDARD); the tools show the resolved values.
+    preset: str = ""                      # a name from videoattn.models.PRESETS, or "" for none
+    depth: Optional[int] = preset_or(one_of(0, (18, 34, 50, 101, 152)))  # 50
+    base_channels: Optional[int] = preset_or(at_least(1, 0))  # 64: res2's width (8/16 = tiny CPU models)
+    temporal: Optional[str] = preset_or(one_of("", ("i3d", "c2d", "slow")))  # i3d: temporal kernel pattern
     num_classes: int = at_least(1, 400)
     dropout: float = fraction(0.5)
     non_local: NonLocalConfig = field(default_factory=NonLocalConfig)

@@ -1,7 +1,8 @@
 """Kinetics-style video data: annotations, decord decoding, sampling, transforms, loaders.
 
     from videoattn.data import build_dataset, build_loader
-    loader = build_loader(cfg, "train")          # batch: clip (B,3,T,H,W), label, ..., skipped
+    dataset = build_dataset(cfg.data, "train")
+    loader = build_loader(dataset, cfg.data, batch_size=8)   # batch: clip (B,3,T,H,W), label, ..., skipped
 """
 import av  # noqa: F401  -- load PyAV's FFmpeg before decord's bundled one (else PyAV's VP9 encoder fails)
 

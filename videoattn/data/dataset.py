@@ -23,6 +23,8 @@ from videoattn.data import transforms
 from videoattn.data.annotations import Annotations, read_annotations
 from videoattn.data.decoding import DecodeError, config_backend, open_video
 from videoattn.data.sampling import clip_indices
+from videoattn.config import DataConfig
+from videoattn.utils.distributed import is_main_process
 from videoattn.utils.io import atomic_write_text
 
 log = logging.getLogger(__name__)
@@ -50,25 +52,21 @@ class VideoClipDataset(Dataset):
         skipped: [(path, reason)] broken videos replaced while producing this item (train/val)
     """
 
-    def __init__(self, cfg, split: str, annotations: Annotations):
+    def __init__(self, data: DataConfig, split: str, annotations: Annotations, num_clips: int = 1,
+                 num_crops: int = 1):
         if split not in SPLITS:
             raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
-        self.cfg, self.split = cfg, split
+        self.data, self.split = data, split
         self.classes: List[str] = list(annotations.classes)
         self.videos: List[Tuple[str, int]] = list(annotations.videos)
         self.missing: List[str] = list(annotations.missing)
         self.source = annotations.source
-        d = cfg.data
-        self.num_frames, self.sampling_rate, self.target_fps = int(d.num_frames), int(d.sampling_rate), float(d.target_fps)
-        self.decode_threads, self.num_retries = int(d.decode_threads), int(d.num_retries)
-        self.backend = config_backend(cfg)
-        self.decode_timeout = float(d.decode_timeout) if d.decode_timeout else None
-        if split == "test":
-            self.num_temporal, self.num_crops = int(cfg.test.num_ensemble_views), int(cfg.test.num_spatial_crops)
-        else:
-            self.num_temporal, self.num_crops = 1, 1
+        self.backend = config_backend(data)
+        self.decode_timeout = data.decode_timeout or None
+        # test: num_clips temporal clips x num_crops spatial crops per video; train/val: one view
+        self.num_temporal, self.num_crops = (num_clips, num_crops) if split == "test" else (1, 1)
         self.num_views = self.num_temporal * self.num_crops
-        self.normalize = not bool(d.normalize_on_device)  # False: uint8 clips, normalised on the device
+        self.normalize = not data.normalize_on_device  # False: uint8 clips, normalised on the device
         self._cache: Tuple[Optional[tuple], object] = (None, None)
 
     def __len__(self) -> int:
@@ -79,31 +77,27 @@ class VideoClipDataset(Dataset):
                     rng: Optional[np.random.Generator] = None) -> Tuple[torch.Tensor, torch.Tensor]:
         """Clip ``clip_index`` of ``num_clips`` (-1: random) -> (uint8 (T, H, W, 3) frames, int64 (T,)
         frame indices, clamped to the video); DecodeError if broken."""
-        video = open_video(path, self.decode_threads, self.decode_timeout, self.backend)
+        d = self.data
+        video = open_video(path, d.decode_threads, self.decode_timeout, self.backend)
         try:
-            idx = clip_indices(video.num_frames, video.fps, self.num_frames, self.sampling_rate,
-                               self.target_fps, clip_index, num_clips, rng)
+            idx = clip_indices(video.num_frames, video.fps, d.num_frames, d.sampling_rate, d.target_fps,
+                               clip_index, num_clips, rng)
             return video.get_frames(idx), torch.from_numpy(idx)
         finally:
             video.close()
 
-    def decode_clip(self, path: str, clip_index: int, num_clips: int,
-                    rng: Optional[np.random.Generator] = None) -> torch.Tensor:
-        """uint8 (T, H, W, 3) frames of clip ``clip_index`` of ``num_clips`` (-1: random); DecodeError if broken."""
-        return self.sample_clip(path, clip_index, num_clips, rng)[0]
-
     def _train_val_item(self, index: int) -> dict:
         skipped: List[Tuple[str, str]] = []
-        for _ in range(self.num_retries + 1):
+        for _ in range(self.data.num_retries + 1):
             path, label = self.videos[index]
             try:
                 if self.split == "train":
                     rng = np.random.default_rng(int(torch.randint(0, 2 ** 62, (1,))))
                     frames, idx = self.sample_clip(path, -1, 1, rng)
-                    clip = transforms.train_clip(frames, self.cfg, normalize=self.normalize)
+                    clip = transforms.train_clip(frames, self.data, normalize=self.normalize)
                 else:
                     frames, idx = self.sample_clip(path, 0, 1)
-                    clip = transforms.val_clip(frames, self.cfg, self.normalize)
+                    clip = transforms.val_clip(frames, self.data, self.normalize)
                 return dict(clip=clip, label=label, video_index=index, view_index=0, frame_indices=idx, valid=True,
                             error="", skipped=skipped)
             except DecodeError as e:
@@ -111,7 +105,7 @@ class VideoClipDataset(Dataset):
                 index = int(torch.randint(0, len(self.videos), (1,)))
         lines = "\n".join(f"  {p}: {r}" for p, r in skipped)
         raise BrokenVideosError(f"{len(skipped)} videos in a row could not be decoded "
-                                f"(data.num_retries={self.num_retries}):\n{lines}")
+                                f"(data.num_retries={self.data.num_retries}):\n{lines}")
 
     def _test_item(self, i: int) -> dict:
         video_index, view = divmod(i, self.num_views)
@@ -121,18 +115,18 @@ class VideoClipDataset(Dataset):
         if key != (video_index, temporal):  # the crops of one temporal clip share one decode
             try:
                 frames, idx = self.sample_clip(path, temporal, self.num_temporal)
-                cached = (transforms.resize_for_test(frames, self.cfg), idx)
+                cached = (transforms.resize_for_test(frames, self.data), idx)
             except DecodeError as e:
                 cached = e
             self._cache = ((video_index, temporal), cached)
         item = dict(label=label, video_index=video_index, view_index=view, skipped=[])
         if isinstance(cached, DecodeError):
-            size = int(self.cfg.data.test_crop_size)
-            zeros = torch.zeros(3, self.num_frames, size, size, dtype=torch.float32 if self.normalize else torch.uint8)
-            no_frames = torch.full((self.num_frames,), -1, dtype=torch.int64)
+            size, t = self.data.test_crop_size, self.data.num_frames
+            zeros = torch.zeros(3, t, size, size, dtype=torch.float32 if self.normalize else torch.uint8)
+            no_frames = torch.full((t,), -1, dtype=torch.int64)
             return dict(item, clip=zeros, frame_indices=no_frames, valid=False, error=cached.reason)
         video, idx = cached
-        clip = transforms.test_crop(video, self.cfg, crop, self.num_crops, self.normalize)
+        clip = transforms.test_crop(video, self.data, crop, self.num_crops, self.normalize)
         return dict(item, clip=clip, frame_indices=idx, valid=True, error="")
 
     def __getitem__(self, i: int) -> dict:
@@ -146,35 +140,34 @@ class VideoClipDataset(Dataset):
         if not self.missing:
             return None
         path = os.path.join(output_dir, f"missing_videos_{self.split}.txt")
-        header = f"# {len(self.missing)} rows of {self.source} name files not found under {self.cfg.data.root}\n"
+        header = f"# {len(self.missing)} rows of {self.source} name files not found under {self.data.root}\n"
         atomic_write_text(path, header + "".join(m + "\n" for m in self.missing))
         return path
 
 
-def split_file(cfg, split: str) -> str:
+def split_file(data: DataConfig, split: str) -> str:
     """The annotation file/folder of ``split`` (test falls back to the validation split)."""
     if split not in SPLITS:
         raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
-    return {"train": cfg.data.train_split, "val": cfg.data.val_split,
-            "test": cfg.data.test_split or cfg.data.val_split}[split]
+    return {"train": data.train_split, "val": data.val_split, "test": data.test_split or data.val_split}[split]
 
 
-def build_dataset(cfg, split: str) -> VideoClipDataset:
-    """The dataset of ``split`` (train | val | test) from ``cfg.data``.
+def build_dataset(data: DataConfig, split: str, num_clips: int = 1, num_crops: int = 1,
+                  report_dir: Optional[str] = None) -> VideoClipDataset:
+    """The dataset of ``split`` (train | val | test) described by ``data`` (``cfg.data``); a test
+    split has ``num_clips`` x ``num_crops`` views per video (``test.num_ensemble_views`` x
+    ``test.num_spatial_crops``).
 
     Missing files are announced once (on the main process) with their count and listed in
-    ``<output_dir>/missing_videos_<split>.txt``; malformed annotation lines raise AnnotationError.
+    ``<report_dir>/missing_videos_<split>.txt``; malformed annotation lines raise AnnotationError.
     """
-    from videoattn.utils.distributed import is_main_process
-
-    ann = read_annotations(cfg.data.root, split_file(cfg, split), cfg.data.train_split,
-                           cfg.data.classes_file, split)
-    dataset = VideoClipDataset(cfg, split, ann)
+    ann = read_annotations(data.root, split_file(data, split), data.train_split, data.classes_file, split)
+    dataset = VideoClipDataset(data, split, ann, num_clips, num_crops)
     if dataset.missing and is_main_process():
-        report = dataset.write_missing_report(cfg.output_dir)
-        log.warning("%s: %d of %d annotated videos are missing under %s; listed in %s",
-                    split, len(dataset.missing), len(dataset.missing) + len(dataset.videos), cfg.data.root, report)
+        report = dataset.write_missing_report(report_dir) if report_dir else None
+        log.warning("%s: %d of %d annotated videos are missing under %s%s", split, len(dataset.missing),
+                    len(dataset.missing) + len(dataset.videos), data.root, f"; listed in {report}" if report else "")
     if not dataset.videos:
-        raise ValueError(f"{split}: no videos found for {ann.source} under {cfg.data.root} "
+        raise ValueError(f"{split}: no videos found for {ann.source} under {data.root} "
                          f"({len(dataset.missing)} annotated files missing)")
     return dataset

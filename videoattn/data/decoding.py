@@ -18,13 +18,14 @@
 from __future__ import annotations
 
 import os
-import queue
-import threading
-from typing import Callable, Optional, Sequence
+from typing import Optional, Sequence
 
-import av  # noqa: F401  -- must be loaded before decord: decord's bundled FFmpeg breaks PyAV's libvpx otherwise
+import av  # must be loaded before decord: decord's bundled FFmpeg breaks PyAV's libvpx otherwise
 import numpy as np
 import torch
+
+from videoattn.data.decode_guard import DecodeError, TruncatedVideoError, run_with_timeout, short_reason
+from videoattn.data.pyav_reader import PyAVReader, declared_count
 
 try:
     import decord
@@ -32,87 +33,15 @@ except ImportError:  # pragma: no cover - decord is a hard dependency, PyAV alon
     decord = None
 
 
-BACKENDS = {"decord": "auto", "pyav": "pyav"}  # cfg.data.decoding_backend -> open_video(backend=...)
+BACKENDS = {"decord": "auto", "pyav": "pyav"}  # data.decoding_backend -> open_video(backend=...)
 
 
-def config_backend(cfg) -> str:
-    """``open_video``'s backend for ``cfg.data.decoding_backend``; ValueError naming the choices."""
-    name = cfg.data.decoding_backend
+def config_backend(data) -> str:
+    """``open_video``'s backend for ``data.decoding_backend``; ValueError naming the choices."""
+    name = data.decoding_backend
     if name not in BACKENDS:
         raise ValueError(f"data.decoding_backend must be one of {sorted(BACKENDS)}, got {name!r}")
     return BACKENDS[name]
-
-
-class DecodeError(RuntimeError):
-    """A video cannot be opened or decoded. ``path`` and ``reason`` are attributes."""
-
-    def __init__(self, path: str, reason: str):
-        super().__init__(f"{path}: {reason}")
-        self.path, self.reason = path, reason
-
-
-class TruncatedVideoError(DecodeError):
-    """Frames were asked for past the frames that really decode: only ``decoded_frames`` of the
-    ``declared_frames`` the container declares decode (frames ``0 .. decoded_frames - 1``)."""
-
-    def __init__(self, path: str, decoded_frames: int, declared_frames: int, fps: float):
-        self.decoded_frames, self.declared_frames, self.fps = int(decoded_frames), int(declared_frames), float(fps)
-        super().__init__(path, f"truncated: only {self.lost()}")
-
-    def lost(self) -> str:
-        """``"61 of 150 declared frames decode (2.03 s of 5.00 s)"``."""
-        return (f"{self.decoded_frames} of {self.declared_frames} declared frames decode "
-                f"({self.decoded_frames / self.fps:.2f} s of {self.declared_frames / self.fps:.2f} s)")
-
-
-# ----------------------------------------------------------------------------- time-limited calls
-class _DecodeThread:
-    """One daemon thread running decode calls (daemon: a stuck call never blocks process exit)."""
-
-    def __init__(self):
-        self.pid = os.getpid()
-        self.jobs: "queue.SimpleQueue" = queue.SimpleQueue()
-        threading.Thread(target=self._run, name="videoattn-decode", daemon=True).start()
-
-    def _run(self) -> None:
-        while True:
-            fn, box, done = self.jobs.get()
-            try:
-                box.append((True, fn()))
-            except BaseException as e:  # handed to the caller
-                box.append((False, e))
-            done.set()
-
-
-_THREAD: Optional[_DecodeThread] = None
-_THREAD_LOCK = threading.Lock()
-
-
-def run_with_timeout(fn: Callable, timeout: Optional[float], what: str, path: str):
-    """``fn()`` in the decode thread; raise DecodeError if it does not return within ``timeout`` s.
-
-    A timed-out call cannot be killed (it is native code); its thread is abandoned and a fresh
-    one serves the next call, so the worker process keeps going.
-    """
-    global _THREAD
-    if not timeout or timeout <= 0:
-        return fn()
-    with _THREAD_LOCK:
-        if _THREAD is None or _THREAD.pid != os.getpid():  # DataLoader workers fork: one per process
-            _THREAD = _DecodeThread()
-        worker = _THREAD
-    box: list = []
-    done = threading.Event()
-    worker.jobs.put((fn, box, done))
-    if not done.wait(timeout):
-        with _THREAD_LOCK:
-            if _THREAD is worker:
-                _THREAD = None
-        raise DecodeError(path, f"{what} timed out after {timeout:g} s")
-    ok, value = box[0]
-    if ok:
-        return value
-    raise value
 
 
 # ------------------------------------------------------------------------------------------ readers
@@ -151,7 +80,7 @@ class _DecordReader:
         except DecodeError as e:
             error = e
         except Exception as e:  # decord raises DECORDError, AssertionError, RuntimeError, IndexError...
-            error = DecodeError(path, f"decord cannot open: {_short(e)}")
+            error = DecodeError(path, f"decord cannot open: {short_reason(e)}")
         if error is None:
             self.reported_frames = self.declared_frames = reported
             self.num_frames = min(reported, indexed)
@@ -178,7 +107,7 @@ class _DecordReader:
                 self._vr = None  # still in use by the abandoned call: not freed here
             error = e
         except Exception as e:
-            error = DecodeError(self.path, f"decord cannot decode frames {idx[0]}..{idx[-1]}: {_short(e)}")
+            error = DecodeError(self.path, f"decord cannot decode frames {idx[0]}..{idx[-1]}: {short_reason(e)}")
         del vr
         if error is not None:
             self.close()
@@ -188,12 +117,6 @@ class _DecordReader:
     def close(self) -> None:
         vr, self._vr = self._vr, None
         _free_decord(vr)
-
-
-def _pyav_reader(path: str, timeout: Optional[float]):
-    from videoattn.data.pyav_reader import PyAVReader  # its own module; it uses the errors above
-
-    return PyAVReader(path, timeout)
 
 
 class Video:
@@ -213,7 +136,7 @@ class Video:
         self._errors: list = []
         self._declared: Optional[int] = None
         if backend == "pyav":
-            self._reader = _pyav_reader(path, timeout)
+            self._reader = PyAVReader(path, timeout)
             return
         try:
             self._reader = _DecordReader(path, num_threads, timeout)
@@ -228,7 +151,7 @@ class Video:
             raise DecodeError(self.path, "; ".join(self._errors))
         self._fell_back = True
         try:
-            self._reader = _pyav_reader(self.path, self._timeout)
+            self._reader = PyAVReader(self.path, self._timeout)
         except DecodeError as e:
             self._errors.append(e.reason)
             raise DecodeError(self.path, "; ".join(self._errors)) from None
@@ -251,8 +174,6 @@ class Video:
             self._declared = self._reader.declared_frames
             if self._reader.backend == "decord":
                 try:
-                    from videoattn.data.pyav_reader import declared_count
-
                     with av.open(self.path) as container:
                         self._declared = max(self._declared, declared_count(container, self.fps))
                 except Exception:  # decord read it; the header probe is only a cross-check
@@ -302,9 +223,3 @@ def open_video(path: str, num_threads: int = 1, timeout: Optional[float] = None,
     if os.path.getsize(path) == 0:
         raise DecodeError(path, "empty file")
     return Video(path, num_threads, timeout, backend)
-
-
-def _short(e: BaseException, limit: int = 200) -> str:
-    text = f"{type(e).__name__}: {e}".strip().splitlines()
-    msg = text[0] if text else type(e).__name__
-    return msg if len(msg) <= limit else msg[:limit] + "..."

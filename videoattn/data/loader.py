@@ -2,16 +2,17 @@
 from __future__ import annotations
 
 import random
-from typing import Dict, Iterable, List, Optional, Tuple
+from typing import Dict, Iterable, List, Tuple
 
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, DistributedSampler
 from torch.utils.data._utils.collate import default_collate
 
-from videoattn.data.dataset import VideoClipDataset, build_dataset
+from videoattn.config import DataConfig
+from videoattn.data.dataset import VideoClipDataset
 from videoattn.data.samplers import ShardSampler
-from videoattn.data.transforms import normalize_clips
+from videoattn.utils.distributed import get_rank, get_world_size
 from videoattn.utils.malloc import tune_malloc
 
 
@@ -21,18 +22,6 @@ def collate(items: List[dict]) -> dict:
     batch = default_collate([{k: v for k, v in item.items() if k != "skipped"} for item in items])
     batch["skipped"] = skipped
     return batch
-
-
-def device_clips(clips: torch.Tensor, device, loader) -> torch.Tensor:
-    """Batch clips (B, 3, T, H, W) on ``device`` as normalised float32.
-
-    uint8 clips (``data.normalize_on_device``) are normalised there with ``loader.dataset.cfg``;
-    float clips were normalised by the workers and only move.
-    """
-    clips = clips.to(device, non_blocking=True)
-    if clips.dtype == torch.uint8:
-        clips = normalize_clips(clips, loader.dataset.cfg)
-    return clips
 
 
 def init_worker(worker_id: int) -> None:
@@ -77,40 +66,26 @@ class VideoLoader(DataLoader):
         self.position = 0
 
 
-def per_process_batch(global_batch: int, world_size: int, key: str) -> int:
-    if global_batch % world_size != 0 or global_batch < world_size:
-        raise ValueError(f"{key}={global_batch} must be a positive multiple of the number of processes "
-                         f"({world_size}); it is the global batch, split evenly across processes")
-    return global_batch // world_size
+def build_loader(dataset: VideoClipDataset, data: DataConfig, batch_size: int, seed: int = 0,
+                 device: torch.device = torch.device("cpu")) -> VideoLoader:
+    """DataLoader over ``dataset`` with ``batch_size`` items per process (see
+    :func:`videoattn.utils.distributed.per_process_batch`).
 
-
-def build_loader(cfg, split: str, dataset: Optional[VideoClipDataset] = None) -> VideoLoader:
-    """DataLoader for ``split`` with the per-process batch (``train.batch_size`` or ``test.batch_size``
-    divided by the world size).
-
-    train: ``DistributedSampler(shuffle=True, seed=cfg.seed)`` (call ``loader.sampler.set_epoch(e)``),
+    train: ``DistributedSampler(shuffle=True, seed=seed)`` (call ``loader.sampler.set_epoch(e)``),
     drop_last when the shard holds at least one batch. val/test: :class:`ShardSampler` (disjoint,
     no padding). Workers: ``data.num_workers`` (persistent, ``data.prefetch_factor``), pinned memory
-    on CUDA if ``data.pin_memory``.
+    if ``data.pin_memory`` and ``device`` is CUDA.
     """
-    from videoattn.utils.distributed import get_rank, get_world_size
-
-    dataset = dataset if dataset is not None else build_dataset(cfg, split)
     rank, world = get_rank(), get_world_size()
-    if split == "test":
-        batch = per_process_batch(int(cfg.test.batch_size), world, "test.batch_size")
-    else:
-        batch = per_process_batch(int(cfg.train.batch_size), world, "train.batch_size")
-    if split == "train":
-        sampler = DistributedSampler(dataset, num_replicas=world, rank=rank, shuffle=True, seed=int(cfg.seed))
-        drop_last = len(sampler) >= batch
+    if dataset.split == "train":
+        sampler = DistributedSampler(dataset, num_replicas=world, rank=rank, shuffle=True, seed=seed)
+        drop_last = len(sampler) >= batch_size
     else:
         sampler = ShardSampler(len(dataset), rank, world)
         drop_last = False
-    workers = int(cfg.data.num_workers)
-    use_cuda = str(cfg.device) == "cuda" or (str(cfg.device) == "auto" and torch.cuda.is_available())
-    generator = torch.Generator().manual_seed(int(cfg.seed) * 1000 + rank)
-    kwargs = dict(persistent_workers=True, prefetch_factor=int(cfg.data.prefetch_factor)) if workers > 0 else {}
-    return VideoLoader(dataset, batch_size=batch, sampler=sampler, num_workers=workers, collate_fn=collate,
-                       pin_memory=bool(cfg.data.pin_memory) and use_cuda, drop_last=drop_last,
+    workers = data.num_workers
+    generator = torch.Generator().manual_seed(seed * 1000 + rank)
+    kwargs = dict(persistent_workers=True, prefetch_factor=data.prefetch_factor) if workers > 0 else {}
+    return VideoLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=workers, collate_fn=collate,
+                       pin_memory=data.pin_memory and device.type == "cuda", drop_last=drop_last,
                        worker_init_fn=init_worker, generator=generator, **kwargs)

@@ -2,7 +2,7 @@
 
 Decodes sequentially from the keyframe before a clip, converting only the sampled frames to
 RGB. It finds where a file cut short stops decoding (a damaged packet; Matroska drops a cut
-block silently) and raises :class:`~videoattn.data.decoding.TruncatedVideoError` for frames past it.
+block silently) and raises :class:`~videoattn.data.decode_guard.TruncatedVideoError` for frames past it.
 """
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import av
 import numpy as np
 import torch
 
-from videoattn.data.decoding import DecodeError, TruncatedVideoError, _short, run_with_timeout
+from videoattn.data.decode_guard import DecodeError, TruncatedVideoError, run_with_timeout, short_reason
 
 
 class PyAVReader:
@@ -33,7 +33,7 @@ class PyAVReader:
             self._container = av.open(path)
             stream = self._container.streams.video[0]
         except Exception as e:
-            raise DecodeError(path, f"pyav cannot open: {_short(e)}") from None
+            raise DecodeError(path, f"pyav cannot open: {short_reason(e)}") from None
         stream.thread_type = "NONE"  # no FFmpeg decoder threads: clips are short, and workers are forked
         stream.codec_context.thread_count = 1
         self._stream = stream
@@ -142,7 +142,7 @@ class PyAVReader:
         except DecodeError:
             raise
         except Exception as e:
-            raise DecodeError(self.path, f"pyav cannot decode: {_short(e)}") from None
+            raise DecodeError(self.path, f"pyav cannot decode: {short_reason(e)}") from None
 
     def close(self) -> None:
         self._container.close()

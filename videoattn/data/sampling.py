@@ -32,7 +32,6 @@ def clip_indices(video_frames: int, video_fps: float, num_frames: int, sampling_
     """
     if video_frames <= 0:
         raise ValueError("video has no frames")
-    step = sampling_rate * video_fps / target_fps
     delta = max(video_frames - clip_span(num_frames, sampling_rate, video_fps, target_fps), 0.0)
     if clip_index < 0:
         start = (rng if rng is not None else np.random.default_rng()).uniform(0.0, delta)
@@ -40,8 +39,15 @@ def clip_indices(video_frames: int, video_fps: float, num_frames: int, sampling_
         start = delta / 2
     else:
         start = delta * clip_index / (num_clips - 1)
-    idx = np.floor(start + step * np.arange(num_frames) + 1e-6).astype(np.int64)
-    return np.clip(idx, 0, video_frames - 1)
+    return np.clip(spaced_indices(start, video_fps, num_frames, sampling_rate, target_fps), 0, video_frames - 1)
+
+
+def spaced_indices(start: float, video_fps: float, num_frames: int, sampling_rate: int,
+                   target_fps: float) -> np.ndarray:
+    """``num_frames`` frame indices from frame ``start``, ``sampling_rate`` frames at ``target_fps``
+    apart (int64, not clamped to the video)."""
+    step = sampling_rate * video_fps / target_fps
+    return np.floor(start + step * np.arange(num_frames) + 1e-6).astype(np.int64)
 
 
 def window_starts(video_frames: int, video_fps: float, num_frames: int, sampling_rate: int,

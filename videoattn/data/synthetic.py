@@ -28,6 +28,7 @@ import sys
 from concurrent.futures import ThreadPoolExecutor
 from typing import Dict, List, Optional, Tuple
 
+import av
 import numpy as np
 
 from videoattn.utils.io import atomic_path, atomic_write_text
@@ -157,8 +158,6 @@ def encode_video(path: str, frames: np.ndarray, fps: int, codec: Optional[str] =
 
     The container follows the extension; ``codec`` defaults to the one of FORMATS for it.
     """
-    import av
-
     ext = os.path.splitext(path)[1].lstrip(".")
     if codec is None:
         codec, options = next((c, o) for e, c, o in FORMATS if e == ext)
@@ -275,31 +274,3 @@ def make_indexed_video(path: str, num_frames: int, fps: int, width: int = 96, he
         frames[i, INDEX_CELL * 2:, :] = (frames[i, INDEX_CELL * 2:, :].astype(int) + 3 * i) % 256  # moving content
         draw_frame_index(frames[i], i)
     encode_video(path, frames, fps, codec, options, container_options)
-
-
-def cut_file(src: str, dst: str, fraction: float) -> None:
-    """Copy the first ``fraction`` of the bytes of ``src`` to ``dst``: a download cut short."""
-    with open(src, "rb") as f:
-        data = f.read()
-    with open(dst, "wb") as f:
-        f.write(data[: int(len(data) * fraction)])
-
-
-def decodable_indexed_frames(path: str) -> int:
-    """How many frames of an indexed video (:func:`make_indexed_video`) decode, counted plainly:
-    every packet through PyAV's decoder (errors skipped), then the first index whose barcode never
-    shows. A reference for tests of the readers (independent of :mod:`videoattn.data.decoding`)."""
-    import av
-
-    seen = set()
-    with av.open(path) as container:
-        stream = container.streams.video[0]
-        for packet in container.demux(stream):
-            try:
-                seen.update(read_frame_index(f.to_ndarray(format="rgb24")) for f in stream.codec_context.decode(packet))
-            except av.error.FFmpegError:
-                pass
-    n = 0
-    while n in seen:
-        n += 1
-    return n

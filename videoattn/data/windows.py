@@ -14,8 +14,12 @@ from typing import Iterator, List, Sequence, Tuple
 
 import numpy as np
 import torch
-from omegaconf import DictConfig
 from torch.utils.data import IterableDataset, get_worker_info
+
+from videoattn.config import DataConfig, FeaturesConfig
+from videoattn.data.decoding import DecodeError, TruncatedVideoError, config_backend, open_video
+from videoattn.data.sampling import spaced_indices, window_starts
+from videoattn.data.transforms import test_views
 
 
 @dataclass(frozen=True)
@@ -44,12 +48,10 @@ def window_layout(num_video_frames: int, fps: float, num_frames: int, sampling_r
     nominal length is ``window_s = num_frames * sampling_rate / target_fps``. The layout of fewer
     frames is a prefix of the layout of more (same starts, same indices).
     """
-    from videoattn.data.sampling import window_starts
-
     if num_video_frames <= 0 or fps <= 0:
         raise ValueError(f"video has {num_video_frames} frames at {fps} fps")
     starts = window_starts(num_video_frames, fps, num_frames, sampling_rate, target_fps, stride_s * target_fps)
-    raw = [_raw_indices(int(s), fps, num_frames, sampling_rate, target_fps) for s in starts]
+    raw = [spaced_indices(int(s), fps, num_frames, sampling_rate, target_fps) for s in starts]
     repeated = [int((r >= num_video_frames).sum()) for r in raw]
     keep = [i for i, n in enumerate(repeated) if n == 0 or not whole_only]
     return Window(fps=float(fps), num_frames=int(num_video_frames), window_s=num_frames * sampling_rate / target_fps,
@@ -58,28 +60,14 @@ def window_layout(num_video_frames: int, fps: float, num_frames: int, sampling_r
                   repeated=[repeated[i] for i in keep])
 
 
-def _raw_indices(start_frame: int, fps: float, num_frames: int, sampling_rate: int, target_fps: float) -> np.ndarray:
-    step = sampling_rate * fps / target_fps
-    return np.floor(start_frame + step * np.arange(num_frames) + 1e-6).astype(np.int64)
-
-
-def clip_indices(start_frame: int, fps: float, num_video_frames: int, num_frames: int, sampling_rate: int,
-                 target_fps: float) -> List[int]:
-    """The clip's native frame indices from ``start_frame``, spaced as
-    :func:`videoattn.data.sampling.clip_indices` spaces them, clamped to the video."""
-    idx = _raw_indices(start_frame, fps, num_frames, sampling_rate, target_fps)
-    return np.clip(idx, 0, num_video_frames - 1).tolist()
-
-
-def stride_seconds(cfg: DictConfig) -> float:
+def stride_seconds(data: DataConfig, features: FeaturesConfig) -> float:
     """Window stride in seconds: ``features.stride_seconds``, else ``stride_frames`` at target fps,
     else one window length."""
-    f = cfg.features
-    if f.stride_seconds > 0:
-        return float(f.stride_seconds)
-    if f.stride_frames > 0:
-        return f.stride_frames / cfg.data.target_fps
-    return cfg.data.num_frames * cfg.data.sampling_rate / cfg.data.target_fps
+    if features.stride_seconds > 0:
+        return features.stride_seconds
+    if features.stride_frames > 0:
+        return features.stride_frames / data.target_fps
+    return data.num_frames * data.sampling_rate / data.target_fps
 
 
 class WindowStream(IterableDataset):
@@ -94,12 +82,10 @@ class WindowStream(IterableDataset):
     in order.
     """
 
-    def __init__(self, videos: Sequence[Tuple[int, str]], cfg: DictConfig):
-        from videoattn.data.decoding import config_backend
-
-        self.videos, self.cfg = list(videos), cfg
-        self.stride = stride_seconds(cfg)
-        self.backend = config_backend(cfg)  # checked here, in the main process, not in each worker
+    def __init__(self, videos: Sequence[Tuple[int, str]], data: DataConfig, features: FeaturesConfig):
+        self.videos, self.data, self.features = list(videos), data, features
+        self.stride = stride_seconds(data, features)
+        self.backend = config_backend(data)  # checked here, in the main process, not in each worker
 
     def __iter__(self) -> Iterator[dict]:
         info = get_worker_info()
@@ -112,9 +98,7 @@ class WindowStream(IterableDataset):
 
     def _layout(self, reader, declared: int) -> Window:
         """Windows over the frames that decode; for a video cut short only whole windows."""
-        from videoattn.data.decoding import DecodeError, TruncatedVideoError
-
-        d = self.cfg.data
+        d = self.data
         win = window_layout(reader.num_frames, reader.fps, d.num_frames, d.sampling_rate, d.target_fps, self.stride,
                             whole_only=reader.num_frames < declared)
         if not win.indices:
@@ -123,11 +107,8 @@ class WindowStream(IterableDataset):
         return win
 
     def _video_items(self, k: int, path: str) -> Iterator[dict]:
-        from videoattn.data.decoding import TruncatedVideoError, open_video
-        from videoattn.data.transforms import test_views
-
-        d, f = self.cfg.data, self.cfg.features
-        bs = max(1, int(f.batch_size))
+        d, f = self.data, self.features
+        bs = f.batch_size
         reader = open_video(path, num_threads=d.decode_threads, timeout=d.decode_timeout, backend=self.backend)
         try:
             declared = reader.declared_frames  # first: a file cut short is read with PyAV from here on
@@ -145,7 +126,7 @@ class WindowStream(IterableDataset):
                     win = shorter
                     continue
                 pos = {i: j for j, i in enumerate(unique)}
-                views = [v for w in chunk for v in test_views(frames[[pos[i] for i in w]], self.cfg, f.num_spatial_crops)]
+                views = [v for w in chunk for v in test_views(frames[[pos[i] for i in w]], d, f.num_spatial_crops)]
                 yield {"k": k, "chunk": c, "clips": torch.stack(views), "num_windows": len(chunk)}
                 c += 1
             yield {"k": k, "done": True, "window": win, "declared_frames": declared}

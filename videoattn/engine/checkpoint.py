@@ -22,26 +22,17 @@ from torch import nn
 import videoattn
 from videoattn.utils.io import atomic_torch_save
 from videoattn.utils.serialization import CheckpointError, UntrustedCheckpointError, load_file
+from videoattn.utils.state_dict import to_cpu, unwrap_state_dict
 
 logger = logging.getLogger(__name__)
 HEAD_PREFIX = "head.proj."  # the classifier that fine-tuning re-initialises
 __all__ = ["CheckpointError", "UntrustedCheckpointError"]  # re-exported for callers of this module
 
 
-def unwrap_state_dict(state: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
-    """Strip DDP's ``module.`` prefix (and torch.compile's ``_orig_mod.``) from every key."""
-    out = {}
-    for k, v in state.items():
-        for prefix in ("module.", "_orig_mod."):
-            if k.startswith(prefix):
-                k = k[len(prefix):]
-        out[k] = v
-    return out
-
-
 def make_checkpoint(model_state: Dict[str, torch.Tensor], config: Optional[dict] = None,
                     source: str = "videoattn", **extra: Any) -> dict:
-    """Assemble a checkpoint dict (``config`` is a plain dict, e.g. ``config_to_dict(cfg)``)."""
+    """Assemble a checkpoint dict (``config`` is a plain dict, e.g. ``config_to_dict(cfg)``); every
+    tensor in it is on the CPU."""
     ckpt = {
         "model_state": unwrap_state_dict(model_state),
         "config": config,
@@ -49,7 +40,7 @@ def make_checkpoint(model_state: Dict[str, torch.Tensor], config: Optional[dict]
                  "created": datetime.datetime.now(datetime.timezone.utc).isoformat(), "source": source},
     }
     ckpt.update(extra)
-    return ckpt
+    return to_cpu(ckpt)
 
 
 def save_checkpoint(path: str, ckpt: dict) -> None:

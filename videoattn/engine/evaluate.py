@@ -16,15 +16,15 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from videoattn.data.loader import device_clips, unique_broken
-from videoattn.utils.distributed import all_gather_object, is_main_process
-from videoattn.engine.inference import unwrap_model
-from videoattn.engine.metrics import (VideoAggregator, all_reduce_cpu, confusion_matrix, mean_class_accuracy,
-                                      topk_correct)
+from videoattn.data.loader import unique_broken
+from videoattn.data.transforms import DeviceNormalizer
+from videoattn.engine.metrics import VideoAggregator, confusion_matrix, mean_class_accuracy, topk_correct
+from videoattn.utils.distributed import all_gather_object, all_reduce_, is_main_process
+from videoattn.utils.state_dict import unwrap_model
 
 
-def _scored_batches(model: torch.nn.Module, loader, device: torch.device, desc: str
-                    ) -> Iterator[Tuple[dict, torch.Tensor, Optional[torch.Tensor]]]:
+def _scored_batches(model: torch.nn.Module, loader, device: torch.device, normalize: DeviceNormalizer,
+                    desc: str) -> Iterator[Tuple[dict, torch.Tensor, Optional[torch.Tensor]]]:
     """Yield ``(batch, valid (B,) bool, logits (B_valid, C) float32 on CPU or None)``.
 
     Items with ``valid=False`` (undecodable test videos) are not run through the model.
@@ -35,8 +35,8 @@ def _scored_batches(model: torch.nn.Module, loader, device: torch.device, desc: 
         valid = torch.as_tensor(batch.get("valid", torch.ones(n, dtype=torch.bool))).bool()
         logits = None
         if valid.any():
-            x = device_clips(batch["clip"][valid], device, loader)
-            logits = model(x).float().cpu()
+            clips = batch["clip"] if valid.all() else batch["clip"][valid]  # no copy when all are valid
+            logits = model(normalize(clips, device)).float().cpu()
         yield batch, valid, logits
 
 
@@ -52,11 +52,13 @@ def _unique_rows(parts: List[np.ndarray]) -> np.ndarray:
 
 
 @torch.inference_mode()
-def evaluate_clips(model: torch.nn.Module, loader, device: torch.device, desc: str = "val") -> Dict[str, object]:
+def evaluate_clips(model: torch.nn.Module, loader, device: torch.device, normalize: DeviceNormalizer,
+                   desc: str = "val") -> Dict[str, object]:
     """Single-view validation over ``loader``, gathered across processes.
 
     Args:
         model: the (possibly DDP-wrapped) classifier; ``model(x: (B, 3, T, H, W)) -> (B, C)``.
+        normalize: moves batch clips to ``device`` as normalised float32.
         loader: yields batches with ``clip``, ``label``, ``video_index``, ``view_index`` [, ``valid``].
     Returns (identical on every rank):
         ``top1``, ``top5`` (fractions), ``loss`` (mean cross-entropy), ``num_clips`` (clips scored,
@@ -68,7 +70,7 @@ def evaluate_clips(model: torch.nn.Module, loader, device: torch.device, desc: s
     net.eval()
     records, skipped, invalid = [], [], 0
     try:
-        for batch, valid, logits in _scored_batches(net, loader, device, desc):
+        for batch, valid, logits in _scored_batches(net, loader, device, normalize, desc):
             skipped.extend(batch.get("skipped", []) or [])
             invalid += int((~valid).sum())
             if logits is None:
@@ -126,7 +128,7 @@ class MultiViewResult:
 
 
 @torch.inference_mode()
-def score_multiview(model: torch.nn.Module, loader, num_videos: int, num_classes: int,
+def score_multiview(model: torch.nn.Module, loader, num_videos: int, num_classes: int, normalize: DeviceNormalizer,
                     aggregation: str = "softmax", save_logits: bool = False,
                     device: torch.device = torch.device("cpu"), num_views: Optional[int] = None) -> MultiViewResult:
     """Score every view of every video in ``loader`` and aggregate per video.
@@ -145,7 +147,7 @@ def score_multiview(model: torch.nn.Module, loader, num_videos: int, num_classes
     failed: List[Tuple[int, int, str]] = []
     seen: List[np.ndarray] = []
     logit_rows: List[np.ndarray] = []
-    for batch, valid, logits in _scored_batches(net, loader, device, "test"):
+    for batch, valid, logits in _scored_batches(net, loader, device, normalize, "test"):
         vidx, view = batch["video_index"].long(), batch["view_index"].long()
         labels[vidx] = batch["label"].long()
         seen.append(np.stack([vidx.numpy(), view.numpy()], axis=1))
@@ -161,7 +163,7 @@ def score_multiview(model: torch.nn.Module, loader, num_videos: int, num_classes
             logit_rows.append(np.concatenate([vidx[valid, None].numpy(), view[valid, None].numpy(),
                                               logits.numpy()], axis=1).astype(np.float32))
     agg.all_reduce()
-    all_reduce_cpu(labels, "max")
+    all_reduce_(labels, "max")
     local_seen = np.concatenate(seen) if seen else np.zeros((0, 2), np.int64)
     local_logits = np.concatenate(logit_rows) if logit_rows else None
     gathered = all_gather_object((hit1, hit5, clips, failed, local_seen, local_logits))

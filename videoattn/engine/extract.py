@@ -3,8 +3,8 @@
 Each video is cut into windows of ``data.num_frames x data.sampling_rate`` frames counted at
 ``data.target_fps`` (PySlowFast's clip), every ``features.stride_seconds`` (or
 ``features.stride_frames`` at target fps; default: one window length). Each window goes through
-the test-time transform (``features.num_spatial_crops`` crops, optionally averaged) and
-``model.extract(x, features.layer)``. Per video (``<id>``: see :func:`video_ids`)::
+the test-time transform (``features.num_spatial_crops`` crops, optionally averaged) and the
+model up to ``features.layer`` (:func:`window_features`). Per video (``<id>``: see :func:`video_ids`)::
 
     DIR/<id>.npy    (num_windows, D) or (num_windows, crops, D) without crop averaging
     DIR/<id>.json   path, fps, duration (decoded and declared), window starts/ends in seconds,
@@ -23,31 +23,32 @@ Under torchrun the videos are sharded across ranks; the files equal a single-pro
 """
 from __future__ import annotations
 
-import sys
 import glob
 import hashlib
 import json
 import logging
 import os
+import sys
 from collections import Counter
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
-from omegaconf import DictConfig
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from videoattn.data.annotations import ENCODING, VIDEO_EXTENSIONS
-from videoattn.utils.distributed import all_gather_object, barrier, get_rank, get_world_size, is_main_process
-from videoattn.engine.report import csv_text
+from videoattn.config import Config, DataConfig, FeaturesConfig
+from videoattn.data.annotations import ENCODING, VIDEO_EXTENSIONS, read_annotations
 from videoattn.data.windows import Window, WindowStream
-from videoattn.utils.io import atomic_path, atomic_write_text
+from videoattn.engine.inference import build_inference_model
+from videoattn.models.resnet3d import ResNet3D
+from videoattn.utils.distributed import (all_gather_object, barrier, get_rank, get_world_size, init_distributed,
+                                         is_main_process)
+from videoattn.utils.io import atomic_path, atomic_write_csv, atomic_write_text
 from videoattn.utils.walk import walk_files
 
 log = logging.getLogger(__name__)
 
-FAULT_ENV = "VIDEOATTN_FAULT_KILL_AFTER"   # test hook: SIGKILL this process while writing video N+1
 INDEX_COLUMNS = ["video", "path", "num_windows", "fps", "duration_s", "window_s", "stride_s", "feature_shape",
                  "dtype", "layer", "features", "windows"]
 TRUNCATED_COLUMNS = ["video", "path", "decoded_frames", "declared_frames", "decoded_s", "declared_s", "num_windows"]
@@ -97,7 +98,7 @@ def _unique_paths(paths: Sequence[str]) -> List[str]:
     return out
 
 
-def list_inputs(cfg: DictConfig, source: str) -> Tuple[List[str], List[str]]:
+def list_inputs(data: DataConfig, source: str) -> Tuple[List[str], List[str]]:
     """``(video paths, missing paths)`` from a video file, a folder (recursive) or a list file.
 
     A list file is either one video path per line, or anything the dataset reads for a split
@@ -117,10 +118,8 @@ def list_inputs(cfg: DictConfig, source: str) -> Tuple[List[str], List[str]]:
         base = os.path.dirname(os.path.abspath(source))
         paths = [ln if os.path.isabs(ln) or os.path.exists(ln) else os.path.join(base, ln) for ln in lines]
         return _unique_paths([p for p in paths if os.path.isfile(p)]), [p for p in paths if not os.path.isfile(p)]
-    from videoattn.data import read_annotations
-
-    d = cfg.data
-    ann = read_annotations(d.root, os.path.abspath(source), d.train_split, d.classes_file, "test", labels=False)
+    ann = read_annotations(data.root, os.path.abspath(source), data.train_split, data.classes_file, "test",
+                           labels=False)
     return [v[0] for v in ann.videos], list(ann.missing)
 
 
@@ -147,26 +146,18 @@ def _remove_stale_temps(out_dir: str, vid: str) -> None:
             os.remove(tmp)
 
 
-def _maybe_die(count: int) -> None:
-    limit = os.environ.get(FAULT_ENV)
-    if limit is not None and count > int(limit):
-        import signal
-        os.kill(os.getpid(), signal.SIGKILL)
-
-
-def _save_video(out_dir: str, vid: str, path: str, win: Window, declared: int, feats: np.ndarray, cfg: DictConfig,
-                count: int) -> dict:
+def _save_video(out_dir: str, vid: str, path: str, win: Window, declared: int, feats: np.ndarray,
+                features: FeaturesConfig) -> dict:
     meta = {"video": vid, "path": path, "fps": win.fps, "num_video_frames": win.num_frames,
             "duration_s": win.num_frames / win.fps, "declared_frames": declared, "declared_duration_s": declared / win.fps,
             "truncated": declared > win.num_frames, "window_s": win.window_s, "stride_s": win.stride_s,
             "num_windows": len(win.starts), "starts_s": win.starts, "ends_s": win.ends,
-            "frame_indices": win.indices, "repeated_samples": win.repeated, "layer": cfg.features.layer,
-            "dtype": cfg.features.dtype, "feature_shape": list(feats.shape)}
+            "frame_indices": win.indices, "repeated_samples": win.repeated, "layer": features.layer,
+            "dtype": features.dtype, "feature_shape": list(feats.shape)}
     atomic_write_text(os.path.join(out_dir, vid + ".json"), json.dumps(meta) + "\n")
     with atomic_path(os.path.join(out_dir, vid + ".npy")) as tmp:
         with open(tmp, "wb") as f:
             np.save(f, feats)
-        _maybe_die(count)          # fault hook: dies with the temp file written, before the rename
     return meta
 
 
@@ -184,41 +175,44 @@ def _truncated_row(meta: dict) -> Optional[list]:
 
 
 @torch.inference_mode()
-def _features(model: torch.nn.Module, item: dict, cfg: DictConfig, device: torch.device) -> torch.Tensor:
+def window_features(model: ResNet3D, x: torch.Tensor, layer: str) -> torch.Tensor:
+    """``x: (B, 3, T, H, W) -> (B, D)``: the pooled embedding (``layer="pool"``, what the classifier
+    sees) or the map after stage ``layer`` (res2..res5) averaged over T, H, W."""
+    if layer == "pool":
+        return model.forward_head(model.forward_features(x), pre_logits=True)
+    return model.forward_intermediates(x, [layer])[layer].mean(dim=(2, 3, 4))
+
+
+def _chunk_features(model: ResNet3D, item: dict, layer: str, device: torch.device) -> torch.Tensor:
     """``(w, crops, D)`` float32 features of one chunk of windows."""
-    feats = model.extract(item["clips"].to(device, non_blocking=True), cfg.features.layer).float().cpu()
+    feats = window_features(model, item["clips"].to(device, non_blocking=True), layer).float().cpu()
     return feats.reshape(item["num_windows"], -1, feats.shape[-1])
 
 
-def _finish(chunks: List[torch.Tensor], cfg: DictConfig) -> np.ndarray:
+def _finish(chunks: List[torch.Tensor], features: FeaturesConfig) -> np.ndarray:
     feats = torch.cat(chunks)                                        # (W, crops, D)
-    if cfg.features.average_crops:
+    if features.average_crops:
         feats = feats.mean(dim=1)
-    return feats.numpy().astype(np.float16 if cfg.features.dtype == "float16" else np.float32)
+    return feats.numpy().astype(np.float16 if features.dtype == "float16" else np.float32)
 
 
-def window_loader(videos: Sequence[Tuple[int, str]], cfg: DictConfig) -> DataLoader:
+def window_loader(videos: Sequence[Tuple[int, str]], data: DataConfig, features: FeaturesConfig) -> DataLoader:
     """Chunks of decoded windows (:class:`WindowStream`), decoded by ``data.num_workers`` workers."""
-    workers = min(int(cfg.data.num_workers), len(videos))
-    extra = dict(prefetch_factor=int(cfg.data.prefetch_factor)) if workers > 0 else {}
-    return DataLoader(WindowStream(videos, cfg), batch_size=None, num_workers=workers, **extra)
+    workers = min(data.num_workers, len(videos))
+    extra = dict(prefetch_factor=data.prefetch_factor) if workers > 0 else {}
+    return DataLoader(WindowStream(videos, data, features), batch_size=None, num_workers=workers, **extra)
 
 
-def extract_features(cfg: DictConfig, source: str, out_dir: str, checkpoint_path: Optional[str] = None,
+def extract_features(cfg: Config, source: str, out_dir: str, checkpoint_path: Optional[str] = None,
                      random_init: bool = False, trust: bool = False) -> Optional[Dict[str, object]]:
     """Extract features of every video of ``source`` into ``out_dir``; summary on rank 0, else None.
 
     Weights: see :func:`videoattn.engine.inference.resolve_checkpoint` (``random_init``: none, benchmarks
     only; ``trust``: allow a checkpoint that needs full unpickling, ``--trust-checkpoint``).
     """
-    from videoattn.utils.distributed import init_distributed
-    from videoattn.engine.inference import build_inference_model
-
-    if cfg.features.dtype not in ("float32", "float16"):
-        raise ValueError(f"features.dtype must be float32 or float16, got '{cfg.features.dtype}'")
-    info = init_distributed(cfg.device, timeout_s=60 * float(cfg.dist_timeout_minutes))
+    info = init_distributed(cfg.device, timeout_s=60 * cfg.dist_timeout_minutes)
     model = build_inference_model(cfg, checkpoint_path, info.device, random_init, trust)  # bad checkpoint: fail first
-    paths, missing = list_inputs(cfg, source)
+    paths, missing = list_inputs(cfg.data, source)
     ids = video_ids(paths)
     os.makedirs(out_dir, exist_ok=True)
     todo, skipped, failed = _plan(out_dir, ids, paths)
@@ -226,7 +220,8 @@ def extract_features(cfg: DictConfig, source: str, out_dir: str, checkpoint_path
     written = 0
     bar = tqdm(total=len(todo), desc="features", unit="video", dynamic_ncols=True,
                disable=not (is_main_process() and sys.stderr.isatty()))
-    for item in (window_loader(todo, cfg) if todo else []):
+    f = cfg.features
+    for item in (window_loader(todo, cfg.data, f) if todo else []):
         k = item["k"]
         if "error" in item:
             log.warning("features: skipping %s: %s", paths[k], item["error"])
@@ -234,13 +229,13 @@ def extract_features(cfg: DictConfig, source: str, out_dir: str, checkpoint_path
             pending.pop(k, None)
             bar.update(1)
         elif "done" in item:
-            feats = _finish(pending.pop(k), cfg)
+            feats = _finish(pending.pop(k), f)
             assert feats.shape[0] == len(item["window"].starts), (paths[k], feats.shape)
             written += 1
-            _save_video(out_dir, ids[k], paths[k], item["window"], item["declared_frames"], feats, cfg, written)
+            _save_video(out_dir, ids[k], paths[k], item["window"], item["declared_frames"], feats, f)
             bar.update(1)
         else:
-            pending.setdefault(k, []).append(_features(model, item, cfg, info.device))
+            pending.setdefault(k, []).append(_chunk_features(model, item, f.layer, info.device))
     bar.close()
     gathered = all_gather_object((sorted(failed.items()), written, skipped))
     summary = _report(out_dir, ids, paths, missing, gathered) if is_main_process() else None
@@ -276,11 +271,11 @@ def _report(out_dir: str, ids: List[str], paths: List[str], missing: List[str], 
         if meta is not None:
             rows.append(_index_row(meta))
             short += [r for r in [_truncated_row(meta)] if r]
-    atomic_write_text(os.path.join(out_dir, "index.csv"), csv_text(INDEX_COLUMNS, rows))
-    atomic_write_text(os.path.join(out_dir, "truncated.csv"), csv_text(TRUNCATED_COLUMNS, short))
+    atomic_write_csv(os.path.join(out_dir, "index.csv"), INDEX_COLUMNS, rows)
+    atomic_write_csv(os.path.join(out_dir, "truncated.csv"), TRUNCATED_COLUMNS, short)
     fail_rows = [[ids[k], paths[k], reason] for k, reason in all_failed] + \
                 [["", m, "missing: file not found"] for m in missing]
-    atomic_write_text(os.path.join(out_dir, "failed.csv"), csv_text(["video", "path", "reason"], fail_rows))
+    atomic_write_csv(os.path.join(out_dir, "failed.csv"), ["video", "path", "reason"], fail_rows)
     summary = {"num_videos": len(paths) + len(missing), "num_done": len(rows), "num_written": sum(g[1] for g in gathered),
                "num_skipped_done": sum(g[2] for g in gathered), "num_failed": len(all_failed),
                "num_missing": len(missing), "num_truncated": len(short), "failed": fail_rows, "output": out_dir}

@@ -7,21 +7,14 @@ import os
 from typing import Optional, Sequence
 
 import torch
-from omegaconf import DictConfig
 
-from videoattn.engine.checkpoint import HEAD_PREFIX, CheckpointError, load_checkpoint, unwrap_state_dict
+from videoattn.config import Config
+from videoattn.engine.checkpoint import (HEAD_PREFIX, CheckpointError, best_checkpoint_path, list_epoch_checkpoints,
+                                         load_checkpoint)
+from videoattn.models import build_model
+from videoattn.utils.state_dict import unwrap_state_dict
 
 log = logging.getLogger(__name__)
-
-
-def unwrap_model(model: torch.nn.Module) -> torch.nn.Module:
-    """The plain module inside DDP / torch.compile wrappers.
-
-    Evaluation must not run through DDP: ranks may hold different numbers of batches and DDP's
-    forward would wait for the others (buffer broadcast)."""
-    while hasattr(model, "module") or hasattr(model, "_orig_mod"):
-        model = getattr(model, "module", None) or getattr(model, "_orig_mod")
-    return model
 
 
 def check_state_fits(own: dict, state: dict, path: str, what: str = "") -> None:
@@ -76,11 +69,9 @@ def check_num_classes(classes: Sequence[str], num_classes: int, source: str) -> 
                      f"set model.num_classes={len(classes)}" + (" or more" if inferred else ""))
 
 
-def resolve_checkpoint(cfg: DictConfig, checkpoint_path: Optional[str] = None) -> str:
+def resolve_checkpoint(cfg: Config, checkpoint_path: Optional[str] = None) -> str:
     """The weights to evaluate, PySlowFast style: ``checkpoint_path`` > ``test.checkpoint_file`` >
     ``output_dir/checkpoints/checkpoint_best.pyth`` > the newest ``checkpoint_epoch_*.pyth`` there."""
-    from videoattn.engine.checkpoint import best_checkpoint_path, list_epoch_checkpoints
-
     if checkpoint_path or cfg.test.checkpoint_file:
         return checkpoint_path or cfg.test.checkpoint_file
     best = best_checkpoint_path(cfg.output_dir)
@@ -93,14 +84,12 @@ def resolve_checkpoint(cfg: DictConfig, checkpoint_path: Optional[str] = None) -
                           f"{os.path.join(cfg.output_dir, 'checkpoints')}")
 
 
-def build_inference_model(cfg: DictConfig, checkpoint_path: Optional[str], device: torch.device,
+def build_inference_model(cfg: Config, checkpoint_path: Optional[str], device: torch.device,
                           random_init: bool = False, trust: bool = False) -> torch.nn.Module:
     """``build_model(cfg)`` with checkpoint weights (see :func:`resolve_checkpoint`), on
     ``device``, in eval mode. ``random_init=True`` skips the weights (benchmarks only);
     ``trust=True`` allows a checkpoint that needs full unpickling (``--trust-checkpoint``)."""
-    from videoattn.models import build_model
-
-    model = build_model(cfg)
+    model = build_model(cfg.model)
     if not random_init:
         path = resolve_checkpoint(cfg, checkpoint_path)
         load_weights(model, path, trust)

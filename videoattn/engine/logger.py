@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import os
 import sys
 import time
@@ -15,7 +14,7 @@ from typing import Any, Callable, Dict, Iterable, Iterator, Optional
 
 from tqdm import tqdm
 
-from videoattn.utils.io import append_bytes
+from videoattn.utils.io import append_bytes, json_safe
 
 LOG_FORMAT = "[%(asctime)s %(levelname)s rank%(rank)s] %(message)s"
 
@@ -73,15 +72,6 @@ def setup_logging(rank: int, output_dir: Optional[str] = None) -> Callable[[], N
     return restore
 
 
-def _plain(value: Any) -> Any:
-    """JSON-safe scalar: tensors/numpy to Python numbers, non-finite floats to strings."""
-    if hasattr(value, "item"):
-        value = value.item()
-    if isinstance(value, float) and not math.isfinite(value):
-        return str(value)
-    return value
-
-
 class MetricsWriter:
     """``output_dir/metrics.jsonl`` (one JSON object per row) plus TensorBoard scalars.
 
@@ -107,7 +97,7 @@ class MetricsWriter:
         if not self.enabled:
             return
         row = {"kind": kind, "epoch": epoch, "step": step, "time": round(time.time(), 3)}
-        row.update({k: _plain(v) for k, v in values.items()})
+        row.update(json_safe(values))
         assert self._file is not None
         append_bytes(self._file, (json.dumps(row) + "\n").encode("utf-8"), self.path)  # whole rows only
         if self._tb is not None:

@@ -9,6 +9,8 @@ from typing import Dict, Sequence
 
 import torch
 
+from videoattn.utils.distributed import all_reduce_
+
 AGGREGATIONS = ("softmax", "sum", "max")
 
 
@@ -24,13 +26,6 @@ def topk_correct(logits: torch.Tensor, labels: torch.Tensor, ks: Sequence[int] =
     top = logits.topk(kmax, dim=1).indices                 # (N, kmax)
     hits = top == labels[:, None].to(top.device)          # (N, kmax)
     return {k: hits[:, :min(k, kmax)].any(dim=1) for k in ks}
-
-
-def topk_accuracy(logits: torch.Tensor, labels: torch.Tensor, ks: Sequence[int] = (1, 5)) -> Dict[int, float]:
-    """``{k: fraction of samples whose label is among the top-k}``; NaN for an empty batch."""
-    if labels.numel() == 0:
-        return {k: float("nan") for k in ks}
-    return {k: v.float().mean().item() for k, v in topk_correct(logits, labels, ks).items()}
 
 
 def confusion_matrix(preds: torch.Tensor, labels: torch.Tensor, num_classes: int) -> torch.Tensor:
@@ -95,8 +90,8 @@ class VideoAggregator:
 
     def all_reduce(self) -> None:
         """Merge the states of all processes in place (no-op in a single process)."""
-        all_reduce_cpu(self.scores, "max" if self.method == "max" else "sum")
-        all_reduce_cpu(self.counts, "sum")
+        all_reduce_(self.scores, "max" if self.method == "max" else "sum")
+        all_reduce_(self.counts, "sum")
 
     def video_scores(self) -> torch.Tensor:
         """``(V, C)`` aggregated scores; rows of videos without any view are NaN."""
@@ -105,28 +100,3 @@ class VideoAggregator:
             out /= self.counts.clamp(min=1)[:, None].double()
         out[self.counts == 0] = float("nan")
         return out
-
-
-def all_reduce_cpu(t: torch.Tensor, op: str = "sum") -> torch.Tensor:
-    """In-place all-reduce (``sum`` | ``max``) of a CPU tensor over all processes, also under NCCL
-    (which only reduces CUDA tensors). No-op in a single process."""
-    import torch.distributed as dist
-
-    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
-        return t
-    red = {"sum": dist.ReduceOp.SUM, "max": dist.ReduceOp.MAX}[op]
-    if dist.get_backend() == "nccl":
-        buf = t.cuda()
-        dist.all_reduce(buf, op=red)
-        t.copy_(buf.cpu())
-    else:
-        dist.all_reduce(t, op=red)
-    return t
-
-
-def aggregate_views(logits: torch.Tensor, video_index: torch.Tensor, num_videos: int,
-                    method: str = "softmax") -> torch.Tensor:
-    """Per-video scores ``(num_videos, C)`` from per-view ``logits (N, C)`` (see :class:`VideoAggregator`)."""
-    agg = VideoAggregator(num_videos, logits.shape[1], method)
-    agg.update(logits, video_index)
-    return agg.video_scores()

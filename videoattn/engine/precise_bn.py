@@ -14,7 +14,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from videoattn.data.loader import device_clips
+from videoattn.data.transforms import DeviceNormalizer
 from videoattn.utils.distributed import get_world_size
 
 logger = logging.getLogger(__name__)
@@ -27,7 +27,7 @@ def bn_layers(model: nn.Module) -> List[nn.modules.batchnorm._BatchNorm]:
 
 @torch.no_grad()
 def update_bn_stats(model: nn.Module, loader: Iterable, num_batches: int, device: torch.device,
-                    autocast_dtype: torch.dtype | None = None) -> int:
+                    normalize: DeviceNormalizer, autocast_dtype: torch.dtype | None = None) -> int:
     """Recompute every BN layer's running statistics over up to ``num_batches`` batches.
 
     ``model`` must be the plain module (not the DDP wrapper, whose buffer broadcast would
@@ -48,7 +48,7 @@ def update_bn_stats(model: nn.Module, loader: Iterable, num_batches: int, device
     model.train()
     used = 0
     for batch in itertools.islice(loader, num_batches):
-        clip = device_clips(batch["clip"], device, loader)
+        clip = normalize(batch["clip"], device)
         with torch.autocast(device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
             model(clip)
         used += 1

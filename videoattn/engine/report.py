@@ -5,41 +5,14 @@ and, with ``test.save_logits``, ``view_logits.npz``.
 """
 from __future__ import annotations
 
-import csv
-import io
-import json
-import math
 import os
-from typing import Dict, List, Sequence
+from typing import Dict, List
 
 import numpy as np
 import torch
 
 from videoattn.engine.metrics import confusion_matrix, per_class_accuracy
-from videoattn.utils.io import atomic_path, atomic_write_text
-
-
-def csv_text(header: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
-    buf = io.StringIO()
-    writer = csv.writer(buf, lineterminator="\n")
-    writer.writerow(header)
-    writer.writerows(rows)
-    return buf.getvalue()
-
-
-def _json_safe(value):
-    if isinstance(value, float) and math.isnan(value):
-        return None
-    if isinstance(value, dict):
-        return {k: _json_safe(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_json_safe(v) for v in value]
-    return value
-
-
-def write_metrics_json(path: str, metrics: Dict[str, object]) -> None:
-    """JSON with NaN written as null (strict JSON)."""
-    atomic_write_text(path, json.dumps(_json_safe(metrics), indent=2) + "\n")
+from videoattn.utils.io import atomic_path, atomic_write_csv, atomic_write_json
 
 
 def write_per_class(path: str, conf: torch.Tensor, class_names: List[str]) -> None:
@@ -51,14 +24,13 @@ def write_per_class(path: str, conf: torch.Tensor, class_names: List[str]) -> No
         support, correct = int(conf[c].sum()), int(conf[c, c])
         prec = correct / int(predicted[c]) if predicted[c] > 0 else float("nan")
         rows.append([c, name, support, correct, f"{acc[c].item():.6f}", f"{prec:.6f}"])
-    atomic_write_text(path, csv_text(["class_index", "class_name", "num_videos", "num_correct",
-                                       "accuracy", "precision"], rows))
+    atomic_write_csv(path, ["class_index", "class_name", "num_videos", "num_correct", "accuracy", "precision"], rows)
 
 
 def write_confusion(csv_path: str, png_path: str, conf: torch.Tensor, class_names: List[str]) -> None:
     """Counts as CSV (row = true class, column = predicted); row-normalised heat map as PNG."""
     rows = [[name] + conf[i].tolist() for i, name in enumerate(class_names)]
-    atomic_write_text(csv_path, csv_text(["true\\predicted"] + list(class_names), rows))
+    atomic_write_csv(csv_path, ["true\\predicted"] + list(class_names), rows)
 
     import matplotlib
     matplotlib.use("Agg")
@@ -108,7 +80,7 @@ def write_predictions(path: str, paths: List[str], scores: torch.Tensor, labels:
         top = scores[v].topk(k)
         preds = [class_names[i] for i in top.indices.tolist()]
         rows.append([p, lab, name, int(top.indices[0] == lab)] + preds + [f"{s:.6g}" for s in top.values.tolist()])
-    atomic_write_text(path, csv_text(header, rows))
+    atomic_write_csv(path, header, rows)
 
 
 def write_view_logits(path: str, view_logits: np.ndarray, labels: torch.Tensor, paths: List[str]) -> None:
@@ -133,7 +105,7 @@ def write_test_report(out_dir: str, result, class_names: List[str], paths: List[
     partial = [{"path": paths[v], "failed_views": [view for view, _ in fv], "error": fv[0][1]}
                for v, fv in sorted(result.failed_views.items()) if readable[v]]
     metrics.update(unreadable=unreadable, partially_readable=partial, **extra)
-    write_metrics_json(os.path.join(out_dir, "metrics.json"), metrics)
+    atomic_write_json(os.path.join(out_dir, "metrics.json"), metrics)
     write_per_class(os.path.join(out_dir, "per_class.csv"), conf, class_names)
     write_confusion(os.path.join(out_dir, "confusion_matrix.csv"), os.path.join(out_dir, "confusion_matrix.png"),
                     conf, class_names)

@@ -17,13 +17,14 @@ import math
 from typing import List
 
 import torch
-from omegaconf import DictConfig
 from torch import nn
+
+from videoattn.config import SolverConfig
 
 LR_POLICIES = ("cosine", "steps")
 
 
-def _policy_lr(solver: DictConfig, epoch: float) -> float:
+def _policy_lr(solver: SolverConfig, epoch: float) -> float:
     if solver.lr_policy == "cosine":
         return solver.cosine_end_lr + (solver.base_lr - solver.cosine_end_lr) * \
             (1.0 + math.cos(math.pi * epoch / solver.max_epoch)) * 0.5
@@ -32,7 +33,7 @@ def _policy_lr(solver: DictConfig, epoch: float) -> float:
     raise ValueError(f"unknown solver.lr_policy '{solver.lr_policy}' (choose from {', '.join(LR_POLICIES)})")
 
 
-def lr_at_epoch(solver: DictConfig, epoch: float) -> float:
+def lr_at_epoch(solver: SolverConfig, epoch: float) -> float:
     """Learning rate at fractional epoch ``epoch`` (``solver`` is ``cfg.solver``)."""
     lr = _policy_lr(solver, epoch)
     if epoch < solver.warmup_epochs:
@@ -55,26 +56,20 @@ def param_groups(model: nn.Module, weight_decay: float, zero_wd_1d_param: bool) 
     return groups
 
 
-def build_optimizer(model: nn.Module, cfg: DictConfig) -> torch.optim.SGD:
-    """SGD with momentum (optionally Nesterov) and weight decay, from ``cfg.solver``."""
-    s = cfg.solver
+def build_optimizer(model: nn.Module, s: SolverConfig) -> torch.optim.SGD:
+    """SGD with momentum (optionally Nesterov) and weight decay, from ``s`` (``cfg.solver``)."""
     return torch.optim.SGD(param_groups(model, s.weight_decay, s.zero_wd_1d_param), lr=s.base_lr,
                            momentum=s.momentum, nesterov=s.nesterov and s.momentum > 0,
                            dampening=0.0)
 
 
-def build_scheduler(optimizer: torch.optim.Optimizer, cfg: DictConfig,
+def build_scheduler(optimizer: torch.optim.Optimizer, s: SolverConfig,
                     updates_per_epoch: int) -> torch.optim.lr_scheduler.LambdaLR:
     """Per-update schedule: call ``scheduler.step()`` after every ``optimizer.step()``.
 
     Right after construction (and after each step) every group's ``lr`` holds the rate for the
-    next update, i.e. ``lr_at_epoch(cfg.solver, updates_done / updates_per_epoch)``.
+    next update, i.e. ``lr_at_epoch(s, updates_done / updates_per_epoch)``.
     """
-    s = cfg.solver
-    if s.lr_policy not in LR_POLICIES:
-        raise ValueError(f"unknown solver.lr_policy '{s.lr_policy}' (choose from {', '.join(LR_POLICIES)})")
-    if s.base_lr <= 0:
-        raise ValueError(f"solver.base_lr must be > 0, got {s.base_lr}")
     if updates_per_epoch < 1:
         raise ValueError("the training loader yields no batches (updates_per_epoch=0)")
     for g in optimizer.param_groups:

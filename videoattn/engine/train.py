@@ -1,42 +1,94 @@
 """The training loop: one process, or one process per device under ``torchrun``.
 
-``train(cfg)`` sets up the process group (gloo on CPU, NCCL on CUDA), the model (DDP, optional
-SyncBN), SGD + per-update LR schedule, AMP, resume/fine-tune, then runs ``solver.max_epoch``
-epochs with periodic validation (``evaluate_clips``), precise BN, checkpoints and metrics.
+Read top to bottom, :func:`train` does::
+
+    lock output_dir, init the process group (gloo on CPU, NCCL on CUDA)
+    state = TrainState(model, optimizer, scheduler, scaler)     # + epoch, step, best_top1
+    resume state from output_dir (or load fine-tuning weights)
+    for each remaining epoch:
+        train_one_epoch(state)        # forward, backward, update per batch; device-side sums
+        validate (precise BN first)   # every train.eval_period epochs and after the last
+        log the epoch, save checkpoints (periodic, best), prune old ones
+
 ``train.batch_size`` is the global batch; each process loads ``batch_size // world_size``.
 """
 from __future__ import annotations
 
 import contextlib
 import logging
-import math
 import os
 import random
-import sys
 import time
 from dataclasses import dataclass, field
-from typing import Iterator, List, Optional, Sequence
+from typing import Iterator, List, Optional
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from omegaconf import DictConfig
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel as DDP
 
-from videoattn.config import config_to_dict, save_config
-from videoattn.data.loader import device_clips, unique_broken
+from videoattn.config import Config, config_to_dict, save_config
+from videoattn.data import build_dataset, build_loader
+from videoattn.data.loader import unique_broken
+from videoattn.data.transforms import DeviceNormalizer
 from videoattn.engine import checkpoint as ckpt_lib
+from videoattn.engine.evaluate import evaluate_clips
 from videoattn.engine.inference import check_num_classes, check_state_fits
-from videoattn.utils.distributed import (DistInfo, all_gather_object, all_reduce_mean, barrier,
-                                          broadcast_object, distributed_run)
 from videoattn.engine.logger import MetricsWriter, Progress, setup_logging
+from videoattn.engine.meter import Clock, Meter
 from videoattn.engine.precise_bn import update_bn_stats
 from videoattn.engine.solver import build_optimizer, build_scheduler
+from videoattn.models import build_model
+from videoattn.utils.distributed import (DistInfo, all_gather_object, barrier, broadcast_object, distributed_run,
+                                         launch_world_size, per_process_batch)
 
 logger = logging.getLogger(__name__)
 AMP_DTYPES = {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 MAX_LISTED_BROKEN = 20   # broken videos named per epoch summary (all are counted)
+
+
+@dataclass
+class TrainState:
+    """Everything a checkpoint saves and a resume restores, in one place."""
+    model: nn.Module                      # the plain module (never the DDP wrapper)
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    scaler: torch.amp.GradScaler
+    epoch: int = 0                        # epochs completed
+    step: int = 0                         # optimizer updates done
+    best_top1: float = -1.0               # best validation top-1 (fraction); -1 before any validation
+
+    def checkpoint(self, config: dict, rng_states: list, **extra) -> dict:
+        """A PySlowFast-style checkpoint dict (``epoch`` = the 0-based epoch just completed)."""
+        return ckpt_lib.make_checkpoint(
+            self.model.state_dict(), config, optimizer_state=self.optimizer.state_dict(),
+            scheduler_state=self.scheduler.state_dict(), scaler_state=self.scaler.state_dict(),
+            epoch=self.epoch - 1, global_step=self.step, best_top1=self.best_top1, rng_state=rng_states, **extra)
+
+    def restore(self, ckpt: dict, path: str) -> None:
+        """Load a checkpoint written by :meth:`checkpoint`; a one-line error if the model differs."""
+        weights = ckpt_lib.unwrap_state_dict(ckpt["model_state"])
+        check_state_fits(self.model.state_dict(), weights, path, "auto-resume from output_dir: use another "
+                         "output_dir or train.auto_resume=false")
+        self.model.load_state_dict(weights)
+        self.optimizer.load_state_dict(ckpt["optimizer_state"])
+        self.scheduler.load_state_dict(ckpt["scheduler_state"])
+        if ckpt.get("scaler_state"):
+            self.scaler.load_state_dict(ckpt["scaler_state"])
+        self.epoch, self.step = ckpt["epoch"] + 1, ckpt.get("global_step", 0)
+        self.best_top1 = ckpt.get("best_top1", -1.0)
+
+
+@dataclass
+class Run:
+    """What stays fixed during a run: the config, this process, how batches reach the device."""
+    cfg: Config
+    info: DistInfo
+    normalize: DeviceNormalizer
+    amp_dtype: Optional[torch.dtype]
+    writer: Optional[MetricsWriter] = None
+    where: dict = field(default_factory=dict)   # epoch / last checkpoint, for the Ctrl-C line
 
 
 @dataclass
@@ -46,14 +98,6 @@ class TrainResult:
     best_top1: float                      # best validation top-1 (fraction) seen, -1 if never evaluated
     last_val: dict = field(default_factory=dict)   # the last validation metrics
     history: List[dict] = field(default_factory=list)  # one epoch summary per epoch run
-
-
-def check_batch_size(batch_size: int, world_size: int, key: str = "train.batch_size") -> int:
-    """Per-process batch for a global ``batch_size``; a clear error if it does not divide."""
-    if batch_size < world_size or batch_size % world_size:
-        raise ValueError(f"{key}={batch_size} is the global batch and must be a positive multiple of the "
-                         f"number of processes ({world_size}); e.g. {key}={max(1, batch_size // world_size) * world_size}")
-    return batch_size // world_size
 
 
 def seed_everything(seed: int) -> None:
@@ -67,20 +111,18 @@ def epoch_seed(seed: int, rank: int, epoch: int) -> int:
     return int(np.random.SeedSequence([seed, rank, epoch]).generate_state(1)[0])
 
 
-def amp_dtype_for(cfg: DictConfig, device: torch.device) -> Optional[torch.dtype]:
-    mode = cfg.train.mixed_precision
-    if mode not in AMP_DTYPES:
-        raise ValueError(f"train.mixed_precision='{mode}': choose from {', '.join(AMP_DTYPES)}")
+def amp_dtype_for(mode: str, device: torch.device) -> Optional[torch.dtype]:
+    """``train.mixed_precision`` -> the autocast dtype (None: off); fp16 needs CUDA."""
     if device.type == "cpu" and mode == "fp16":
         raise ValueError("train.mixed_precision=fp16 needs CUDA; on CPU use bf16 or none")
     return AMP_DTYPES[mode]
 
 
-def wrap_model(model: nn.Module, cfg: DictConfig, info: DistInfo) -> nn.Module:
+def wrap_model(model: nn.Module, sync_bn: bool, info: DistInfo) -> nn.Module:
     """SyncBN (CUDA, ``bn.sync``) and DDP when running more than one process."""
     if info.world_size == 1:
         return model
-    if cfg.bn.sync:
+    if sync_bn:
         if info.device.type == "cuda":
             model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
         else:
@@ -88,124 +130,10 @@ def wrap_model(model: nn.Module, cfg: DictConfig, info: DistInfo) -> nn.Module:
     return DDP(model, device_ids=[info.local_rank] if info.device.type == "cuda" else None)
 
 
-def _rank_seed_loaders(cfg: DictConfig, rank: int, epoch: int, loader) -> None:
-    seed_everything(epoch_seed(cfg.seed, rank, epoch))
-    if hasattr(loader.sampler, "set_epoch"):
-        loader.sampler.set_epoch(epoch)
-
-
-def train_one_epoch(model: nn.Module, loader, optimizer, scheduler, scaler, cfg: DictConfig,
-                    info: DistInfo, epoch: int, global_step: int, writer: MetricsWriter,
-                    amp_dtype: Optional[torch.dtype]) -> dict:
-    """One pass over ``loader``; returns the epoch's (all-rank) summary and the new global step."""
-    model.train()
-    n = len(loader)
-    accum = max(1, cfg.train.accumulation_steps)
-    params = [p for g in optimizer.param_groups for p in g["params"]]
-    sums = torch.zeros(4, dtype=torch.float64)  # loss*clips, correct, clips, iterations
-    data_time = compute_time = 0.0
-    win = {"loss": 0.0, "n": 0, "clips": 0, "data": 0.0, "compute": 0.0}
-    skipped: list = []
-    progress = Progress(loader, n, f"epoch {epoch + 1}/{cfg.solver.max_epoch}", info.is_main,
-                        cfg.train.log_period, logger)
-    t_prev = time.perf_counter()
-    for i, batch in enumerate(progress):
-        t_data = time.perf_counter()
-        clip = device_clips(batch["clip"], info.device, loader)
-        label = batch["label"].to(info.device, non_blocking=True)
-        skipped.extend(batch.get("skipped", []))
-        group_start = i - i % accum
-        group_size = min(accum, n - group_start)
-        is_update = i + 1 == group_start + group_size
-        sync = contextlib.nullcontext() if is_update or not isinstance(model, DDP) else model.no_sync()
-        with sync:
-            with torch.autocast(info.device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
-                logits = model(clip)
-            loss = F.cross_entropy(logits.float(), label)
-            mean_loss = all_reduce_mean(loss.detach().clone()).item()
-            if not math.isfinite(mean_loss):
-                raise FloatingPointError(
-                    f"non-finite training loss ({mean_loss}) at epoch {epoch + 1}, iteration {i + 1}/{n} "
-                    f"(global update {global_step + 1}); stopping without writing a checkpoint for this "
-                    f"epoch. Lower solver.base_lr, enable train.clip_grad_norm or check the data.")
-            scaled = loss / group_size
-            (scaler.scale(scaled) if scaler.is_enabled() else scaled).backward()
-        lr = optimizer.param_groups[0]["lr"]
-        if is_update:
-            if cfg.train.clip_grad_norm > 0:
-                scaler.unscale_(optimizer)
-                torch.nn.utils.clip_grad_norm_(params, cfg.train.clip_grad_norm)
-            scaler.step(optimizer)
-            scaler.update()
-            optimizer.zero_grad(set_to_none=True)
-            scheduler.step()
-            global_step += 1
-        if info.device.type == "cuda":
-            torch.cuda.synchronize(info.device)
-        t_end = time.perf_counter()
-        b = clip.shape[0]
-        sums += torch.tensor([loss.item() * b, (logits.argmax(1) == label).sum().item(), b, 1], dtype=torch.float64)
-        d, c = t_data - t_prev, t_end - t_data  # waiting for data / everything else
-        t_prev = t_end
-        data_time, compute_time = data_time + d, compute_time + c
-        win.update(loss=win["loss"] + mean_loss, n=win["n"] + 1, clips=win["clips"] + b * info.world_size,
-                   data=win["data"] + d, compute=win["compute"] + c)
-        progress.set(loss=mean_loss, lr=lr)
-        if is_update and (global_step % max(1, cfg.train.log_period) == 0 or i + 1 == n):
-            total = win["data"] + win["compute"]
-            writer.write("train", global_step, epoch + (i + 1) / n, loss=win["loss"] / win["n"], lr=lr,
-                         clips_per_s=win["clips"] / max(total, 1e-9),
-                         data_wait_frac=win["data"] / max(total, 1e-9),
-                         data_time=win["data"] / win["n"], compute_time=win["compute"] / win["n"])
-            win.update(loss=0.0, n=0, clips=0, data=0.0, compute=0.0)
-    if info.world_size > 1:
-        torch.distributed.all_reduce(sums)
-    skipped_all = unique_broken(s for part in all_gather_object(unique_broken(skipped)) for s in part)
-    total = data_time + compute_time
-    return {"epoch": epoch + 1, "global_step": global_step, "loss": (sums[0] / sums[2].clamp_min(1)).item(),
-            "top1": (sums[1] / sums[2].clamp_min(1)).item(), "clips": int(sums[2].item()),
-            "clips_per_s": sums[2].item() / max(total, 1e-9), "data_wait_frac": data_time / max(total, 1e-9),
-            "skipped": len(skipped_all), "skipped_videos": skipped_all}
-
-
-def _resume_or_init(model: nn.Module, optimizer, scheduler, scaler, cfg: DictConfig, info: DistInfo) -> dict:
-    """Load the newest valid checkpoint in ``output_dir`` (auto_resume) or fine-tuning weights.
-
-    Returns the loop state ``{"start_epoch", "global_step", "best_top1"}``.
-    """
-    state = {"start_epoch": 0, "global_step": 0, "best_top1": -1.0}
-    trust = cfg.train.trust_checkpoint
-    found = ckpt_lib.find_last_checkpoint(cfg.output_dir, trust) if cfg.train.auto_resume and info.is_main else None
-    path = broadcast_object(found[0] if found else None)
-    if path is None:
-        if cfg.train.checkpoint_file:
-            ckpt_lib.load_pretrained(model, cfg.train.checkpoint_file, trust)
-        return state
-    ckpt = found[1] if found else ckpt_lib.load_checkpoint(path, trust=trust)
-    weights = ckpt_lib.unwrap_state_dict(ckpt["model_state"])
-    check_state_fits(model.state_dict(), weights, path, "auto-resume from output_dir: use another "
-                     "output_dir or train.auto_resume=false")
-    model.load_state_dict(weights)
-    optimizer.load_state_dict(ckpt["optimizer_state"])
-    scheduler.load_state_dict(ckpt["scheduler_state"])
-    if ckpt.get("scaler_state"):
-        scaler.load_state_dict(ckpt["scaler_state"])
-    rng = ckpt.get("rng_state") or []
-    if len(rng) == info.world_size:
-        ckpt_lib.set_rng_state(rng[info.rank])
-    state.update(start_epoch=ckpt["epoch"] + 1, global_step=ckpt.get("global_step", 0),
-                 best_top1=ckpt.get("best_top1", -1.0))
-    logger.info("resumed from %s (epoch %d done, global step %d)", path, state["start_epoch"], state["global_step"])
-    state["checkpoint"] = path
-    return state
-
-
-def train(cfg: DictConfig) -> TrainResult:
+# ------------------------------------------------------------------------------------------- loop
+def train(cfg: Config) -> TrainResult:
     """Train as configured; every process of a torchrun job calls this. See the module doc."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    check_batch_size(cfg.train.batch_size, world)
-    if cfg.train.accumulation_steps < 1:
-        raise ValueError(f"train.accumulation_steps must be >= 1, got {cfg.train.accumulation_steps}")
+    per_process_batch(cfg.train.batch_size, "train.batch_size", launch_world_size())  # before any set-up
     restore_console = setup_logging(int(os.environ.get("RANK", "0")))  # no train.log before the lock
     try:
         with distributed_run(cfg, cfg.output_dir) as info:  # output_dir locked: one run at a time
@@ -218,81 +146,215 @@ def train(cfg: DictConfig) -> TrainResult:
         restore_console()
 
 
-def _train(cfg: DictConfig, info: DistInfo) -> TrainResult:
-    from videoattn.data import build_loader
-    from videoattn.models import build_model
-
-    amp_dtype = amp_dtype_for(cfg, info.device)
+def _train(cfg: Config, info: DistInfo) -> TrainResult:
+    run = Run(cfg, info, DeviceNormalizer(cfg.data.mean, cfg.data.std), amp_dtype_for(cfg.train.mixed_precision,
+                                                                                         info.device))
     if info.is_main:
         save_config(cfg, os.path.join(cfg.output_dir, "config.yaml"))
     logger.info("training on %d process(es), device %s, global batch %d (%d per process)", info.world_size,
                 info.device, cfg.train.batch_size, cfg.train.batch_size // info.world_size)
     seed_everything(cfg.seed)  # identical initial weights on every rank
-    model = build_model(cfg).to(info.device)
-    optimizer = build_optimizer(model, cfg)
-    train_loader = build_loader(cfg, "train")
-    check_num_classes(train_loader.dataset.classes, cfg.model.num_classes,
-                      f"the class list ({cfg.data.classes_file or 'labels of ' + cfg.data.train_split})")
-    do_eval = cfg.train.eval_period > 0 and bool(cfg.data.val_split)
-    val_loader = build_loader(cfg, "val") if do_eval else None
-    updates_per_epoch = math.ceil(len(train_loader) / cfg.train.accumulation_steps)
-    scheduler = build_scheduler(optimizer, cfg, updates_per_epoch)
-    scaler = torch.amp.GradScaler(info.device.type, enabled=amp_dtype == torch.float16)
-    state = _resume_or_init(model, optimizer, scheduler, scaler, cfg, info)
-    ddp_model = wrap_model(model, cfg, info)
-    raw = ddp_model.module if isinstance(ddp_model, DDP) else model
-    result = TrainResult(raw, 0, state["best_top1"])
-    max_epoch = cfg.solver.max_epoch
-    if state["start_epoch"] >= max_epoch:
-        logger.info("training already complete (%d epochs) in %s", max_epoch, cfg.output_dir)
+    model = build_model(cfg.model).to(info.device)
+    train_loader, val_loader = _loaders(cfg, info)
+    updates_per_epoch = -(-len(train_loader) // cfg.train.accumulation_steps)
+    optimizer = build_optimizer(model, cfg.solver)
+    state = TrainState(model, optimizer, build_scheduler(optimizer, cfg.solver, updates_per_epoch),
+                       torch.amp.GradScaler(info.device.type, enabled=run.amp_dtype == torch.float16))
+    run.where["checkpoint"] = _resume_or_finetune(state, cfg, info)
+    net = wrap_model(model, cfg.bn.sync, info)
+    result = TrainResult(model, 0, state.best_top1)
+    if state.epoch >= cfg.solver.max_epoch:
+        logger.info("training already complete (%d epochs) in %s", cfg.solver.max_epoch, cfg.output_dir)
         return result
-    global_step = state["global_step"]
-    where = {"epoch": state["start_epoch"], "iteration": None, "checkpoint": state.get("checkpoint")}
-    with MetricsWriter(cfg.output_dir, enabled=info.is_main) as writer, _interrupt_line(where, train_loader):
-        for epoch in range(state["start_epoch"], max_epoch):
-            where.update(epoch=epoch, iteration=None)
-            _rank_seed_loaders(cfg, info.rank, epoch, train_loader)
-            summary = train_one_epoch(ddp_model, train_loader, optimizer, scheduler, scaler, cfg, info, epoch,
-                                      global_step, writer, amp_dtype)
-            where["iteration"] = len(train_loader)
-            global_step = summary["global_step"]
-            last = epoch + 1 == max_epoch
-            is_best = False
-            if val_loader is not None and ((epoch + 1) % cfg.train.eval_period == 0 or last):
-                if cfg.bn.use_precise_stats:
-                    update_bn_stats(raw, train_loader, cfg.bn.num_batches_precise, info.device, amp_dtype)
-                from videoattn.engine.evaluate import evaluate_clips
-
-                val = evaluate_clips(raw, val_loader, info.device)
-                val_skipped = val.pop("skipped")
-                val["skipped"] = len(val_skipped)
-                summary["skipped_videos"] = unique_broken(summary["skipped_videos"] + val_skipped)
-                result.last_val = val
-                is_best = val["top1"] > result.best_top1
-                result.best_top1 = max(result.best_top1, val["top1"])
-                summary.update({f"val_{k}": v for k, v in val.items()})
-                writer.write("val", global_step, epoch + 1, **val)
-            _log_epoch(summary, result.best_top1, writer)
-            periodic = (epoch + 1) % max(1, cfg.train.checkpoint_period) == 0 or last
-            if periodic or is_best:
-                where["checkpoint"] = _save(raw, optimizer, scheduler, scaler, cfg, info, epoch, global_step,
-                                            result.best_top1, summary, periodic, is_best) or where["checkpoint"]
+    with MetricsWriter(cfg.output_dir, enabled=info.is_main) as run.writer, _interrupt_line(run.where, train_loader):
+        while state.epoch < cfg.solver.max_epoch:
+            run.where.update(epoch=state.epoch, iteration=None)
+            seed_everything(epoch_seed(cfg.seed, info.rank, state.epoch))
+            train_loader.sampler.set_epoch(state.epoch)
+            summary = train_one_epoch(net, train_loader, state, run)
+            state.epoch += 1
+            run.where["iteration"] = len(train_loader)
+            is_best = _validate_if_due(state, run, train_loader, val_loader, summary, result)
+            _log_epoch(summary, state.best_top1, run.writer)
+            run.where["checkpoint"] = _save_if_due(state, run, summary, is_best) or run.where["checkpoint"]
             result.history.append({k: v for k, v in summary.items() if k != "skipped_videos"})
             result.epochs_run += 1
             barrier()
+    result.best_top1 = state.best_top1
     return result
 
 
-@contextlib.contextmanager
-def _interrupt_line(where: dict, loader) -> Iterator[None]:
-    """Ctrl-C in the epoch loop -> ``KeyboardInterrupt("interrupted at epoch E, iteration I/N; last
-    checkpoint: PATH")`` (the periodic checkpoint a re-run resumes from, or "none")."""
-    try:
-        yield
-    except KeyboardInterrupt:
-        i = where["iteration"] if where["iteration"] is not None else getattr(loader, "position", 0)
-        raise KeyboardInterrupt(f"interrupted at epoch {where['epoch'] + 1}, iteration {i}/{len(loader)}; "
-                                f"last checkpoint: {where['checkpoint'] or 'none'}") from None
+def _loaders(cfg: Config, info: DistInfo):
+    """The training loader (its class list checked against ``model.num_classes``) and the
+    validation loader (None when ``train.eval_period`` is 0 or there is no val split)."""
+    batch = per_process_batch(cfg.train.batch_size, "train.batch_size")
+    train_set = build_dataset(cfg.data, "train", report_dir=cfg.output_dir)
+    check_num_classes(train_set.classes, cfg.model.num_classes,
+                      f"the class list ({cfg.data.classes_file or 'labels of ' + cfg.data.train_split})")
+    train_loader = build_loader(train_set, cfg.data, batch, cfg.seed, info.device)
+    if cfg.train.eval_period == 0 or not cfg.data.val_split:
+        return train_loader, None
+    val_set = build_dataset(cfg.data, "val", report_dir=cfg.output_dir)
+    return train_loader, build_loader(val_set, cfg.data, batch, cfg.seed, info.device)
+
+
+def train_one_epoch(net: nn.Module, loader, state: TrainState, run: Run) -> dict:
+    """One pass over ``loader`` (an update every ``train.accumulation_steps`` batches); returns the
+    epoch's summary over all ranks. Sums stay on the device; ranks sync once per update (the
+    non-finite-loss check) and at log points."""
+    cfg, info = run.cfg, run.info
+    net.train()
+    n, accum = len(loader), cfg.train.accumulation_steps
+    epoch_sums, window = Meter(info.device), Meter(info.device)
+    clock = Clock()
+    progress = Progress(loader, n, f"epoch {state.epoch + 1}/{cfg.solver.max_epoch}", info.is_main,
+                        cfg.train.log_period, logger)
+    skipped: list = []
+    for i, batch in enumerate(progress):
+        clock.got_batch()
+        clip, label = run.normalize(batch["clip"], info.device), batch["label"].to(info.device, non_blocking=True)
+        skipped.extend(batch.get("skipped", []))
+        group_size = min(accum, n - (i - i % accum))
+        is_update = (i % accum) + 1 == group_size
+        loss, correct = _forward_backward(net, clip, label, group_size, is_update, state, run)
+        for meter in (epoch_sums, window):
+            meter.add(loss_sum=loss.detach() * len(label), correct=correct, clips=len(label), batches=1)
+        if is_update:
+            _check_finite(epoch_sums, state, i, n)
+            _update(state, cfg.train.clip_grad_norm)
+            if state.step % cfg.train.log_period == 0 or i + 1 == n:
+                run.where["loss"] = _write_window(window, clock, state, run, (i + 1) / n)
+        progress.set(loss=run.where.get("loss", float("nan")), lr=state.optimizer.param_groups[0]["lr"])
+        clock.wait_for_batch()
+    return _epoch_summary(epoch_sums, clock, skipped, state)
+
+
+def _forward_backward(net, clip, label, group_size: int, is_update: bool, state: TrainState, run: Run):
+    """Loss ``(,)`` and correct count of one batch; gradients accumulated (DDP syncs them only on
+    the batch that completes an update)."""
+    sync = contextlib.nullcontext() if is_update or not isinstance(net, DDP) else net.no_sync()
+    with sync:
+        with torch.autocast(run.info.device.type, dtype=run.amp_dtype, enabled=run.amp_dtype is not None):
+            logits = net(clip)
+        loss = F.cross_entropy(logits.float(), label)
+        scaled = loss / group_size
+        (state.scaler.scale(scaled) if state.scaler.is_enabled() else scaled).backward()
+    return loss, (logits.argmax(1) == label).sum()
+
+
+def _check_finite(sums: Meter, state: TrainState, i: int, n: int) -> None:
+    """Stop every rank before the update if any rank's loss so far is not finite (one sync)."""
+    if sums.all_finite("loss_sum"):
+        return
+    raise FloatingPointError(
+        f"non-finite training loss at epoch {state.epoch + 1}, iteration {i + 1}/{n} (global update "
+        f"{state.step + 1}); stopping without writing a checkpoint for this epoch. Lower solver.base_lr, "
+        f"enable train.clip_grad_norm or check the data.")
+
+
+def _update(state: TrainState, clip_grad_norm: float) -> None:
+    """One optimizer update (with AMP scaling and optional clipping), then the LR schedule."""
+    if clip_grad_norm > 0:
+        state.scaler.unscale_(state.optimizer)
+        params = [p for g in state.optimizer.param_groups for p in g["params"]]
+        torch.nn.utils.clip_grad_norm_(params, clip_grad_norm)
+    state.scaler.step(state.optimizer)
+    state.scaler.update()
+    state.optimizer.zero_grad(set_to_none=True)
+    state.scheduler.step()
+    state.step += 1
+
+
+def _write_window(window: Meter, clock: Clock, state: TrainState, run: Run, epoch_fraction: float) -> float:
+    """A ``train`` metrics row for the batches since the last one (all ranks); returns its loss."""
+    sums = window.read()                   # the sync point: all ranks, then host floats
+    window.reset()
+    elapsed, data = clock.window()
+    batches = max(sums["batches"], 1)
+    loss = sums["loss_sum"] / max(sums["clips"], 1)
+    run.writer.write("train", state.step, state.epoch + epoch_fraction, loss=loss,
+                     lr=state.optimizer.param_groups[0]["lr"], clips_per_s=sums["clips"] / elapsed,
+                     data_wait_frac=data / elapsed, data_time=data / batches, compute_time=(elapsed - data) / batches)
+    return loss
+
+
+def _epoch_summary(sums: Meter, clock: Clock, skipped: list, state: TrainState) -> dict:
+    """The epoch's numbers over all ranks, and its broken videos (each file once)."""
+    total = sums.read()
+    elapsed = max(time.perf_counter() - clock.start, 1e-9)
+    broken = unique_broken(s for part in all_gather_object(unique_broken(skipped)) for s in part)
+    clips = max(total["clips"], 1)
+    return {"epoch": state.epoch + 1, "global_step": state.step, "loss": total["loss_sum"] / clips,
+            "top1": total["correct"] / clips, "clips": int(total["clips"]), "clips_per_s": total["clips"] / elapsed,
+            "data_wait_frac": clock.data / elapsed, "skipped": len(broken), "skipped_videos": broken}
+
+
+# ------------------------------------------------------------------ resume, validation, checkpoints
+def _resume_or_finetune(state: TrainState, cfg: Config, info: DistInfo) -> Optional[str]:
+    """Restore ``state`` from the newest valid checkpoint in ``output_dir`` (``train.auto_resume``),
+    else load ``train.checkpoint_file`` for fine-tuning. Returns the checkpoint resumed from."""
+    trust = cfg.train.trust_checkpoint
+    found = ckpt_lib.find_last_checkpoint(cfg.output_dir, trust) if cfg.train.auto_resume and info.is_main else None
+    path = broadcast_object(found[0] if found else None)
+    if path is None:
+        if cfg.train.checkpoint_file:
+            ckpt_lib.load_pretrained(state.model, cfg.train.checkpoint_file, trust)
+        return None
+    ckpt = found[1] if found else ckpt_lib.load_checkpoint(path, trust=trust)
+    state.restore(ckpt, path)
+    rng = ckpt.get("rng_state") or []
+    if len(rng) == info.world_size:
+        ckpt_lib.set_rng_state(rng[info.rank])
+    logger.info("resumed from %s (epoch %d done, global step %d)", path, state.epoch, state.step)
+    return path
+
+
+def _validate_if_due(state: TrainState, run: Run, train_loader, val_loader, summary: dict,
+                     result: TrainResult) -> bool:
+    """Validate every ``train.eval_period`` epochs and after the last (precise BN first); adds
+    ``val_*`` to ``summary``; returns whether this is the best validation so far."""
+    cfg = run.cfg
+    last = state.epoch == cfg.solver.max_epoch
+    if val_loader is None or not (state.epoch % cfg.train.eval_period == 0 or last):
+        return False
+    if cfg.bn.use_precise_stats:
+        update_bn_stats(state.model, train_loader, cfg.bn.num_batches_precise, run.info.device, run.normalize,
+                        run.amp_dtype)
+    val = evaluate_clips(state.model, val_loader, run.info.device, run.normalize)
+    val_skipped = val.pop("skipped")
+    val["skipped"] = len(val_skipped)
+    summary["skipped_videos"] = unique_broken(summary["skipped_videos"] + val_skipped)
+    result.last_val = val
+    is_best = val["top1"] > state.best_top1
+    state.best_top1 = max(state.best_top1, val["top1"])
+    summary.update({f"val_{k}": v for k, v in val.items()})
+    run.writer.write("val", state.step, state.epoch, **val)
+    return is_best
+
+
+def _save_if_due(state: TrainState, run: Run, summary: dict, is_best: bool) -> Optional[str]:
+    """Periodic (every ``train.checkpoint_period`` epochs and the last) and best checkpoints.
+    Every rank contributes its RNG state; rank 0 writes (atomically) and prunes. Returns the
+    periodic checkpoint's path (on every rank), else None."""
+    cfg = run.cfg
+    periodic = state.epoch % cfg.train.checkpoint_period == 0 or state.epoch == cfg.solver.max_epoch
+    if not (periodic or is_best):
+        return None
+    path = ckpt_lib.epoch_checkpoint_path(cfg.output_dir, state.epoch) if periodic else None
+    rng = all_gather_object(ckpt_lib.get_rng_state())
+    if not run.info.is_main:
+        return path
+    ckpt = state.checkpoint(config_to_dict(cfg), rng, world_size=run.info.world_size,
+                            metrics={k: v for k, v in summary.items() if k != "skipped_videos"})
+    if periodic:
+        ckpt_lib.save_checkpoint(path, ckpt)
+        logger.info("saved %s", path)
+        ckpt_lib.prune_checkpoints(cfg.output_dir, cfg.train.keep_last)
+    if is_best:
+        best = ckpt_lib.best_checkpoint_path(cfg.output_dir)
+        ckpt_lib.save_checkpoint(best, ckpt)
+        logger.info("new best val top1 %.2f%%: saved %s", 100 * state.best_top1, best)
+    return path
 
 
 def _log_epoch(summary: dict, best_top1: float, writer: MetricsWriter) -> None:
@@ -311,46 +373,13 @@ def _log_epoch(summary: dict, best_top1: float, writer: MetricsWriter) -> None:
     summary["skipped_videos"] = skipped
 
 
-def _save(model, optimizer, scheduler, scaler, cfg, info, epoch, global_step, best_top1, summary,
-          periodic: bool, is_best: bool) -> Optional[str]:
-    """Every rank contributes its RNG state; rank 0 writes (atomically) and prunes. Returns the
-    periodic checkpoint's path (on every rank), else None."""
-    path = ckpt_lib.epoch_checkpoint_path(cfg.output_dir, epoch + 1) if periodic else None
-    rng = all_gather_object(ckpt_lib.get_rng_state())
-    if not info.is_main:
-        return path
-    ckpt = ckpt_lib.make_checkpoint(
-        model.state_dict(), config_to_dict(cfg), optimizer_state=optimizer.state_dict(),
-        scheduler_state=scheduler.state_dict(), scaler_state=scaler.state_dict(), epoch=epoch,
-        global_step=global_step, best_top1=best_top1, rng_state=rng, world_size=info.world_size,
-        metrics={k: v for k, v in summary.items() if k != "skipped_videos"})
-    if periodic:
-        ckpt_lib.save_checkpoint(path, ckpt)
-        logger.info("saved %s", path)
-        ckpt_lib.prune_checkpoints(cfg.output_dir, cfg.train.keep_last)
-    if is_best:
-        ckpt_lib.save_checkpoint(ckpt_lib.best_checkpoint_path(cfg.output_dir), ckpt)
-        logger.info("new best val top1 %.2f%%: saved %s", 100 * best_top1, ckpt_lib.best_checkpoint_path(cfg.output_dir))
-    return path
-
-
-def main(argv: Optional[Sequence[str]] = None) -> int:
-    """``tools/train_net.py``: parse ``--config CFG [key=value ...]`` and train; 1 on a usage error."""
-    from videoattn.cli import add_trust_argument, config_parser, exit_on_user_error, parse_config
-
-    parser = config_parser("Train a video model: one process, or one per device under torchrun "
-                           "(torchrun --nproc_per_node=N tools/train_net.py --config CFG).")
-    add_trust_argument(parser)  # = train.trust_checkpoint=true
-    args, cfg = parse_config(parser, argv)
-    if args.trust_checkpoint:
-        cfg.train.trust_checkpoint = True
-    if not cfg.train.enable:
-        print("train.enable=false: nothing to do")
-        return 0
-    with exit_on_user_error(distributed=False):  # locked/unwritable output_dir, disk full, timeout, Ctrl-C
-        try:
-            train(cfg)
-        except (ValueError, FloatingPointError, ckpt_lib.CheckpointError) as e:
-            print(f"error (rank {os.environ.get('RANK', '0')}): {type(e).__name__}: {e}", file=sys.stderr, flush=True)
-            return 1
-    return 0
+@contextlib.contextmanager
+def _interrupt_line(where: dict, loader) -> Iterator[None]:
+    """Ctrl-C in the epoch loop -> ``KeyboardInterrupt("interrupted at epoch E, iteration I/N; last
+    checkpoint: PATH")`` (the periodic checkpoint a re-run resumes from, or "none")."""
+    try:
+        yield
+    except KeyboardInterrupt:
+        i = where["iteration"] if where.get("iteration") is not None else getattr(loader, "position", 0)
+        raise KeyboardInterrupt(f"interrupted at epoch {where['epoch'] + 1}, iteration {i}/{len(loader)}; "
+                                f"last checkpoint: {where.get('checkpoint') or 'none'}") from None

@@ -17,8 +17,14 @@ from typing import List, Optional, Sequence, Tuple
 import numpy as np
 import torch
 import torch.nn.functional as F
-from omegaconf import DictConfig
-
+from videoattn.config import Config, DataConfig
+from videoattn.data.annotations import default_classes, read_classes_file, resolve
+from videoattn.data.decoding import config_backend, open_video
+from videoattn.data.sampling import clip_indices, spaced_indices
+from videoattn.data.transforms import test_views
+from videoattn.engine.inference import build_inference_model
+from videoattn.models import capture_attention
+from videoattn.utils.distributed import resolve_device
 from videoattn.utils.io import atomic_path
 
 
@@ -60,8 +66,6 @@ def compute_attention(model: torch.nn.Module, clip: torch.Tensor, query: Tuple[i
                       cbam_layer: str, nl_layer: str, mean: Sequence[float], std: Sequence[float],
                       frame_times: Sequence[float]) -> AttentionResult:
     """Run ``clip: (3, T, H, W)`` (normalised) once and collect both maps for ``query``."""
-    from videoattn.models import capture_attention
-
     T = clip.shape[1]
     frame, qy, qx = query
     if not (0 <= frame < T and 0 <= qy <= 1 and 0 <= qx <= 1):
@@ -206,60 +210,47 @@ def render_gif(res: AttentionResult, path: str, fps: float = 4.0, dpi: int = 100
                        duration=int(1000 / fps), loop=0)
 
 
-def load_clip(cfg: DictConfig, video: str, start_s: Optional[float] = None) -> Tuple[torch.Tensor, List[float]]:
+def load_clip(data: DataConfig, video: str, start_s: Optional[float] = None) -> Tuple[torch.Tensor, List[float]]:
     """One test clip ``(3, T, H, W)`` (centre crop, normalised) of ``video`` and its frame times (s).
 
     ``start_s`` None: the centre clip (as single-view testing samples it); past the video's end:
     ValueError naming its duration."""
-    from videoattn.data.decoding import config_backend, open_video
-    from videoattn.data.sampling import clip_indices as centre_indices
-    from videoattn.data.transforms import test_views
-    from videoattn.data.windows import clip_indices
-
-    d = cfg.data
-    reader = open_video(video, num_threads=d.decode_threads, backend=config_backend(cfg))
+    reader = open_video(video, num_threads=data.decode_threads, backend=config_backend(data))
     duration = reader.num_frames / reader.fps
     if start_s is not None and not 0 <= start_s < duration:
         raise ValueError(f"--start {start_s:g} s is outside {video} ({duration:.2f} s long)")
     if start_s is None:
-        idx = centre_indices(reader.num_frames, reader.fps, d.num_frames, d.sampling_rate, d.target_fps,
-                             clip_index=0, num_clips=1).tolist()
+        idx = clip_indices(reader.num_frames, reader.fps, data.num_frames, data.sampling_rate, data.target_fps,
+                           clip_index=0, num_clips=1)
     else:
-        idx = clip_indices(int(round(start_s * reader.fps)), reader.fps, reader.num_frames, d.num_frames,
-                           d.sampling_rate, d.target_fps)
-    clip = test_views(reader.get_frames(idx), cfg, num_crops=1)[0]
-    return clip, [i / reader.fps for i in idx]
+        idx = np.clip(spaced_indices(int(round(start_s * reader.fps)), reader.fps, data.num_frames, data.sampling_rate,
+                                     data.target_fps), 0, reader.num_frames - 1)
+    clip = test_views(reader.get_frames(idx.tolist()), data, num_crops=1)[0]
+    return clip, [i / reader.fps for i in idx.tolist()]
 
 
-def class_names_for(cfg: DictConfig) -> List[str]:
+def class_names_for(data: DataConfig, num_classes: int) -> List[str]:
     """Class names (``data.classes_file`` or the training split's labels), else ``class_<i>``."""
-    from videoattn.data.annotations import default_classes, read_classes_file, resolve
-
-    d = cfg.data
     try:
-        names = read_classes_file(resolve(d.root, d.classes_file)) if d.classes_file \
-            else default_classes(d.root, d.train_split) or []
+        names = read_classes_file(resolve(data.root, data.classes_file)) if data.classes_file \
+            else default_classes(data.root, data.train_split) or []
     except (OSError, ValueError):  # no annotations at hand: the picture is still useful
         names = []
-    return names + [f"class_{i}" for i in range(len(names), int(cfg.model.num_classes))]
+    return names + [f"class_{i}" for i in range(len(names), num_classes)]
 
 
-def visualize_video(cfg: DictConfig, checkpoint: Optional[str], video: str, output: str,
+def visualize_video(cfg: Config, checkpoint: Optional[str], video: str, output: str,
                     query: Optional[Tuple[int, float, float]] = None, cbam_layer: str = "res3",
                     nl_layer: str = "res3", gif: Optional[str] = None, start_s: Optional[float] = None,
                     max_columns: int = 8, trust: bool = False) -> AttentionResult:
     """Load the model and one clip of ``video``; write the PNG grid (and GIF). ``query`` None:
     the centre of the middle frame."""
-    from videoattn.engine.inference import build_inference_model
-
-    device = torch.device("cuda" if cfg.device == "cuda" or (cfg.device == "auto" and torch.cuda.is_available())
-                          else "cpu")
-    model = build_inference_model(cfg, checkpoint, device, trust=trust)
-    clip, times = load_clip(cfg, video, start_s)
+    model = build_inference_model(cfg, checkpoint, resolve_device(cfg.device), trust=trust)
+    clip, times = load_clip(cfg.data, video, start_s)
     if query is None:
         query = (clip.shape[1] // 2, 0.5, 0.5)
     res = compute_attention(model, clip, query, cbam_layer, nl_layer, cfg.data.mean, cfg.data.std, times)
-    names = class_names_for(cfg)
+    names = class_names_for(cfg.data, cfg.model.num_classes)
     top = np.argsort(-res.probs)[:2]
     pred = ", ".join(f"{names[i]} {res.probs[i]:.0%}" for i in top)
     render_grid(res, output, title=f"{os.path.basename(video)} — predicted: {pred}", max_columns=max_columns)

@@ -19,16 +19,7 @@ from torch import nn
 
 from videoattn.models.cbam import CBAM
 from videoattn.models.nonlocal_block import NonLocal3d
-
-_WRAPPER_PREFIXES = ("module.", "_orig_mod.")
-
-
-def _clean(name: str) -> str:
-    for prefix in _WRAPPER_PREFIXES:
-        while name.startswith(prefix):
-            name = name[len(prefix):]
-    return name
-
+from videoattn.utils.state_dict import strip_wrapper_prefixes
 
 @contextlib.contextmanager
 def capture_attention(model: nn.Module, queries: Sequence[Tuple[float, float, float]] = ()
@@ -44,7 +35,7 @@ def capture_attention(model: nn.Module, queries: Sequence[Tuple[float, float, fl
     handles = []
     queries = [tuple(float(c) for c in q) for q in queries]
     for raw_name, module in model.named_modules():
-        name = _clean(raw_name)
+        name = strip_wrapper_prefixes(raw_name)
         if isinstance(module, CBAM):
             def cbam_hook(_m, _inp, out, key=f"{name}"):
                 maps[key] = out[:, 0].detach()

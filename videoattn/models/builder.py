@@ -1,21 +1,18 @@
-"""``build_model(cfg)``: the config's ``model`` section -> :class:`ResNet3D`."""
+"""``build_model(model_cfg)``: a ``model`` config section -> :class:`ResNet3D`."""
 from __future__ import annotations
 
+from videoattn.config.schema import ModelConfig
+from videoattn.models.presets import resolve_model_config
 from videoattn.models.resnet3d import ResNet3D
 
 
-def build_model(cfg) -> ResNet3D:
-    """Build the network described by ``cfg.model`` (a full config; see ``videoattn/config/schema.py``).
-
-    Presets (``model.preset``) are already expanded by :func:`videoattn.config.load_config`.
-    """
-    m = cfg.model
+def build_model(model: ModelConfig) -> ResNet3D:
+    """Build the network that ``model`` (``cfg.model``, see ``videoattn/config/schema.py``) describes;
+    ``model.preset`` and the standard values fill the keys it leaves unset."""
+    m = resolve_model_config(model)
     return ResNet3D(
-        depth=int(m.depth), base_channels=int(m.base_channels), temporal=str(m.temporal),
-        num_classes=int(m.num_classes), dropout=float(m.dropout),
-        nonlocal_locations=[list(loc) for loc in m.non_local.locations],
-        nonlocal_instantiation=str(m.non_local.instantiation),
-        nonlocal_subsample=list(m.non_local.subsample), nonlocal_inter_ratio=float(m.non_local.inter_ratio),
-        cbam_stages=list(m.cbam.stages), cbam_reduction=int(m.cbam.reduction),
-        cbam_kernel_size=int(m.cbam.kernel_size),
+        depth=m.depth, base_channels=m.base_channels, temporal=m.temporal, num_classes=m.num_classes,
+        dropout=m.dropout, nonlocal_locations=m.non_local.locations, nonlocal_instantiation=m.non_local.instantiation,
+        nonlocal_subsample=m.non_local.subsample, nonlocal_inter_ratio=m.non_local.inter_ratio,
+        cbam_stages=m.cbam.stages, cbam_reduction=m.cbam.reduction, cbam_kernel_size=m.cbam.kernel_size,
     )

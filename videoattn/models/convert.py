@@ -28,8 +28,9 @@ from typing import Dict, List
 import torch
 from torch import nn
 
-from videoattn.engine.checkpoint import unwrap_state_dict
+from videoattn.models.inflate import inflate_state_dict
 from videoattn.utils.serialization import CheckpointError, UntrustedCheckpointError, load_file
+from videoattn.utils.state_dict import unwrap_state_dict
 
 SOURCES = ("torchvision", "pytorchvideo", "pyslowfast")
 _PTV_BRANCH = {"branch1_conv": "downsample.0", "branch1_norm": "downsample.1",
@@ -95,28 +96,6 @@ def from_pyslowfast(state: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
     return out
 
 
-def to_pyslowfast(state: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
-    """Inverse of :func:`from_pyslowfast` (export for PySlowFast tools); no CBAM keys allowed."""
-    inv_branch = {v: k for k, v in _PSF_BRANCH.items()}
-    inv_nl = {v: k for k, v in _PSF_NL.items() if k != "norm"}
-    out = {}
-    for key, value in unwrap_state_dict(state).items():
-        if m := re.match(r"^stem\.(conv|bn)\.(.+)$", key):
-            out[f"s1.pathway0_stem.{m.group(1)}.{m.group(2)}"] = value
-        elif m := re.match(r"^res(\d)\.(\d+)\.nl\.(\w+)\.(.+)$", key):
-            out[f"s{m.group(1)}.pathway0_nonlocal{m.group(2)}.{inv_nl[m.group(3)]}.{m.group(4)}"] = value
-        elif m := re.match(r"^res(\d)\.(\d+)\.(.+)$", key):
-            module, param = _split_param(m.group(3))
-            if module not in inv_branch:
-                raise KeyError(f"{key} has no PySlowFast counterpart (CBAM is not part of PySlowFast)")
-            out[f"s{m.group(1)}.pathway0_res{m.group(2)}.{inv_branch[module]}.{param}"] = value
-        elif m := re.match(r"^head\.proj\.(.+)$", key):
-            out[f"head.projection.{m.group(1)}"] = value
-        else:
-            raise KeyError(f"{key} has no PySlowFast counterpart")
-    return out
-
-
 def check_compatible(state: Dict[str, torch.Tensor], model: nn.Module, source: str,
                      allow_missing_head: bool = False) -> List[str]:
     """Raise ``ValueError`` naming mismatched/unknown keys; return the model keys left as initialised."""
@@ -145,8 +124,6 @@ def convert_state_dict(source: str, state: Dict[str, torch.Tensor], model: nn.Mo
     head of another class count) so the caller can report them. Load with ``strict=False``.
     """
     if source == "torchvision":
-        from videoattn.models.inflate import inflate_state_dict
-
         converted, notes = inflate_state_dict(state, model, inflation)
         missing = check_compatible(converted, model, source, allow_missing_head=True)
         return converted, notes + [f"{k}: left as initialised" for k in missing]

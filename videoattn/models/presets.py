@@ -1,12 +1,27 @@
-"""Named model presets: plain dicts of ``model.*`` keys (see ``videoattn/config/schema.py``).
+"""Named model presets, and the resolution of a ``model`` config section into a complete one.
 
-``model.preset=NAME`` in a YAML file or on the command line fills these keys; anything the
-file or the command line sets explicitly wins. Non-local placement follows PySlowFast's
+A preset is a plain dict of ``model.*`` keys. The config section leaves every preset-able key
+unset (``None``) unless a file or an override sets it; :func:`resolve_model_config` fills each unset
+key from ``model.preset``, else from :data:`STANDARD`. So a key set explicitly always wins over the
+preset, and the preset over the standard value. Non-local placement follows PySlowFast's
 I3D_NLN_8x8_R50 (NL after blocks 1 and 3 of res3 and blocks 1, 3 and 5 of res4).
 """
 from __future__ import annotations
 
-from typing import Dict
+import copy
+import dataclasses
+import difflib
+from typing import Any, Dict
+
+from videoattn.config.schema import ModelConfig
+
+# The value of every preset-able key that neither the preset nor the config sets.
+STANDARD: Dict[str, Any] = {
+    "depth": 50, "base_channels": 64, "temporal": "i3d",
+    "non_local": {"locations": [[], [], [], []], "instantiation": "embedded_gaussian", "subsample": [1, 2, 2],
+                  "inter_ratio": 0.5},
+    "cbam": {"stages": [], "reduction": 16, "kernel_size": 7},
+}
 
 _NL_R50 = {"locations": [[], [1, 3], [1, 3, 5], []], "instantiation": "embedded_gaussian",
            "subsample": [1, 2, 2]}
@@ -30,3 +45,29 @@ PRESETS: Dict[str, dict] = {
     "C2D_R18": {"depth": 18, "base_channels": 16, "temporal": "c2d", "non_local": _NONE_NL,
                 "cbam": _NONE_CBAM},
 }
+
+
+def _fill(section: Any, preset: dict, standard: dict) -> Any:
+    """A copy of dataclass ``section`` whose unset (None) fields take the preset's, else the standard value."""
+    values = {}
+    for f in dataclasses.fields(section):
+        if f.name not in standard:
+            continue
+        value = getattr(section, f.name)
+        if dataclasses.is_dataclass(value):
+            values[f.name] = _fill(value, preset.get(f.name, {}), standard[f.name])
+        elif value is None:
+            values[f.name] = copy.deepcopy(preset.get(f.name, standard[f.name]))
+    return dataclasses.replace(section, **values)
+
+
+def resolve_model_config(model: ModelConfig) -> ModelConfig:
+    """``model`` with every unset key filled (explicit > ``model.preset`` > :data:`STANDARD`).
+
+    Raises ValueError naming the nearest preset for an unknown ``model.preset``.
+    """
+    if model.preset and model.preset not in PRESETS:
+        near = difflib.get_close_matches(model.preset, list(PRESETS), n=1, cutoff=0.3)
+        hint = f"; did you mean '{near[0]}'?" if near else ""
+        raise ValueError(f"unknown model.preset '{model.preset}'{hint} (presets: {', '.join(PRESETS)})")
+    return _fill(model, PRESETS.get(model.preset, {}), STANDARD)

@@ -221,38 +221,42 @@ class ResNet3D(nn.Module):
             elif isinstance(m, NonLocal3d):
                 nn.init.zeros_(m.bn.weight)
 
-    def forward_map(self, x: torch.Tensor, layer: str = "res5") -> torch.Tensor:
-        """Feature map after ``layer`` (res2..res5; res2 is taken before the temporal pool).
+    def forward_intermediates(self, x: torch.Tensor, layers: Sequence[str]) -> Dict[str, torch.Tensor]:
+        """Feature maps after the stages named in ``layers`` (res2..res5; res2 is taken before the
+        temporal pool); stops after the last one requested.
 
-        ``x: (B, 3, T, H, W) -> (B, C_layer, T_layer, H_layer, W_layer)``.
+        ``x: (B, 3, T, H, W) -> {layer: (B, C_layer, T_layer, H_layer, W_layer)}``.
         """
-        if layer not in STAGES:
-            raise ValueError(f"unknown layer '{layer}'; choose one of {', '.join(STAGES)}")
+        bad = [layer for layer in layers if layer not in STAGES]
+        if bad or not layers:
+            raise ValueError(f"unknown layer(s) {bad or list(layers)}; choose from {', '.join(STAGES)}")
+        last = max(STAGES.index(layer) for layer in layers)
+        out: Dict[str, torch.Tensor] = {}
         x = self.stem(x)
-        for name in STAGES:
+        for name in STAGES[:last + 1]:
             x = getattr(self, name)(x)
-            if name == layer:
-                return x
+            if name in layers:
+                out[name] = x
             if name == "res2":
                 x = self.pool2(x)
-        raise AssertionError("unreachable")
+        return out
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        """Pooled embedding. ``x: (B, 3, T, H, W) -> (B, feature_dim)``."""
-        return self.forward_map(x, "res5").mean(dim=(2, 3, 4))
+        """Final feature map (after res5). ``x: (B, 3, T, H, W) -> (B, feature_dim, T', H', W')``."""
+        return self.forward_intermediates(x, ["res5"])["res5"]
 
-    def forward_head(self, feat: torch.Tensor) -> torch.Tensor:
-        """``feat: (B, feature_dim) -> (B, num_classes)`` logits."""
-        return self.head(feat)
+    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        """Global average pool, then dropout and the classifier.
+
+        ``x: (B, feature_dim, T', H', W') -> (B, num_classes)`` logits, or the pooled embedding
+        ``(B, feature_dim)`` with ``pre_logits=True``.
+        """
+        x = x.mean(dim=(2, 3, 4))
+        return x if pre_logits else self.head(x)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``x: (B, 3, T, H, W) -> (B, num_classes)`` logits."""
         return self.forward_head(self.forward_features(x))
-
-    def extract(self, x: torch.Tensor, layer: str = "pool") -> torch.Tensor:
-        """``x: (B, 3, T, H, W) -> (B, C)``: "pool" (= forward_features) or a stage averaged over T, H, W."""
-        if layer == "pool":
-            return self.forward_features(x)
-        return self.forward_map(x, layer).mean(dim=(2, 3, 4))
 
 
 def reset_head(model: nn.Module, num_classes: int) -> nn.Module:

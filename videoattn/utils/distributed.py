@@ -9,7 +9,7 @@ import datetime
 import os
 import re
 from dataclasses import dataclass
-from typing import Any, Iterator, List
+from typing import Any, Iterator, List, Optional
 
 import torch
 import torch.distributed as dist
@@ -30,23 +30,39 @@ class DistInfo:
         return self.rank == 0
 
 
+def resolve_device(device: str = "auto", local_rank: int = 0) -> torch.device:
+    """``auto`` | ``cpu`` | ``cuda`` -> this process's device (CUDA device ``local_rank``)."""
+    use_cuda = torch.cuda.is_available() if device == "auto" else device == "cuda"
+    return torch.device("cuda", local_rank) if use_cuda else torch.device("cpu")
+
+
+def launch_world_size() -> int:
+    """The number of processes this launch starts (before the process group exists)."""
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def per_process_batch(global_batch: int, key: str, world_size: Optional[int] = None) -> int:
+    """``global_batch // world_size``; a one-line ValueError naming ``key`` unless it divides."""
+    world = world_size or get_world_size()
+    if global_batch < world or global_batch % world:
+        raise ValueError(f"{key}={global_batch} is the global batch and must be a positive multiple of the "
+                         f"number of processes ({world}); e.g. {key}={max(1, global_batch // world) * world}")
+    return global_batch // world
+
+
 def init_distributed(device: str = "auto", timeout_s: float = 1800) -> DistInfo:
     """Initialise the default process group from torchrun's environment, once.
 
     ``device``: auto | cpu | cuda. One CUDA device per process, chosen by ``LOCAL_RANK``.
     ``timeout_s``: how long a collective waits for the other processes (``dist_timeout_minutes``).
     """
-    if not timeout_s > 0:
-        raise ValueError(f"dist_timeout_minutes must be > 0, got {timeout_s / 60:g}")
-    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    world_size = launch_world_size()
     rank = int(os.environ.get("RANK", "0"))
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-    use_cuda = torch.cuda.is_available() if device == "auto" else device == "cuda"
+    dev = resolve_device(device, local_rank)
+    use_cuda = dev.type == "cuda"
     if use_cuda:
-        torch.cuda.set_device(local_rank)
-        dev = torch.device("cuda", local_rank)
-    else:
-        dev = torch.device("cpu")
+        torch.cuda.set_device(dev)
     if world_size > 1 and not dist.is_initialized():
         dist.init_process_group(backend="nccl" if use_cuda else "gloo",
                                 timeout=datetime.timedelta(seconds=timeout_s),
@@ -88,11 +104,19 @@ def broadcast_object(obj: Any, src: int = 0) -> Any:
     return box[0]
 
 
-def all_reduce_mean(t: torch.Tensor) -> torch.Tensor:
-    """Mean of ``t`` over ranks (in place, returned for convenience)."""
-    if get_world_size() > 1:
-        dist.all_reduce(t)
-        t /= get_world_size()
+def all_reduce_(t: torch.Tensor, op: str = "sum") -> torch.Tensor:
+    """In-place all-reduce (``sum`` | ``max`` | ``min``) of ``t`` over all processes; a CPU tensor
+    also works under NCCL (which reduces only CUDA tensors: it makes a round trip through the
+    current device). No-op in a single process."""
+    if get_world_size() == 1:
+        return t
+    red = {"sum": dist.ReduceOp.SUM, "max": dist.ReduceOp.MAX, "min": dist.ReduceOp.MIN}[op]
+    if dist.get_backend() == "nccl" and t.device.type == "cpu":
+        buf = t.cuda()
+        dist.all_reduce(buf, op=red)
+        t.copy_(buf.cpu())
+    else:
+        dist.all_reduce(t, op=red)
     return t
 
 
@@ -145,7 +169,7 @@ def distributed_run(cfg, lock_folder: str) -> Iterator[DistInfo]:
     """What every tool does around its work: initialise the process group with the
     ``dist_timeout_minutes`` timeout, lock ``lock_folder`` (:func:`main_process_lock`), name that key
     when a collective times out, and tear the group down at the end."""
-    minutes = float(cfg.dist_timeout_minutes)
+    minutes = cfg.dist_timeout_minutes
     info = init_distributed(cfg.device, timeout_s=60 * minutes)
     try:
         with main_process_lock(lock_folder), named_timeouts(minutes):

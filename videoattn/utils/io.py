@@ -7,11 +7,14 @@ A failed write (disk full, read-only, no permission) raises :class:`WriteError` 
 from __future__ import annotations
 
 import contextlib
+import csv
 import errno
 import io
+import json
+import math
 import os
 import secrets
-from typing import Any, BinaryIO, Iterator
+from typing import Any, BinaryIO, Iterable, Iterator, Optional, Sequence
 
 
 class WriteError(OSError):
@@ -89,6 +92,38 @@ def atomic_write_text(path: str, text: str) -> None:
     atomic_write_bytes(path, text.encode("utf-8"))
 
 
+def json_safe(value: Any) -> Any:
+    """``value`` made strict-JSON: NaN/inf -> null, tensor/numpy scalars -> Python numbers,
+    tuples -> lists (recursively through dicts and lists)."""
+    if hasattr(value, "item") and getattr(value, "ndim", 0) == 0:
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v) for v in value]
+    return value
+
+
+def atomic_write_json(path: str, obj: Any, indent: Optional[int] = 2) -> None:
+    """``obj`` as strict JSON (:func:`json_safe`), atomically."""
+    atomic_write_text(path, json.dumps(json_safe(obj), indent=indent) + "\n")
+
+
+def csv_text(header: Sequence[str], rows: Iterable[Sequence[object]]) -> str:
+    """CSV text: a header row, then ``rows`` (``\\n`` line ends)."""
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(header)
+    writer.writerows(rows)
+    return buf.getvalue()
+
+
+def atomic_write_csv(path: str, header: Sequence[str], rows: Iterable[Sequence[object]]) -> None:
+    atomic_write_text(path, csv_text(header, rows))
+
+
 def atomic_torch_save(obj: Any, path: str) -> None:
     """``torch.save`` that never leaves a partial file at ``path``."""
     import torch
@@ -96,14 +131,6 @@ def atomic_torch_save(obj: Any, path: str) -> None:
     buf = io.BytesIO()
     torch.save(obj, buf)
     atomic_write_bytes(path, buf.getvalue())
-
-
-def atomic_np_save(path: str, array: Any) -> None:
-    """``numpy.save`` (to exactly ``path``, no '.npy' appended) that never leaves a partial file."""
-    import numpy as np
-
-    with atomic_path(path) as tmp, open(tmp, "wb") as f:
-        np.save(f, array)
 
 
 def append_bytes(f: BinaryIO, data: bytes, path: str) -> None:

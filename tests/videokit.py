@@ -1,0 +1,50 @@
+"""Test helpers shared by tests/data and tests/engine: damaged copies of real videos and an
+independent count of the frames that decode (not part of the library)."""
+import av
+
+from videoattn.data.synthetic import read_frame_index
+
+
+def cut_file(src: str, dst: str, fraction: float) -> None:
+    """Copy the first ``fraction`` of the bytes of ``src`` to ``dst``: a download cut short."""
+    with open(src, "rb") as f:
+        data = f.read()
+    with open(dst, "wb") as f:
+        f.write(data[: int(len(data) * fraction)])
+
+
+def decodable_indexed_frames(path: str) -> int:
+    """How many frames of an indexed video (:func:`make_indexed_video`) decode, counted plainly:
+    every packet through PyAV's decoder (errors skipped), then the first index whose barcode never
+    shows. A reference for tests of the readers (independent of :mod:`videoattn.data.decoding`)."""
+    seen = set()
+    with av.open(path) as container:
+        stream = container.streams.video[0]
+        for packet in container.demux(stream):
+            try:
+                seen.update(read_frame_index(f.to_ndarray(format="rgb24")) for f in stream.codec_context.decode(packet))
+            except av.error.FFmpegError:
+                pass
+    n = 0
+    while n in seen:
+        n += 1
+    return n
+
+
+def dataset_for(cfg, split: str):
+    """``build_dataset`` for ``split`` with the config's test views, as the tools call it."""
+    from videoattn.data import build_dataset
+
+    return build_dataset(cfg.data, split, cfg.test.num_ensemble_views, cfg.test.num_spatial_crops,
+                         report_dir=cfg.output_dir)
+
+
+def loader_for(cfg, split: str, dataset=None):
+    """``build_loader`` with the per-process batch of ``train.batch_size`` (``test.batch_size`` for test)."""
+    from videoattn.data import build_loader
+    from videoattn.utils.distributed import per_process_batch, resolve_device
+
+    dataset = dataset if dataset is not None else dataset_for(cfg, split)
+    key = "test.batch_size" if split == "test" else "train.batch_size"
+    batch = cfg.test.batch_size if split == "test" else cfg.train.batch_size
+    return build_loader(dataset, cfg.data, per_process_batch(batch, key), cfg.seed, resolve_device(cfg.device))

@@ -1,0 +1,46 @@
+"""The one place that strips the prefixes DDP (``module.``) and ``torch.compile`` (``_orig_mod.``)
+put in front of parameter and module names."""
+from __future__ import annotations
+
+from typing import Any, Dict
+
+import torch
+
+WRAPPER_PREFIXES = ("module.", "_orig_mod.")
+
+
+def strip_wrapper_prefixes(name: str) -> str:
+    """``module._orig_mod.res2.0.conv1.weight`` -> ``res2.0.conv1.weight``."""
+    stripped = True
+    while stripped:
+        stripped = False
+        for prefix in WRAPPER_PREFIXES:
+            if name.startswith(prefix):
+                name, stripped = name[len(prefix):], True
+    return name
+
+
+def unwrap_state_dict(state: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
+    """``state`` with every key's wrapper prefixes stripped."""
+    return {strip_wrapper_prefixes(k): v for k, v in state.items()}
+
+
+def unwrap_model(model: torch.nn.Module) -> torch.nn.Module:
+    """The plain module inside DDP / torch.compile wrappers."""
+    while hasattr(model, "module") or hasattr(model, "_orig_mod"):
+        model = getattr(model, "module", None) or getattr(model, "_orig_mod")
+    return model
+
+
+def to_cpu(obj: Any) -> Any:
+    """``obj`` with every tensor (in dicts, lists, tuples) moved to the CPU, so that a checkpoint
+    written on a GPU loads anywhere without ``map_location``."""
+    if torch.is_tensor(obj):
+        return obj.detach().cpu()
+    if isinstance(obj, dict):
+        return {k: to_cpu(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [to_cpu(v) for v in obj]
+    if isinstance(obj, tuple):
+        return tuple(to_cpu(v) for v in obj)
+    return obj
