@@ -62,6 +62,7 @@ class ModelConfig:
     temporal: str = "i3d"                 # temporal kernel pattern: i3d | c2d | slow
     num_classes: int = 400
     dropout: float = 0.5
+    channels_last: bool = False           # channels_last_3d weights (inputs converted by the engine)
     non_local: NonLocalConfig = field(default_factory=NonLocalConfig)
     cbam: CBAMConfig = field(default_factory=CBAMConfig)
 

@@ -1,6 +1,9 @@
 """``build_model(cfg)``: the config's ``model`` section -> :class:`ResNet3D`."""
 from __future__ import annotations
 
+import torch
+from torch import nn
+
 from videoattn.models.resnet3d import ResNet3D
 
 
@@ -8,9 +11,11 @@ def build_model(cfg) -> ResNet3D:
     """Build the network described by ``cfg.model`` (a full config; see ``videoattn/config/schema.py``).
 
     Presets (``model.preset``) are already expanded by :func:`videoattn.config.load_config`.
+    ``model.channels_last``: weights in ``torch.channels_last_3d``; the caller converts inputs
+    (``x.contiguous(memory_format=torch.channels_last_3d)``) to keep every conv in that layout.
     """
     m = cfg.model
-    return ResNet3D(
+    model = ResNet3D(
         depth=int(m.depth), base_channels=int(m.base_channels), temporal=str(m.temporal),
         num_classes=int(m.num_classes), dropout=float(m.dropout),
         nonlocal_locations=[list(loc) for loc in m.non_local.locations],
@@ -19,3 +24,14 @@ def build_model(cfg) -> ResNet3D:
         cbam_stages=list(m.cbam.stages), cbam_reduction=int(m.cbam.reduction),
         cbam_kernel_size=int(m.cbam.kernel_size),
     )
+    return to_channels_last_3d(model) if m.channels_last else model
+
+
+def to_channels_last_3d(model: nn.Module) -> nn.Module:
+    """Every 5-D parameter and buffer of ``model`` in ``torch.channels_last_3d``, in place.
+
+    Not ``model.to(memory_format=torch.channels_last_3d)``: that fails on the 4-D weight of
+    CBAM's per-frame 2D conv ("required rank 5 tensor to use channels_last_3d format").
+    """
+    return model._apply(lambda t: t.contiguous(memory_format=torch.channels_last_3d) if t.dim() == 5 else t)
+
