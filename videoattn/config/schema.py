@@ -104,6 +104,7 @@ class TrainConfig:
     clip_grad_norm: float = 0.0           # 0 = off
     accumulation_steps: int = 1
     log_period: int = 10                  # iterations between log lines / metrics rows
+    compile: bool = False                 # torch.compile the training model (default mode)
 
 
 @dataclass

@@ -1,4 +1,4 @@
-"""``build_model(cfg)``: the config's ``model`` section -> :class:`ResNet3D`."""
+"""``build_model(cfg)``: the config's ``model`` section -> :class:`ResNet3D`; ``compile_model``."""
 from __future__ import annotations
 
 import torch
@@ -35,3 +35,11 @@ def to_channels_last_3d(model: nn.Module) -> nn.Module:
     """
     return model._apply(lambda t: t.contiguous(memory_format=torch.channels_last_3d) if t.dim() == 5 else t)
 
+
+def compile_model(model: nn.Module, enabled: bool) -> nn.Module:
+    """``torch.compile(model)`` (default mode) if ``enabled`` (``train.compile``), else ``model``.
+
+    The compiled wrapper shares parameters with ``model``; keep ``model`` for state dicts and
+    evaluation (the wrapper's keys carry ``_orig_mod.``).
+    """
+    return torch.compile(model) if enabled else model
