@@ -19,7 +19,7 @@ Instantiations and how they are computed (N queries, M keys, d channels):
 from __future__ import annotations
 
 import contextlib
-from typing import Sequence, Tuple
+from typing import Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -29,26 +29,31 @@ from torch import nn
 INSTANTIATIONS = ("embedded_gaussian", "dot_product", "gaussian", "concatenation")
 ATTENTION_PATHS = ("auto", "sdpa", "explicit")
 _CONCAT_CHUNK = 1 << 22  # elements of the (chunk x M) pairwise matrix per step
-# CPU training rule (measured, README "non-local paths"): the explicit matrix wins forward+backward
-# while the keys are few (M <= 2048: the presets' 1x2x2 subsampling at 8x28x28 gives M = 1568) and
-# its B x N x M float32 matrices stay small; SDPA wins without subsampling (M = 6272) and always
-# in inference (no backward).
-CPU_EXPLICIT_MAX_KEYS = 2048
-CPU_EXPLICIT_MAX_ELEMENTS = 1 << 26  # B * N * M (256 MiB per float32 matrix)
+# CPU: the flash-attention backward runs one thread per (batch, head) -- ``at::parallel_for`` over
+# B x heads in aten's FlashAttentionKernel.cpp -- so with fewer samples than threads it leaves
+# threads idle (spinning) while the explicit matrix's matmuls use them all. Measured (README
+# "non-local paths"): with B >= threads both cost the same CPU time (SDPA ~10% less); with B = 1 on
+# 2 threads SDPA's backward does all its work on one thread. The explicit path keeps B x N x M
+# matrices for the backward, so it is taken only while one such float32 matrix stays under 256 MiB.
+CPU_EXPLICIT_MAX_ELEMENTS = 1 << 26  # B * N * M
 
 
-def attention_path(device: torch.device, batch: int, queries: int, keys: int, training: bool) -> str:
+def attention_path(device: torch.device, batch: int, queries: int, keys: int, training: bool,
+                   threads: Optional[int] = None) -> str:
     """The faster exact softmax-attention path: ``"explicit"`` (softmax(q k^T) v with the
     (B, N, M) matrix) or ``"sdpa"`` (``F.scaled_dot_product_attention``, never builds it).
 
     CUDA (and any other accelerator): always SDPA (fused flash / memory-efficient kernels).
-    CPU: explicit only for a backward pass (``training``) with ``keys <= CPU_EXPLICIT_MAX_KEYS``
-    and ``batch * queries * keys <= CPU_EXPLICIT_MAX_ELEMENTS``; SDPA otherwise.
+    CPU: explicit only for a backward pass (``training``) with fewer samples than threads
+    (``threads``, default ``torch.get_num_threads()``; one head) and
+    ``batch * queries * keys <= CPU_EXPLICIT_MAX_ELEMENTS``; SDPA otherwise (in inference its
+    forward uses every thread).
     """
     if torch.device(device).type != "cpu" or not training:
         return "sdpa"
+    threads = torch.get_num_threads() if threads is None else threads
     fits = batch * queries * keys <= CPU_EXPLICIT_MAX_ELEMENTS
-    return "explicit" if keys <= CPU_EXPLICIT_MAX_KEYS and fits else "sdpa"
+    return "explicit" if batch < threads and fits else "sdpa"
 
 
 def _mean_outer(k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
