@@ -19,7 +19,7 @@ Instantiations and how they are computed (N queries, M keys, d channels):
 from __future__ import annotations
 
 import contextlib
-from typing import Optional, Sequence, Tuple
+from typing import Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -29,31 +29,28 @@ from torch import nn
 INSTANTIATIONS = ("embedded_gaussian", "dot_product", "gaussian", "concatenation")
 ATTENTION_PATHS = ("auto", "sdpa", "explicit")
 _CONCAT_CHUNK = 1 << 22  # elements of the (chunk x M) pairwise matrix per step
-# CPU: the flash-attention backward runs one thread per (batch, head) -- ``at::parallel_for`` over
-# B x heads in aten's FlashAttentionKernel.cpp -- so with fewer samples than threads it leaves
-# threads idle (spinning) while the explicit matrix's matmuls use them all. Measured (README
-# "non-local paths"): with B >= threads both cost the same CPU time (SDPA ~10% less); with B = 1 on
-# 2 threads SDPA's backward does all its work on one thread. The explicit path keeps B x N x M
-# matrices for the backward, so it is taken only while one such float32 matrix stays under 256 MiB.
+# CPU rule, from whole-block forward+backward timings at 8x28x28 (README "non-local paths"; 1 and
+# 2 threads, batch 1 and 2, phi/g subsampling 1x2x2 and none): with head dim 256 (C = 512) SDPA was
+# 5-17% faster in every case, with head dim 512 (C = 1024) the explicit matrix 1-6% faster in every
+# case; in inference SDPA always won. The explicit path keeps B x N x M matrices for the backward,
+# so it is taken only while one float32 matrix stays under 256 MiB.
+CPU_EXPLICIT_MIN_HEAD_DIM = 512
 CPU_EXPLICIT_MAX_ELEMENTS = 1 << 26  # B * N * M
 
 
-def attention_path(device: torch.device, batch: int, queries: int, keys: int, training: bool,
-                   threads: Optional[int] = None) -> str:
+def attention_path(device: torch.device, batch: int, queries: int, keys: int, head_dim: int,
+                   training: bool) -> str:
     """The faster exact softmax-attention path: ``"explicit"`` (softmax(q k^T) v with the
     (B, N, M) matrix) or ``"sdpa"`` (``F.scaled_dot_product_attention``, never builds it).
 
     CUDA (and any other accelerator): always SDPA (fused flash / memory-efficient kernels).
-    CPU: explicit only for a backward pass (``training``) with fewer samples than threads
-    (``threads``, default ``torch.get_num_threads()``; one head) and
-    ``batch * queries * keys <= CPU_EXPLICIT_MAX_ELEMENTS``; SDPA otherwise (in inference its
-    forward uses every thread).
+    CPU: explicit only for a backward pass (``training``) with ``head_dim >= CPU_EXPLICIT_MIN_HEAD_DIM``
+    and ``batch * queries * keys <= CPU_EXPLICIT_MAX_ELEMENTS``; SDPA otherwise.
     """
     if torch.device(device).type != "cpu" or not training:
         return "sdpa"
-    threads = torch.get_num_threads() if threads is None else threads
     fits = batch * queries * keys <= CPU_EXPLICIT_MAX_ELEMENTS
-    return "explicit" if batch < threads and fits else "sdpa"
+    return "explicit" if head_dim >= CPU_EXPLICIT_MIN_HEAD_DIM and fits else "sdpa"
 
 
 def _mean_outer(k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
@@ -132,7 +129,7 @@ class NonLocal3d(nn.Module):
         if self.path != "auto":
             return self.path
         grad = torch.is_grad_enabled() and any(t.requires_grad for t in (q, k))
-        return attention_path(q.device, q.shape[0], q.shape[1], k.shape[1], grad)
+        return attention_path(q.device, q.shape[0], q.shape[1], k.shape[1], q.shape[2], grad)
 
     def aggregate(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
         """``y_i = sum_j f(q_i, k_j) v_j / C``: (B, N, d), (B, M, d), (B, M, e) -> (B, N, e)."""
