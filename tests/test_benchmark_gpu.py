@@ -83,6 +83,10 @@ def test_nonlocal_section(quick):
         assert r["N"] == T * H * W and r["M"] == (T * H * W if r["subsample"] == "1x1x1" else T * H * W // 4)
         assert r["auto_path"] == ("sdpa" if r["pass"] == "fwd" else r["auto_path"])  # inference: always SDPA
         assert r["auto_vs_explicit"] == pytest.approx(r[f"{r['auto_path']}_ms"] / r["explicit_ms"], rel=0.01)
+    cpu = nl["cpu_rows"]  # the host-CPU rule check: batch 1 and 4, forward+backward
+    assert [(r["C"], r["B"], r["pass"], r["device"]) for r in cpu] == [
+        (c, b, "fwd+bwd", "cpu") for c in (32, 64) for b in (1, 4)]
+    assert all(r["explicit_ms"] > 0 and r["sdpa_ms"] > 0 for r in cpu)
 
 
 def test_pipeline_sections(quick):
@@ -92,6 +96,7 @@ def test_pipeline_sections(quick):
     assert tn["clips_per_s"] > 0 and 0 <= tn["data_wait_frac"] <= 1
     res = tn["resume"]
     assert res["rc"] == 0 and res["resumed"] and res["wrote_next_checkpoint"] and res["epochs_run"] == 1
+    assert tn["checkpoint_tensor_devices"]["cpu"] > 100 and set(tn["checkpoint_tensor_devices"]) == {"cpu"}
     te = data["test_extract"]
     assert te["test_net"]["rc"] == 0 and te["test_net"]["num_videos"] == 8 and te["test_net"]["num_clips"] == 8
     assert te["extract_features"]["rc"] == 0 and te["extract_features"]["num_videos"] == 8

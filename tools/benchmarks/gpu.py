@@ -10,7 +10,8 @@ so a run cut short keeps what it measured, and progress lines are flushed as it 
 1. ``nonlocal``   -- the non-local block at 8x28x28 (C = 512, 1024; batch 16), train mode, bf16
    autocast and float32: which SDPA backends accept it (each forced with ``sdpa_kernel``), which
    one runs by default (profiler op names), time and peak memory of the explicit-matrix path vs
-   SDPA, forward and forward+backward, with and without the presets' 1x2x2 phi/g subsampling.
+   SDPA, forward and forward+backward, with and without the presets' 1x2x2 phi/g subsampling;
+   on a GPU host also the CPU path rule on all its cores (batch 1 and 4, forward+backward).
 2. ``train_step`` -- forward + backward + SGD step, bf16 autocast, 8x224x224, batch 16, for
    I3D_R50, I3D_NL_R50, I3D_NL_CBAM_R50 and pytorchvideo's ``i3d_r50`` (same settings), each with
    ``channels_last_3d`` off and on: clips/s, peak memory, model-FLOPs utilisation.
@@ -154,6 +155,13 @@ def section_nonlocal(run: Run, device: torch.device, nl: dict) -> None:
                 for r in rows:
                     run.log(f"nonlocal {r}")
                 run.put("nonlocal", out)
+    out["cpu_rows"] = []  # the CPU path rule on this host's cores (a GPU host has many): batch 1 and 4
+    for C in nl["channels"]:
+        for batch in (1, 4):
+            out["cpu_rows"] += gm.nonlocal_rows(C, (1, 2, 2), (batch, T, H, W), None, torch.device("cpu"),
+                                                1, 2, passes=(True,))
+            run.log(f"nonlocal cpu ({torch.get_num_threads()} threads) {out['cpu_rows'][-1]}")
+            run.put("nonlocal", out)
 
 
 def section_train_step(run: Run, s: "gm.Settings", peak: Optional[float]) -> dict:
@@ -224,7 +232,9 @@ def goals(data: dict) -> dict:
     return {"i3d_r50_vs_pytorchvideo (>= 1.2)": ratio,
             "train_net_data_wait (< 0.10)": tn.get("data_wait_frac"),
             "nl_sdpa_memory_below_explicit_no_subsample (>= 10x)": min(mem) if mem else None,
-            "nl_auto_vs_explicit_worst (<= 1.0)": max(r["auto_vs_explicit"] for r in nl) if nl else None}
+            "nl_auto_vs_explicit_worst (<= 1.0)": max(r["auto_vs_explicit"] for r in nl) if nl else None,
+            "nl_auto_vs_explicit_worst_host_cpu (<= 1.0)": max(
+                (r["auto_vs_explicit"] for r in data.get("nonlocal", {}).get("cpu_rows", [])), default=None)}
 
 
 def _fmt(v, unit: str = "") -> str:
@@ -244,8 +254,9 @@ def table(data: dict) -> str:
                 (f", compiled in {r['compile_s']} s" if "compile_s" in r else "")
             lines.append(f"| {sec} | {case} | {r['clips_per_s']} clips/s ({r['step_ms']} ms/step) "
                          f"| {_fmt(r['peak_mem_mib'], ' MiB')} | {note} |")
-    for r in data.get("nonlocal", {}).get("rows", []):
-        case = f"C={r['C']} sub {r['subsample']} {r['dtype']} {r.get('pass', '')}"
+    nl_rows = data.get("nonlocal", {}).get("rows", []) + data.get("nonlocal", {}).get("cpu_rows", [])
+    for r in nl_rows:
+        case = f"C={r['C']} sub {r['subsample']} {r['dtype']} {r.get('pass', '')} B={r.get('B')} {r.get('device', '')}"
         if "error" in r:
             lines.append(f"| nonlocal | {case} | - | - | {r['error']} |")
             continue
@@ -266,7 +277,8 @@ def table(data: dict) -> str:
                      f"{tn.get('iterations_total', '-')} it | {_fmt(tn.get('clips_per_s'), ' clips/s')} | - | "
                      f"data wait {_fmt(tn.get('data_wait_frac') and 100 * tn['data_wait_frac'], '%')}; "
                      f"resume: rc {res.get('rc')}, resumed {res.get('resumed')}, next checkpoint "
-                     f"{res.get('wrote_next_checkpoint')} {tn.get('error', '')[:80]} |")
+                     f"{res.get('wrote_next_checkpoint')}; checkpoint tensors {tn.get('checkpoint_tensor_devices')} "
+                     f"{tn.get('error', '')[:80]} |")
     te = data.get("test_extract", {})
     for name, r in te.items():
         if not isinstance(r, dict):  # the section's own error

@@ -200,7 +200,7 @@ def sdpa_kernels(block: NonLocal3d, x: torch.Tensor, amp: Optional[torch.dtype])
 
 
 def nonlocal_rows(C: int, sub: Tuple[int, int, int], shape: Tuple[int, int, int, int], amp, device,
-                  warmup: int, iters: int) -> List[dict]:
+                  warmup: int, iters: int, passes: Tuple[bool, ...] = (False, True)) -> List[dict]:
     """Whole block (projections, attention, output conv, BN, residual), train mode, explicit vs SDPA
     path, forward and forward+backward; memory = peak growth over the block and its input (CUDA)."""
     torch.manual_seed(0)
@@ -211,11 +211,11 @@ def nonlocal_rows(C: int, sub: Tuple[int, int, int], shape: Tuple[int, int, int,
     N, M = T * H * W, (T // sub[0]) * (H // sub[1]) * (W // sub[2])
     elt = 2 if amp is not None else 4
     rows = []
-    for grad in (False, True):
+    for grad in passes:
         xi = x.clone().requires_grad_(grad)
-        auto = attention_path(device, B, N, M, training=grad)  # what the block's "auto" picks here
+        auto = attention_path(device, B, N, M, C // 2, training=grad)  # what the block's "auto" picks here
         row = {"C": C, "subsample": "x".join(map(str, sub)), "dtype": str(amp or torch.float32).replace("torch.", ""),
-               "pass": "fwd+bwd" if grad else "fwd", "N": N, "M": M, "auto_path": auto,
+               "pass": "fwd+bwd" if grad else "fwd", "device": device.type, "B": B, "N": N, "M": M, "auto_path": auto,
                "nm_matrix_mib": round(B * N * M * elt / 2**20, 1)}
         for path in ("explicit", "sdpa"):
             block.path = path

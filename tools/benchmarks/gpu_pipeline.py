@@ -115,7 +115,22 @@ def train_and_resume(p: Pipeline, root: str, out: str, timeout_s: float) -> dict
     if again["rc"] != 0:
         result["resume"]["error"] = again["out"][-1500:]
     result["checkpoint"] = after if os.path.isfile(after) else ckpt
+    if os.path.isfile(ckpt):
+        result["checkpoint_tensor_devices"] = tensor_devices(ckpt)
     return result
+
+
+def tensor_devices(path: str) -> dict:
+    """``{device: count}`` of the tensors in a checkpoint loaded WITHOUT ``map_location`` (what an
+    outside ``torch.load`` sees; CUDA tensors there fail to load on a machine without a GPU)."""
+    import torch
+    from torch.utils._pytree import tree_leaves
+
+    counts: dict = {}
+    for leaf in tree_leaves(torch.load(path, weights_only=True)):
+        if isinstance(leaf, torch.Tensor):
+            counts[str(leaf.device)] = counts.get(str(leaf.device), 0) + 1
+    return counts
 
 
 def test_and_extract(p: Pipeline, root: str, out: str, checkpoint: str, timeout_s: float) -> dict:
