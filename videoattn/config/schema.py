@@ -72,7 +72,7 @@ class DataConfig:
     decode_timeout: float = at_least(0, 30.0)  # s per clip decode before the video counts as broken; 0: no limit
     num_retries: int = at_least(0, 10)    # train/val: other videos tried before a broken sample raises
     pin_memory: bool = True               # only takes effect on CUDA
-    normalize_on_device: bool = False     # workers send uint8 clips, normalised on the device (4x less traffic)
+    normalize_on_device: Optional[bool] = None  # uint8 from the workers, normalised on the device (4x less traffic); null: on for CUDA
     prefetch_factor: int = at_least(1, 2)
 
 
@@ -113,6 +113,7 @@ class ModelConfig:
     temporal: Optional[str] = preset_or(one_of("", ("i3d", "c2d", "slow")))  # i3d: temporal kernel pattern
     num_classes: int = at_least(1, 400)
     dropout: float = fraction(0.5)
+    channels_last: Optional[bool] = None  # channels_last_3d weights and inputs; null: on for CPU (measured faster), off on CUDA
     non_local: NonLocalConfig = field(default_factory=NonLocalConfig)
     cbam: CBAMConfig = field(default_factory=CBAMConfig)
 
@@ -150,10 +151,11 @@ class TrainConfig:
     auto_resume: bool = True              # resume from the newest valid checkpoint in output_dir
     checkpoint_file: str = ""             # initial weights (fine-tuning); ignored when resuming
     trust_checkpoint: bool = False        # allow checkpoints that need full unpickling (runs code!): trusted files only
-    mixed_precision: str = one_of("none", ("none", "bf16", "fp16"))  # fp16: CUDA only; bf16 on CPU when asked
+    mixed_precision: str = one_of("auto", ("auto", "none", "bf16", "fp16"))  # auto: bf16 on CUDA, none on CPU; fp16: CUDA only
     clip_grad_norm: float = at_least(0, 0.0)  # 0 = off
     accumulation_steps: int = at_least(1, 1)
     log_period: int = at_least(1, 10)     # iterations between log lines / metrics rows
+    compile: bool = False                 # torch.compile the training forward (default mode)
 
 
 @dataclass
@@ -165,6 +167,7 @@ class TestConfig:
     num_spatial_crops: int = one_of(3, (1, 3))  # 1 = centre; 3 = left/centre/right (top/centre/bottom if portrait)
     aggregation: str = one_of("softmax", ("softmax", "sum", "max"))
     save_logits: bool = False             # also write per-view logits (.npz)
+    mixed_precision: str = one_of("auto", ("auto", "none", "bf16", "fp16"))  # inference autocast (test, features, ...)
 
 
 @dataclass

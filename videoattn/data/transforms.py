@@ -55,21 +55,23 @@ class DeviceNormalizer:
 
     uint8 clips (``data.normalize_on_device``: the workers send 4x fewer bytes) are normalised on
     the device, as mmaction2's data preprocessor does; float clips were normalised by the workers
-    and only move. The mean/std tensors are made once per device, not per batch.
+    and only move. The mean/std tensors are made once per device, not per batch. With
+    ``channels_last`` the result is in ``torch.channels_last_3d`` (``model.channels_last``).
     """
 
-    def __init__(self, mean: Sequence[float], std: Sequence[float]):
+    def __init__(self, mean: Sequence[float], std: Sequence[float], channels_last: bool = False):
         self.mean, self.std = list(mean), list(std)
+        self.memory_format = torch.channels_last_3d if channels_last else torch.contiguous_format
         self._cache: dict = {}
 
     def __call__(self, clips: torch.Tensor, device: torch.device) -> torch.Tensor:
         clips = clips.to(device, non_blocking=True)
-        if clips.dtype != torch.uint8:
-            return clips
-        if clips.device not in self._cache:
-            self._cache[clips.device] = _mean_std_255(self.mean, self.std, clips.device)
-        mean, std = self._cache[clips.device]
-        return clips.float().sub_(mean).div_(std)
+        if clips.dtype == torch.uint8:
+            if clips.device not in self._cache:
+                self._cache[clips.device] = _mean_std_255(self.mean, self.std, clips.device)
+            mean, std = self._cache[clips.device]
+            clips = clips.float().sub_(mean).div_(std)
+        return clips.contiguous(memory_format=self.memory_format)
 
 
 def _short_side(video: torch.Tensor, size: int) -> torch.Tensor:

@@ -186,7 +186,7 @@ def get_rng_state() -> dict:
                    "has_gauss": int(has_gauss), "cached_gaussian": float(gauss)}
     state = {"python": random.getstate(), "numpy": numpy_state, "torch": torch.get_rng_state()}
     if torch.cuda.is_available() and torch.cuda.is_initialized():
-        state["cuda"] = torch.cuda.get_rng_state_all()
+        state["cuda"] = torch.cuda.get_rng_state()    # this process's device only
     return state
 
 
@@ -198,5 +198,6 @@ def set_rng_state(state: dict) -> None:
         n = (n["kind"], n["key"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["cached_gaussian"])
     np.random.set_state(n)  # a tuple in checkpoints of videoattn 0.1.0
     torch.set_rng_state(state["torch"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+    cuda = state.get("cuda")
+    if torch.is_tensor(cuda) and torch.cuda.is_available():   # 0.1.0 stored a list for every visible GPU
+        torch.cuda.set_rng_state(cuda)

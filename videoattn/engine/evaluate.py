@@ -24,11 +24,14 @@ from videoattn.utils.state_dict import unwrap_model
 
 
 def _scored_batches(model: torch.nn.Module, loader, device: torch.device, normalize: DeviceNormalizer,
-                    desc: str) -> Iterator[Tuple[dict, torch.Tensor, Optional[torch.Tensor]]]:
-    """Yield ``(batch, valid (B,) bool, logits (B_valid, C) float32 on CPU or None)``.
+                    amp: Optional[torch.dtype], desc: str) -> Iterator[Tuple[dict, torch.Tensor, Optional[torch.Tensor]]]:
+    """Yield ``(batch, valid (B,) bool, logits (B_valid, C) float32 on the CPU or None)``.
 
-    Items with ``valid=False`` (undecodable test videos) are not run through the model.
+    Items with ``valid=False`` (undecodable test videos) are not run through the model. The model
+    runs under ``amp`` autocast (None: off). On CUDA the logits travel to pinned host memory
+    asynchronously and each batch is handed out one batch late, so the GPU never waits for the host.
     """
+    pending = None
     for batch in tqdm(loader, desc=desc, disable=not (is_main_process() and sys.stderr.isatty()), leave=False,
                       dynamic_ncols=True):
         n = batch["label"].shape[0]
@@ -36,8 +39,33 @@ def _scored_batches(model: torch.nn.Module, loader, device: torch.device, normal
         logits = None
         if valid.any():
             clips = batch["clip"] if valid.all() else batch["clip"][valid]  # no copy when all are valid
-            logits = model(normalize(clips, device)).float().cpu()
-        yield batch, valid, logits
+            with torch.autocast(device.type, dtype=amp, enabled=amp is not None):
+                logits = _to_host(model(normalize(clips, device)).float())
+        if pending is not None:
+            yield _arrived(*pending)
+        pending = (batch, valid, logits)
+    if pending is not None:
+        yield _arrived(*pending)
+
+
+def _to_host(t: torch.Tensor) -> Tuple[torch.Tensor, Optional[torch.cuda.Event]]:
+    """Start copying ``t`` to the CPU: (host tensor, CUDA event to wait for, or None if already there)."""
+    if t.device.type != "cuda":
+        return t.cpu(), None
+    host = torch.empty(t.shape, dtype=t.dtype, pin_memory=True)
+    host.copy_(t, non_blocking=True)
+    event = torch.cuda.Event()
+    event.record()
+    return host, event
+
+
+def _arrived(batch: dict, valid: torch.Tensor, logits) -> Tuple[dict, torch.Tensor, Optional[torch.Tensor]]:
+    if logits is None:
+        return batch, valid, None
+    host, event = logits
+    if event is not None:
+        event.synchronize()
+    return batch, valid, host
 
 
 def _unique_rows(parts: List[np.ndarray]) -> np.ndarray:
@@ -53,12 +81,13 @@ def _unique_rows(parts: List[np.ndarray]) -> np.ndarray:
 
 @torch.inference_mode()
 def evaluate_clips(model: torch.nn.Module, loader, device: torch.device, normalize: DeviceNormalizer,
-                   desc: str = "val") -> Dict[str, object]:
+                   amp: Optional[torch.dtype] = None, desc: str = "val") -> Dict[str, object]:
     """Single-view validation over ``loader``, gathered across processes.
 
     Args:
         model: the (possibly DDP-wrapped) classifier; ``model(x: (B, 3, T, H, W)) -> (B, C)``.
         normalize: moves batch clips to ``device`` as normalised float32.
+        amp: autocast dtype (None: off).
         loader: yields batches with ``clip``, ``label``, ``video_index``, ``view_index`` [, ``valid``].
     Returns (identical on every rank):
         ``top1``, ``top5`` (fractions), ``loss`` (mean cross-entropy), ``num_clips`` (clips scored,
@@ -70,7 +99,7 @@ def evaluate_clips(model: torch.nn.Module, loader, device: torch.device, normali
     net.eval()
     records, skipped, invalid = [], [], 0
     try:
-        for batch, valid, logits in _scored_batches(net, loader, device, normalize, desc):
+        for batch, valid, logits in _scored_batches(net, loader, device, normalize, amp, desc):
             skipped.extend(batch.get("skipped", []) or [])
             invalid += int((~valid).sum())
             if logits is None:
@@ -127,10 +156,23 @@ class MultiViewResult:
         return out
 
 
+def _check_each_view_once(seen: np.ndarray, expected: int) -> None:
+    """``seen``: (N, 2) (video, view) pairs scored by all ranks; each must appear exactly once."""
+    if not len(seen):
+        return
+    keys, counts = np.unique(seen, axis=0, return_counts=True)
+    if (counts > 1).any():
+        raise RuntimeError(f"{int((counts > 1).sum())} (video, view) pairs were scored more than once: "
+                           "the test loader's sampler must split the views disjointly across processes")
+    if len(keys) != expected:
+        raise RuntimeError(f"the test loader yielded {len(keys)} views, expected {expected}")
+
+
 @torch.inference_mode()
 def score_multiview(model: torch.nn.Module, loader, num_videos: int, num_classes: int, normalize: DeviceNormalizer,
                     aggregation: str = "softmax", save_logits: bool = False,
-                    device: torch.device = torch.device("cpu"), num_views: Optional[int] = None) -> MultiViewResult:
+                    device: torch.device = torch.device("cpu"), num_views: Optional[int] = None,
+                    amp: Optional[torch.dtype] = None) -> MultiViewResult:
     """Score every view of every video in ``loader`` and aggregate per video.
 
     Args:
@@ -147,7 +189,7 @@ def score_multiview(model: torch.nn.Module, loader, num_videos: int, num_classes
     failed: List[Tuple[int, int, str]] = []
     seen: List[np.ndarray] = []
     logit_rows: List[np.ndarray] = []
-    for batch, valid, logits in _scored_batches(net, loader, device, normalize, "test"):
+    for batch, valid, logits in _scored_batches(net, loader, device, normalize, amp, "test"):
         vidx, view = batch["video_index"].long(), batch["view_index"].long()
         labels[vidx] = batch["label"].long()
         seen.append(np.stack([vidx.numpy(), view.numpy()], axis=1))
@@ -167,14 +209,8 @@ def score_multiview(model: torch.nn.Module, loader, num_videos: int, num_classes
     local_seen = np.concatenate(seen) if seen else np.zeros((0, 2), np.int64)
     local_logits = np.concatenate(logit_rows) if logit_rows else None
     gathered = all_gather_object((hit1, hit5, clips, failed, local_seen, local_logits))
-    all_seen = np.concatenate([g[4] for g in gathered])
-    if num_views is not None and len(all_seen):
-        keys, counts = np.unique(all_seen, axis=0, return_counts=True)
-        if (counts > 1).any():
-            raise RuntimeError(f"{int((counts > 1).sum())} (video, view) pairs were scored more than once: "
-                               "the test loader's sampler must split the views disjointly across processes")
-        if len(keys) != num_videos * num_views:
-            raise RuntimeError(f"the test loader yielded {len(keys)} views, expected {num_videos} x {num_views}")
+    if num_views is not None:
+        _check_each_view_once(np.concatenate([g[4] for g in gathered]), num_videos * num_views)
     failed_views: Dict[int, List[Tuple[int, str]]] = {}
     for g in gathered:
         for v, view, err in g[3]:

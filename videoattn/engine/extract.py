@@ -39,7 +39,9 @@ from tqdm import tqdm
 
 from videoattn.config import Config, DataConfig, FeaturesConfig
 from videoattn.data.annotations import ENCODING, VIDEO_EXTENSIONS, read_annotations
+from videoattn.data.transforms import DeviceNormalizer
 from videoattn.data.windows import Window, WindowStream
+from videoattn.engine.device import autocast_dtype, configure_backends, for_device
 from videoattn.engine.inference import build_inference_model
 from videoattn.models.resnet3d import ResNet3D
 from videoattn.utils.distributed import (all_gather_object, barrier, get_rank, get_world_size, init_distributed,
@@ -183,9 +185,11 @@ def window_features(model: ResNet3D, x: torch.Tensor, layer: str) -> torch.Tenso
     return model.forward_intermediates(x, [layer])[layer].mean(dim=(2, 3, 4))
 
 
-def _chunk_features(model: ResNet3D, item: dict, layer: str, device: torch.device) -> torch.Tensor:
-    """``(w, crops, D)`` float32 features of one chunk of windows."""
-    feats = window_features(model, item["clips"].to(device, non_blocking=True), layer).float().cpu()
+def _chunk_features(model: ResNet3D, item: dict, layer: str, device: torch.device, to_device: DeviceNormalizer,
+                    amp: Optional[torch.dtype]) -> torch.Tensor:
+    """``(w, crops, D)`` float32 features of one chunk of windows (``amp``: autocast dtype or None)."""
+    with torch.autocast(device.type, dtype=amp, enabled=amp is not None):
+        feats = window_features(model, to_device(item["clips"], device), layer).float().cpu()
     return feats.reshape(item["num_windows"], -1, feats.shape[-1])
 
 
@@ -196,11 +200,14 @@ def _finish(chunks: List[torch.Tensor], features: FeaturesConfig) -> np.ndarray:
     return feats.numpy().astype(np.float16 if features.dtype == "float16" else np.float32)
 
 
-def window_loader(videos: Sequence[Tuple[int, str]], data: DataConfig, features: FeaturesConfig) -> DataLoader:
-    """Chunks of decoded windows (:class:`WindowStream`), decoded by ``data.num_workers`` workers."""
+def window_loader(videos: Sequence[Tuple[int, str]], data: DataConfig, features: FeaturesConfig,
+                  device: torch.device = torch.device("cpu")) -> DataLoader:
+    """Chunks of decoded windows (:class:`WindowStream`), decoded by ``data.num_workers`` workers
+    (in pinned memory when ``device`` is CUDA and ``data.pin_memory``)."""
     workers = min(data.num_workers, len(videos))
     extra = dict(prefetch_factor=data.prefetch_factor) if workers > 0 else {}
-    return DataLoader(WindowStream(videos, data, features), batch_size=None, num_workers=workers, **extra)
+    return DataLoader(WindowStream(videos, data, features), batch_size=None, num_workers=workers,
+                      pin_memory=data.pin_memory and device.type == "cuda", **extra)
 
 
 def extract_features(cfg: Config, source: str, out_dir: str, checkpoint_path: Optional[str] = None,
@@ -211,6 +218,8 @@ def extract_features(cfg: Config, source: str, out_dir: str, checkpoint_path: Op
     only; ``trust``: allow a checkpoint that needs full unpickling, ``--trust-checkpoint``).
     """
     info = init_distributed(cfg.device, timeout_s=60 * cfg.dist_timeout_minutes)
+    cfg = for_device(cfg, info.device)
+    configure_backends(info.device)
     model = build_inference_model(cfg, checkpoint_path, info.device, random_init, trust)  # bad checkpoint: fail first
     paths, missing = list_inputs(cfg.data, source)
     ids = video_ids(paths)
@@ -220,8 +229,9 @@ def extract_features(cfg: Config, source: str, out_dir: str, checkpoint_path: Op
     written = 0
     bar = tqdm(total=len(todo), desc="features", unit="video", dynamic_ncols=True,
                disable=not (is_main_process() and sys.stderr.isatty()))
-    f = cfg.features
-    for item in (window_loader(todo, cfg.data, f) if todo else []):
+    f, to_device = cfg.features, DeviceNormalizer(cfg.data.mean, cfg.data.std, cfg.model.channels_last)
+    amp = autocast_dtype(cfg.test.mixed_precision, info.device)
+    for item in (window_loader(todo, cfg.data, f, info.device) if todo else []):
         k = item["k"]
         if "error" in item:
             log.warning("features: skipping %s: %s", paths[k], item["error"])
@@ -235,7 +245,7 @@ def extract_features(cfg: Config, source: str, out_dir: str, checkpoint_path: Op
             _save_video(out_dir, ids[k], paths[k], item["window"], item["declared_frames"], feats, f)
             bar.update(1)
         else:
-            pending.setdefault(k, []).append(_chunk_features(model, item, f.layer, info.device))
+            pending.setdefault(k, []).append(_chunk_features(model, item, f.layer, info.device, to_device, amp))
     bar.close()
     gathered = all_gather_object((sorted(failed.items()), written, skipped))
     summary = _report(out_dir, ids, paths, missing, gathered) if is_main_process() else None

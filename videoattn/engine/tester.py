@@ -14,6 +14,7 @@ from typing import Dict, Optional
 from videoattn.config import Config
 from videoattn.data import build_dataset, build_loader
 from videoattn.data.transforms import DeviceNormalizer
+from videoattn.engine.device import autocast_dtype, configure_backends, for_device
 from videoattn.engine.evaluate import score_multiview
 from videoattn.engine.inference import build_inference_model, check_num_classes, resolve_checkpoint
 from videoattn.engine.report import write_test_report
@@ -30,6 +31,8 @@ def run_test(cfg: Config, checkpoint_path: Optional[str] = None, trust: bool = F
     predictions.csv[, view_logits.npz]}`` and the dataset's ``missing_videos`` report.
     """
     info = init_distributed(cfg.device, timeout_s=60 * cfg.dist_timeout_minutes)
+    cfg = for_device(cfg, info.device)
+    configure_backends(info.device)
     split = cfg.data.test_split or cfg.data.val_split
     checkpoint = resolve_checkpoint(cfg, checkpoint_path)
     model = build_inference_model(cfg, checkpoint, info.device, trust=trust)  # bad checkpoint: fail before decoding
@@ -40,9 +43,10 @@ def run_test(cfg: Config, checkpoint_path: Optional[str] = None, trust: bool = F
     check_num_classes(dataset.classes, num_classes, f"the class list of {split}")
     loader = build_loader(dataset, cfg.data, per_process_batch(t.batch_size, "test.batch_size"), cfg.seed, info.device)
     class_names = list(dataset.classes) + [f"class_{i}" for i in range(len(dataset.classes), num_classes)]
-    result = score_multiview(model, loader, len(dataset.videos), num_classes, DeviceNormalizer(cfg.data.mean, cfg.data.std),
-                             aggregation=t.aggregation, save_logits=t.save_logits, device=info.device,
-                             num_views=dataset.num_views)
+    normalize = DeviceNormalizer(cfg.data.mean, cfg.data.std, cfg.model.channels_last)
+    result = score_multiview(model, loader, len(dataset.videos), num_classes, normalize, aggregation=t.aggregation,
+                             save_logits=t.save_logits, device=info.device, num_views=dataset.num_views,
+                             amp=autocast_dtype(t.mixed_precision, info.device))
     metrics = None
     if is_main_process():
         paths = [v[0] for v in dataset.videos]

@@ -33,6 +33,7 @@ from videoattn.data import build_dataset, build_loader
 from videoattn.data.loader import unique_broken
 from videoattn.data.transforms import DeviceNormalizer
 from videoattn.engine import checkpoint as ckpt_lib
+from videoattn.engine.device import autocast_dtype, configure_backends, for_device
 from videoattn.engine.evaluate import evaluate_clips
 from videoattn.engine.inference import check_num_classes, check_state_fits
 from videoattn.engine.logger import MetricsWriter, Progress, setup_logging
@@ -40,11 +41,11 @@ from videoattn.engine.meter import Clock, Meter
 from videoattn.engine.precise_bn import update_bn_stats
 from videoattn.engine.solver import build_optimizer, build_scheduler
 from videoattn.models import build_model
+from videoattn.models.builder import compile_model
 from videoattn.utils.distributed import (DistInfo, all_gather_object, barrier, broadcast_object, distributed_run,
                                          launch_world_size, per_process_batch)
 
 logger = logging.getLogger(__name__)
-AMP_DTYPES = {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 MAX_LISTED_BROKEN = 20   # broken videos named per epoch summary (all are counted)
 
 
@@ -111,13 +112,6 @@ def epoch_seed(seed: int, rank: int, epoch: int) -> int:
     return int(np.random.SeedSequence([seed, rank, epoch]).generate_state(1)[0])
 
 
-def amp_dtype_for(mode: str, device: torch.device) -> Optional[torch.dtype]:
-    """``train.mixed_precision`` -> the autocast dtype (None: off); fp16 needs CUDA."""
-    if device.type == "cpu" and mode == "fp16":
-        raise ValueError("train.mixed_precision=fp16 needs CUDA; on CPU use bf16 or none")
-    return AMP_DTYPES[mode]
-
-
 def wrap_model(model: nn.Module, sync_bn: bool, info: DistInfo) -> nn.Module:
     """SyncBN (CUDA, ``bn.sync``) and DDP when running more than one process."""
     if info.world_size == 1:
@@ -147,8 +141,10 @@ def train(cfg: Config) -> TrainResult:
 
 
 def _train(cfg: Config, info: DistInfo) -> TrainResult:
-    run = Run(cfg, info, DeviceNormalizer(cfg.data.mean, cfg.data.std), amp_dtype_for(cfg.train.mixed_precision,
-                                                                                         info.device))
+    cfg = for_device(cfg, info.device)
+    configure_backends(info.device)
+    run = Run(cfg, info, DeviceNormalizer(cfg.data.mean, cfg.data.std, cfg.model.channels_last),
+              autocast_dtype(cfg.train.mixed_precision, info.device))
     if info.is_main:
         save_config(cfg, os.path.join(cfg.output_dir, "config.yaml"))
     logger.info("training on %d process(es), device %s, global batch %d (%d per process)", info.world_size,
@@ -161,7 +157,7 @@ def _train(cfg: Config, info: DistInfo) -> TrainResult:
     state = TrainState(model, optimizer, build_scheduler(optimizer, cfg.solver, updates_per_epoch),
                        torch.amp.GradScaler(info.device.type, enabled=run.amp_dtype == torch.float16))
     run.where["checkpoint"] = _resume_or_finetune(state, cfg, info)
-    net = wrap_model(model, cfg.bn.sync, info)
+    net = compile_model(wrap_model(model, cfg.bn.sync, info), cfg.train.compile)
     result = TrainResult(model, 0, state.best_top1)
     if state.epoch >= cfg.solver.max_epoch:
         logger.info("training already complete (%d epochs) in %s", cfg.solver.max_epoch, cfg.output_dir)
@@ -232,7 +228,8 @@ def train_one_epoch(net: nn.Module, loader, state: TrainState, run: Run) -> dict
 def _forward_backward(net, clip, label, group_size: int, is_update: bool, state: TrainState, run: Run):
     """Loss ``(,)`` and correct count of one batch; gradients accumulated (DDP syncs them only on
     the batch that completes an update)."""
-    sync = contextlib.nullcontext() if is_update or not isinstance(net, DDP) else net.no_sync()
+    ddp = getattr(net, "_orig_mod", net)   # the DDP wrapper inside torch.compile's, if any
+    sync = contextlib.nullcontext() if is_update or not isinstance(ddp, DDP) else ddp.no_sync()
     with sync:
         with torch.autocast(run.info.device.type, dtype=run.amp_dtype, enabled=run.amp_dtype is not None):
             logits = net(clip)
@@ -320,7 +317,7 @@ def _validate_if_due(state: TrainState, run: Run, train_loader, val_loader, summ
     if cfg.bn.use_precise_stats:
         update_bn_stats(state.model, train_loader, cfg.bn.num_batches_precise, run.info.device, run.normalize,
                         run.amp_dtype)
-    val = evaluate_clips(state.model, val_loader, run.info.device, run.normalize)
+    val = evaluate_clips(state.model, val_loader, run.info.device, run.normalize, run.amp_dtype)
     val_skipped = val.pop("skipped")
     val["skipped"] = len(val_skipped)
     summary["skipped_videos"] = unique_broken(summary["skipped_videos"] + val_skipped)

@@ -22,6 +22,7 @@ from videoattn.data.annotations import default_classes, read_classes_file, resol
 from videoattn.data.decoding import config_backend, open_video
 from videoattn.data.sampling import clip_indices, spaced_indices
 from videoattn.data.transforms import test_views
+from videoattn.engine.device import for_device
 from videoattn.engine.inference import build_inference_model
 from videoattn.models import capture_attention
 from videoattn.utils.distributed import resolve_device
@@ -245,7 +246,9 @@ def visualize_video(cfg: Config, checkpoint: Optional[str], video: str, output: 
                     max_columns: int = 8, trust: bool = False) -> AttentionResult:
     """Load the model and one clip of ``video``; write the PNG grid (and GIF). ``query`` None:
     the centre of the middle frame."""
-    model = build_inference_model(cfg, checkpoint, resolve_device(cfg.device), trust=trust)
+    device = resolve_device(cfg.device)
+    cfg = for_device(cfg, device)
+    model = build_inference_model(cfg, checkpoint, device, trust=trust)
     clip, times = load_clip(cfg.data, video, start_s)
     if query is None:
         query = (clip.shape[1] // 2, 0.5, 0.5)

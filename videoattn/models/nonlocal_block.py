@@ -7,15 +7,18 @@ starts at zero, so a fresh block is the identity.
 Instantiations and how they are computed (N queries, M keys, d channels):
 
 * ``embedded_gaussian``: softmax(theta_i . phi_j / sqrt(d)) -- PySlowFast's ``softmax``;
-  ``F.scaled_dot_product_attention`` (fused, the N x M matrix is never materialised).
-* ``gaussian``: softmax(x_i . x_j / sqrt(C)) on the raw features (no theta/phi); SDPA as well.
+  ``F.scaled_dot_product_attention`` (fused, the N x M matrix is never materialised), or the
+  explicit matrix where that is faster and small (see :func:`attention_path`).
+* ``gaussian``: softmax(x_i . x_j / sqrt(C)) on the raw features (no theta/phi); same two paths.
 * ``dot_product``: theta_i . phi_j / M -- PySlowFast's ``dot_product``; computed as
-  theta (phi^T g) / M, a d x d product instead of N x M (same numbers by associativity).
+  theta (phi^T g / M), a d x d product instead of N x M (same numbers by associativity); the
+  sum over M is accumulated in float32 even under fp16/bf16 autocast (no overflow).
 * ``concatenation``: ReLU(w . [theta_i, phi_j] + b) / M. The ReLU makes it genuinely pairwise:
   computed in query chunks (bounded memory at inference; training keeps the N x M activations).
 """
 from __future__ import annotations
 
+import contextlib
 from typing import Sequence, Tuple
 
 import torch
@@ -24,7 +27,41 @@ from einops import rearrange
 from torch import nn
 
 INSTANTIATIONS = ("embedded_gaussian", "dot_product", "gaussian", "concatenation")
+ATTENTION_PATHS = ("auto", "sdpa", "explicit")
 _CONCAT_CHUNK = 1 << 22  # elements of the (chunk x M) pairwise matrix per step
+# CPU rule, from whole-block forward+backward timings at 8x28x28 (README "non-local paths"; 1 and
+# 2 threads, batch 1 and 2, phi/g subsampling 1x2x2 and none): with head dim 256 (C = 512) SDPA was
+# 5-17% faster in every case, with head dim 512 (C = 1024) the explicit matrix 1-6% faster in every
+# case; in inference SDPA always won. The explicit path keeps B x N x M matrices for the backward,
+# so it is taken only while one float32 matrix stays under 256 MiB.
+CPU_EXPLICIT_MIN_HEAD_DIM = 512
+CPU_EXPLICIT_MAX_ELEMENTS = 1 << 26  # B * N * M
+
+
+def attention_path(device: torch.device, batch: int, queries: int, keys: int, head_dim: int,
+                   training: bool) -> str:
+    """The faster exact softmax-attention path: ``"explicit"`` (softmax(q k^T) v with the
+    (B, N, M) matrix) or ``"sdpa"`` (``F.scaled_dot_product_attention``, never builds it).
+
+    CUDA (and any other accelerator): always SDPA (fused flash / memory-efficient kernels).
+    CPU: explicit only for a backward pass (``training``) with ``head_dim >= CPU_EXPLICIT_MIN_HEAD_DIM``
+    and ``batch * queries * keys <= CPU_EXPLICIT_MAX_ELEMENTS``; SDPA otherwise.
+    """
+    if torch.device(device).type != "cpu" or not training:
+        return "sdpa"
+    fits = batch * queries * keys <= CPU_EXPLICIT_MAX_ELEMENTS
+    return "explicit" if head_dim >= CPU_EXPLICIT_MIN_HEAD_DIM and fits else "sdpa"
+
+
+def _mean_outer(k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """``k^T v / M`` accumulated and returned in float32, autocast off: (B, M, d), (B, M, e) -> (B, d, e).
+
+    Under fp16 autocast a sum over thousands of positions overflows fp16's 65504 before the
+    division by M; this d x e product is small, so float32 costs nothing measurable.
+    """
+    kind = k.device.type
+    with torch.autocast(kind, enabled=False) if torch.amp.is_autocast_available(kind) else contextlib.nullcontext():
+        return torch.matmul(k.transpose(1, 2).float(), v.float()).div_(k.shape[1])
 
 
 class NonLocal3d(nn.Module):
@@ -35,15 +72,19 @@ class NonLocal3d(nn.Module):
         inter_dim: embedding channels (C/2 in the paper and PySlowFast).
         instantiation: one of :data:`INSTANTIATIONS`.
         subsample: max-pool kernel = stride (t, h, w) applied to x before phi and g.
+        path: softmax-attention path (embedded_gaussian, gaussian): ``"auto"`` (per call, by
+            :func:`attention_path`), ``"sdpa"`` or ``"explicit"``; same outputs within 1e-4.
     """
 
     def __init__(self, dim: int, inter_dim: int, instantiation: str = "embedded_gaussian",
-                 subsample: Sequence[int] = (1, 2, 2)):
+                 subsample: Sequence[int] = (1, 2, 2), path: str = "auto"):
         super().__init__()
         if instantiation not in INSTANTIATIONS:
             raise ValueError(f"unknown non-local instantiation '{instantiation}'; "
                              f"choose one of {', '.join(INSTANTIATIONS)}")
-        self.instantiation = instantiation
+        if path not in ATTENTION_PATHS:
+            raise ValueError(f"unknown non-local path '{path}'; choose one of {', '.join(ATTENTION_PATHS)}")
+        self.instantiation, self.path = instantiation, path
         self.dim, self.inter_dim = dim, inter_dim
         if instantiation != "gaussian":
             self.theta = nn.Conv3d(dim, inter_dim, 1)
@@ -83,15 +124,24 @@ class NonLocal3d(nn.Module):
         return F.relu(a[:, :, None] + b[:, None, :]) / k.shape[1]
 
     # -- forward ----------------------------------------------------------------------------
+    def softmax_path(self, q: torch.Tensor, k: torch.Tensor) -> str:
+        """The path :meth:`aggregate` takes for queries ``q: (B, N, d)`` and keys ``k: (B, M, d)``."""
+        if self.path != "auto":
+            return self.path
+        grad = torch.is_grad_enabled() and any(t.requires_grad for t in (q, k))
+        return attention_path(q.device, q.shape[0], q.shape[1], k.shape[1], q.shape[2], grad)
+
     def aggregate(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
         """``y_i = sum_j f(q_i, k_j) v_j / C``: (B, N, d), (B, M, d), (B, M, e) -> (B, N, e)."""
         if self.instantiation in ("embedded_gaussian", "gaussian"):
+            if self.softmax_path(q, k) == "explicit":  # (B, N, M) matrix; scale 1/sqrt(d) as SDPA's
+                return torch.softmax((q * q.shape[-1] ** -0.5) @ k.transpose(1, 2), dim=-1) @ v
             # Contiguous 4D (B, heads=1, L, E): otherwise SDPA silently falls back to its "math"
             # backend, which materialises the N x M matrix. Default scale 1/sqrt(d).
             q, k, v = (t[:, None].contiguous() for t in (q, k, v))  # no-ops except for "gaussian"
             return F.scaled_dot_product_attention(q, k, v)[:, 0]
         if self.instantiation == "dot_product":
-            return q @ (k.transpose(1, 2) @ v) / k.shape[1]
+            return q @ _mean_outer(k, v).to(q.dtype)
         chunk = max(1, _CONCAT_CHUNK // max(k.shape[1], 1))
         return torch.cat([self._concat_logits(q[:, i:i + chunk], k) @ v
                           for i in range(0, q.shape[1], chunk)], dim=1)
