@@ -11,11 +11,10 @@ import logging
 from typing import Iterable, List
 
 import torch
-import torch.distributed as dist
 from torch import nn
 
 from videoattn.data.transforms import DeviceNormalizer
-from videoattn.utils.distributed import get_world_size
+from videoattn.utils.distributed import all_reduce_, get_world_size
 
 logger = logging.getLogger(__name__)
 
@@ -58,21 +57,26 @@ def update_bn_stats(model: nn.Module, loader: Iterable, num_batches: int, device
             m.running_mean.copy_(mean)
             m.running_var.copy_(var)
     if get_world_size() > 1:
-        means = torch.cat([m.running_mean for m in layers])
-        stats = torch.cat([means, means * means, torch.cat([m.running_var for m in layers])])
-        stats = stats.double()
-        dist.all_reduce(stats)
-        stats /= get_world_size()
-        mean, mean_sq, var = stats.chunk(3)
-        var = var + (mean_sq - mean * mean).clamp_min(0)
-        offset = 0
-        for m in layers:
-            n = m.running_mean.numel()
-            m.running_mean.copy_(mean[offset:offset + n])
-            m.running_var.copy_(var[offset:offset + n])
-            offset += n
+        _pool_over_ranks(layers)
     model.train(was_training)
     if used < num_batches:
         logger.info("precise BN: the loader has only %d batches (asked for %d); used all of them",
                     used, num_batches)
     return used
+
+
+def _pool_over_ranks(layers: List[nn.modules.batchnorm._BatchNorm]) -> None:
+    """Every rank's statistics -> their pooled values (mean of means; mean variance plus the
+    variance of the means), in one all-reduce on the layers' device."""
+    means = torch.cat([m.running_mean for m in layers])
+    stats = torch.cat([means, means * means, torch.cat([m.running_var for m in layers])]).double()
+    all_reduce_(stats)
+    stats /= get_world_size()
+    mean, mean_sq, var = stats.chunk(3)
+    var = var + (mean_sq - mean * mean).clamp_min(0)
+    offset = 0
+    for m in layers:
+        n = m.running_mean.numel()
+        m.running_mean.copy_(mean[offset:offset + n])
+        m.running_var.copy_(var[offset:offset + n])
+        offset += n
