@@ -23,6 +23,15 @@ from typing import Callable, Dict, List, Optional, Tuple
 import torch
 
 from videoattn.config import load_config
+from videoattn.data import build_dataset, build_loader, open_video
+from videoattn.data.synthetic import make_synthetic_dataset
+from videoattn.data.transforms import DeviceNormalizer
+from videoattn.data.windows import stride_seconds
+from videoattn.engine import extract as ex
+from videoattn.engine.device import for_device
+from videoattn.engine.evaluate import score_multiview
+from videoattn.engine.inference import build_inference_model
+from videoattn.utils.distributed import per_process_batch
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 DEMO_CFG = os.path.join(REPO, "configs", "synthetic", "I3D_NL_CBAM_R18.yaml")
@@ -45,7 +54,7 @@ def _model_only(model: torch.nn.Module, shape: Tuple[int, ...], iters: int, fn: 
     """Items/s of ``model.<fn>`` on random input of ``shape``: median over ``iters`` timed calls
     after one warm-up call (robust to other processes sharing the CPU)."""
     x = torch.randn(*shape)
-    call = model if fn == "forward" else (lambda t: model.extract(t, "pool"))
+    call = model if fn == "forward" else (lambda t: ex.window_features(model, t, "pool"))
     with torch.inference_mode():
         call(x)
         times = sorted(_timed(lambda: call(x))[1] for _ in range(iters))
@@ -53,8 +62,6 @@ def _model_only(model: torch.nn.Module, shape: Tuple[int, ...], iters: int, fn: 
 
 
 def _durations(paths: List[str]) -> float:
-    from videoattn.data import open_video
-
     total = 0.0
     for p in paths:
         r = open_video(p)
@@ -63,41 +70,39 @@ def _durations(paths: List[str]) -> float:
 
 
 def _eval_row(cfg, iters: int) -> Dict[str, float]:
-    from videoattn.data import build_dataset, build_loader
-    from videoattn.engine.evaluate import score_multiview
-    from videoattn.engine.inference import build_inference_model
-
-    dataset = build_dataset(cfg, "test")
+    dataset = build_dataset(cfg.data, "test", cfg.test.num_ensemble_views, cfg.test.num_spatial_crops)
     model = build_inference_model(cfg, None, torch.device("cpu"), random_init=True)
     seconds = _durations([v[0] for v in dataset.videos])
     views = len(dataset)
-    shape = (int(cfg.test.batch_size), 3, cfg.data.num_frames, cfg.data.test_crop_size, cfg.data.test_crop_size)
+    shape = (cfg.test.batch_size, 3, cfg.data.num_frames, cfg.data.test_crop_size, cfg.data.test_crop_size)
     _model_only(model, shape, 1)  # warm-up (allocator, oneDNN kernels)
-    _, dt = _timed(lambda: score_multiview(model, build_loader(cfg, "test", dataset), len(dataset.videos),
-                                           int(cfg.model.num_classes), cfg.test.aggregation))
-    _, dt_data = _timed(lambda: [None for _ in build_loader(cfg, "test", dataset)])
+    batch = per_process_batch(cfg.test.batch_size, "test.batch_size")
+
+    def loader():
+        return build_loader(dataset, cfg.data, batch, cfg.seed)
+
+    normalize = DeviceNormalizer(cfg.data.mean, cfg.data.std)
+    _, dt = _timed(lambda: score_multiview(model, loader(), len(dataset.videos), cfg.model.num_classes, normalize,
+                                           cfg.test.aggregation))
+    _, dt_data = _timed(lambda: [None for _ in loader()])
     return {"views_s": views / dt, "video_s_s": seconds / dt, "model_views_s": _model_only(model, shape, iters),
             "data_views_s": views / dt_data, "videos": len(dataset.videos), "views": views}
 
 
 def _features_row(cfg, source: str, iters: int, tmp: str) -> Dict[str, float]:
-    from videoattn.engine import extract as ex
-    from videoattn.data.windows import stride_seconds
-    from videoattn.engine.inference import build_inference_model
-
-    paths, _ = ex.list_inputs(cfg, source)
+    paths, _ = ex.list_inputs(cfg.data, source)
     seconds = _durations(paths)
     model = build_inference_model(cfg, None, torch.device("cpu"), random_init=True)
-    bs = int(cfg.features.batch_size)
+    bs = cfg.features.batch_size
     shape = (bs, 3, cfg.data.num_frames, cfg.data.test_crop_size, cfg.data.test_crop_size)
     _model_only(model, shape, 1, "extract")
     summary, dt = _timed(lambda: ex.extract_features(cfg, source, os.path.join(tmp, "features"), random_init=True))
-    stride = stride_seconds(cfg)
+    stride = stride_seconds(cfg.data, cfg.features)
     windows = 0
 
     def decode_only():
         nonlocal windows
-        for item in ex.window_loader(list(enumerate(paths)), cfg):
+        for item in ex.window_loader(list(enumerate(paths)), cfg.data, cfg.features):
             windows += item.get("num_windows", 0)
 
     _, dt_data = _timed(decode_only)
@@ -126,7 +131,6 @@ def main(argv: Optional[List[str]] = None) -> int:
     p.add_argument("--iters", type=int, default=5, help="timed model-only batches (median)")
     p.add_argument("--setups", nargs="+", default=list(SETUPS), help=f"subset of: {list(SETUPS)}")
     args = p.parse_args(argv)
-    from videoattn.data.synthetic import make_synthetic_dataset
 
     torch.manual_seed(0)
     print(f"device: cpu ({os.cpu_count()} cores, {torch.get_num_threads()} threads; torch {torch.__version__}; "
@@ -143,6 +147,7 @@ def main(argv: Optional[List[str]] = None) -> int:
                                                      "data.train_split=train.csv", f"data.val_split={split}",
                                                      "data.test_split=", "data.num_workers=1", "device=cpu",
                                                      f"output_dir={os.path.join(tmp, 'out')}"])
+            cfg = for_device(cfg, torch.device("cpu"))   # as test_net / extract_features resolve it
             if args.suite == "eval":
                 rows.append((name, cfg, _eval_row(cfg, args.iters)))
             else:

@@ -31,6 +31,7 @@ import torch
 
 from videoattn.config import load_config
 from videoattn.models import build_model
+from videoattn.models.builder import to_channels_last_3d
 from videoattn.models.convert import convert_state_dict
 from videoattn.models.nonlocal_block import NonLocal3d
 
@@ -55,7 +56,7 @@ def _nl_setup(scope: str, subsample: int, train: bool):
     """The non-local block (C=512, 8x28x28) and the input of the measured ``scope``:
     "block" -> x (1, 512, 8, 28, 28); "core" -> (q, k, v) as the block computes them."""
     torch.manual_seed(0)
-    block = NonLocal3d(512, 256, "embedded_gaussian", (1, subsample, subsample)).train(train)
+    block = NonLocal3d(512, 256, "embedded_gaussian", (1, subsample, subsample), path="sdpa").train(train)
     torch.nn.init.normal_(block.bn.weight)  # not the identity-at-init block
     x = torch.randn(1, 512, 8, 28, 28)
     if scope == "block":
@@ -144,7 +145,7 @@ def backbone_table(iters: int, batch: int, frames: int, crop: int) -> List[str]:
     ours = build_model(load_config(None, ["model.preset=I3D_R50"]).model)
     ours.load_state_dict(convert_state_dict("pytorchvideo", ref.state_dict(), ours)[0])
     ours.train()
-    ours_cl = copy.deepcopy(ours).to(memory_format=torch.channels_last_3d)
+    ours_cl = to_channels_last_3d(copy.deepcopy(ours))
     x_cl = x.contiguous(memory_format=torch.channels_last_3d)
     runs = {"pytorchvideo i3d_r50 (baseline)": _train_step(ref, x),
             "videoattn I3D_R50": _train_step(ours, x),

@@ -22,6 +22,10 @@ from typing import List, Optional
 import torch
 
 from videoattn.config import load_config
+from videoattn.data.synthetic import make_synthetic_dataset
+from videoattn.engine.device import for_device
+from videoattn.engine.solver import build_optimizer
+from videoattn.models import build_model
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 DEMO_CFG = os.path.join(REPO, "configs", "synthetic", "I3D_NL_CBAM_R18.yaml")
@@ -53,16 +57,15 @@ def _train_run(nproc: int, cfg_path: str, data_root: str, out: str, epochs: int,
 
 
 def _model_only(cfg_path: str, overrides: List[str], iters: int, threads: int) -> float:
-    """Clips/s of forward+backward+step on random clips (no data loading), one process."""
-    from videoattn.engine.solver import build_optimizer
-    from videoattn.models import build_model
-
-    cfg = load_config(cfg_path, overrides)
+    """Clips/s of forward+backward+step on random clips (no data loading), one process, with the
+    model and input layout train_net uses on the CPU."""
+    cfg = for_device(load_config(cfg_path, overrides), torch.device("cpu"))
     torch.set_num_threads(threads)
     model = build_model(cfg.model).train()
     opt = build_optimizer(model, cfg.solver)
     b = cfg.train.batch_size
     x = torch.randn(b, 3, cfg.data.num_frames, cfg.data.train_crop_size, cfg.data.train_crop_size)
+    x = x.contiguous(memory_format=torch.channels_last_3d if cfg.model.channels_last else torch.contiguous_format)
     y = torch.randint(0, cfg.model.num_classes, (b,))
     for i in range(iters + 2):
         if i == 2:  # warm-up iterations excluded
@@ -86,8 +89,6 @@ def main(argv: Optional[List[str]] = None) -> int:
     with tempfile.TemporaryDirectory(prefix="bench_train_") as tmp:
         data = args.data
         if not data:
-            from videoattn.data.synthetic import make_synthetic_dataset
-
             data = os.path.join(tmp, "synthetic")
             num_classes = load_config(args.config, args.opts).model.num_classes
             make_synthetic_dataset(data, num_classes=num_classes, train_per_class=16, val_per_class=1, seed=0)
