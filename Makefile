@@ -16,7 +16,7 @@ DEMO_DATA ?= data/synthetic
 NPROC ?= 2
 PYTEST_ARGS ?=
 # glibc malloc arenas per decode thread fragment memory over long runs; 2 keeps loader RSS flat
-# (tools/benchmark.py data: +0.9% RSS from 200 to 2000 clips with it, +10-16% without).
+# (measured by tools/benchmark.py data; figures in the README).
 export MALLOC_ARENA_MAX ?= 2
 
 .PHONY: venv test demo clean

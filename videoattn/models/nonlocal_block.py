@@ -29,11 +29,10 @@ from torch import nn
 INSTANTIATIONS = ("embedded_gaussian", "dot_product", "gaussian", "concatenation")
 ATTENTION_PATHS = ("auto", "sdpa", "explicit")
 _CONCAT_CHUNK = 1 << 22  # elements of the (chunk x M) pairwise matrix per step
-# CPU rule, from whole-block forward+backward timings at 8x28x28 (README "non-local paths"; 1 and
-# 2 threads, batch 1 and 2, phi/g subsampling 1x2x2 and none): with head dim 256 (C = 512) SDPA was
-# 5-17% faster in every case, with head dim 512 (C = 1024) the explicit matrix 1-6% faster in every
-# case; in inference SDPA always won. The explicit path keeps B x N x M matrices for the backward,
-# so it is taken only while one float32 matrix stays under 256 MiB.
+# CPU rule, from whole-block forward+backward timings at 8x28x28 (the README's non-local paths table):
+# SDPA was faster with head dim 256 (C = 512) and in inference, the explicit matrix with head dim 512
+# (C = 1024) in training. The explicit path keeps B x N x M matrices for the backward, so it is taken
+# only while one float32 matrix stays under 256 MiB.
 CPU_EXPLICIT_MIN_HEAD_DIM = 512
 CPU_EXPLICIT_MAX_ELEMENTS = 1 << 26  # B * N * M
 

@@ -3,9 +3,8 @@
 A loader worker allocates and frees the same few multi-MB blocks for every clip (decoded frames,
 the resized crop, the float clip). With glibc's defaults those blocks go back to the kernel after
 each clip (the adaptive mmap threshold and heap trimming), so every clip pays page faults on fresh
-memory again, and per-thread arenas fragment over long runs. Measured on the synthetic Kinetics
-recipe (2 CPU cores): train transforms 9.7 -> 5.4 ms/clip, and loader RSS growth from 200 to 2,000
-clips +10-16% -> about +1% (see ``tools/benchmark.py data``).
+memory again, and per-thread arenas fragment over long runs (measured by ``tools/benchmark.py data``;
+the figures are in the README).
 
 :func:`tune_malloc` keeps freed blocks in the heap for reuse (a steady high-water mark, not growth)
 and caps the arenas. It is a no-op off glibc.
