@@ -214,6 +214,7 @@ def test_base_cycle_is_one_line_naming_the_cycle(tmp_path):
     assert load_config(str(tmp_path / "d.yaml")).data.num_frames == 6
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("config_text, opts, message", [
     ("_base_: loop.yaml\n", [], "_base_ cycle: loop.yaml -> loop.yaml"),
     ("model:\n  preset: I3D_NL_R5\n", [], "unknown model.preset 'I3D_NL_R5'; did you mean 'I3D_NL_R50'?"),

@@ -152,7 +152,7 @@ def test_one_video_with_two_labels_names_both_lines(synthetic_root, tmp_path):
     (tmp_path / "val.txt").write_text("\n".join(lst + [f"{path} {(int(label) + 1) % 8}"]) + "\n")
     with pytest.raises(AnnotationError) as e:
         read_annotations(synthetic_root, str(tmp_path / "val.txt"), "train.txt", "classes.txt", split="val")
-    assert str(e.value).startswith(f"{tmp_path / 'val.txt'}:{len(lst) + 1}: ") and f"val.txt:2" in str(e.value)
+    assert str(e.value).startswith(f"{tmp_path / 'val.txt'}:{len(lst) + 1}: ") and "val.txt:2" in str(e.value)
 
 
 def test_labels_not_needed_for_a_list_of_videos(synthetic_root, tmp_path):

@@ -265,6 +265,7 @@ def _ddp_worker(rank, world, port, root, out, queue):
         dist.destroy_process_group()
 
 
+@pytest.mark.slow
 def test_two_process_sharding(synthetic_root, tmp_path):
     """Real gloo process group: val/test shards are disjoint and complete; train shards are disjoint."""
     with socket.socket() as s:

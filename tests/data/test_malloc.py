@@ -29,6 +29,7 @@ def _returned_by_free(mode: str) -> float:
 
 
 @GLIBC
+@pytest.mark.slow
 def test_freed_block_is_kept_for_reuse_only_when_tuned():
     assert _returned_by_free("default") > 30   # glibc default: a 40 MiB block is mmapped, then unmapped
     assert _returned_by_free("tuned") < 4      # tuned: it stays in the heap for the next clip

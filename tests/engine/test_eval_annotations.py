@@ -10,10 +10,12 @@ import pytest
 from evalkit import check, make_eval_root, make_random_checkpoint, run, write_config
 from videoattn.config import load_config
 
+pytestmark = pytest.mark.slow   # real test_net runs
+
 
 @pytest.fixture(scope="module")
 def runs(synthetic_root, tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("evalann")
+    tmp = tmp_path_factory.mktemp("evalann")   # its own copy: the test adds a symlink loop to the data root
     data = make_eval_root(synthetic_root, str(tmp / "data"), num_good=5)
     cfg = write_config(str(tmp / "cfg.yaml"), data)
     ckpt = make_random_checkpoint(load_config(cfg), str(tmp / "ckpt.pyth"))

@@ -72,6 +72,7 @@ def test_checkpoint_of_another_architecture_fails_clearly(tmp_path):
         torch.testing.assert_close(model.state_dict()[k], v)
 
 
+@pytest.mark.slow
 def test_test_net_reports_a_missing_checkpoint_without_traceback(tmp_path):
     import subprocess
     import sys

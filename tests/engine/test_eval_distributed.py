@@ -8,17 +8,9 @@ import os
 import numpy as np
 import pytest
 
-from evalkit import BROKEN_ID, MISSING_ID, check, make_eval_root, make_random_checkpoint, run, write_config
-from videoattn.config import load_config
+from evalkit import BROKEN_ID, MISSING_ID, check, run
 
-
-@pytest.fixture(scope="module")
-def setup(synthetic_root, tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("evaltest")
-    data = make_eval_root(synthetic_root, str(tmp / "data"), num_good=5)
-    cfg_path = write_config(str(tmp / "cfg.yaml"), data)
-    ckpt = make_random_checkpoint(load_config(cfg_path), str(tmp / "ckpt.pyth"))
-    return {"tmp": tmp, "data": data, "cfg": cfg_path, "ckpt": ckpt}
+pytestmark = pytest.mark.slow   # real test_net / evaluation runs on 1 and 2 processes
 
 
 @pytest.fixture(scope="module")

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from evalkit import BROKEN_ID, check, make_eval_root, make_random_checkpoint, run, write_config
+from evalkit import BROKEN_ID, check, run
 from videoattn.config import load_config
 from videoattn.engine.extract import list_inputs, video_ids
 from videoattn.data.windows import stride_seconds, window_layout
@@ -41,15 +41,6 @@ def test_stride_options():
 def test_video_ids_are_unique():
     assert video_ids(["/a/x.mp4", "/a/y.avi"]) == ["x", "y"]
     assert video_ids(["/d/a/x.mp4", "/d/b/x.mp4", "/d/b/z.mp4"]) == ["a__x", "b__x", "z"]
-
-
-@pytest.fixture(scope="module")
-def setup(synthetic_root, tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("features")
-    data = make_eval_root(synthetic_root, str(tmp / "data"), num_good=5)
-    cfg_path = write_config(str(tmp / "cfg.yaml"), data)
-    ckpt = make_random_checkpoint(load_config(cfg_path), str(tmp / "ckpt.pyth"))
-    return {"tmp": tmp, "data": data, "cfg": cfg_path, "ckpt": ckpt}
 
 
 def test_list_inputs_forms(setup):
@@ -89,6 +80,7 @@ def resumed(setup):
     return out, killed, after_kill, mtimes, restarted
 
 
+@pytest.mark.slow
 def test_killed_run_leaves_no_partial_file_and_resumes(resumed, setup):
     out, killed, after_kill, mtimes, restarted = resumed
     assert killed.returncode != 0                      # really died (SIGKILL)
@@ -111,6 +103,7 @@ def test_killed_run_leaves_no_partial_file_and_resumes(resumed, setup):
         assert np.isfinite(feats).all() and feats.std() > 0
 
 
+@pytest.mark.slow
 def test_broken_and_missing_videos_reported(resumed, setup):
     out = resumed[0]
     failed = _rows(os.path.join(out, "failed.csv"))
@@ -119,6 +112,7 @@ def test_broken_and_missing_videos_reported(resumed, setup):
     assert any("missing" in r for r in reasons.values()) and len(failed) == 2
 
 
+@pytest.mark.slow
 def test_features_equal_a_direct_model_call(resumed, setup):
     """One window recomputed by hand: decode its frames, test transform, model.extract."""
     from videoattn.data import open_video
@@ -136,6 +130,7 @@ def test_features_equal_a_direct_model_call(resumed, setup):
     np.testing.assert_allclose(np.load(os.path.join(out, row["features"]))[-1], ref, rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.slow
 def test_two_ranks_write_the_same_files(resumed, setup):
     out1 = resumed[0]
     out2 = str(setup["tmp"] / "two")
@@ -149,6 +144,7 @@ def test_two_ranks_write_the_same_files(resumed, setup):
             assert open(os.path.join(out1, n)).read() == open(os.path.join(out2, n)).read(), n
 
 
+@pytest.mark.slow
 def test_float16_stage_features_without_crop_averaging(setup):
     from videoattn.engine.extract import extract_features
 
@@ -205,6 +201,7 @@ def odd(setup):
             "tiny": decodable_indexed_frames(str(folder / "tiny_cut.mp4"))}
 
 
+@pytest.mark.slow
 def test_video_cut_short_gets_features_only_for_windows_that_decode(odd, setup):
     from videoattn.data import open_video
     from videoattn.data.synthetic import read_frame_index
@@ -237,12 +234,14 @@ def test_video_cut_short_gets_features_only_for_windows_that_decode(odd, setup):
     assert "less than one window" in failed["tiny_cut"]
 
 
+@pytest.mark.slow
 def test_short_video_repeats_its_last_frame_and_says_so(odd):
     meta = json.load(open(os.path.join(odd["out"], "short.json")))
     assert meta["frame_indices"] == [[0, 4, 8, 9]] and meta["repeated_samples"] == [1]   # sample 12 > frame 9
     assert meta["truncated"] is False and meta["declared_frames"] == meta["num_video_frames"] == 10
 
 
+@pytest.mark.slow
 def test_every_input_gets_its_own_files_and_the_counts_add_up(odd):
     out, folder = odd["out"], odd["folder"]
     rows = _rows(os.path.join(out, "index.csv"))
@@ -260,6 +259,7 @@ def test_every_input_gets_its_own_files_and_the_counts_add_up(odd):
     assert "6 of 7 videos done (0 written now, 6 already there), 1 failed, 0 missing" in odd["again"].stdout
 
 
+@pytest.mark.slow
 def test_another_input_never_overwrites_files_of_the_same_name(odd, setup, tmp_path):
     from videoattn.data.synthetic import make_indexed_video
 
@@ -275,6 +275,7 @@ def test_another_input_never_overwrites_files_of_the_same_name(odd, setup, tmp_p
     assert "0 of 1 videos done (0 written now, 0 already there), 1 failed, 0 missing" in proc.stdout
 
 
+@pytest.mark.slow
 def test_no_class_list_needed_and_each_video_once(setup, tmp_path):
     """Labels are irrelevant to features: a Kinetics CSV (saved with a BOM, one row twice) whose
     labels are in no class list, with no data.classes_file and the default (absent) train split;

@@ -10,13 +10,16 @@ import sys
 import time
 
 import pytest
+import torch
 
 from ddp_worker import small_overrides
-from evalkit import make_eval_root, make_random_checkpoint, run, write_config
+from evalkit import run
 from videoattn.config import config_to_dict, load_config
 from videoattn.engine import checkpoint as ck
-from videoattn.models.presets import resolve_model_config
+from videoattn.engine.device import for_device
 from videoattn.utils.lock import LOCK_NAME, LockError, acquire, folder_lock, process_start, read_lock, release
+
+pytestmark = pytest.mark.slow   # real tool processes contending for folders
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(os.path.dirname(HERE))
@@ -72,8 +75,7 @@ def test_two_train_runs_in_one_output_dir_one_wins(synthetic_root, tmp_path):
     assert f"host {socket.gethostname()}, pid {win.pid}, since " in line and "train_net.py" in line
     assert "training on" not in lose_out
     # The winner's files are its own and whole.
-    cfg = load_config(CFG, win_ov)
-    cfg.model = resolve_model_config(cfg.model)   # the tools save the model section expanded
+    cfg = for_device(load_config(CFG, win_ov), torch.device("cpu"))   # the config as the run saved it
     assert config_to_dict(load_config(os.path.join(out, "config.yaml"))) == config_to_dict(cfg)
     assert [e for e, _ in ck.list_epoch_checkpoints(out)] == list(range(1, epochs + 1))
     for _, path in ck.list_epoch_checkpoints(out):
@@ -124,17 +126,8 @@ def test_torchrun_rank0_locks_and_every_rank_reports(synthetic_root, tmp_path):
     assert "Traceback" not in proc.stdout and sorted(os.listdir(out)) == []
 
 
-@pytest.fixture(scope="module")
-def eval_setup(synthetic_root, tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("lock_eval")
-    data = make_eval_root(synthetic_root, str(tmp / "data"), num_good=3)
-    cfg_path = write_config(str(tmp / "cfg.yaml"), data)
-    ckpt = make_random_checkpoint(load_config(cfg_path), str(tmp / "ckpt.pyth"))
-    return {"tmp": tmp, "data": data, "cfg": cfg_path, "ckpt": ckpt}
-
-
-def test_test_net_and_extract_features_lock_their_folders(eval_setup):
-    s = eval_setup
+def test_test_net_and_extract_features_lock_their_folders(setup):
+    s = setup
     out, feats = str(s["tmp"] / "out"), str(s["tmp"] / "features")
     test_args = ["tools/test_net.py", "--config", s["cfg"], "--checkpoint", s["ckpt"], f"output_dir={out}"]
     extract_args = ["tools/extract_features.py", "--config", s["cfg"], "--checkpoint", s["ckpt"],

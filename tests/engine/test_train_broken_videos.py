@@ -1,5 +1,6 @@
 """Broken videos in a real training run are counted and named once per file per epoch, however
 often the retries' random substitutes hit them again (train and validation, real broken files)."""
+import pytest
 import json
 import os
 import re
@@ -27,6 +28,7 @@ def _break(root, split, every):
     return broken
 
 
+@pytest.mark.slow
 def test_each_broken_file_is_counted_and_named_once_per_epoch(synthetic_root, tmp_path):
     root = copy_root(synthetic_root, str(tmp_path / "root"))
     clear_index_cache()

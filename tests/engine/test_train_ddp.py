@@ -10,6 +10,9 @@ import torch
 from ddp_worker import small_overrides
 from videoattn.config import config_to_dict, load_config
 from videoattn.engine import checkpoint as ck
+from videoattn.engine.device import for_device
+
+pytestmark = pytest.mark.slow   # every test reads one real 2-process torchrun training
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(os.path.dirname(HERE))
@@ -64,8 +67,8 @@ def test_checkpoints_config_and_logs(ddp_run):
     assert c["epoch"] == 11 and c["global_step"] == 12 * 3  # 24 videos / global batch 8
     assert {"optimizer_state", "scheduler_state", "scaler_state", "rng_state", "config"} <= c.keys()
     assert len(c["rng_state"]) == 2 and c["scheduler_state"]["last_epoch"] == 36
-    cfg = load_config(None, ddp_run["overrides"])
-    assert c["config"] == config_to_dict(cfg)
+    cfg = for_device(load_config(None, ddp_run["overrides"]), torch.device("cpu"))  # as the run saved it
+    assert c["config"] == config_to_dict(cfg) and c["config"]["model"]["depth"] == 18
     assert config_to_dict(load_config(os.path.join(out, "config.yaml"))) == config_to_dict(cfg)
     events = os.listdir(os.path.join(out, "tensorboard"))
     assert len(events) == 1 and events[0].startswith("events.out.tfevents")

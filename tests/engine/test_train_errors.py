@@ -46,6 +46,7 @@ def test_fp16_on_cpu_and_bad_accumulation_are_errors(synthetic_root, tmp_path):
         load_config(CFG, small_overrides(synthetic_root, str(tmp_path / "out"), "train.accumulation_steps=0"))
 
 
+@pytest.mark.slow
 def test_non_finite_loss_stops_with_the_iteration_and_writes_no_checkpoint(synthetic_root, tmp_path, capsys):
     out = str(tmp_path / "out")
     # A real divergence: the first update with this learning rate overflows the weights.

@@ -18,6 +18,8 @@ from videoattn.config import load_config
 from videoattn.engine import checkpoint as ck
 from videoattn.utils.lock import LOCK_NAME
 
+pytestmark = pytest.mark.slow   # real training processes with injected faults
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(os.path.dirname(HERE))
 CFG = os.path.join(REPO, "configs", "synthetic", "I3D_NL_CBAM_R18.yaml")

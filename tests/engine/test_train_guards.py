@@ -5,6 +5,7 @@
 * model.num_classes must match the class list (one-line error at start-up, before any epoch);
 * resuming in an output_dir whose checkpoint has another architecture is a one-line error.
 """
+import pytest
 import os
 
 import torch
@@ -13,6 +14,8 @@ from ddp_worker import small_overrides
 from evalkit import run
 from test_untrusted_checkpoints import DEMO_CFG
 from videoattn.engine import checkpoint as ck
+
+pytestmark = pytest.mark.slow   # real train_net / test_net processes
 
 
 def _train(root, out, *extra):

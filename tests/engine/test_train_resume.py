@@ -1,4 +1,5 @@
 """Kill a real training process after its first checkpoint, resume it, compare with an uninterrupted run."""
+import pytest
 import os
 import signal
 import subprocess
@@ -9,6 +10,8 @@ import torch
 
 from ddp_worker import small_overrides
 from videoattn.engine import checkpoint as ck
+
+pytestmark = pytest.mark.slow   # real training processes, one SIGKILLed
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(os.path.dirname(HERE))

@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from ddp_worker import small_overrides
-from evalkit import make_eval_root, make_random_checkpoint, run, write_config
+from evalkit import make_eval_root, run, write_config
 from videoattn.config import config_to_dict, load_config
 from videoattn.engine import checkpoint as ck
 from videoattn.models import build_model
@@ -79,6 +79,7 @@ def _refused(proc, marker):
     assert not os.path.exists(marker), "the payload ran"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("which", ["top", "hidden"])
 @pytest.mark.parametrize("tool", ["test_net", "extract_features", "visualize_attention"])
 def test_inference_tools_refuse_payloads(setup, tool, which, tmp_path):
@@ -92,6 +93,7 @@ def test_inference_tools_refuse_payloads(setup, tool, which, tmp_path):
     assert not os.path.exists(tmp_path / "feat" / "index.csv") and not os.path.exists(tmp_path / "a.png")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("source", ["pyslowfast", "pytorchvideo", "torchvision"])
 def test_convert_checkpoint_refuses_payloads(setup, source, tmp_path):
     out = tmp_path / "converted.pyth"
@@ -101,6 +103,7 @@ def test_convert_checkpoint_refuses_payloads(setup, source, tmp_path):
     assert not out.exists()
 
 
+@pytest.mark.slow
 def test_training_refuses_payload_as_initial_weights(synthetic_root, setup, tmp_path):
     out = str(tmp_path / "run")
     proc = run(["tools/train_net.py", "--config", DEMO_CFG,
@@ -109,6 +112,7 @@ def test_training_refuses_payload_as_initial_weights(synthetic_root, setup, tmp_
     assert ck.list_epoch_checkpoints(out) == []
 
 
+@pytest.mark.slow
 def test_auto_resume_refuses_a_payload_placed_in_the_checkpoint_folder(synthetic_root, tmp_path):
     out = str(tmp_path / "run")
     overrides = small_overrides(synthetic_root, out, "solver.max_epoch=1")
@@ -121,6 +125,7 @@ def test_auto_resume_refuses_a_payload_placed_in_the_checkpoint_folder(synthetic
     assert planted in proc.stdout + proc.stderr
 
 
+@pytest.mark.slow
 def test_trust_checkpoint_is_an_explicit_opt_in(setup, tmp_path):
     """A whole pickled module (a legitimate file from a trusted colleague) needs the opt-in."""
     module = str(tmp_path / "whole_module.pt")

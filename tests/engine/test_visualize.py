@@ -77,6 +77,7 @@ def test_query_outside_the_clip_is_rejected(setup):
         _attention(setup, (8, 0.5, 0.5))
 
 
+@pytest.mark.slow
 def test_cli_writes_png_and_gif(setup):
     png, gif = str(setup["tmp"] / "cli.png"), str(setup["tmp"] / "cli.gif")
     check(run(["tools/visualize_attention.py", "--config", setup["cfg_path"], "--checkpoint", setup["ckpt"],
@@ -87,6 +88,7 @@ def test_cli_writes_png_and_gif(setup):
     assert im.n_frames == 8
 
 
+@pytest.mark.slow
 def test_cli_broken_video_is_a_one_line_error(setup, tmp_path):
     broken = tmp_path / "broken.mp4"
     broken.write_bytes(b"not a video at all")
@@ -98,6 +100,7 @@ def test_cli_broken_video_is_a_one_line_error(setup, tmp_path):
     assert not (tmp_path / "a.png").exists()
 
 
+@pytest.mark.slow
 def test_cli_start_past_the_end_is_a_one_line_error_naming_the_duration(setup, tmp_path):
     from videoattn.data import open_video
 

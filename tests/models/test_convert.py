@@ -129,6 +129,7 @@ def _ptv_to_pyslowfast_names(state):
     return out
 
 
+@pytest.mark.slow
 def test_pyslowfast_checkpoint_through_the_tool(ptv_i3d, ptv_logits, clip224, tmp_path):
     src = tmp_path / "I3D_8x8_R50.pyth"
     torch.save({"model_state": _ptv_to_pyslowfast_names(ptv_i3d.state_dict()), "epoch": 196}, src)
@@ -146,6 +147,7 @@ def test_pyslowfast_checkpoint_through_the_tool(ptv_i3d, ptv_logits, clip224, tm
         assert (ptv_logits - model(clip224)).abs().max().item() < 1e-4
 
 
+@pytest.mark.slow
 def test_pytorchvideo_through_the_tool_into_nl_config(ptv_i3d, tmp_path):
     src = tmp_path / "ptv.pth"
     torch.save(ptv_i3d.state_dict(), src)
@@ -160,6 +162,7 @@ def test_pytorchvideo_through_the_tool_into_nl_config(ptv_i3d, tmp_path):
     assert torch.equal(state["res4.5.nl.bn.weight"], torch.zeros(1024))  # non-local starts as identity
 
 
+@pytest.mark.slow
 def test_mismatches_fail_clearly(ptv_i3d, tmp_path):
     wrong = build_model(load_config(None, ["model.preset=SLOW_R50"]).model)
     with pytest.raises(ValueError, match="stem.conv.weight"):

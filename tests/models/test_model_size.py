@@ -41,6 +41,7 @@ def test_attention_is_counted():
     assert nl > base * 1.1  # non-local convs and the attention products cost ~8 GFLOPs
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("cfg,params", [("configs/kinetics400/I3D_R50.yaml", "28,043,472"),
                                         ("configs/kinetics400/I3D_NL_R50.yaml", "35,401,936")])
 def test_model_info_tool(cfg, params):
@@ -53,6 +54,7 @@ def test_model_info_tool(cfg, params):
     assert gflops == pytest.approx(count_flops(model, CLIP) / 1e9, abs=0.01)
 
 
+@pytest.mark.slow
 def test_model_info_tool_rejects_a_typo():
     proc = subprocess.run([sys.executable, "tools/model_info.py", "--config", "configs/kinetics400/I3D_R50.yaml",
                            "model.depht=18"], capture_output=True, text=True, cwd=ROOT)

@@ -151,7 +151,8 @@ class TrainConfig:
     auto_resume: bool = True              # resume from the newest valid checkpoint in output_dir
     checkpoint_file: str = ""             # initial weights (fine-tuning); ignored when resuming
     trust_checkpoint: bool = False        # allow checkpoints that need full unpickling (runs code!): trusted files only
-    mixed_precision: str = one_of("auto", ("auto", "none", "bf16", "fp16"))  # auto: bf16 on CUDA, none on CPU; fp16: CUDA only
+    # auto: bf16 on CUDA, none on CPU; fp16: CUDA only
+    mixed_precision: str = one_of("auto", ("auto", "none", "bf16", "fp16"))
     clip_grad_norm: float = at_least(0, 0.0)  # 0 = off
     accumulation_steps: int = at_least(1, 1)
     log_period: int = at_least(1, 10)     # iterations between log lines / metrics rows

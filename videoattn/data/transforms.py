@@ -85,7 +85,8 @@ def _resized_size(h: int, w: int, short: int) -> tuple:
     return int(short * h / w), short
 
 
-def train_clip(frames, data: DataConfig, generator: Optional[torch.Generator] = None, normalize: bool = True) -> torch.Tensor:
+def train_clip(frames, data: DataConfig, generator: Optional[torch.Generator] = None,
+               normalize: bool = True) -> torch.Tensor:
     """Training augmentation of one clip: (T, H, W, 3) uint8 -> (3, T, crop, crop) float32
     (uint8 if not ``normalize``).
 

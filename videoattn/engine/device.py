@@ -1,6 +1,7 @@
 """Choices that depend on the run's device, made once at start-up.
 
-* :func:`for_device`: the config's ``auto`` (null) keys resolved for the device: CUDA gets uint8
+* :func:`for_device`: the config as a run uses it: the model preset expanded, and the ``auto``
+  (null) keys resolved for the device: CUDA gets uint8
   batches normalised on the GPU (``data.normalize_on_device``) and bf16 autocast
   (``train.mixed_precision`` / ``test.mixed_precision``); the CPU gets channels_last_3d weights and
   inputs (``model.channels_last``; measured faster there, see the README's model benchmark).
@@ -15,6 +16,7 @@ from typing import Optional
 import torch
 
 from videoattn.config import Config
+from videoattn.models.presets import resolve_model_config
 
 AMP_DTYPES = {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -24,7 +26,8 @@ def _pick(value: Optional[bool], default: bool) -> bool:
 
 
 def for_device(cfg: Config, device: torch.device) -> Config:
-    """A copy of ``cfg`` whose device-dependent unset keys are set for ``device``."""
+    """A copy of ``cfg`` with the model preset expanded and the device-dependent unset keys set for
+    ``device`` (what a run saves in config.yaml and its checkpoints)."""
     cuda = device.type == "cuda"
     auto_amp = "bf16" if cuda and torch.cuda.is_bf16_supported() else "none"
 
@@ -34,7 +37,8 @@ def for_device(cfg: Config, device: torch.device) -> Config:
     return dataclasses.replace(
         cfg,
         data=dataclasses.replace(cfg.data, normalize_on_device=_pick(cfg.data.normalize_on_device, cuda)),
-        model=dataclasses.replace(cfg.model, channels_last=_pick(cfg.model.channels_last, not cuda)),
+        model=dataclasses.replace(resolve_model_config(cfg.model),
+                                  channels_last=_pick(cfg.model.channels_last, not cuda)),
         train=dataclasses.replace(cfg.train, mixed_precision=amp(cfg.train.mixed_precision)),
         test=dataclasses.replace(cfg.test, mixed_precision=amp(cfg.test.mixed_precision)))
 

@@ -24,7 +24,8 @@ from videoattn.utils.state_dict import unwrap_model
 
 
 def _scored_batches(model: torch.nn.Module, loader, device: torch.device, normalize: DeviceNormalizer,
-                    amp: Optional[torch.dtype], desc: str) -> Iterator[Tuple[dict, torch.Tensor, Optional[torch.Tensor]]]:
+                    amp: Optional[torch.dtype], desc: str
+                    ) -> Iterator[Tuple[dict, torch.Tensor, Optional[torch.Tensor]]]:
     """Yield ``(batch, valid (B,) bool, logits (B_valid, C) float32 on the CPU or None)``.
 
     Items with ``valid=False`` (undecodable test videos) are not run through the model. The model

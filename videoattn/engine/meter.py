@@ -44,7 +44,8 @@ class Meter:
         """Every sum, added over all ranks."""
         names = sorted(self._tensors) + sorted(self._numbers)
         values = [self._tensors[n].reshape(()) for n in sorted(self._tensors)]
-        values += [torch.tensor(self._numbers[n], dtype=torch.float64, device=self.device) for n in sorted(self._numbers)]
+        values += [torch.tensor(self._numbers[n], dtype=torch.float64, device=self.device)
+                   for n in sorted(self._numbers)]
         total = all_reduce_(torch.stack(values).to(self.device), "sum")
         return dict(zip(names, total.tolist()))
 
