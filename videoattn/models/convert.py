@@ -23,7 +23,7 @@ PySlowFast (``ResNet`` in video_model_builder.py, single pathway)::
 from __future__ import annotations
 
 import re
-from typing import Dict, List
+from typing import Callable, Dict, List, Sequence, Tuple
 
 import torch
 from torch import nn
@@ -42,10 +42,30 @@ _PSF_BRANCH = {"branch1": "downsample.0", "branch1_bn": "downsample.1", "branch2
 _PSF_NL = {"conv_theta": "theta", "conv_phi": "phi", "conv_g": "g", "conv_out": "out", "bn": "bn", "norm": "bn"}
 
 
-def _split_param(rest: str):
-    """'branch2.conv_a.weight' -> ('branch2.conv_a', 'weight')."""
+Rule = Tuple[str, Callable[["re.Match"], str]]   # (key pattern, new name from the match)
+
+
+def rename_keys(state: Dict[str, torch.Tensor], rules: Sequence[Rule], source: str,
+                unknown: str = "") -> Dict[str, torch.Tensor]:
+    """``state`` with every key renamed by the first rule whose pattern matches it; a key no rule
+    matches is a ``KeyError`` naming it (``unknown`` is appended to the message)."""
+    out = {}
+    for key, value in unwrap_state_dict(state).items():
+        for pattern, name in rules:
+            if m := re.match(pattern, key):
+                out[name(m)] = value
+                break
+        else:
+            raise KeyError(f"{source} key {key} has no counterpart{unknown}")
+    return out
+
+
+def sub_module(table: Dict[str, str], rest: str, source: str, key: str) -> str:
+    """``'branch2.conv_a.weight'`` -> ``'conv1.weight'`` through ``table`` (module names)."""
     module, _, param = rest.rpartition(".")
-    return module, param
+    if module not in table:
+        raise KeyError(f"{source} key {key}: unknown sub-module '{module}'")
+    return f"{table[module]}.{param}"
 
 
 def from_pytorchvideo(state: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
@@ -53,47 +73,27 @@ def from_pytorchvideo(state: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]
     state = unwrap_state_dict(state)
     stage_ids = sorted({int(m.group(1)) for k in state if (m := re.match(r"^blocks\.(\d+)\.res_blocks\.", k))})
     stage_of = {k: f"res{i + 2}" for i, k in enumerate(stage_ids)}
-    out = {}
-    for key, value in state.items():
-        if m := re.match(r"^blocks\.0\.(conv|norm)\.(.+)$", key):
-            out[f"stem.{'conv' if m.group(1) == 'conv' else 'bn'}.{m.group(2)}"] = value
-        elif m := re.match(r"^blocks\.(\d+)\.res_blocks\.(\d+)\.(.+)$", key):
-            module, param = _split_param(m.group(3))
-            if module not in _PTV_BRANCH:
-                raise KeyError(f"pytorchvideo key {key}: unknown sub-module '{module}'")
-            out[f"{stage_of[int(m.group(1))]}.{m.group(2)}.{_PTV_BRANCH[module]}.{param}"] = value
-        elif m := re.match(r"^blocks\.\d+\.proj\.(.+)$", key):
-            out[f"head.proj.{m.group(1)}"] = value
-        else:
-            raise KeyError(f"pytorchvideo key {key} has no counterpart (only single-pathway "
-                           "create_resnet models convert)")
-    return out
+    return rename_keys(state, [
+        (r"^blocks\.0\.(conv|norm)\.(.+)$", lambda m: f"stem.{'conv' if m[1] == 'conv' else 'bn'}.{m[2]}"),
+        (r"^blocks\.(\d+)\.res_blocks\.(\d+)\.(.+)$",
+         lambda m: f"{stage_of[int(m[1])]}.{m[2]}.{sub_module(_PTV_BRANCH, m[3], 'pytorchvideo', m[0])}"),
+        (r"^blocks\.\d+\.proj\.(.+)$", lambda m: f"head.proj.{m[1]}"),
+    ], "pytorchvideo", " (only single-pathway create_resnet models convert)")
 
 
 def from_pyslowfast(state: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
     """Rename a PySlowFast single-pathway ResNet ``model_state`` (C2D / I3D / Slow, with or without NL)."""
-    state = unwrap_state_dict(state)
-    out = {}
-    for key, value in state.items():
-        if "pathway1" in key:
-            raise KeyError(f"PySlowFast key {key}: two-pathway (SlowFast) checkpoints are not supported")
-        if m := re.match(r"^s1\.pathway0_stem\.(conv|bn)\.(.+)$", key):
-            out[f"stem.{m.group(1)}.{m.group(2)}"] = value
-        elif m := re.match(r"^s(\d)\.pathway0_res(\d+)\.(.+)$", key):
-            module, param = _split_param(m.group(3))
-            if module not in _PSF_BRANCH:
-                raise KeyError(f"PySlowFast key {key}: unknown sub-module '{module}'")
-            out[f"res{m.group(1)}.{m.group(2)}.{_PSF_BRANCH[module]}.{param}"] = value
-        elif m := re.match(r"^s(\d)\.pathway0_nonlocal(\d+)\.(.+)$", key):
-            module, param = _split_param(m.group(3))
-            if module not in _PSF_NL:
-                raise KeyError(f"PySlowFast key {key}: unknown non-local sub-module '{module}'")
-            out[f"res{m.group(1)}.{m.group(2)}.nl.{_PSF_NL[module]}.{param}"] = value
-        elif m := re.match(r"^head\.projection\.(.+)$", key):
-            out[f"head.proj.{m.group(1)}"] = value
-        else:
-            raise KeyError(f"PySlowFast key {key} has no counterpart in this model")
-    return out
+    two = next((k for k in state if "pathway1" in k), None)
+    if two:
+        raise KeyError(f"PySlowFast key {two}: two-pathway (SlowFast) checkpoints are not supported")
+    return rename_keys(state, [
+        (r"^s1\.pathway0_stem\.(conv|bn)\.(.+)$", lambda m: f"stem.{m[1]}.{m[2]}"),
+        (r"^s(\d)\.pathway0_res(\d+)\.(.+)$",
+         lambda m: f"res{m[1]}.{m[2]}.{sub_module(_PSF_BRANCH, m[3], 'PySlowFast', m[0])}"),
+        (r"^s(\d)\.pathway0_nonlocal(\d+)\.(.+)$",
+         lambda m: f"res{m[1]}.{m[2]}.nl.{sub_module(_PSF_NL, m[3], 'PySlowFast', m[0])}"),
+        (r"^head\.projection\.(.+)$", lambda m: f"head.proj.{m[1]}"),
+    ], "PySlowFast", " in this model")
 
 
 def check_compatible(state: Dict[str, torch.Tensor], model: nn.Module, source: str,
