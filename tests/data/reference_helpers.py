@@ -2,7 +2,7 @@
 packages (PyPI ``pyslowfast==1.0``, ``mmaction2==1.2.0``), and helpers to run them.
 
 A missing reference is an import error at collection, naming the install command: these tests
-never skip. ``make venv`` installs the references (see the Makefile's ``REFERENCES``).
+never skip. ``make venv`` installs them (``requirements-references.txt``, with ``--no-deps``).
 """
 from __future__ import annotations
 
@@ -13,8 +13,7 @@ from contextlib import contextmanager
 import numpy as np
 import torch
 
-INSTALL = ("pip install --no-deps pyslowfast==1.0 simplejson opencv-python-headless mmaction2==1.2.0 "
-           "mmcv-lite==2.1.0 mmengine==0.10.7 addict yapf platformdirs termcolor rich scipy")
+INSTALL = "pip install --no-deps -r requirements-references.txt (make venv does)"
 
 
 def reference(module: str):

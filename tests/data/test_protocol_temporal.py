@@ -11,7 +11,6 @@ import random
 import av
 import numpy as np
 import pytest
-import torch
 
 from reference_helpers import reference, seeded_globals, slowfast_indices
 from data_helpers import frame_indices
@@ -66,10 +65,11 @@ def test_today_sampling_differed_from_pyslowfast_on_every_view(frames, fps):
     centre clip for one view) matched PySlowFast on none of these views."""
     size = _their_clip_size(8, 8, fps, 30)
     for num_views in (1, 10):
+        spec = ClipSpec(8, 8, num_ensemble_views=num_views)
         for view in range(num_views):
             theirs = slowfast_indices(decoder, frames, size, view, num_views, 8)
             assert not np.array_equal(today_clip_indices(frames, fps, 8, 8, 30.0, view, num_views), theirs)
-            assert np.array_equal(Protocol("pyslowfast").test_indices(frames, fps, view, ClipSpec(8, 8, num_ensemble_views=num_views)), theirs)
+            assert np.array_equal(Protocol("pyslowfast").test_indices(frames, fps, view, spec), theirs)
 
 
 def test_pyslowfast_steps_9_frames_for_8x8_at_30fps():
@@ -93,7 +93,8 @@ def indexed_videos(tmp_path_factory):
 
 def _their_decode(path, view, num_views, num_frames=8, sampling_rate=8):
     with av.open(path) as container:
-        return frame_indices(decoder.decode(container, sampling_rate, num_frames, view, num_views, target_fps=30).numpy())
+        frames = decoder.decode(container, sampling_rate, num_frames, view, num_views, target_fps=30)
+    return frame_indices(frames.numpy())
 
 
 def _ours(path, view, num_views, rng=None):
