@@ -16,8 +16,9 @@ same formulas in pyslowfast 1.0 and at HEAD):
   (top / centre / bottom when ``H > W``).
 * Kinetics test: 3 crops -> short side ``TEST_CROP_SIZE`` and crops 0, 1, 2; 1 crop -> short side
   ``TRAIN_JITTER_SCALES[0]`` and the centre crop (index 1), both ``TEST_CROP_SIZE`` square.
-  (PySlowFast's default torchvision decoding backend already decodes at that short side with
-  FFmpeg's area filter; this follows its PyAV path, which resizes with the bilinear above.)
+  (PySlowFast's default ``torchvision`` decoding backend has FFmpeg's scaler resize the frames to
+  short side ``min_scale`` while decoding, train and test; this follows its ``pyav`` path and
+  its transform functions, which resize with the bilinear above.)
 
 mmaction2 (``mmaction/datasets/transforms/processing.py``, ``mmcv.rescale_size``): ``Resize((-1,
 S))`` keeps the ratio with ``int(side * S / short + 0.5)`` (bilinear ``cv2.resize``);
