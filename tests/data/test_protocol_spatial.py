@@ -17,9 +17,9 @@ import pytest
 import torch
 
 from reference_helpers import box_of, coordinate_frames, normalize_slowfast, reference, seeded_globals
-from data_helpers import small_cfg
+from torchvision.transforms.v2 import functional as F
+
 from videoattn.data import protocol_spatial as S
-from videoattn.data import transforms as today
 from videoattn.data.decoding import open_video
 from videoattn.data.protocols import ClipSpec, Protocol
 from videoattn.data.synthetic import make_indexed_video
@@ -50,12 +50,13 @@ def test_pyslowfast_uniform_crop_boxes_equal_reference(h, w):
             assert S.pyslowfast_uniform_crop_box(h, w, size, idx) == theirs, (size, idx)
 
 
-def test_today_centre_crop_was_a_pixel_off_pyslowfast():
-    """The issue's before: the project rounded the centre offset down, PySlowFast rounds it up."""
-    h, w, size = 256, 341, 224                                   # (341 - 224) / 2 = 58.5
+def test_centre_crop_offset_rounds_up_as_pyslowfast():
+    """The issue's 1-pixel shift turned to equal: (341 - 224) / 2 = 58.5 -> PySlowFast's 59 (the
+    project used to round down, to 58); mmaction2's CenterCrop does round down."""
+    h, w, size = 256, 341, 224
     theirs = box_of(sf_transform.uniform_crop(coordinate_frames(h, w), size, 1)[0])
-    assert today.crop_offsets(h, w, size, 1)[0] != theirs
     assert S.pyslowfast_uniform_crop_box(h, w, size, 1) == theirs == (16, 59)
+    assert S.mmaction_center_crop_box(h, w, size) == (16, 58)
 
 
 @pytest.mark.parametrize("h, w", [(96, 160), (128, 96), (256, 341), (64, 64)])
@@ -123,30 +124,30 @@ def test_pyslowfast_test_pixels_equal_reference(decoded, name, num_crops, test_c
             assert (ours - theirs).abs().max() <= tol, (kind, crop_index)
 
 
-def test_today_single_crop_test_view_differed_from_pyslowfast(decoded, tmp_path):
-    """The issue's before: one spatial crop with test_crop_size 56 resized the short side to 56 here,
-    to TRAIN_JITTER_SCALES[0] (72) in PySlowFast; and the resize was antialiased."""
+def test_single_crop_test_view_resizes_to_train_jitter_scale_as_pyslowfast(decoded):
+    """The issue's 1-crop mismatch turned to equal: one spatial crop with test_crop_size 56 resizes
+    the short side to TRAIN_JITTER_SCALES[0] (72) as PySlowFast's Kinetics test path does (the
+    project used to resize it to 56); the two are different pictures, so the check can fail."""
     frames = decoded["large"]
-    cfg = small_cfg(str(tmp_path), str(tmp_path), "data.test_crop_size=56", "data.train_jitter_scales=[72,90]")
     theirs = _slowfast_test_view(frames, 72, 56, 1)
-    before = today.test_views(frames, cfg, num_crops=1)[0]          # normalised (3, T, 56, 56)
-    assert (before - theirs).abs().max() > 0.5                      # a different picture, not rounding
+    assert (_slowfast_test_view(frames, 56, 56, 1) - theirs).abs().max() > 0.5
     spec = ClipSpec(6, 1, train_jitter_scales=(72, 90), train_crop_size=56, test_crop_size=56, num_spatial_crops=1)
     protocol = Protocol("pyslowfast")
     after = protocol.test_crop(protocol.test_resize(frames.permute(0, 3, 1, 2), spec), 0, spec)
     assert (_as_slowfast(after) - theirs).abs().max() <= UINT8_TOL
 
 
-def test_today_antialiased_resize_differed_from_pyslowfast(decoded, tmp_path):
-    """Same short side, same box: the antialiased downscale alone is far outside the uint8 tolerance."""
+def test_resize_is_plain_bilinear_as_pyslowfast(decoded):
+    """The issue's antialiasing mismatch turned to equal: the downscale is plain bilinear within
+    the uint8 tolerance of PySlowFast's; an antialiased one (the project's former resize) is far
+    outside it."""
     frames = decoded["large"]                                       # 480x360 -> short side 64
-    cfg = small_cfg(str(tmp_path), str(tmp_path), "data.test_crop_size=64")
-    resized = today.resize_for_test(frames, cfg)                    # uint8 (T, 3, 64, 85)
     theirs = sf_transform.random_short_side_scale_jitter(normalize_slowfast(frames), 64, 64)[0]
-    assert resized.shape[-2:] == theirs.shape[-2:]
-    assert (_as_slowfast(resized) - theirs).abs().max() > 10 * UINT8_TOL
     ours = S.pyslowfast_test_resize(frames.permute(0, 3, 1, 2), 64)
+    assert ours.shape[-2:] == theirs.shape[-2:] == (64, 85)
     assert (_as_slowfast(ours) - theirs).abs().max() <= UINT8_TOL
+    antialiased = F.resize(frames.permute(0, 3, 1, 2), [64], antialias=True)
+    assert (_as_slowfast(antialiased) - theirs).abs().max() > 10 * UINT8_TOL
 
 
 @pytest.mark.parametrize("name", ["landscape", "portrait", "large"])

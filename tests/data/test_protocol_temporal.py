@@ -16,9 +16,8 @@ from reference_helpers import reference, seeded_globals, slowfast_indices
 from data_helpers import frame_indices
 from videoattn.data.decoding import open_video
 from videoattn.data.protocol_temporal import (mmaction_clip_indices, pyslowfast_clip_indices,
-                                              pyslowfast_clip_size)
+                                              pyslowfast_clip_size, videoattn_clip_indices)
 from videoattn.data.protocols import ClipSpec, Protocol
-from videoattn.data.sampling import clip_indices as today_clip_indices
 from videoattn.data.synthetic import make_indexed_video
 
 decoder = reference("slowfast.datasets.decoder")
@@ -60,16 +59,19 @@ def test_pyslowfast_train_clips_equal_reference_given_the_same_draw(frames, fps)
 
 
 @pytest.mark.parametrize("frames, fps", ISSUE_VIDEOS)
-def test_today_sampling_differed_from_pyslowfast_on_every_view(frames, fps):
-    """The issue's before: the project's clip_indices (8-frame steps, views over delta * i / (N - 1),
-    centre clip for one view) matched PySlowFast on none of these views."""
+def test_issue_videos_equal_pyslowfast_on_every_view_and_videoattn_differs(frames, fps):
+    """The issue's mismatch turned to equal: data.protocol=pyslowfast takes PySlowFast's clips on all
+    10 views and the single view; the project's former sampling, kept as data.protocol=videoattn
+    (8-frame steps, views over delta * i / (N - 1), centre clip for one view), matches none."""
     size = _their_clip_size(8, 8, fps, 30)
     for num_views in (1, 10):
         spec = ClipSpec(8, 8, num_ensemble_views=num_views)
         for view in range(num_views):
             theirs = slowfast_indices(decoder, frames, size, view, num_views, 8)
-            assert not np.array_equal(today_clip_indices(frames, fps, 8, 8, 30.0, view, num_views), theirs)
             assert np.array_equal(Protocol("pyslowfast").test_indices(frames, fps, view, spec), theirs)
+            assert not np.array_equal(Protocol("videoattn").test_indices(frames, fps, view, spec), theirs)
+            assert np.array_equal(Protocol("videoattn").test_indices(frames, fps, view, spec),
+                                  videoattn_clip_indices(frames, fps, 8, 8, 30.0, view, num_views))
 
 
 def test_pyslowfast_steps_9_frames_for_8x8_at_30fps():

@@ -1,26 +1,31 @@
 """The Protocol object: names and val modes, view order, the deterministic centre validation view,
-today's whole-video spread kept as ``videoattn``, and one-line errors for bad arguments."""
+geometry checks, and one-line errors for bad arguments (the ``videoattn`` convention:
+test_sampling.py)."""
 import numpy as np
 import pytest
 import torch
 
 from reference_helpers import normalize_slowfast, reference
 from data_helpers import small_cfg
+from videoattn.data import build_dataset
 from videoattn.data import protocol_spatial as S
 from videoattn.data import protocol_temporal as T
 from videoattn.data.protocols import PROTOCOLS, ClipSpec, Protocol
-from videoattn.data.sampling import clip_indices as today_clip_indices
 
 sf_transform = reference("slowfast.datasets.transform")
 
 
-def test_names_and_val_modes():
+def test_names_and_val_modes(tmp_path):
     assert [Protocol(n).val for n in PROTOCOLS] == ["random", "centre", "centre"]
-    assert Protocol("pyslowfast", "centre").val == "centre"
-    for bad in [dict(name="slowfast"), dict(name="pyslowfast", val="center"), dict(name="mmaction2", val="random")]:
+    assert Protocol("pyslowfast", "centre").val == "centre" and Protocol("mmaction2", "random").val == "random"
+    for bad in [dict(name="slowfast"), dict(name="pyslowfast", val="center")]:
         with pytest.raises(ValueError) as e:
             Protocol(**bad)
         assert "\n" not in str(e.value) and "data." in str(e.value)
+    cfg = small_cfg(str(tmp_path), str(tmp_path))
+    assert Protocol.from_data(cfg.data) == Protocol("pyslowfast", "random")           # the defaults
+    cfg = small_cfg(str(tmp_path), str(tmp_path), "data.protocol=mmaction2", "data.val_mode=random")
+    assert Protocol.from_data(cfg.data) == Protocol("mmaction2", "random")
 
 
 def test_view_order_pyslowfast_temporal_major_mmaction2_crop_major():
@@ -29,21 +34,9 @@ def test_view_order_pyslowfast_temporal_major_mmaction2_crop_major():
     assert [Protocol("mmaction2").split_view(k, spec) for k in range(5)] == [(0, 0), (1, 0), (2, 0), (3, 0), (0, 1)]
     with pytest.raises(ValueError):
         Protocol("pyslowfast").split_view(12, spec)
-
-
-@pytest.mark.parametrize("frames, fps", [(300, 30), (250, 25), (90, 15), (40, 30), (20, 30)])
-def test_videoattn_protocol_is_todays_whole_video_spread(frames, fps):
-    spec, protocol = ClipSpec(8, 8, num_ensemble_views=10), Protocol("videoattn")
-    for view in range(10):
-        np.testing.assert_array_equal(protocol.test_indices(frames, fps, view, spec),
-                                      today_clip_indices(frames, fps, 8, 8, 30.0, view, 10))
-    np.testing.assert_array_equal(protocol.val_indices(frames, fps, spec),
-                                  today_clip_indices(frames, fps, 8, 8, 30.0, 0, 1))
-    np.testing.assert_array_equal(protocol.train_indices(frames, fps, spec, np.random.default_rng(3)),
-                                  today_clip_indices(frames, fps, 8, 8, 30.0, -1, 1, np.random.default_rng(3)))
-    last = protocol.test_indices(frames, fps, 9, spec)[-1]
-    assert last == frames - 1 or frames < 64                        # it reaches the end; pyslowfast does not
-    assert Protocol("pyslowfast").test_indices(frames, fps, 9, spec)[-1] < frames - 1 or frames < 90
+    for name in PROTOCOLS:                                          # view_number inverts split_view
+        assert [Protocol(name).view_number(*Protocol(name).split_view(k, spec), spec) for k in range(12)] == \
+            list(range(12))
 
 
 def test_centre_validation_view():
@@ -60,11 +53,37 @@ def test_centre_validation_view():
     assert (ours - theirs).abs().max() <= 1e-5
 
 
-def test_clip_spec_from_config_sections(tmp_path):
+def test_clip_spec_from_the_data_section(tmp_path):
     cfg = small_cfg(str(tmp_path), str(tmp_path))
-    spec = ClipSpec.from_sections(cfg.data, cfg.test)
+    spec = ClipSpec.from_data(cfg.data, cfg.test.num_ensemble_views, cfg.test.num_spatial_crops)
     assert (spec.num_frames, spec.train_jitter_scales, spec.num_spatial_crops) == (4, (40, 48), 3)
     assert spec.train_crop_size == 32 and spec.num_ensemble_views == 2 and spec.random_flip is True
+    assert ClipSpec.from_data(cfg.data).num_ensemble_views == ClipSpec.from_data(cfg.data).num_spatial_crops == 1
+
+
+@pytest.mark.parametrize("protocol, split, bad, good, message", [
+    ("pyslowfast", "train", "data.train_jitter_scales=[28,40]", "data.train_jitter_scales=[32,40]",
+     "data.train_jitter_scales[0]=28 must be >= data.train_crop_size=32"),
+    ("videoattn", "val", "data.train_jitter_scales=[28,40]", "data.train_crop_size=28",
+     "data.train_jitter_scales[0]=28 must be >= data.train_crop_size=32"),
+    ("pyslowfast", "test", "data.test_crop_size=48", "data.test_crop_size=40",
+     "data.train_jitter_scales[0]=40 must be >= data.test_crop_size=48"),
+    ("mmaction2", "test", "data.test_crop_size=32", "data.test_crop_size=40",
+     "data.test_crop_size=32 equal to data.train_jitter_scales[0]=40"),
+])
+def test_crops_that_cannot_fit_fail_at_build_with_one_line(synthetic_root, tmp_path, protocol, split, bad, good, message):
+    """PySlowFast would return a smaller crop (a batch of mixed sizes) and mmaction2's ThreeCrop
+    raises mid-epoch: checked once, when the dataset is built, naming the keys."""
+    base = [f"data.protocol={protocol}", f"test.num_spatial_crops={1 if protocol == 'pyslowfast' else 3}"]
+
+    def build(*opts):
+        cfg = small_cfg(synthetic_root, str(tmp_path), *base, *opts)
+        return build_dataset(cfg.data, split, cfg.test.num_ensemble_views, cfg.test.num_spatial_crops)
+
+    with pytest.raises(ValueError) as e:
+        build(bad)
+    assert message in str(e.value) and "\n" not in str(e.value)
+    assert len(build(bad, good)) > 0                                # the same keys, fitting
 
 
 def test_bad_arguments_are_one_line_value_errors():

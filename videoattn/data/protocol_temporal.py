@@ -27,10 +27,16 @@ as in its I3D configs' val/test pipelines): ``frame_interval`` counts the video'
 frame-rate conversion); clip offsets ``round(i * max_offset / (N - 1))`` (numpy's round half to
 even), one clip at ``max_offset // 2``; indices ``offset + j * frame_interval``, wrapped around
 (``out_of_bound_opt='loop'``, its default) or repeating the last frame (``'repeat_last'``).
+
+videoattn (this project's own convention, no reference): samples ``sampling_rate * fps /
+target_fps`` frames apart (``floor``), test views spread from the first to the last possible start
+(``delta * i / (N - 1)``) so together they cover the whole video, one view = the centre clip; a
+video shorter than a clip repeats its last frame.
 """
 from __future__ import annotations
 
 import math
+from typing import Optional
 
 import numpy as np
 import torch
@@ -72,11 +78,13 @@ def pyslowfast_centre_start(video_frames: int, clip_size: float) -> int:
     return math.floor(max(video_frames - clip_size, 0) / 2)
 
 
-def linspace_indices(start: float, clip_size: float, num_frames: int, video_frames: int) -> np.ndarray:
+def linspace_indices(start: float, clip_size: float, num_frames: int, video_frames: Optional[int]) -> np.ndarray:
     """PySlowFast ``temporal_sampling``: ``linspace(start, start + clip_size - 1, num_frames)`` in
-    float32, clamped to ``[0, video_frames - 1]``, truncated -> int64 ``(num_frames,)``."""
+    float32, clamped to ``[0, video_frames - 1]`` (None: not clamped), truncated -> int64 ``(num_frames,)``."""
     index = torch.linspace(start, start + clip_size - 1, num_frames, dtype=torch.float32)
-    return torch.clamp(index, 0, video_frames - 1).long().numpy()
+    if video_frames is not None:
+        index = torch.clamp(index, 0, video_frames - 1)
+    return index.long().numpy()
 
 
 def pyslowfast_clip_indices(video_frames: int, video_fps: float, num_frames: int, sampling_rate: int,
@@ -125,3 +133,36 @@ def mmaction_clip_indices(video_frames: int, clip_len: int, frame_interval: int,
     else:
         raise ValueError(f"out_of_bound must be 'loop' or 'repeat_last', got {out_of_bound!r}")
     return idx.astype(np.int32).astype(np.int64)  # mmaction2 casts to int32 (truncating 2D offsets)
+
+
+# ------------------------------------------------------------------------------------- videoattn
+def videoattn_step(video_fps: float, sampling_rate: int, target_fps: float) -> float:
+    """Distance between samples in the video's frames: ``sampling_rate`` frames at ``target_fps``."""
+    return sampling_rate * video_fps / target_fps
+
+
+def videoattn_spaced_indices(start: float, video_fps: float, num_frames: int, sampling_rate: int,
+                             target_fps: float) -> np.ndarray:
+    """``num_frames`` indices from frame ``start``, :func:`videoattn_step` apart (``floor``; int64,
+    not clamped to the video)."""
+    step = videoattn_step(video_fps, sampling_rate, target_fps)
+    return np.floor(start + step * np.arange(num_frames) + 1e-6).astype(np.int64)
+
+
+def videoattn_clip_indices(video_frames: int, video_fps: float, num_frames: int, sampling_rate: int,
+                           target_fps: float, view: int = -1, num_views: int = 1, rng=None) -> np.ndarray:
+    """Frame indices (int64 ``(num_frames,)``, clamped to the video) of this project's clip ``view``
+    of ``num_views``: -1 = a random start (``rng.uniform``); else starts spread uniformly from the
+    first possible start to the last one (``num_views == 1``: the centre clip)."""
+    if video_frames <= 0:
+        raise ValueError("video has no frames")
+    span = (num_frames - 1) * videoattn_step(video_fps, sampling_rate, target_fps) + 1
+    delta = max(video_frames - span, 0.0)
+    if view == -1:
+        start = _uniform(rng, delta)
+    elif not 0 <= view < num_views:
+        raise ValueError(f"view {view} is not in [0, {num_views})")
+    else:
+        start = delta / 2 if num_views == 1 else delta * view / (num_views - 1)
+    idx = videoattn_spaced_indices(start, video_fps, num_frames, sampling_rate, target_fps)
+    return np.clip(idx, 0, video_frames - 1)

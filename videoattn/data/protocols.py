@@ -1,26 +1,29 @@
 """Evaluation protocols (``data.protocol``): which frames and which pixels make each clip.
 
-* ``pyslowfast`` (default): PySlowFast's Kinetics dataset exactly. Train and val: a random clip
+* ``pyslowfast`` (default): PySlowFast's Kinetics dataset exactly. Train: a random clip
   (``num_frames`` indices by linspace over ``num_frames x sampling_rate`` frames at ``target_fps``,
   converted to the video's fps), short-side jitter in ``train_jitter_scales``, random
-  ``train_crop_size`` crop, horizontal flip. Test: view ``k`` = temporal view ``k // crops`` (starting
-  at ``delta * i / N``) and crop ``k % crops``; 3 crops of ``test_crop_size`` after resizing the short
+  ``train_crop_size`` crop, horizontal flip. Val (``data.val_mode``): ``random`` = as training,
+  PySlowFast's own validation; ``centre`` = a deterministic centre view (centre clip
+  ``floor(delta / 2)``, short side ``train_jitter_scales[0]``, centre ``train_crop_size`` crop),
+  which PySlowFast does not have. Test: view ``k`` = temporal view ``k // crops`` (starting at
+  ``delta * i / N``) and crop ``k % crops``; 3 crops of ``test_crop_size`` after resizing the short
   side to ``test_crop_size``, or 1 centre crop after resizing it to ``train_jitter_scales[0]``.
-  ``val="centre"`` replaces PySlowFast's random validation by a deterministic centre view (centre
-  clip ``floor(delta / 2)``, short side ``train_jitter_scales[0]``, centre ``train_crop_size`` crop).
 * ``mmaction2``: mmaction2's I3D val / test pipelines (``SampleFrames(num_frames, sampling_rate,
   N, test_mode=True)``, ``Resize((-1, train_jitter_scales[0]))``, ``ThreeCrop(test_crop_size)`` or
-  ``CenterCrop``); views crop-major (``k = crop * N + clip``, as its ``FormatShape``); val is its
-  val pipeline (centre clip, ``CenterCrop(train_crop_size)``). ``sampling_rate`` counts the video's
-  own frames (mmaction2 ignores the frame rate). Training is PySlowFast's (mmaction2's I3D
-  training augmentation, ``MultiScaleCrop``, is not reproduced).
-* ``videoattn``: this project's own temporal convention (:func:`videoattn.data.sampling.clip_indices`:
-  samples ``sampling_rate * fps / target_fps`` frames apart, test views spread from the first to the
-  last possible start so the whole video is seen, one view = the centre clip, val = the centre
-  clip); pixels as ``pyslowfast`` (val as its ``centre``).
+  ``CenterCrop``); views numbered crop-major (``k = crop * N + clip``, as its ``FormatShape``);
+  val ``centre`` (its default) is its val pipeline (centre clip, ``CenterCrop(train_crop_size)``).
+  ``sampling_rate`` counts the video's own frames (mmaction2 ignores the frame rate). Training,
+  and val ``random``, are PySlowFast's (mmaction2's ``MultiScaleCrop`` is not reproduced).
+* ``videoattn``: this project's own temporal convention (no reference; see
+  :func:`videoattn.data.protocol_temporal.videoattn_clip_indices`): test views spread from the first
+  to the last possible start, so together they cover the whole video; one view and val ``centre``
+  (its default) = the centre clip. Pixels as ``pyslowfast``.
 
-Details and the reference each function matches: :mod:`videoattn.data.protocol_temporal`,
-:mod:`videoattn.data.protocol_spatial`. Videos are ``(T, 3, H, W)`` tensors (uint8 or float).
+Feature windows (:mod:`videoattn.data.windows`) and single clips (attention pictures) use the
+same temporal convention (:meth:`Protocol.window_indices`). Details and the reference each
+function matches: :mod:`videoattn.data.protocol_temporal`, :mod:`videoattn.data.protocol_spatial`.
+Videos are ``(T, 3, H, W)`` tensors (uint8 or float).
 """
 from __future__ import annotations
 
@@ -32,7 +35,6 @@ import torch
 
 from videoattn.data import protocol_spatial as S
 from videoattn.data import protocol_temporal as T
-from videoattn.data.sampling import clip_indices as videoattn_clip_indices
 
 PROTOCOLS = ("pyslowfast", "mmaction2", "videoattn")
 VAL_MODES = ("random", "centre")
@@ -41,7 +43,7 @@ DEFAULT_VAL = {"pyslowfast": "random", "mmaction2": "centre", "videoattn": "cent
 
 @dataclass(frozen=True)
 class ClipSpec:
-    """The numbers a protocol needs (``data.*`` and ``test.*`` config keys of the same names)."""
+    """The numbers a protocol needs (``data.*`` keys of the same names, and the views per video)."""
     num_frames: int
     sampling_rate: int
     target_fps: float = 30.0
@@ -53,12 +55,13 @@ class ClipSpec:
     num_spatial_crops: int = 3
 
     @classmethod
-    def from_sections(cls, data, test) -> "ClipSpec":
-        """From any objects with those attributes (the data / test config sections)."""
+    def from_data(cls, data, num_ensemble_views: int = 1, num_spatial_crops: int = 1) -> "ClipSpec":
+        """From the ``data`` config section (any object with those attributes) and the test views
+        (``test.num_ensemble_views`` x ``test.num_spatial_crops``; features: 1 x its crops)."""
         lo, hi = (int(s) for s in data.train_jitter_scales)
         return cls(int(data.num_frames), int(data.sampling_rate), float(data.target_fps), (lo, hi),
                    int(data.train_crop_size), int(data.test_crop_size), bool(data.random_flip),
-                   int(test.num_ensemble_views), int(test.num_spatial_crops))
+                   int(num_ensemble_views), int(num_spatial_crops))
 
 
 @dataclass(frozen=True)
@@ -72,13 +75,32 @@ class Protocol:
             raise ValueError(f"data.protocol must be one of {', '.join(PROTOCOLS)}, got {self.name!r}")
         if self.val is None:
             object.__setattr__(self, "val", DEFAULT_VAL[self.name])
-        if self.val not in VAL_MODES or (self.name == "mmaction2" and self.val != "centre"):
-            allowed = "centre" if self.name == "mmaction2" else " or ".join(VAL_MODES)
-            raise ValueError(f"data.val_mode for protocol {self.name} must be {allowed}, got {self.val!r}")
+        if self.val not in VAL_MODES:
+            raise ValueError(f"data.val_mode must be one of {', '.join(VAL_MODES)}, got {self.val!r}")
+
+    @classmethod
+    def from_data(cls, data) -> "Protocol":
+        """``data.protocol`` with ``data.val_mode`` ("" = the protocol's own)."""
+        return cls(data.protocol, data.val_mode or None)
+
+    def check(self, spec: ClipSpec, split: str) -> None:
+        """A one-line ValueError, naming the keys, if ``split``'s crops cannot fit its resized frames."""
+        lo, crop, test = spec.train_jitter_scales[0], spec.train_crop_size, spec.test_crop_size
+        if split in ("train", "val") and lo < crop:
+            raise ValueError(f"data.train_jitter_scales[0]={lo} must be >= data.train_crop_size={crop}: "
+                             f"{split} crops train_crop_size from frames whose short side is in train_jitter_scales")
+        if split != "test" or (spec.num_spatial_crops == 3 and self.name != "mmaction2"):
+            return
+        if spec.num_spatial_crops == 3 and test != lo:
+            raise ValueError(f"protocol mmaction2 with 3 crops needs data.test_crop_size={test} equal to "
+                             f"data.train_jitter_scales[0]={lo} (ThreeCrop spans the resized short side)")
+        if spec.num_spatial_crops == 1 and lo < test:
+            raise ValueError(f"data.train_jitter_scales[0]={lo} must be >= data.test_crop_size={test}: one test "
+                             f"crop is cut from frames resized to short side train_jitter_scales[0]")
 
     # ------------------------------------------------------------------------------ temporal
     def split_view(self, view: int, spec: ClipSpec) -> Tuple[int, int]:
-        """Test view ``view`` -> (temporal index, crop index), in the reference's order."""
+        """Test view ``view`` (the reference's numbering) -> (temporal index, crop index)."""
         if not 0 <= view < spec.num_ensemble_views * spec.num_spatial_crops:
             raise ValueError(f"view {view} is not one of the {spec.num_ensemble_views} x {spec.num_spatial_crops}")
         if self.name == "mmaction2":
@@ -86,23 +108,27 @@ class Protocol:
             return temporal, crop_index
         return divmod(view, spec.num_spatial_crops)
 
+    def view_number(self, temporal: int, crop_index: int, spec: ClipSpec) -> int:
+        """Inverse of :meth:`split_view`: the reference's number of (temporal, crop)."""
+        if self.name == "mmaction2":
+            return crop_index * spec.num_ensemble_views + temporal
+        return temporal * spec.num_spatial_crops + crop_index
+
     def train_indices(self, video_frames: int, fps: float, spec: ClipSpec, rng) -> np.ndarray:
-        """A random training clip's frame indices (int64 ``(num_frames,)``)."""
-        if self.name == "videoattn":
-            return videoattn_clip_indices(video_frames, fps, spec.num_frames, spec.sampling_rate,
-                                          spec.target_fps, -1, 1, rng)  # any rng with uniform()
-        return T.pyslowfast_clip_indices(video_frames, fps, spec.num_frames, spec.sampling_rate,
-                                         spec.target_fps, -1, 1, rng)
+        """A random training clip's frame indices (int64 ``(num_frames,)``); ``rng.uniform`` draws
+        the start (a ``random.Random`` replays PySlowFast's Python ``random``)."""
+        take = T.videoattn_clip_indices if self.name == "videoattn" else T.pyslowfast_clip_indices
+        return take(video_frames, fps, spec.num_frames, spec.sampling_rate, spec.target_fps, -1, 1, rng)
 
     def val_indices(self, video_frames: int, fps: float, spec: ClipSpec, rng=None) -> np.ndarray:
-        """The validation clip's frame indices."""
+        """The validation clip's frame indices (``rng``: only for ``val == "random"``)."""
         if self.val == "random":
             return self.train_indices(video_frames, fps, spec, rng)
         if self.name == "mmaction2":
             return T.mmaction_clip_indices(video_frames, spec.num_frames, spec.sampling_rate, 0, 1)
         if self.name == "videoattn":
-            return videoattn_clip_indices(video_frames, fps, spec.num_frames, spec.sampling_rate,
-                                          spec.target_fps, 0, 1)
+            return T.videoattn_clip_indices(video_frames, fps, spec.num_frames, spec.sampling_rate,
+                                            spec.target_fps, 0, 1)
         size = T.pyslowfast_clip_size(spec.num_frames, spec.sampling_rate, fps, spec.target_fps)
         return T.linspace_indices(T.pyslowfast_centre_start(video_frames, size), size, spec.num_frames, video_frames)
 
@@ -111,11 +137,30 @@ class Protocol:
         n = spec.num_ensemble_views
         if self.name == "mmaction2":
             return T.mmaction_clip_indices(video_frames, spec.num_frames, spec.sampling_rate, temporal, n)
+        take = T.videoattn_clip_indices if self.name == "videoattn" else T.pyslowfast_clip_indices
+        return take(video_frames, fps, spec.num_frames, spec.sampling_rate, spec.target_fps, temporal, n)
+
+    def window_indices(self, start: int, fps: float, spec: ClipSpec) -> np.ndarray:
+        """The clip that starts at frame ``start`` (feature windows, a clip at a chosen time):
+        int64 ``(num_frames,)``, not yet fitted to the video (see :meth:`fit`)."""
+        if self.name == "mmaction2":
+            return start + np.arange(spec.num_frames, dtype=np.int64) * spec.sampling_rate
         if self.name == "videoattn":
-            return videoattn_clip_indices(video_frames, fps, spec.num_frames, spec.sampling_rate,
-                                          spec.target_fps, temporal, n)
-        return T.pyslowfast_clip_indices(video_frames, fps, spec.num_frames, spec.sampling_rate,
-                                         spec.target_fps, temporal, n)
+            return T.videoattn_spaced_indices(start, fps, spec.num_frames, spec.sampling_rate, spec.target_fps)
+        size = T.pyslowfast_clip_size(spec.num_frames, spec.sampling_rate, fps, spec.target_fps)
+        return T.linspace_indices(start, size, spec.num_frames, None)
+
+    def window_seconds(self, fps: float, spec: ClipSpec) -> float:
+        """A clip's nominal length: ``num_frames x sampling_rate`` frames at ``target_fps`` (mmaction2:
+        at the video's own ``fps``)."""
+        return spec.num_frames * spec.sampling_rate / (fps if self.name == "mmaction2" else spec.target_fps)
+
+    def fit(self, indices: np.ndarray, video_frames: int) -> np.ndarray:
+        """Indices past the end, as the protocol treats them: wrapped around (mmaction2's ``loop``)
+        or the last frame repeated (PySlowFast's clamp)."""
+        if self.name == "mmaction2":
+            return np.mod(indices, video_frames)
+        return np.clip(indices, 0, video_frames - 1)
 
     # ------------------------------------------------------------------------------- spatial
     def train_view(self, video: torch.Tensor, spec: ClipSpec, rng) -> torch.Tensor:
@@ -144,4 +189,3 @@ class Protocol:
         if self.name == "mmaction2":
             return S.mmaction_test_crop(resized, crop_index, spec.num_spatial_crops, spec.test_crop_size)
         return S.pyslowfast_test_crop(resized, crop_index, spec.num_spatial_crops, spec.test_crop_size)
-
