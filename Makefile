@@ -5,7 +5,7 @@
 # so CI and repeated runs reuse it; VENV=... overrides the location.
 SHELL := /bin/bash
 PYTHON ?= python3
-DEPS_HASH := $(shell cat setup.cfg pyproject.toml | sha1sum | cut -c1-12)
+DEPS_HASH := $(shell cat setup.cfg pyproject.toml requirements-references.txt | sha1sum | cut -c1-12)
 VENV ?= $(HOME)/.cache/videoattn/venv-$(DEPS_HASH)
 PY := $(VENV)/bin/python
 TORCHRUN := $(VENV)/bin/torchrun
@@ -26,6 +26,8 @@ $(STAMP):
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q -U pip setuptools wheel
 	$(PY) -m pip install -q -e '.[test]'
+	$(PY) -m pip install -q --no-deps -r requirements-references.txt
+	$(PY) -c "import av, slowfast.datasets.kinetics, mmaction.datasets.transforms; print('references: pyslowfast, mmaction2')"
 	$(PY) -c "import torch, torchvision, decord, av, pytorchvideo.models; print('torch', torch.__version__, 'torchvision', torchvision.__version__)"
 	touch $@
 

@@ -22,7 +22,7 @@ def main(argv=None) -> int:
                         help="non-local query point (default: centre of the middle frame)")
     parser.add_argument("--cbam-layer", default="res3", help="stage (res2..res5, last block) or key like res3.1.cbam")
     parser.add_argument("--nl-layer", default="res3", help="stage (last non-local block) or key like res4.1.nonlocal")
-    parser.add_argument("--start", type=float, default=None, help="clip start in seconds (default: centre clip)")
+    parser.add_argument("--start", type=float, default=None, help="clip start in seconds (default: the protocol's single test view)")
     parser.add_argument("--gif", default="", help="also write an animated GIF here")
     parser.add_argument("--max-columns", type=int, default=8, help="frames shown in the grid")
     args, cfg = parse_config(parser, argv)

@@ -59,6 +59,8 @@ data:
   classes_file: {data['classes']}
   num_frames: 4
   sampling_rate: 4
+  train_jitter_scales: [64, 80]   # one test crop: short side 64 (PySlowFast's 1-crop rule)
+  train_crop_size: 64
   test_crop_size: 64
   num_workers: 0
 train:

@@ -11,31 +11,50 @@ import torch
 from evalkit import BROKEN_ID, check, run
 from videoattn.config import load_config
 from videoattn.engine.extract import list_inputs, video_ids
+from videoattn.data.protocols import ClipSpec, Protocol
 from videoattn.data.windows import stride_seconds, window_layout
 
 
-def test_window_layout_hand_computed():
-    # 60 frames at 30 fps (2 s); clip = 4 frames x rate 5 at target 30 fps -> samples 5 frames apart,
-    # window 20/30 s; stride 0.5 s = 15 frames -> starts 0, 15, 30 (a 4th at 45 would need frame 60)
-    w = window_layout(60, 30.0, num_frames=4, sampling_rate=5, target_fps=30.0, stride_s=0.5)
-    assert w.starts == [0.0, 0.5, 1.0]
-    assert w.indices == [[0, 5, 10, 15], [15, 20, 25, 30], [30, 35, 40, 45]]
+@pytest.mark.parametrize("protocol, at_30, at_15", [
+    # 4 frames x rate 5 at target 30 fps: a 20-frame window (videoattn, pyslowfast); mmaction2 counts
+    # 5 of the video's own frames at any fps
+    ("videoattn", [[0, 5, 10, 15], [15, 20, 25, 30], [30, 35, 40, 45]], [[0, 2, 5, 7], [7, 9, 12, 14]]),
+    ("pyslowfast", [[0, 6, 12, 19], [15, 21, 27, 34], [30, 36, 42, 49]], [[0, 3, 6, 9], [7, 10, 13, 16]]),
+    ("mmaction2", [[0, 5, 10, 15], [15, 20, 25, 30], [30, 35, 40, 45]], [[0, 5, 10, 15], [7, 12, 17, 22]]),
+])
+def test_window_layout_hand_computed(protocol, at_30, at_15):
+    # 60 frames at 30 fps (2 s), stride 0.5 s = 15 frames -> starts 0, 15, 30 (a 4th at 45 would need frame 60+)
+    # videoattn: samples 5 frames apart; pyslowfast: linspace(s, s + 19, 4) (PySlowFast's temporal_sampling)
+    p, spec = Protocol(protocol), ClipSpec(4, 5)
+    w = window_layout(p, spec, 60, 30.0, stride_s=0.5)
+    assert w.starts == [0.0, 0.5, 1.0] and w.indices == at_30 and w.repeated == [0, 0, 0]
     assert w.ends == pytest.approx([20 / 30, 0.5 + 20 / 30, 1.0 + 20 / 30])
-    # at 15 fps the same clip takes every 2.5th frame (floor), stride 0.5 s = 7.5 frames
-    w = window_layout(30, 15.0, num_frames=4, sampling_rate=5, target_fps=30.0, stride_s=0.5)
-    assert w.indices[0] == [0, 2, 5, 7] and w.indices[1] == [7, 9, 12, 14]
-    # a video shorter than one window: one window, last frame repeated
-    w = window_layout(5, 30.0, num_frames=4, sampling_rate=5, target_fps=30.0, stride_s=0.5)
-    assert w.indices == [[0, 4, 4, 4]]
+    # at 15 fps: videoattn every 2.5th frame (floor), pyslowfast linspace over 10 frames; stride 7.5 frames
+    w = window_layout(p, spec, 30, 15.0, stride_s=0.5)
+    assert w.indices[:2] == at_15
+    # a video shorter than one window: one window, samples past the end counted
+    w = window_layout(p, spec, 5, 30.0, stride_s=0.5)
+    assert w.indices == {"videoattn": [[0, 4, 4, 4]], "pyslowfast": [[0, 4, 4, 4]], "mmaction2": [[0, 0, 0, 0]]}[protocol]
+    assert w.repeated == [3]
 
 
 def test_stride_options():
     cfg = load_config(None, ["data.num_frames=8", "data.sampling_rate=8", "data.target_fps=30"])
-    assert stride_seconds(cfg.data, cfg.features) == pytest.approx(64 / 30)   # default: one window
+    assert stride_seconds(cfg.data, cfg.features) == 0.0                          # default: one window
+    assert window_layout(Protocol(), ClipSpec(8, 8), 300, 25.0).stride_s == pytest.approx(64 / 30)
+    assert window_layout(Protocol("mmaction2"), ClipSpec(8, 8), 300, 25.0).stride_s == pytest.approx(64 / 25)
     cfg = load_config(None, ["features.stride_frames=15", "data.target_fps=30"])
     assert stride_seconds(cfg.data, cfg.features) == pytest.approx(0.5)
     cfg = load_config(None, ["features.stride_frames=15", "features.stride_seconds=1.25"])
     assert stride_seconds(cfg.data, cfg.features) == 1.25
+
+
+def _test_view(frames, data):
+    """The protocol's single-crop test view of decoded frames, as a batch of one (1, 3, T, S, S)."""
+    from videoattn.data.transforms import to_clip, to_tchw
+
+    protocol, spec = Protocol.from_data(data), ClipSpec.from_data(data, 1, 1)
+    return to_clip(protocol.test_crop(protocol.test_resize(to_tchw(frames), spec), 0, spec), data)[None]
 
 
 def test_video_ids_are_unique():
@@ -116,7 +135,6 @@ def test_broken_and_missing_videos_reported(resumed, setup):
 def test_features_equal_a_direct_model_call(resumed, setup):
     """One window recomputed by hand: decode its frames, test transform, model.extract."""
     from videoattn.data import open_video
-    from videoattn.data.transforms import test_views
     from videoattn.engine.inference import build_inference_model
 
     out = resumed[0]
@@ -126,7 +144,7 @@ def test_features_equal_a_direct_model_call(resumed, setup):
     model = build_inference_model(cfg, setup["ckpt"], torch.device("cpu"))
     frames = open_video(row["path"]).get_frames(meta["frame_indices"][-1])
     with torch.no_grad():
-        ref = model.forward_head(model.forward_features(test_views(frames, cfg.data, 1)[0][None]), pre_logits=True)[0].numpy()
+        ref = model.forward_head(model.forward_features(_test_view(frames, cfg.data)), pre_logits=True)[0].numpy()
     np.testing.assert_allclose(np.load(os.path.join(out, row["features"]))[-1], ref, rtol=1e-4, atol=1e-5)
 
 
@@ -205,14 +223,14 @@ def odd(setup):
 def test_video_cut_short_gets_features_only_for_windows_that_decode(odd, setup):
     from videoattn.data import open_video
     from videoattn.data.synthetic import read_frame_index
-    from videoattn.data.transforms import test_views
     from videoattn.engine.inference import build_inference_model
 
     out, real, cut = odd["out"], odd["real"], str(odd["folder"] / "cut.mp4")
     meta = json.load(open(os.path.join(out, "cut.json")))
     feats = np.load(os.path.join(out, "cut.npy"))
-    whole = window_layout(real, 30.0, 4, 4, 30.0, 0.3, whole_only=True)
-    full = window_layout(150, 30.0, 4, 4, 30.0, 0.3)
+    protocol, spec = Protocol("pyslowfast"), ClipSpec(4, 4)
+    whole = window_layout(protocol, spec, real, 30.0, 0.3, whole_only=True)
+    full = window_layout(protocol, spec, 150, 30.0, 0.3)
     assert 0 < len(whole.starts) < len(full.starts) and whole.indices == full.indices[:len(whole.starts)]
     assert meta["frame_indices"] == whole.indices and feats.shape[0] == len(whole.starts) == meta["num_windows"]
     assert max(max(w) for w in meta["frame_indices"]) < real                 # no frame past the real end
@@ -227,7 +245,7 @@ def test_video_cut_short_gets_features_only_for_windows_that_decode(odd, setup):
     cfg = load_config(setup["cfg"])
     model = build_inference_model(cfg, setup["ckpt"], torch.device("cpu"))
     with torch.no_grad():
-        ref = model.forward_head(model.forward_features(test_views(frames, cfg.data, 1)[0][None]), pre_logits=True)[0].numpy()
+        ref = model.forward_head(model.forward_features(_test_view(frames, cfg.data)), pre_logits=True)[0].numpy()
     np.testing.assert_allclose(feats[-1], ref, rtol=1e-4, atol=1e-5)
     failed = {r["video"]: r["reason"] for r in _rows(os.path.join(out, "failed.csv"))}
     assert list(failed) == ["tiny_cut"] and f"only {odd['tiny']} of 150 declared frames" in failed["tiny_cut"]
@@ -237,7 +255,8 @@ def test_video_cut_short_gets_features_only_for_windows_that_decode(odd, setup):
 @pytest.mark.slow
 def test_short_video_repeats_its_last_frame_and_says_so(odd):
     meta = json.load(open(os.path.join(odd["out"], "short.json")))
-    assert meta["frame_indices"] == [[0, 4, 8, 9]] and meta["repeated_samples"] == [1]   # sample 12 > frame 9
+    # PySlowFast's clip: linspace(0, 15, 4) = 0, 5, 10, 15 over 10 frames -> 10 and 15 are past the end
+    assert meta["frame_indices"] == [[0, 5, 9, 9]] and meta["repeated_samples"] == [2]
     assert meta["truncated"] is False and meta["declared_frames"] == meta["num_video_frames"] == 10
 
 
@@ -310,7 +329,7 @@ def test_window_stream_keeps_whole_real_windows_of_a_file_cut_short(setup, tmp_p
     make_indexed_video(full, 150, 30, container_options={"movflags": "+faststart"} if ext == "mp4" else None)
     cut_file(full, cut, 0.6)
     real = decodable_indexed_frames(cut)
-    whole = window_layout(real, 30.0, 4, 4, 30.0, 0.3, whole_only=True)
+    whole = window_layout(Protocol("pyslowfast"), ClipSpec(4, 4), real, 30.0, 0.3, whole_only=True)
     for bs in (1, 4, 64):
         cfg = load_config(setup["cfg"], [f"features.batch_size={bs}", "data.test_crop_size=64"])
         items = list(WindowStream([(0, cut)], cfg.data, cfg.features))

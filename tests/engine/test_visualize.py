@@ -7,6 +7,11 @@ from PIL import Image
 
 from evalkit import check, make_eval_root, make_random_checkpoint, run, write_config
 from videoattn.config import load_config
+from videoattn.data.annotations import Annotations
+from videoattn.data.dataset import VideoClipDataset
+from videoattn.data.protocols import ClipSpec, Protocol
+from videoattn.data.synthetic import make_indexed_video
+from videoattn.data.windows import window_layout
 from videoattn.engine.inference import build_inference_model
 from videoattn.engine.visualize import compute_attention, load_clip, pick_key, render_grid
 
@@ -16,7 +21,7 @@ def setup(synthetic_root, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("attention")
     data = make_eval_root(synthetic_root, str(tmp / "data"), num_good=1)
     cfg_path = write_config(str(tmp / "cfg.yaml"), data, extra="")
-    cfg = load_config(cfg_path, ["data.num_frames=8", "data.test_crop_size=96"])
+    cfg = load_config(cfg_path, ["data.num_frames=8", "data.test_crop_size=96", "data.train_jitter_scales=[96,120]"])
     ckpt = make_random_checkpoint(cfg, str(tmp / "ckpt.pyth"))
     model = build_inference_model(cfg, ckpt, torch.device("cpu"))
     clip, times = load_clip(cfg.data, data["good"][0])
@@ -47,6 +52,22 @@ def test_maps_and_pictures_depend_on_the_query(setup):
     assert np.abs(ia[2 * h // 3:] - ib[2 * h // 3:]).mean() > 1.0   # the non-local row differs
 
 
+@pytest.mark.parametrize("protocol", ["pyslowfast", "mmaction2", "videoattn"])
+def test_the_clip_is_the_protocols_single_test_view(setup, tmp_path, protocol):
+    """load_clip shows what testing with one view and one crop scores (pyslowfast: the first clip;
+    mmaction2, videoattn: the centre one); with --start, the feature window starting then."""
+    video = str(tmp_path / "v.webm")
+    make_indexed_video(video, 150, 25, width=128, height=96)
+    cfg = load_config(setup["cfg_path"], [f"data.protocol={protocol}", "data.num_frames=8"])
+    test = VideoClipDataset(cfg.data, "test", Annotations([(video, 0)], ["a"]), num_clips=1, num_crops=1)[0]
+    clip, times = load_clip(cfg.data, video)
+    assert torch.equal(clip, test["clip"])
+    assert times == pytest.approx([i / 25 for i in test["frame_indices"].tolist()])
+    win = window_layout(Protocol(protocol), ClipSpec.from_data(cfg.data), 150, 25.0, stride_s=1.0)
+    _, times = load_clip(cfg.data, video, start_s=1.0)
+    assert times == pytest.approx([i / 25 for i in win.indices[1]])
+
+
 def test_pick_key_by_stage_or_name():
     keys = ["res3.1.cbam", "res3.0.cbam", "res4.1.nonlocal", "res4.1.cbam", "res3.1.nonlocal"]
     assert pick_key(keys, "res3", "cbam") == "res3.1.cbam"
@@ -59,7 +80,7 @@ def test_pick_key_by_stage_or_name():
 def test_model_without_non_local_gets_a_two_row_picture(setup):
     from videoattn.models import build_model
 
-    cfg = load_config(setup["cfg_path"], ["data.num_frames=8", "data.test_crop_size=96",
+    cfg = load_config(setup["cfg_path"], ["data.num_frames=8", "data.test_crop_size=96", "data.train_jitter_scales=[96,120]",
                                           "model.non_local.locations=[[],[],[],[]]"])
     model = build_model(cfg.model).eval()
     res = compute_attention(model, setup["clip"], (3, 0.5, 0.5), "res4", "res3", cfg.data.mean, cfg.data.std,

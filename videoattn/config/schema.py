@@ -58,12 +58,20 @@ class DataConfig:
     test_split: str = ""                  # empty: tools/test_net.py falls back to val_split
     classes_file: str = ""                # one class name per line; empty: sorted training labels
     num_frames: int = at_least(1, 8)      # frames per clip (T)
-    sampling_rate: int = at_least(1, 8)   # frame stride, counted at target_fps
+    sampling_rate: int = at_least(1, 8)   # frame stride, counted at target_fps (protocol mmaction2: the video's own frames)
     target_fps: float = positive(30.0)    # fps at which sampling_rate is counted (PySlowFast: 30)
     train_jitter_scales: List[int] = rule([256, 320], _min_max, "be [min, max] with 1 <= min <= max")  # short side
     train_crop_size: int = at_least(1, 224)
     test_crop_size: int = at_least(1, 256)
     random_flip: bool = True              # switch off for left/right-sensitive classes
+    # Which frames and pixels make each clip (videoattn/data/protocols.py): pyslowfast = PySlowFast's
+    # Kinetics dataset (train, val, test views and their order), mmaction2 = its I3D val/test pipelines,
+    # videoattn = this project's own (test views spread over the whole video).
+    protocol: str = one_of("pyslowfast", ("pyslowfast", "mmaction2", "videoattn"))
+    # Validation view: "" = the protocol's own (pyslowfast: random; mmaction2, videoattn: centre);
+    # random = training-style clip, scale, crop, flip (PySlowFast's), one fixed draw per video;
+    # centre = the deterministic centre clip, short side train_jitter_scales[0], centre train_crop_size crop.
+    val_mode: str = one_of("", ("", "random", "centre"))
     mean: List[float] = each([0.45, 0.45, 0.45], lambda x: True, "a number", length=3)  # R, G, B
     std: List[float] = each([0.225, 0.225, 0.225], lambda x: x > 0, "> 0", length=3)  # R, G, B
     num_workers: int = at_least(0, 4)     # DataLoader workers per process
@@ -165,7 +173,7 @@ class TestConfig:
     batch_size: int = at_least(1, 8)      # views per step (global)
     checkpoint_file: str = ""
     num_ensemble_views: int = at_least(1, 10)  # temporal clips per video
-    num_spatial_crops: int = one_of(3, (1, 3))  # 1 = centre; 3 = left/centre/right (top/centre/bottom if portrait)
+    num_spatial_crops: int = one_of(3, (1, 3))  # 1 = centre; 3 along the long side, ordered as data.protocol's reference
     aggregation: str = one_of("softmax", ("softmax", "sum", "max"))
     save_logits: bool = False             # also write per-view logits (.npz)
     mixed_precision: str = one_of("auto", ("auto", "none", "bf16", "fp16"))  # inference autocast (test, features, ...)

@@ -1,4 +1,4 @@
-"""Kinetics-style video data: annotations, decord decoding, sampling, transforms, loaders.
+"""Kinetics-style video data: annotations, decord decoding, sampling protocols, transforms, loaders.
 
     from videoattn.data import build_dataset, build_loader
     dataset = build_dataset(cfg.data, "train")

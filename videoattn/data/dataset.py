@@ -1,5 +1,6 @@
 """The clip dataset: annotations -> decoded, sampled, transformed clips, with the broken-file policy.
 
+Which frames and pixels make each clip is ``data.protocol``'s (:mod:`videoattn.data.protocols`).
 Items are dicts (see :class:`VideoClipDataset`). Broken videos (missing, empty, truncated, not a
 video, no frames, decode timeout):
 
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import os
+import random
 from typing import List, Optional, Tuple
 
 import numpy as np
@@ -22,7 +24,7 @@ from torch.utils.data import Dataset
 from videoattn.data import transforms
 from videoattn.data.annotations import Annotations, read_annotations
 from videoattn.data.decoding import DecodeError, config_backend, open_video
-from videoattn.data.sampling import clip_indices
+from videoattn.data.protocols import ClipSpec, Protocol
 from videoattn.config import DataConfig
 from videoattn.utils.distributed import is_main_process
 from videoattn.utils.io import atomic_write_text
@@ -35,6 +37,13 @@ class BrokenVideosError(RuntimeError):
     """Every retry of a train/val item hit a broken video."""
 
 
+def draw_seed() -> int:
+    """A training item's seed, drawn from torch's generator (seeded per DataLoader worker): its clip
+    start comes from ``random.Random(seed)`` and its scale, crop and flip from
+    ``np.random.RandomState(seed)``, the two generators PySlowFast draws them from."""
+    return int(torch.randint(0, 2 ** 32, (1,)))
+
+
 class VideoClipDataset(Dataset):
     """Clips of the videos of one split.
 
@@ -43,8 +52,11 @@ class VideoClipDataset(Dataset):
         videos: [(path, label)].
         missing: annotation rows whose file is absent ("file:line: expected name (label)").
         num_views: clips per video: ``test.num_ensemble_views * test.num_spatial_crops`` in test, else 1.
+        protocol, spec: the :class:`Protocol` and :class:`ClipSpec` that sample and crop.
 
-    Item ``i`` (video ``i // num_views``, view ``i % num_views``)::
+    Item ``i``: video ``i // num_views``; in test, temporal clip ``k // num_crops`` and crop
+    ``k % num_crops`` of ``k = i % num_views``, numbered ``view_index`` as the protocol's reference
+    numbers its views (PySlowFast: ``k``; mmaction2: crop-major)::
 
         clip: float32 (3, T, S, S) normalised (uint8 if data.normalize_on_device)
         label: int   video_index: int   view_index: int   frame_indices: int64 (T,) the video's frames
@@ -66,6 +78,9 @@ class VideoClipDataset(Dataset):
         # test: num_clips temporal clips x num_crops spatial crops per video; train/val: one view
         self.num_temporal, self.num_crops = (num_clips, num_crops) if split == "test" else (1, 1)
         self.num_views = self.num_temporal * self.num_crops
+        self.protocol = Protocol.from_data(data)
+        self.spec = ClipSpec.from_data(data, self.num_temporal, self.num_crops)
+        self.protocol.check(self.spec, split)
         self.normalize = not data.normalize_on_device  # False: uint8 clips, normalised on the device
         self._cache: Tuple[Optional[tuple], object] = (None, None)
 
@@ -73,15 +88,21 @@ class VideoClipDataset(Dataset):
         return len(self.videos) * self.num_views
 
     # ------------------------------------------------------------------------------------ decoding
-    def sample_clip(self, path: str, clip_index: int, num_clips: int,
-                    rng: Optional[np.random.Generator] = None) -> Tuple[torch.Tensor, torch.Tensor]:
-        """Clip ``clip_index`` of ``num_clips`` (-1: random) -> (uint8 (T, H, W, 3) frames, int64 (T,)
-        frame indices, clamped to the video); DecodeError if broken."""
-        d = self.data
-        video = open_video(path, d.decode_threads, self.decode_timeout, self.backend)
+    def clip_indices(self, video_frames: int, fps: float, temporal: int = 0, seed: Optional[int] = None) -> np.ndarray:
+        """This split's clip of a video (int64 ``(T,)``): train/val draw from ``random.Random(seed)``
+        (val only when ``data.val_mode`` is random), test takes temporal view ``temporal``."""
+        p, spec = self.protocol, self.spec
+        if self.split == "test":
+            return p.test_indices(video_frames, fps, temporal, spec)
+        take = p.train_indices if self.split == "train" else p.val_indices
+        return take(video_frames, fps, spec, random.Random(seed))
+
+    def read_clip(self, path: str, temporal: int = 0, seed: Optional[int] = None) -> Tuple[torch.Tensor, torch.Tensor]:
+        """Decode :meth:`clip_indices` of ``path`` -> (uint8 (T, H, W, 3) frames, int64 (T,) frame
+        indices of the video); DecodeError if broken."""
+        video = open_video(path, self.data.decode_threads, self.decode_timeout, self.backend)
         try:
-            idx = clip_indices(video.num_frames, video.fps, d.num_frames, d.sampling_rate, d.target_fps,
-                               clip_index, num_clips, rng)
+            idx = self.clip_indices(video.num_frames, video.fps, temporal, seed)
             return video.get_frames(idx), torch.from_numpy(idx)
         finally:
             video.close()
@@ -90,16 +111,13 @@ class VideoClipDataset(Dataset):
         skipped: List[Tuple[str, str]] = []
         for _ in range(self.data.num_retries + 1):
             path, label = self.videos[index]
+            seed = draw_seed() if self.split == "train" else index  # val: one fixed draw per video
             try:
-                if self.split == "train":
-                    rng = np.random.default_rng(int(torch.randint(0, 2 ** 62, (1,))))
-                    frames, idx = self.sample_clip(path, -1, 1, rng)
-                    clip = transforms.train_clip(frames, self.data, normalize=self.normalize)
-                else:
-                    frames, idx = self.sample_clip(path, 0, 1)
-                    clip = transforms.val_clip(frames, self.data, self.normalize)
-                return dict(clip=clip, label=label, video_index=index, view_index=0, frame_indices=idx, valid=True,
-                            error="", skipped=skipped)
+                frames, idx = self.read_clip(path, seed=seed)
+                view = self.protocol.train_view if self.split == "train" else self.protocol.val_view
+                clip = view(transforms.to_tchw(frames), self.spec, np.random.RandomState(seed))
+                return dict(clip=transforms.to_clip(clip, self.data, self.normalize), label=label, video_index=index,
+                            view_index=0, frame_indices=idx, valid=True, error="", skipped=skipped)
             except DecodeError as e:
                 skipped.append((path, e.reason))
                 index = int(torch.randint(0, len(self.videos), (1,)))
@@ -108,17 +126,18 @@ class VideoClipDataset(Dataset):
                                 f"(data.num_retries={self.data.num_retries}):\n{lines}")
 
     def _test_item(self, i: int) -> dict:
-        video_index, view = divmod(i, self.num_views)
-        temporal, crop = divmod(view, self.num_crops)
+        video_index, k = divmod(i, self.num_views)
+        temporal, crop = divmod(k, self.num_crops)  # items temporal-major: the crops of a clip share a decode
         path, label = self.videos[video_index]
         key, cached = self._cache
-        if key != (video_index, temporal):  # the crops of one temporal clip share one decode
+        if key != (video_index, temporal):
             try:
-                frames, idx = self.sample_clip(path, temporal, self.num_temporal)
-                cached = (transforms.resize_for_test(frames, self.data), idx)
+                frames, idx = self.read_clip(path, temporal)
+                cached = (self.protocol.test_resize(transforms.to_tchw(frames), self.spec), idx)
             except DecodeError as e:
                 cached = e
             self._cache = ((video_index, temporal), cached)
+        view = self.protocol.view_number(temporal, crop, self.spec)
         item = dict(label=label, video_index=video_index, view_index=view, skipped=[])
         if isinstance(cached, DecodeError):
             size, t = self.data.test_crop_size, self.data.num_frames
@@ -126,7 +145,7 @@ class VideoClipDataset(Dataset):
             no_frames = torch.full((t,), -1, dtype=torch.int64)
             return dict(item, clip=zeros, frame_indices=no_frames, valid=False, error=cached.reason)
         video, idx = cached
-        clip = transforms.test_crop(video, self.data, crop, self.num_crops, self.normalize)
+        clip = transforms.to_clip(self.protocol.test_crop(video, crop, self.spec), self.data, self.normalize)
         return dict(item, clip=clip, frame_indices=idx, valid=True, error="")
 
     def __getitem__(self, i: int) -> dict:

@@ -1,25 +1,28 @@
 """The data side of feature extraction: sliding-window layout of a video and a stream of
 decoded, transformed window batches (decoded in DataLoader workers while the model runs).
 
-A window is a PySlowFast clip: ``data.num_frames`` samples ``data.sampling_rate / data.target_fps``
-seconds apart; windows start every ``features.stride_seconds`` (or ``stride_frames`` at target fps).
-Only a video genuinely shorter than one window gets a window that repeats its last frame (and
-says so in ``Window.repeated``); a video cut short (it declares more frames than decode) gets
-only the whole windows of the frames that really decode.
+A window is a test clip of ``data.protocol`` starting at a chosen frame
+(:meth:`~videoattn.data.protocols.Protocol.window_indices`; pyslowfast: ``num_frames`` indices by
+linspace over ``num_frames x sampling_rate`` frames at ``target_fps``), resized and cropped as the
+protocol's test views with ``features.num_spatial_crops`` crops. Windows start every
+``features.stride_seconds`` (or ``stride_frames`` at target fps; default: one window length).
+Only a video genuinely shorter than one window gets a window with samples past its end (the last
+frame repeated; mmaction2 wraps around), counted in ``Window.repeated``; a video cut short (it
+declares more frames than decode) gets only the whole windows of the frames that really decode.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Iterator, List, Sequence, Tuple
 
-import numpy as np
 import torch
 from torch.utils.data import IterableDataset, get_worker_info
 
 from videoattn.config import DataConfig, FeaturesConfig
 from videoattn.data.decoding import DecodeError, TruncatedVideoError, config_backend, open_video
-from videoattn.data.sampling import spaced_indices, window_starts
-from videoattn.data.transforms import test_views
+from videoattn.data.protocols import ClipSpec, Protocol
+from videoattn.data.transforms import to_clip, to_tchw
 
 
 @dataclass(frozen=True)
@@ -31,43 +34,51 @@ class Window:
     stride_s: float
     starts: List[float]
     indices: List[List[int]]  # (num_windows, T) native frame indices
-    repeated: List[int] = field(default_factory=list)  # per window: samples past the end (repeat the last frame)
+    repeated: List[int] = field(default_factory=list)  # per window: samples past the end (see the module doc)
 
     @property
     def ends(self) -> List[float]:
         return [s + self.window_s for s in self.starts]
 
 
-def window_layout(num_video_frames: int, fps: float, num_frames: int, sampling_rate: int, target_fps: float,
-                  stride_s: float, whole_only: bool = False) -> Window:
-    """Windows covering the video; at least one (a short video repeats its last frame), or with
+def window_layout(protocol: Protocol, spec: ClipSpec, num_video_frames: int, fps: float, stride_s: float = 0.0,
+                  whole_only: bool = False) -> Window:
+    """Windows covering the video; at least one (a short video's samples pass its end), or with
     ``whole_only`` only windows of real frames (none for a video shorter than one window).
 
-    Starts every ``stride_s`` seconds (:func:`videoattn.data.sampling.window_starts`); a window's
-    ``num_frames`` samples are ``sampling_rate / target_fps`` s apart (as training clips) and its
-    nominal length is ``window_s = num_frames * sampling_rate / target_fps``. The layout of fewer
-    frames is a prefix of the layout of more (same starts, same indices).
+    Window ``k`` starts at frame ``floor(k * stride_s * fps)`` (``stride_s`` 0: one window length,
+    :meth:`Protocol.window_seconds`); its frames are ``protocol.window_indices(start)``. The
+    windows are those whose frames all lie in the video (they form a prefix), so the layout of
+    fewer frames is a prefix of the layout of more (same starts, same indices).
     """
     if num_video_frames <= 0 or fps <= 0:
         raise ValueError(f"video has {num_video_frames} frames at {fps} fps")
-    starts = window_starts(num_video_frames, fps, num_frames, sampling_rate, target_fps, stride_s * target_fps)
-    raw = [spaced_indices(int(s), fps, num_frames, sampling_rate, target_fps) for s in starts]
-    repeated = [int((r >= num_video_frames).sum()) for r in raw]
-    keep = [i for i, n in enumerate(repeated) if n == 0 or not whole_only]
-    return Window(fps=float(fps), num_frames=int(num_video_frames), window_s=num_frames * sampling_rate / target_fps,
-                  stride_s=stride_s, starts=[round(int(starts[i]) / fps, 6) for i in keep],
-                  indices=[np.clip(raw[i], 0, num_video_frames - 1).tolist() for i in keep],
-                  repeated=[repeated[i] for i in keep])
+    window_s = protocol.window_seconds(fps, spec)
+    stride = max((stride_s or window_s) * fps, 1.0)
+    starts, raw = [], []
+    for k in range(int(math.ceil(num_video_frames / stride)) + 1):
+        start = int(math.floor(k * stride + 1e-6))
+        idx = protocol.window_indices(start, fps, spec)
+        if idx.max() >= num_video_frames and (starts or whole_only):
+            break
+        starts.append(start)
+        raw.append(idx)
+        if idx.max() >= num_video_frames:  # the first window of a video shorter than one window
+            break
+    return Window(fps=float(fps), num_frames=int(num_video_frames), window_s=window_s, stride_s=stride_s or window_s,
+                  starts=[round(s / fps, 6) for s in starts],
+                  indices=[protocol.fit(r, num_video_frames).tolist() for r in raw],
+                  repeated=[int((r >= num_video_frames).sum()) for r in raw])
 
 
 def stride_seconds(data: DataConfig, features: FeaturesConfig) -> float:
     """Window stride in seconds: ``features.stride_seconds``, else ``stride_frames`` at target fps,
-    else one window length."""
+    else 0.0 (one window length, which under mmaction2 depends on each video's fps)."""
     if features.stride_seconds > 0:
         return features.stride_seconds
     if features.stride_frames > 0:
         return features.stride_frames / data.target_fps
-    return data.num_frames * data.sampling_rate / data.target_fps
+    return 0.0
 
 
 class WindowStream(IterableDataset):
@@ -86,6 +97,9 @@ class WindowStream(IterableDataset):
         self.videos, self.data, self.features = list(videos), data, features
         self.stride = stride_seconds(data, features)
         self.backend = config_backend(data)  # checked here, in the main process, not in each worker
+        self.protocol = Protocol.from_data(data)
+        self.spec = ClipSpec.from_data(data, 1, features.num_spatial_crops)
+        self.protocol.check(self.spec, "test")
 
     def __iter__(self) -> Iterator[dict]:
         info = get_worker_info()
@@ -98,13 +112,18 @@ class WindowStream(IterableDataset):
 
     def _layout(self, reader, declared: int) -> Window:
         """Windows over the frames that decode; for a video cut short only whole windows."""
-        d = self.data
-        win = window_layout(reader.num_frames, reader.fps, d.num_frames, d.sampling_rate, d.target_fps, self.stride,
+        win = window_layout(self.protocol, self.spec, reader.num_frames, reader.fps, self.stride,
                             whole_only=reader.num_frames < declared)
         if not win.indices:
             lost = TruncatedVideoError(reader.path, reader.num_frames, declared, reader.fps).reason
             raise DecodeError(reader.path, f"{lost}: less than one window ({win.window_s:.2f} s)")
         return win
+
+    def _views(self, frames: torch.Tensor) -> List[torch.Tensor]:
+        """uint8 (T, H, W, 3) -> the protocol's test crops, each normalised (3, T, S, S)."""
+        resized = self.protocol.test_resize(to_tchw(frames), self.spec)
+        return [to_clip(self.protocol.test_crop(resized, c, self.spec), self.data)
+                for c in range(self.spec.num_spatial_crops)]
 
     def _video_items(self, k: int, path: str) -> Iterator[dict]:
         d, f = self.data, self.features
@@ -126,7 +145,7 @@ class WindowStream(IterableDataset):
                     win = shorter
                     continue
                 pos = {i: j for j, i in enumerate(unique)}
-                views = [v for w in chunk for v in test_views(frames[[pos[i] for i in w]], d, f.num_spatial_crops)]
+                views = [v for w in chunk for v in self._views(frames[[pos[i] for i in w]])]
                 yield {"k": k, "chunk": c, "clips": torch.stack(views), "num_windows": len(chunk)}
                 c += 1
             yield {"k": k, "done": True, "window": win, "declared_frames": declared}

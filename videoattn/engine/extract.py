@@ -1,21 +1,23 @@
 """Sliding-window feature extraction (what ``tools/extract_features.py`` runs).
 
-Each video is cut into windows of ``data.num_frames x data.sampling_rate`` frames counted at
-``data.target_fps`` (PySlowFast's clip), every ``features.stride_seconds`` (or
-``features.stride_frames`` at target fps; default: one window length). Each window goes through
-the test-time transform (``features.num_spatial_crops`` crops, optionally averaged) and the
-model up to ``features.layer`` (:func:`window_features`). Per video (``<id>``: see :func:`video_ids`)::
+Each video is cut into windows, each a test clip of ``data.protocol`` (pyslowfast: ``num_frames``
+frames over ``num_frames x sampling_rate`` frames at ``data.target_fps``; see
+:mod:`videoattn.data.windows`), every ``features.stride_seconds`` (or ``features.stride_frames`` at
+target fps; default: one window length). Each window goes through the protocol's test-time
+resize and crops (``features.num_spatial_crops``, optionally averaged) and the model up to
+``features.layer`` (:func:`window_features`). Per video (``<id>``: see :func:`video_ids`)::
 
     DIR/<id>.npy    (num_windows, D) or (num_windows, crops, D) without crop averaging
     DIR/<id>.json   path, fps, duration (decoded and declared), window starts/ends in seconds,
-                    frame indices, samples repeating the last frame per window, layer, dtype
+                    frame indices, samples past the end per window, layer, dtype
     DIR/index.csv   one row per finished video (rank 0, after all ranks finished)
     DIR/failed.csv  videos that could not be decoded this run (and missing ones), with the reason
     DIR/truncated.csv  finished videos cut short: features cover only the frames that decode
 
-A video shorter than one window gets one window repeating its last frame (``repeated_samples``
-in its ``.json``); a video cut short (it declares more frames than decode) gets only the whole
-windows of its decodable frames and a row in ``truncated.csv`` saying how much was lost.
+A video shorter than one window gets one window whose samples pass its end (the last frame
+repeated; mmaction2 wraps around), counted in ``repeated_samples`` in its ``.json``; a video cut
+short (it declares more frames than decode) gets only the whole windows of its decodable frames
+and a row in ``truncated.csv`` saying how much was lost.
 
 Files are written atomically, the ``.json`` before the ``.npy``: a video is done iff its ``.npy``
 exists, so a killed run leaves no partial file and a re-run does only what is missing.

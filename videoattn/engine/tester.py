@@ -1,8 +1,9 @@
-"""Multi-view testing of a checkpoint (what ``tools/test_net.py`` runs), PySlowFast style.
+"""Multi-view testing of a checkpoint (what ``tools/test_net.py`` runs).
 
 Every video of ``data.test_split`` (falling back to ``data.val_split``) is scored on
-``test.num_ensemble_views`` temporal clips x ``test.num_spatial_crops`` crops; views are
-aggregated per video by ``test.aggregation``. Works in one process or under torchrun (views are
+``test.num_ensemble_views`` temporal clips x ``test.num_spatial_crops`` crops, sampled, cropped and
+numbered as ``data.protocol``'s reference does (:mod:`videoattn.data.protocols`; PySlowFast's by
+default); views are aggregated per video by ``test.aggregation``. Works in one process or under torchrun (views are
 sharded across processes; rank 0 writes ``output_dir/test/``).
 """
 from __future__ import annotations

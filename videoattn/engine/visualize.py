@@ -1,6 +1,6 @@
 """Attention pictures (what ``tools/visualize_attention.py`` runs): for one clip of one video,
 
-* row 1: the input frames (exactly what the model sees: test-time centre crop, de-normalised),
+* row 1: the input frames (exactly what the model sees: ``data.protocol``'s single test view, de-normalised),
   the query point marked;
 * row 2: the CBAM spatial attention of one block, over every frame;
 * row 3: the non-local attention of the query point ``(frame, y, x)`` over all frames,
@@ -20,8 +20,8 @@ import torch.nn.functional as F
 from videoattn.config import Config, DataConfig
 from videoattn.data.annotations import default_classes, read_classes_file, resolve
 from videoattn.data.decoding import config_backend, open_video
-from videoattn.data.sampling import clip_indices, spaced_indices
-from videoattn.data.transforms import test_views
+from videoattn.data.protocols import ClipSpec, Protocol
+from videoattn.data.transforms import to_clip, to_tchw
 from videoattn.engine.device import for_device
 from videoattn.engine.inference import build_inference_model
 from videoattn.models import capture_attention
@@ -212,22 +212,28 @@ def render_gif(res: AttentionResult, path: str, fps: float = 4.0, dpi: int = 100
 
 
 def load_clip(data: DataConfig, video: str, start_s: Optional[float] = None) -> Tuple[torch.Tensor, List[float]]:
-    """One test clip ``(3, T, H, W)`` (centre crop, normalised) of ``video`` and its frame times (s).
+    """One test clip ``(3, T, H, W)`` (normalised) of ``video`` and its frame times (s), sampled and
+    cropped as ``data.protocol`` tests with one view and one crop.
 
-    ``start_s`` None: the centre clip (as single-view testing samples it); past the video's end:
-    ValueError naming its duration."""
+    ``start_s`` None: that single test view's clip (pyslowfast: the first clip; mmaction2 and
+    videoattn: the centre one); else the clip starting at that time (as a feature window does);
+    past the video's end: ValueError naming its duration."""
+    protocol, spec = Protocol.from_data(data), ClipSpec.from_data(data, 1, 1)
+    protocol.check(spec, "test")
     reader = open_video(video, num_threads=data.decode_threads, backend=config_backend(data))
-    duration = reader.num_frames / reader.fps
-    if start_s is not None and not 0 <= start_s < duration:
-        raise ValueError(f"--start {start_s:g} s is outside {video} ({duration:.2f} s long)")
-    if start_s is None:
-        idx = clip_indices(reader.num_frames, reader.fps, data.num_frames, data.sampling_rate, data.target_fps,
-                           clip_index=0, num_clips=1)
-    else:
-        idx = np.clip(spaced_indices(int(round(start_s * reader.fps)), reader.fps, data.num_frames, data.sampling_rate,
-                                     data.target_fps), 0, reader.num_frames - 1)
-    clip = test_views(reader.get_frames(idx.tolist()), data, num_crops=1)[0]
-    return clip, [i / reader.fps for i in idx.tolist()]
+    try:
+        n, fps = reader.num_frames, reader.fps
+        if start_s is not None and not 0 <= start_s < n / fps:
+            raise ValueError(f"--start {start_s:g} s is outside {video} ({n / fps:.2f} s long)")
+        if start_s is None:
+            idx = protocol.test_indices(n, fps, 0, spec)
+        else:
+            idx = protocol.fit(protocol.window_indices(int(round(start_s * fps)), fps, spec), n)
+        frames = reader.get_frames(idx.tolist())
+    finally:
+        reader.close()
+    clip = to_clip(protocol.test_crop(protocol.test_resize(to_tchw(frames), spec), 0, spec), data)
+    return clip, [i / fps for i in idx.tolist()]
 
 
 def class_names_for(data: DataConfig, num_classes: int) -> List[str]:
