@@ -62,16 +62,22 @@ def exit_on_user_error(distributed: bool = True, interrupted: str = "interrupted
     try:
         yield
     except KeyboardInterrupt as e:
-        print(str(e) or interrupted, file=sys.stderr, flush=True)
-        sys.exit(130)
+        _exit(str(e) or interrupted, 130)
     except (OneLineError, WriteError) as e:
-        sys.exit(f"error: {e}")
+        _exit(f"error: {e}")
     except CheckpointError as e:
-        sys.exit(f"checkpoint error: {e}")
+        _exit(f"checkpoint error: {e}")
     except DecodeError as e:
-        sys.exit(f"video error: {e}")
+        _exit(f"video error: {e}")
     except (FileNotFoundError, ValueError) as e:  # AnnotationError and DecodeError set-up problems are ValueErrors
-        sys.exit(f"error: {e}")
+        _exit(f"error: {e}")
     finally:
         if distributed:
             cleanup()
+
+
+def _exit(line: str, status: int = 1) -> None:
+    """Print ``line`` with a single write (ranks sharing one stderr pipe never interleave a line) and exit."""
+    sys.stderr.write(line + "\n")
+    sys.stderr.flush()
+    sys.exit(status)
