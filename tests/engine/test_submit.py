@@ -148,3 +148,13 @@ def test_no_slurm_here_is_a_one_line_error_from_the_tool(tmp_path):
         'error: cannot submit to SLURM here (Could not detect "srun", are you indeed on a slurm cluster?); '
         "use --local to run on this machine"]
     assert not os.path.exists(tmp_path / "o")
+
+
+def test_a_failing_job_is_one_line_naming_the_remote_error(tmp_path):
+    out = tmp_path / "bad"
+    proc = run([os.path.join(REPO, "tools", "submit.py"), "--config", CONFIG, "--local", "--gpus-per-node", "0",
+                "--tasks-per-node", "1", "--time", "10", f"output_dir={out}", f"data.root={tmp_path}/missing",
+                "device=cpu", "train.batch_size=8"])
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    (line,) = proc.stderr.strip().splitlines()
+    assert line.startswith(f"error: job {job_id_of(proc)} failed: FileNotFoundError: ") and "missing/train.csv" in line

@@ -219,13 +219,23 @@ def main(argv: Optional[Sequence[str]] = None, entry: Optional[Entry] = None) ->
     return status
 
 
+def _failure_line(e: Exception) -> str:
+    """One line from submitit's multi-line errors: the remote exception (the last line of the trace
+    that FailedJobError holds between two dashed rules), else the first two lines."""
+    parts = str(e).split("-" * 22)
+    if len(parts) >= 3:
+        lines = [line.strip() for line in parts[1].splitlines() if line.strip()]
+        if lines:
+            return lines[-1]
+    return " ".join([line.strip() for line in str(e).splitlines() if line.strip()][:2]) or type(e).__name__
+
+
 def _wait(job) -> int:
     """Wait for every task; 0 on success, else 1 with the first line of the failure."""
     try:
         job.results()
     except Exception as e:  # submitit's FailedJobError / UncompletedJobError carry the remote error
-        first = next((line for line in str(e).splitlines() if line.strip()), type(e).__name__)
-        print(f"error: job {job.job_id} failed: {first} (see {job.paths.stderr})", file=sys.stderr)
+        print(f"error: job {job.job_id} failed: {_failure_line(e)} (see {job.paths.stderr})", file=sys.stderr)
         return 1
     print(f"job {job.job_id} finished")
     return 0

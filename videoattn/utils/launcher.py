@@ -164,8 +164,9 @@ def _torchrun(env: Mapping[str, str]) -> LaunchInfo:
     rank, world = _int(env["RANK"], "RANK"), _int(env["WORLD_SIZE"], "WORLD_SIZE", minimum=1)
     local = _int(env["LOCAL_RANK"], "LOCAL_RANK")
     _check_ranks(rank, world, local, TORCHRUN_VARS)
-    if world == 1:
-        return LaunchInfo("torchrun", rank, world, local, env.get("MASTER_ADDR", ""), int(env.get("MASTER_PORT") or 0))
+    if world == 1:  # torchrun --nproc_per_node=1: no rendezvous needed
+        port = _int(env["MASTER_PORT"], "MASTER_PORT") if env.get("MASTER_PORT", "").strip() else 0
+        return LaunchInfo("torchrun", rank, world, local, env.get("MASTER_ADDR", "").strip(), port)
     _require(env, ("MASTER_ADDR", "MASTER_PORT"), "torchrun", "RANK, WORLD_SIZE, LOCAL_RANK")
     addr, port = _master(env, None, None, "", "")
     return LaunchInfo("torchrun", rank, world, local, addr, port)
@@ -181,8 +182,8 @@ def _srun(env: Mapping[str, str], check_gpus: bool) -> LaunchInfo:
         if value.isdigit():  # known (other forms, e.g. heterogeneous jobs, are not checked)
             n = int(value)
             if local >= n:
-                raise LauncherError(f"inconsistent SLURM variables: SLURM_LOCALID={local} must be < {limit}={n} "
-                                    f"(one task per GPU: --ntasks-per-node must equal the GPUs per node)")
+                hint = " (one task per GPU: --ntasks-per-node must equal the GPUs per node)" if "GPU" in limit else ""
+                raise LauncherError(f"inconsistent SLURM variables: SLURM_LOCALID={local} must be < {limit}={n}{hint}")
     nodes = env.get("SLURM_STEP_NODELIST", "").strip() or env.get("SLURM_JOB_NODELIST", "").strip() \
         or env.get("SLURM_NODELIST", "").strip()
     first = parse_nodelist(nodes)[0] if nodes and not env.get("MASTER_ADDR", "").strip() else None
