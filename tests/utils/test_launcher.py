@@ -2,17 +2,15 @@
 2-process gloo job started with SLURM_* variables only (no torchrun)."""
 import json
 import os
-import socket
-import subprocess
-import sys
 
 import pytest
+
+from slurmkit import finish, free_port_job_id, start_tasks
 
 from videoattn.utils.launcher import (LaunchInfo, LauncherError, detect_launcher, env_for, export_env,
                                       parse_nodelist, port_from_job_id)
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-REPO = os.path.dirname(os.path.dirname(HERE))
 
 # Forms SLURM writes in SLURM_JOB_NODELIST / SLURM_STEP_NODELIST, and their expansion (by hand).
 NODELISTS = [
@@ -87,6 +85,23 @@ def test_torchrun_wins_over_slurm():
     assert detect_launcher(env) == LaunchInfo("torchrun", 9, 16, 1, "gpu07", 29500)
 
 
+def test_detection_names_the_same_launcher_after_the_export():
+    """init_distributed exports RANK/WORLD_SIZE/LOCAL_RANK (env://); detecting again, e.g. in a
+    second tool call of the same process, must still say srun, not torchrun."""
+    for env in (slurm_env(procid=1, ntasks=2, localid=1),
+                {"SUBMITIT_EXECUTOR": "local", "SUBMITIT_LOCAL_GLOBALID": "1", "SUBMITIT_LOCAL_LOCALID": "1",
+                 "SUBMITIT_LOCAL_NTASKS": "2", "SUBMITIT_LOCAL_JOB_ID": "31337"}):
+        first = detect_launcher(env)
+        export_env(first, env)
+        assert detect_launcher(env) == first and first.launcher in ("srun", "submitit-local")
+    env["WORLD_SIZE"] = "4"  # variables that differ from the launcher's own: a torchrun inside the job
+    assert detect_launcher(env).launcher == "torchrun"
+    env = slurm_env(procid=1, ntasks=2, localid=1)
+    export_env(detect_launcher(env), env)
+    env["TORCHELASTIC_RUN_ID"] = "none"  # srun torchrun --nnodes=2 --nproc_per_node=1: torchrun's own
+    assert detect_launcher(env).launcher == "torchrun"
+
+
 def test_submitit_local_executor_variables():
     """What submitit's LocalExecutor sets (no SLURM_*): SUBMITIT_EXECUTOR=local and SUBMITIT_LOCAL_*."""
     env = {"SUBMITIT_EXECUTOR": "local", "SUBMITIT_LOCAL_GLOBALID": "1", "SUBMITIT_LOCAL_LOCALID": "1",
@@ -138,55 +153,14 @@ def test_gpu_check_can_be_turned_off_for_cpu_runs():
     assert detect_launcher(slurm_env(localid=2, SLURM_NTASKS_PER_NODE="2(x3)")).local_rank == 2
 
 
-def _free_port_job_id() -> str:
-    """A job id whose derived port (10000 + id % 20000) is free here now."""
-    for port in range(10000 + os.getpid() % 19000, 30000):
-        with socket.socket() as s:
-            try:
-                s.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-        return str(port - 10000 + 20000 * 37)
-    raise RuntimeError("no free port")
-
-
-def clean_env(**extra) -> dict:
-    """This environment minus every launcher variable, plus ``extra``."""
-    drop = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT", "LOCAL_WORLD_SIZE", "GROUP_RANK")
-    env = {k: v for k, v in os.environ.items()
-           if k not in drop and not k.startswith(("SLURM_", "SUBMITIT_", "TORCHELASTIC_"))}
-    env.update(OMP_NUM_THREADS="1", PYTHONPATH=REPO, **extra)
-    return env
-
-
 def start_srun_tasks(mode, out, ntasks=2, extra_args=(), **extra):
-    """``ntasks`` processes with the variables srun gives its tasks on one node (no torchrun)."""
-    job_id = _free_port_job_id()
-    procs = []
-    for rank in range(ntasks):
-        slurm = dict(SLURM_PROCID=str(rank), SLURM_NTASKS=str(ntasks), SLURM_LOCALID=str(rank), SLURM_NODEID="0",
-                     SLURM_JOB_ID=job_id, SLURM_JOB_NODELIST="localhost", SLURM_STEP_NODELIST="localhost",
-                     SLURM_NTASKS_PER_NODE=str(ntasks))
-        env = clean_env(**{**slurm, **extra})
-        cmd = [sys.executable, os.path.join(HERE, "slurm_worker.py"), mode, str(out), *map(str, extra_args)]
-        procs.append(subprocess.Popen(cmd, env=env, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                      text=True))
-    return procs, job_id
+    """``ntasks`` slurm_worker.py processes with the variables srun gives its tasks on one node (no torchrun)."""
+    job_id = free_port_job_id()
+    args = [os.path.join(HERE, "slurm_worker.py"), mode, str(out), *extra_args]
+    return start_tasks(args, ntasks, job_id, **extra), job_id
 
 
-def finish(procs, timeout=120):
-    outs = []
-    for p in procs:
-        try:
-            o, e = p.communicate(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            for q in procs:
-                q.kill()
-            raise
-        outs.append((p.returncode, o, e))
-    return outs
-
-
+@pytest.mark.slow
 def test_two_srun_tasks_initialise_gloo_and_all_reduce(tmp_path):
     procs, job_id = start_srun_tasks("allreduce", tmp_path)
     for rc, o, e in finish(procs):
@@ -202,6 +176,7 @@ def test_two_srun_tasks_initialise_gloo_and_all_reduce(tmp_path):
         assert rep["sum"] == [3.0, 30.0]  # (1 + 2) and (10 + 20) over the two ranks
 
 
+@pytest.mark.slow
 def test_inconsistent_srun_variables_stop_the_worker_with_one_line(tmp_path):
     procs, _ = start_srun_tasks("allreduce", tmp_path, ntasks=1, SLURM_NTASKS="")  # SLURM_NTASKS empty
     (rc, out, err), = finish(procs)

@@ -9,7 +9,8 @@ import time
 
 import pytest
 
-from test_launcher import finish, start_srun_tasks
+from slurmkit import finish
+from test_launcher import start_srun_tasks
 from videoattn.utils.preemption import (REQUEUE_EXIT_CODE, TERMINATED_EXIT_CODE, PreemptionHandler,
                                         ignore_signals)
 
@@ -88,6 +89,7 @@ def test_install_outside_the_main_thread_is_refused():
     assert len(errors) == 1 and "main thread" in errors[0]
 
 
+@pytest.mark.slow
 def test_ignore_signals_in_a_child(tmp_path):
     """What a DataLoader worker does in worker_init_fn: it survives the step-wide signal."""
     import subprocess
@@ -104,6 +106,7 @@ def test_ignore_signals_in_a_child(tmp_path):
     assert p.returncode == -signal.SIGUSR1  # without it the default action kills the process
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("sig,target,code", [(signal.SIGUSR1, 1, REQUEUE_EXIT_CODE),
                                              (signal.SIGTERM, 0, TERMINATED_EXIT_CODE)])
 def test_two_ranks_stop_at_the_same_iteration_when_one_gets_a_real_signal(tmp_path, sig, target, code):

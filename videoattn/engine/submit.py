@@ -5,8 +5,8 @@
 
 One task per GPU (``tasks_per_node = gpus_per_node``); each task runs :class:`TrainJob`, which
 turns the launcher's variables (``SLURM_*`` under SLURM, ``SUBMITIT_LOCAL_*`` locally) into
-torch.distributed's ``env://`` variables (:mod:`videoattn.utils.launcher`) and calls the training
-entry point with ``--config CFG key=value ... output_dir=ABS``. The submitit folder (job script,
+torch.distributed's ``env://`` variables (:mod:`videoattn.utils.launcher`) and runs the training of
+``tools/train_net.py`` (:func:`run_training`) with ``--config CFG key=value ... output_dir=ABS``. The submitit folder (job script,
 pickles, one ``<job>_<task>_log.out/.err`` per task) is ``output_dir/slurm/<job id>/``.
 
 Time limit and preemption: SLURM sends SIGUSR1 ``--signal-delay`` seconds (default 120) before
@@ -29,6 +29,10 @@ import signal
 import sys
 from typing import Callable, List, Optional, Sequence
 
+from videoattn.config import ConfigError, load_config
+from videoattn.engine.train import train
+from videoattn.models.presets import resolve_model_config
+from videoattn.utils.distributed import per_process_batch
 from videoattn.utils.launcher import LauncherError, detect_launcher, export_env
 from videoattn.utils.preemption import REQUEUE_EXIT_CODE
 
@@ -91,11 +95,21 @@ def job_argv(args: argparse.Namespace, output_dir: str) -> List[str]:
     return ["--config", os.path.abspath(args.config), *args.opts, f"output_dir={output_dir}"]
 
 
+def run_training(argv: Sequence[str]) -> int:
+    """The job's default entry point: ``tools/train_net.py``'s training for ``argv`` (``--config CFG
+    key=value ...``) in this task. Returns 0, or 75 / 143 when it stopped on a signal with a
+    checkpoint written; an error is raised (submitit reports it to the submitter)."""
+    config, overrides = argv[1], list(argv[2:])
+    cfg = load_config(config, overrides)
+    cfg.model = resolve_model_config(cfg.model)
+    return train(cfg).exit_code
+
+
 class TrainJob:
     """The submitted callable, run once per task; submitit requeues it through :meth:`checkpoint`.
 
     ``entry``: the training entry point ``entry(argv) -> exit status`` (default
-    ``videoattn.engine.train.main``); a test passes its own.
+    :func:`run_training`); a test passes its own.
     """
 
     def __init__(self, argv: Sequence[str], entry: Optional[Entry] = None) -> None:
@@ -106,10 +120,7 @@ class TrainJob:
         info = detect_launcher()
         export_env(info)
         print(info.describe(), flush=True)
-        entry = self.entry
-        if entry is None:
-            from videoattn.engine.train import main as entry
-        status = entry(list(self.argv))
+        status = (self.entry or run_training)(list(self.argv))
         if status == REQUEUE_EXIT_CODE:
             _hand_over_to_submitit(info.rank)
         if status:
@@ -184,18 +195,14 @@ def submit(args: argparse.Namespace, tasks: int, output_dir: str, entry: Optiona
 
 def load_output_dir(args: argparse.Namespace, tasks: int) -> str:
     """Load the config as the job will (a bad key fails here, not in the queue); absolute output_dir."""
-    from videoattn.config.loader import load_config
-    from videoattn.engine.train import check_batch_size
-
     cfg = load_config(args.config, args.opts)
-    check_batch_size(cfg.train.batch_size, args.nodes * tasks)
+    resolve_model_config(cfg.model)
+    per_process_batch(cfg.train.batch_size, "train.batch_size", args.nodes * tasks)
     return os.path.abspath(cfg.output_dir)
 
 
 def main(argv: Optional[Sequence[str]] = None, entry: Optional[Entry] = None) -> int:
     """Submit (and with ``--local``/``--wait`` wait for) the job; 1 with a one-line error."""
-    from videoattn.config.loader import ConfigError
-
     args = build_parser().parse_args(argv)
     try:
         tasks = check_args(args)

@@ -8,7 +8,8 @@
 Detection order (the first that applies wins):
 
 * ``torchrun``: ``RANK``, ``WORLD_SIZE`` or ``LOCAL_RANK`` set (also ``srun torchrun ...``, one
-  torchrun per node: torchrun's variables describe the worker, SLURM's the node).
+  torchrun per node: torchrun's variables describe the worker, SLURM's the node), unless they are
+  the ones :func:`export_env` wrote for srun / submitit-local (detection is stable after the export).
 * ``submitit-local``: ``SUBMITIT_EXECUTOR=local`` (submitit's local executor sets only its own
   ``SUBMITIT_LOCAL_GLOBALID/LOCALID/NTASKS/JOB_ID``, no ``SLURM_*``); one node, master 127.0.0.1.
 * ``srun``: ``SLURM_PROCID`` set (with ``SLURM_NTASKS``, ``SLURM_LOCALID``, and ``SLURM_STEP_NODELIST``
@@ -215,12 +216,32 @@ def detect_launcher(env: Optional[Mapping[str, str]] = None, check_gpus: bool = 
     """
     env = os.environ if env is None else env
     if any(env.get(n, "").strip() for n in TORCHRUN_VARS):
-        return _torchrun(env)
+        return _exported(env, check_gpus) or _torchrun(env)
+    return _slurm_or_local(env, check_gpus) or LaunchInfo("single", 0, 1, 0, "", 0)
+
+
+def _slurm_or_local(env: Mapping[str, str], check_gpus: bool) -> Optional[LaunchInfo]:
     if env.get("SUBMITIT_EXECUTOR", "") == "local":
         return _submitit_local(env)
     if any(env.get(n, "").strip() for n in SLURM_VARS):
         return _srun(env, check_gpus)
-    return LaunchInfo("single", 0, 1, 0, "", 0)
+    return None
+
+
+def _exported(env: Mapping[str, str], check_gpus: bool) -> Optional[LaunchInfo]:
+    """The srun / submitit-local launch whose ``env://`` variables :func:`export_env` already wrote
+    into ``env`` (they equal what that launcher gives), so that detecting again after the export
+    names the same launcher. None under torchrun (it sets ``TORCHELASTIC_RUN_ID``; also
+    ``srun torchrun``) or when the variables differ."""
+    if env.get("TORCHELASTIC_RUN_ID", "").strip():
+        return None
+    try:
+        own = _slurm_or_local(env, check_gpus)
+    except LauncherError:
+        return None
+    if own is None or any(env.get(k) != v for k, v in env_for(own).items()):
+        return None
+    return own
 
 
 def env_for(info: LaunchInfo) -> Dict[str, str]:
