@@ -108,6 +108,17 @@ class PreemptionHandler:
         """This process got a signal (local; not agreed with the other ranks)."""
         return self._level > 0
 
+    @property
+    def level(self) -> int:
+        """This process's flag as a number to all-reduce (MAX) with others' (0: no signal); pass
+        the agreed maximum to :meth:`agree`. Lets a loop share an all-reduce it does anyway."""
+        return self._level
+
+    def agree(self, agreed_level: int) -> bool:
+        """Record the all-rank maximum of :attr:`level`; returns whether to stop (as :meth:`should_stop`)."""
+        self._agreed = int(agreed_level)
+        return self._agreed > 0
+
     def should_stop(self, device: Optional[torch.device] = None, group=None) -> bool:
         """Whether any rank got a signal: an all-reduce (MAX) of the local flag over ``group``.
 
@@ -118,8 +129,7 @@ class PreemptionHandler:
         flag = torch.tensor([self._level], dtype=torch.int32, device=device)
         if dist.is_available() and dist.is_initialized() and dist.get_world_size(group) > 1:
             dist.all_reduce(flag, op=dist.ReduceOp.MAX, group=group)
-        self._agreed = int(flag.item())
-        return self._agreed > 0
+        return self.agree(int(flag.item()))
 
     @property
     def exit_code(self) -> int:
