@@ -44,6 +44,7 @@ def task_logs(out: str, task: int, job: str = "") -> str:
     return "".join(open(os.path.join(folder, f"{job}_{task}_log.{k}")).read() for k in ("out", "err"))
 
 
+@pytest.mark.slow
 def test_submit_local_trains_and_a_new_submission_resumes(synthetic_root, tmp_path):
     out = str(tmp_path / "out")
     proc = submit_local(*small_overrides(synthetic_root, out, "solver.max_epoch=1"))
@@ -69,6 +70,7 @@ def test_submit_local_trains_and_a_new_submission_resumes(synthetic_root, tmp_pa
     assert not torch.equal(resumed["model_state"]["head.proj.weight"], final["model_state"]["head.proj.weight"])
 
 
+@pytest.mark.slow
 def test_requeue_after_an_agreed_stop_goes_through_submitit(tmp_path):
     """Rank 1 gets a real SIGUSR1; both ranks stop at the same iteration and return 75; rank 0 hands
     the signal to submitit's handler, which calls TrainJob.checkpoint() and requeues (the local
@@ -89,6 +91,7 @@ def test_requeue_after_an_agreed_stop_goes_through_submitit(tmp_path):
     assert log0.count("launcher submitit-local: rank 0 of 2") == 2 and log1.count("Job completed successfully") == 1
 
 
+@pytest.mark.slow
 def test_sbatch_script_asks_for_usr1_before_the_limit_and_one_task_per_gpu(tmp_path):
     """The parameters, through submitit's own sbatch writer (no srun here to build a SlurmExecutor)."""
     code = f"""
@@ -140,6 +143,7 @@ def test_usage_errors_are_one_line(tmp_path, capsys, monkeypatch, args, message)
     assert "SUBMITIT_PREEMPT_SIGNAL" not in os.environ  # import_submitit() was not reached
 
 
+@pytest.mark.slow
 def test_no_slurm_here_is_a_one_line_error_from_the_tool(tmp_path):
     proc = run([os.path.join(REPO, "tools", "submit.py"), "--config", CONFIG, "--time", "60", "--nodes", "2",
                 "--gpus-per-node", "4", "--partition", "p", f"output_dir={tmp_path}/o"], timeout=120)
@@ -150,6 +154,7 @@ def test_no_slurm_here_is_a_one_line_error_from_the_tool(tmp_path):
     assert not os.path.exists(tmp_path / "o")
 
 
+@pytest.mark.slow
 def test_a_failing_job_is_one_line_naming_the_remote_error(tmp_path):
     out = tmp_path / "bad"
     proc = run([os.path.join(REPO, "tools", "submit.py"), "--config", CONFIG, "--local", "--gpus-per-node", "0",
