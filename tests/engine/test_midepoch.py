@@ -111,6 +111,9 @@ def test_interrupts_with_real_signals_timer_and_exit_codes():
         assert it.stop_requested() and it.handler.exit_code == REQUEUE_EXIT_CODE
         raise it.stopped("in epoch 1 at iteration 2/6", "ck.pyth")
     assert it.exit_code == REQUEUE_EXIT_CODE and signal.getsignal(signal.SIGUSR1) == before
+    with Interrupts(0.0, info) as it:                    # SIGUSR2 (an old NCCL takes USR1): requeue too
+        os.kill(os.getpid(), signal.SIGUSR2)
+        assert it.stop_requested() and it.handler.exit_code == REQUEUE_EXIT_CODE
     timed = Interrupts(1.0, info)                        # train.checkpoint_period_minutes=1
     assert timed.flags() == (0, 0)
     timed.last_save -= 61                                # a minute and a bit later

@@ -35,6 +35,7 @@ from videoattn.utils.distributed import DistInfo, all_gather_object, all_reduce_
 from videoattn.utils.preemption import REQUEUE_EXIT_CODE, PreemptionHandler
 
 logger = logging.getLogger(__name__)
+SIGNALS = (signal.SIGUSR1, signal.SIGUSR2, signal.SIGTERM)  # USR2: for NCCL 2.12.x, which took USR1
 
 
 class TrainingStopped(Exception):
@@ -48,14 +49,15 @@ class TrainingStopped(Exception):
 class Interrupts:
     """The preemption signals (any rank) and rank 0's checkpoint timer, as flags the loop all-reduces.
 
-    ``with Interrupts(...)`` installs flag-only SIGUSR1/SIGTERM handlers (main thread only) and puts
-    the previous ones back; it ends a :class:`TrainingStopped` quietly (``exit_code`` says why).
+    ``with Interrupts(...)`` installs flag-only SIGUSR1/SIGUSR2/SIGTERM handlers (main thread only)
+    and puts the previous ones back; it ends a :class:`TrainingStopped` quietly (``exit_code`` says
+    why).
     """
 
     def __init__(self, period_minutes: float, info: DistInfo) -> None:
         self.period_s = 60.0 * period_minutes
         self.info = info
-        self.handler = PreemptionHandler()
+        self.handler = PreemptionHandler(SIGNALS)
         self.last_save = time.monotonic()
         self.exit_code = 0
 

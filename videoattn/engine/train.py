@@ -158,8 +158,8 @@ def _train(cfg: Config, info: DistInfo) -> TrainResult:
                                                                                          info.device))
     if info.is_main:
         save_config(cfg, os.path.join(cfg.output_dir, "config.yaml"))
-    logger.info("training on %d process(es) (launcher %s), device %s, global batch %d (%d per process)",
-                info.world_size, info.launcher, info.device, cfg.train.batch_size, cfg.train.batch_size // info.world_size)
+    logger.info("training on %d process(es) (%s), device %s, global batch %d (%d per process)", info.world_size,
+                info.launcher, info.device, cfg.train.batch_size, cfg.train.batch_size // info.world_size)
     seed_everything(cfg.seed)  # identical initial weights on every rank
     model = build_model(cfg.model).to(info.device)
     train_loader, val_loader = _loaders(cfg, info)

@@ -203,8 +203,9 @@ def main_process_lock(folder: str) -> Iterator[None]:
 @contextlib.contextmanager
 def distributed_run(cfg, lock_folder: str) -> Iterator[DistInfo]:
     """What every tool does around its work: initialise the process group with the
-    ``dist_timeout_minutes`` timeout (logging the launcher detected), lock ``lock_folder`` (:func:`main_process_lock`), name that key
-    when a collective times out, and tear the group down at the end."""
+    ``dist_timeout_minutes`` timeout (logging the launcher detected), lock ``lock_folder``
+    (:func:`main_process_lock`), name that key when a collective times out, and tear the group
+    down at the end."""
     minutes = cfg.dist_timeout_minutes
     info = init_distributed(cfg.device, timeout_s=60 * minutes)
     logger.info("%s, device %s", info.launch.describe(), info.device)
