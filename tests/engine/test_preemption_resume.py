@@ -135,7 +135,7 @@ def test_signals_during_validation_and_during_a_checkpoint_write(synthetic_root,
                              extra)
     assert rc == 75, err[-3000:]
     written = ck.epoch_checkpoint_path(out, 2)
-    assert f"stopped in epoch 3 at iteration 2/6 (signal SIGUSR1 on this rank)" in log
+    assert "stopped in epoch 3 at iteration 2/6 (signal SIGUSR1 on this rank)" in log
     assert ck.is_complete_checkpoint(written) and ck.load_checkpoint(written)["global_step"] == 6
     assert _mid_epoch_files(out) == ["checkpoint_epoch_00003_iter_000002.pyth"]  # epoch 2's are superseded
     _clean(out)

@@ -11,8 +11,7 @@ import pytest
 
 from slurmkit import finish
 from test_launcher import start_srun_tasks
-from videoattn.utils.preemption import (REQUEUE_EXIT_CODE, TERMINATED_EXIT_CODE, PreemptionHandler,
-                                        ignore_signals)
+from videoattn.utils.preemption import REQUEUE_EXIT_CODE, TERMINATED_EXIT_CODE, PreemptionHandler
 
 
 @pytest.fixture

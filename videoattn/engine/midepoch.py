@@ -26,12 +26,11 @@ import signal
 import time
 from typing import Iterator, Optional, Tuple
 
-import torch
 
 from videoattn.config import config_to_dict
 from videoattn.engine import checkpoint as ckpt_lib
 from videoattn.engine.meter import Clock, Meter
-from videoattn.utils.distributed import DistInfo, all_gather_object, all_reduce_
+from videoattn.utils.distributed import DistInfo, all_gather_object
 from videoattn.utils.preemption import REQUEUE_EXIT_CODE, PreemptionHandler
 
 logger = logging.getLogger(__name__)
@@ -89,8 +88,7 @@ class Interrupts:
     def stop_requested(self) -> bool:
         """Whether any rank got a signal since the last update (one all-reduce; every rank calls it):
         a signal during validation or a checkpoint write is acted on at the epoch's end."""
-        level = torch.tensor([self.handler.level], dtype=torch.int32, device=self.info.device)
-        return self.handler.agree(int(all_reduce_(level, "max").item()))
+        return self.handler.should_stop(self.info.device)
 
     def saved(self) -> None:
         """A checkpoint was written: restart the timer."""

@@ -47,7 +47,8 @@ import threading
 from typing import Iterable, Optional, Sequence
 
 import torch
-import torch.distributed as dist
+
+from videoattn.utils.distributed import all_reduce_
 
 REQUEUE_EXIT_CODE = 75            # sysexits.h EX_TEMPFAIL: "temporary failure, try again"
 TERMINATED_EXIT_CODE = 128 + signal.SIGTERM
@@ -119,17 +120,15 @@ class PreemptionHandler:
         self._agreed = int(agreed_level)
         return self._agreed > 0
 
-    def should_stop(self, device: Optional[torch.device] = None, group=None) -> bool:
-        """Whether any rank got a signal: an all-reduce (MAX) of the local flag over ``group``.
+    def should_stop(self, device: Optional[torch.device] = None) -> bool:
+        """Whether any rank got a signal: an all-reduce (MAX) of the local flag over all ranks.
 
         A collective: every rank must call it at the same iterations. ``device``: where the
-        one-element tensor lives; it must be the rank's CUDA device for NCCL (CPU for gloo).
-        Without an initialised process group this is the local flag.
+        one-element tensor lives (the run's device; a CPU tensor also works under NCCL, see
+        :func:`videoattn.utils.distributed.all_reduce_`). In a single process this is the local flag.
         """
         flag = torch.tensor([self._level], dtype=torch.int32, device=device)
-        if dist.is_available() and dist.is_initialized() and dist.get_world_size(group) > 1:
-            dist.all_reduce(flag, op=dist.ReduceOp.MAX, group=group)
-        return self.agree(int(flag.item()))
+        return self.agree(int(all_reduce_(flag, "max").item()))
 
     @property
     def exit_code(self) -> int:
