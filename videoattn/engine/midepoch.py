@@ -26,7 +26,6 @@ import signal
 import time
 from typing import Iterator, Optional, Tuple
 
-
 from videoattn.config import config_to_dict
 from videoattn.engine import checkpoint as ckpt_lib
 from videoattn.engine.meter import Clock, Meter
