@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Sliding-window feature extraction; also under torchrun (videos sharded across processes).
+"""Sliding-window feature extraction; also under torchrun or srun (videos sharded across processes).
 
     python tools/extract_features.py --config CFG --checkpoint PATH \
         --input LIST_OR_FOLDER_OR_VIDEO --output DIR [features.stride_seconds=1.0 features.layer=res4 ...]
@@ -7,11 +7,10 @@
 Writes DIR/<video id>.npy (num_windows, D), DIR/<video id>.json (window times), DIR/index.csv and
 DIR/failed.csv; re-running skips finished videos. See videoattn/engine/extract.py.
 """
-import os
 import sys
 
 from videoattn.cli import add_checkpoint_argument, config_parser, exit_on_user_error, parse_config
-from videoattn.utils.distributed import distributed_run
+from videoattn.utils.distributed import distributed_run, launch_rank
 from videoattn.engine.extract import extract_features
 from videoattn.engine.logger import setup_logging
 
@@ -22,7 +21,7 @@ def main(argv=None) -> int:
     parser.add_argument("--input", required=True, help="a video, a folder of videos, or a list (CSV/txt) of videos")
     parser.add_argument("--output", required=True, help="output folder")
     args, cfg = parse_config(parser, argv)
-    setup_logging(int(os.environ.get("RANK", "0")))
+    setup_logging(launch_rank())
     with exit_on_user_error(interrupted=f"interrupted; finished videos are kept in {args.output} and a re-run "
                                         "does the rest"), distributed_run(cfg, args.output):
         extract_features(cfg, args.input, args.output, args.checkpoint, trust=args.trust_checkpoint)

@@ -1,21 +1,25 @@
 #!/usr/bin/env python
-"""Train a video model: one process, or one per device under torchrun.
+"""Train a video model: one process, or one per device under torchrun or srun.
 
     python tools/train_net.py --config configs/synthetic/I3D_NL_CBAM_R18.yaml [key=value ...]
     torchrun --nproc_per_node=2 tools/train_net.py --config CFG [key=value ...]
+    srun --ntasks-per-node=8 --gpus-per-node=8 python tools/train_net.py --config CFG [key=value ...]
 
 ``train.batch_size`` is the global batch over all processes; see videoattn/engine/train.py.
+Exit status: 0 done; 1 error (one line); 130 Ctrl-C; after SIGUSR1 (SLURM's warning before the
+time limit) 75 = "requeue me" and after SIGTERM 143, both with a checkpoint written that a re-run
+resumes from (see videoattn/utils/preemption.py).
 """
-import os
 import sys
 
 from videoattn.cli import add_trust_argument, config_parser, exit_on_user_error, parse_config
 from videoattn.engine.train import train
+from videoattn.utils.distributed import launch_rank
 from videoattn.utils.serialization import CheckpointError
 
 
 def main(argv=None) -> int:
-    parser = config_parser("Train a video model: one process, or one per device under torchrun "
+    parser = config_parser("Train a video model: one process, or one per device under torchrun or srun "
                            "(torchrun --nproc_per_node=N tools/train_net.py --config CFG).")
     add_trust_argument(parser)  # = train.trust_checkpoint=true
     args, cfg = parse_config(parser, argv)
@@ -25,11 +29,10 @@ def main(argv=None) -> int:
         return 0
     with exit_on_user_error(distributed=False):  # locked/unwritable output_dir, disk full, timeout, Ctrl-C
         try:
-            train(cfg)
+            return train(cfg).exit_code  # 75 / 143: stopped on a signal, checkpoint written
         except (ValueError, FloatingPointError, CheckpointError) as e:
-            print(f"error (rank {os.environ.get('RANK', '0')}): {type(e).__name__}: {e}", file=sys.stderr, flush=True)
+            print(f"error (rank {launch_rank()}): {type(e).__name__}: {e}", file=sys.stderr, flush=True)
             return 1
-    return 0
 
 
 if __name__ == "__main__":

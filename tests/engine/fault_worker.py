@@ -5,6 +5,12 @@
     fault_worker.py stall RANK SECONDS MARKER TOOL [args]  on rank RANK, training's first all-reduce
         sleeps SECONDS (a stalled, not a dead, process) after creating the file MARKER
     fault_worker.py kill_after_saves N TOOL [args]       SIGKILL right after the (N+1)-th numpy.save
+    fault_worker.py signal_at_update RANKS K SIG TOOL [args]  on the ranks RANKS ("1", "0,1"), a real
+        signal SIG (USR1, TERM) to this process right after its K-th optimizer update (counted from 1
+        in this process), i.e. in the middle of the epoch between two update boundaries
+    fault_worker.py signal_in_eval RANKS SIG TOOL [args]  the signal as the first validation starts
+    fault_worker.py signal_in_write NAME SIG TOOL [args]  the signal halfway through the first write
+        to the first file opened for writing whose name contains NAME (then the write goes on)
 
 TOOL is a script under tools/, run as ``__main__`` with the remaining arguments (also under torchrun).
 """
@@ -13,6 +19,7 @@ import errno
 import io
 import os
 import runpy
+import signal
 import sys
 import time
 
@@ -88,6 +95,73 @@ def inject_kill_after(count: int) -> None:
     np.save = save_then_die
 
 
+def _rank() -> int:
+    return int(os.environ.get("RANK", "0"))  # exported by init_distributed under every launcher
+
+
+def _send(sig: str) -> None:
+    os.kill(os.getpid(), getattr(signal, "SIG" + sig))
+
+
+def inject_signal_at_update(ranks: str, k: int, sig: str) -> None:
+    import videoattn.engine.train as train
+
+    real, calls = train._update, [0]
+
+    def update_then_signal(*args, **kwargs):
+        real(*args, **kwargs)
+        calls[0] += 1
+        if calls[0] == k and str(_rank()) in ranks.split(","):
+            _send(sig)
+
+    train._update = update_then_signal
+
+
+def inject_signal_in_eval(ranks: str, sig: str) -> None:
+    import videoattn.engine.train as train
+
+    real, armed = train.evaluate_clips, [True]
+
+    def signal_then_evaluate(*args, **kwargs):
+        if armed[0] and str(_rank()) in ranks.split(","):
+            armed[0] = False
+            _send(sig)
+        return real(*args, **kwargs)
+
+    train.evaluate_clips = signal_then_evaluate
+
+
+class SignalledWrite(io.FileIO):
+    """A real file whose first write is interrupted halfway by the signal ``sig`` (and then goes on)."""
+
+    sig = "USR1"
+
+    def write(self, data) -> int:
+        if getattr(self, "sent", False):
+            return super().write(data)
+        self.sent = True
+        view = memoryview(data)
+        n = super().write(view[: len(view) // 2])
+        _send(self.sig)
+        return n + super().write(view[len(view) // 2:])
+
+
+def inject_signal_in_write(name: str, sig: str) -> None:
+    import videoattn.utils.io
+
+    armed = [True]
+
+    def signal_open(file, mode="r", *args, **kwargs):
+        if armed[0] and isinstance(file, str) and name in os.path.basename(file) and "w" in mode:
+            armed[0] = False
+            f = SignalledWrite(file, mode.replace("b", "").replace("t", ""))
+            f.sig = sig
+            return f
+        return builtins.open(file, mode, *args, **kwargs)
+
+    videoattn.utils.io.open = signal_open
+
+
 if __name__ == "__main__":
     mode = sys.argv[1]
     if mode == "enospc":
@@ -99,6 +173,15 @@ if __name__ == "__main__":
     elif mode == "kill_after_saves":
         inject_kill_after(int(sys.argv[2]))
         tool_args = sys.argv[3:]
+    elif mode == "signal_at_update":
+        inject_signal_at_update(sys.argv[2], int(sys.argv[3]), sys.argv[4])
+        tool_args = sys.argv[5:]
+    elif mode == "signal_in_eval":
+        inject_signal_in_eval(sys.argv[2], sys.argv[3])
+        tool_args = sys.argv[4:]
+    elif mode == "signal_in_write":
+        inject_signal_in_write(sys.argv[2], sys.argv[3])
+        tool_args = sys.argv[4:]
     else:
         sys.exit(f"unknown mode {mode}")
     sys.argv = tool_args

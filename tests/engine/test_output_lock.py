@@ -212,3 +212,32 @@ def test_several_processes_taking_over_one_stale_lock_one_wins(tmp_path):
     won = [o for o in outcomes if o[0] == "won"]
     assert len(won) == 1, outcomes
     assert all("in use by another run" in o[1] and f"pid {won[0][1]}" in o[1] for o in outcomes if o[0] == "lost")
+
+
+def test_a_requeued_slurm_job_takes_over_the_lock_of_its_earlier_run(tmp_path, monkeypatch, caplog):
+    """SLURM killed the job at its time limit on gpu-node-17 (no clean release) and requeued it; the
+    new run (same SLURM_JOB_ID, SLURM_RESTART_COUNT one higher) starts on another node. Any other
+    job, or the same run, is still refused."""
+    folder, path = str(tmp_path), os.path.join(str(tmp_path), LOCK_NAME)
+    earlier = dict(host="gpu-node-17", pid=4242, slurm_job_id="981", slurm_restart_count=0)
+    for job, restarts in (("982", "1"), ("981", "0"), ("", "1")):   # another job; not requeued; no job
+        record = _write_lock(folder, **earlier)
+        monkeypatch.setenv("SLURM_JOB_ID", job)
+        monkeypatch.setenv("SLURM_RESTART_COUNT", restarts)
+        with pytest.raises(LockError, match="locked by a run on another host"):
+            acquire(folder)
+        assert read_lock(path) == record
+    _write_lock(folder, **earlier)
+    monkeypatch.setenv("SLURM_JOB_ID", "981")
+    monkeypatch.setenv("SLURM_RESTART_COUNT", "1")
+    with caplog.at_level("WARNING"):
+        mine = acquire(folder)
+    assert read_lock(path) == mine and (mine["slurm_job_id"], mine["slurm_restart_count"]) == ("981", 1)
+    assert "took over the stale lock" in caplog.text and "earlier run of SLURM job 981 (requeued)" in caplog.text
+    release(folder, mine)
+    # On this host, a live holder of the same job is never taken over (pid and start time checked).
+    record = _write_lock(folder, pid=os.getpid(), process_start=process_start(os.getpid()), slurm_job_id="981",
+                         slurm_restart_count=0)
+    with pytest.raises(LockError, match="in use by another run"):
+        acquire(folder)
+    assert read_lock(path) == record

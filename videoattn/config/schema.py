@@ -155,6 +155,7 @@ class TrainConfig:
     batch_size: int = at_least(1, 64)     # global batch (all processes), as PySlowFast
     eval_period: int = at_least(0, 1)     # epochs between validations (0: none)
     checkpoint_period: int = at_least(1, 1)  # epochs between checkpoints
+    checkpoint_period_minutes: float = at_least(0, 0.0)  # also a mid-epoch checkpoint every N minutes (0 = off)
     keep_last: int = at_least(0, 3)       # periodic checkpoints kept (0: all; best and final are kept too)
     auto_resume: bool = True              # resume from the newest valid checkpoint in output_dir
     checkpoint_file: str = ""             # initial weights (fine-tuning); ignored when resuming

@@ -6,14 +6,15 @@ from typing import Dict, Iterable, List, Tuple
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, DistributedSampler
+from torch.utils.data import DataLoader
 from torch.utils.data._utils.collate import default_collate
 
 from videoattn.config import DataConfig
 from videoattn.data.dataset import VideoClipDataset
-from videoattn.data.samplers import ShardSampler
+from videoattn.data.samplers import ResumableDistributedSampler, ShardSampler
 from videoattn.utils.distributed import get_rank, get_world_size
 from videoattn.utils.malloc import tune_malloc
+from videoattn.utils.preemption import ignore_signals
 
 
 def collate(items: List[dict]) -> dict:
@@ -25,9 +26,12 @@ def collate(items: List[dict]) -> dict:
 
 
 def init_worker(worker_id: int) -> None:
-    """Worker start-up: keep freed clip buffers in the heap (:func:`tune_malloc`), and seed numpy and
-    random from torch's per-worker seed (torch seeds itself per worker)."""
+    """Worker start-up: keep freed clip buffers in the heap (:func:`tune_malloc`), seed numpy and
+    random from torch's per-worker seed (torch seeds itself per worker), and ignore SLURM's
+    preemption signals (SIGUSR1/SIGTERM reach every process of a job step: the main process alone
+    decides when to stop, see :mod:`videoattn.utils.preemption`)."""
     tune_malloc()
+    ignore_signals()
     seed = torch.initial_seed() % 2 ** 32
     np.random.seed(seed)
     random.seed(seed)
@@ -71,14 +75,15 @@ def build_loader(dataset: VideoClipDataset, data: DataConfig, batch_size: int, s
     """DataLoader over ``dataset`` with ``batch_size`` items per process (see
     :func:`videoattn.utils.distributed.per_process_batch`).
 
-    train: ``DistributedSampler(shuffle=True, seed=seed)`` (call ``loader.sampler.set_epoch(e)``),
+    train: :class:`ResumableDistributedSampler` (``DistributedSampler(shuffle=True, seed=seed)``; call
+    ``loader.sampler.set_epoch(e)``),
     drop_last when the shard holds at least one batch. val/test: :class:`ShardSampler` (disjoint,
     no padding). Workers: ``data.num_workers`` (persistent, ``data.prefetch_factor``), pinned memory
     if ``data.pin_memory`` and ``device`` is CUDA.
     """
     rank, world = get_rank(), get_world_size()
     if dataset.split == "train":
-        sampler = DistributedSampler(dataset, num_replicas=world, rank=rank, shuffle=True, seed=seed)
+        sampler = ResumableDistributedSampler(dataset, num_replicas=world, rank=rank, shuffle=True, seed=seed)
         drop_last = len(sampler) >= batch_size
     else:
         sampler = ShardSampler(len(dataset), rank, world)

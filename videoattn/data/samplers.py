@@ -1,9 +1,36 @@
-"""Samplers for distributed evaluation."""
+"""Samplers: a training sampler that can start a pass part-way (mid-epoch resume), and disjoint
+shards for distributed evaluation."""
 from __future__ import annotations
 
 from typing import Iterator
 
-from torch.utils.data import Sampler
+from torch.utils.data import DistributedSampler, Sampler
+
+
+class ResumableDistributedSampler(DistributedSampler):
+    """``DistributedSampler`` whose next pass can start part-way through an epoch.
+
+    ``set_epoch(epoch, skip=k)``: the next pass yields this rank's share of ``epoch``'s permutation
+    (the same one as ever: ``seed + epoch``) without its first ``k`` indices, the ones a run that
+    stopped mid-epoch already trained on (``k`` = batches done x per-process batch). Only that pass
+    skips; ``len()`` counts it, later passes (precise BN, the next epoch) are whole.
+    """
+
+    skip = 0
+
+    def set_epoch(self, epoch: int, skip: int = 0) -> None:
+        if not 0 <= skip <= self.num_samples:
+            raise ValueError(f"cannot skip {skip} of the {self.num_samples} samples of this rank's shard")
+        super().set_epoch(epoch)
+        self.skip = skip
+
+    def __iter__(self) -> Iterator[int]:
+        skip, self.skip = self.skip, 0
+        indices = list(super().__iter__())
+        return iter(indices[skip:])
+
+    def __len__(self) -> int:
+        return self.num_samples - self.skip
 
 
 class ShardSampler(Sampler[int]):

@@ -65,6 +65,8 @@ def load_checkpoint(path: str, map_location: str = "cpu", trust: bool = False) -
 CHECKPOINT_DIR = "checkpoints"
 BEST_NAME = "checkpoint_best.pyth"
 _EPOCH_RE = re.compile(r"^checkpoint_epoch_(\d{5,})\.pyth$")
+_MID_EPOCH_RE = re.compile(r"^checkpoint_epoch_(\d{5,})_iter_(\d{6,})\.pyth$")
+Position = Tuple[int, int]   # (epochs completed, batches done in the next epoch): the order of checkpoints
 
 
 def checkpoint_dir(output_dir: str) -> str:
@@ -76,28 +78,48 @@ def epoch_checkpoint_path(output_dir: str, epoch: int) -> str:
     return os.path.join(checkpoint_dir(output_dir), f"checkpoint_epoch_{epoch:05d}.pyth")
 
 
+def mid_epoch_checkpoint_path(output_dir: str, epoch: int, iteration: int) -> str:
+    """``output_dir/checkpoints/checkpoint_epoch_00005_iter_000120.pyth``: inside 1-based ``epoch``
+    (not finished), after its first ``iteration`` batches (a preemption or time-based save)."""
+    return os.path.join(checkpoint_dir(output_dir), f"checkpoint_epoch_{epoch:05d}_iter_{iteration:06d}.pyth")
+
+
 def best_checkpoint_path(output_dir: str) -> str:
     return os.path.join(checkpoint_dir(output_dir), BEST_NAME)
 
 
 def list_epoch_checkpoints(output_dir: str) -> List[Tuple[int, str]]:
-    """``[(epoch, path), ...]`` of the periodic checkpoints in ``output_dir``, oldest first."""
+    """``[(epoch, path), ...]`` of the periodic (end of epoch) checkpoints in ``output_dir``, oldest first."""
+    return [(epoch, path) for (epoch, iteration), path in list_checkpoints(output_dir) if iteration == 0]
+
+
+def list_checkpoints(output_dir: str) -> List[Tuple[Position, str]]:
+    """``[((epochs completed, iteration), path), ...]`` of the periodic and mid-epoch checkpoints,
+    oldest first: epoch 2's file is ``(2, 0)``, ``..._epoch_00003_iter_000040`` is ``(2, 40)``."""
     folder = checkpoint_dir(output_dir)
     if not os.path.isdir(folder):
         return []
-    found = [(int(m.group(1)), os.path.join(folder, name))
-             for name in os.listdir(folder) if (m := _EPOCH_RE.match(name))]
+    found = []
+    for name in os.listdir(folder):
+        if m := _EPOCH_RE.match(name):
+            found.append(((int(m.group(1)), 0), os.path.join(folder, name)))
+        elif (m := _MID_EPOCH_RE.match(name)) and int(m.group(1)) >= 1:
+            found.append(((int(m.group(1)) - 1, int(m.group(2))), os.path.join(folder, name)))
     return sorted(found)
 
 
+def is_mid_epoch(path: str) -> bool:
+    return _MID_EPOCH_RE.match(os.path.basename(path)) is not None
+
+
 def find_last_checkpoint(output_dir: str, trust: bool = False) -> Optional[Tuple[str, dict]]:
-    """The newest readable periodic checkpoint as ``(path, ckpt)``, or None.
+    """The newest readable periodic or mid-epoch checkpoint as ``(path, ckpt)``, or None.
 
     Truncated or unreadable files are skipped with a warning naming them. A file that needs full
     unpickling is not skipped: :class:`UntrustedCheckpointError` (nothing here ever writes one,
     so someone else put it there).
     """
-    for _, path in reversed(list_epoch_checkpoints(output_dir)):
+    for _, path in reversed(list_checkpoints(output_dir)):
         try:
             return path, load_checkpoint(path, trust=trust)
         except UntrustedCheckpointError:
@@ -118,27 +140,30 @@ def is_complete_checkpoint(path: str) -> bool:
 
 
 def prune_checkpoints(output_dir: str, keep_last: int) -> List[str]:
-    """Delete all but the newest ``keep_last`` complete periodic checkpoints (``<= 0`` keeps all).
+    """Delete all but the newest ``keep_last`` complete periodic checkpoints (``<= 0`` keeps all),
+    and every mid-epoch checkpoint older than the newest complete checkpoint.
 
     Only complete files (:func:`is_complete_checkpoint`) count and only they are deleted: an
     unreadable file, whatever its epoch number, is neither counted nor removed (a warning names
-    it), so the newest valid checkpoint is never deleted. ``checkpoint_best.pyth`` is never
-    touched. Each deletion is logged; returns the removed paths.
+    it), so the newest valid checkpoint is never deleted. Mid-epoch checkpoints are resume points
+    only: the newest complete checkpoint supersedes them (they never count towards ``keep_last``).
+    ``checkpoint_best.pyth`` is never touched. Each deletion is logged; returns the removed paths.
     """
-    if keep_last <= 0:
-        return []
     complete = []
-    for _, path in list_epoch_checkpoints(output_dir):
+    for position, path in list_checkpoints(output_dir):
         if is_complete_checkpoint(path):
-            complete.append(path)
+            complete.append((position, path))
         else:
             logger.warning("retention: %s is not a complete checkpoint; not counted, not deleted", path)
+    periodic = [path for _, path in complete if not is_mid_epoch(path)]
+    doomed = [(path, f"train.keep_last={keep_last}") for path in (periodic[:-keep_last] if keep_last > 0 else [])]
+    doomed += [(path, "superseded mid-epoch checkpoint") for _, path in complete[:-1] if is_mid_epoch(path)]
     removed = []
-    for path in complete[:-keep_last]:
+    for path, why in doomed:
         with contextlib.suppress(FileNotFoundError):
             os.remove(path)
             removed.append(path)
-            logger.info("retention (train.keep_last=%d): deleted %s", keep_last, path)
+            logger.info("retention (%s): deleted %s", why, path)
     return removed
 
 

@@ -123,16 +123,17 @@ class MetricsWriter:
 
 class Progress:
     """Iterate with a tqdm bar on rank 0 when stdout is a terminal; otherwise log a plain line
-    every ``log_period`` iterations (``set(...)`` supplies what the line/bar shows)."""
+    every ``log_period`` iterations (``set(...)`` supplies what the line/bar shows). ``start``: the
+    iterations done before ``iterable``'s first item (a resumed epoch)."""
 
     def __init__(self, iterable: Iterable, total: int, desc: str, enabled: bool, log_period: int,
-                 log: logging.Logger) -> None:
+                 log: logging.Logger, start: int = 0) -> None:
         self.iterable, self.total, self.desc = iterable, total, desc
         self.enabled, self.log_period, self.log = enabled, max(1, log_period), log
         self.use_bar = enabled and sys.stdout.isatty()
         self.values: Dict[str, str] = {}
         self._bar: Optional[tqdm] = None
-        self._i = 0
+        self._i = self.start = start
 
     def set(self, **values: Any) -> None:
         self.values = {k: (f"{v:.4g}" if isinstance(v, float) else str(v)) for k, v in values.items()}
@@ -144,7 +145,8 @@ class Progress:
 
     def __iter__(self) -> Iterator:
         if self.use_bar:
-            self._bar = tqdm(self.iterable, total=self.total, desc=self.desc, dynamic_ncols=True, leave=False)
+            self._bar = tqdm(self.iterable, total=self.total, initial=self.start, desc=self.desc, dynamic_ncols=True,
+                             leave=False)
             source: Iterable = self._bar
         else:
             source = self.iterable

@@ -8,7 +8,7 @@ all-reduce on the run's device and returns floats: the only sync point.
 from __future__ import annotations
 
 import time
-from typing import Dict, Tuple
+from typing import Dict, List, Tuple
 
 import torch
 
@@ -37,8 +37,23 @@ class Meter:
 
     def all_finite(self, name: str) -> bool:
         """Whether the sum ``name`` is finite on every rank (one all-reduce of a flag, one sync)."""
-        flag = (~torch.isfinite(self._tensors[name])).to(torch.float32).reshape(1)
-        return all_reduce_(flag, "max").item() == 0
+        return self.all_finite_and_max(name)[0]
+
+    def all_finite_and_max(self, name: str, *flags: int) -> Tuple[bool, List[int]]:
+        """Whether the sum ``name`` is finite on every rank, and the maximum over the ranks of each of
+        ``flags`` (small non-negative ints, e.g. "a preemption signal arrived"): one all-reduce."""
+        local = torch.tensor([0.0, *flags], dtype=torch.float32, device=self.device)
+        local[0] = (~torch.isfinite(self._tensors[name])).to(torch.float32)
+        agreed = all_reduce_(local, "max").tolist()
+        return agreed[0] == 0, [int(v) for v in agreed[1:]]
+
+    def state_dict(self) -> dict:
+        """This rank's sums (tensors and numbers), for a mid-epoch checkpoint."""
+        return {"tensors": dict(self._tensors), "numbers": dict(self._numbers)}
+
+    def load_state_dict(self, state: dict) -> None:
+        self._tensors = {k: v.to(self.device) for k, v in state["tensors"].items()}
+        self._numbers = {k: float(v) for k, v in state["numbers"].items()}
 
     def read(self) -> Dict[str, float]:
         """Every sum, added over all ranks."""
@@ -63,6 +78,16 @@ class Clock:
 
     def got_batch(self) -> None:
         self.data += time.perf_counter() - self._waiting_since
+
+    def elapsed(self) -> Tuple[float, float]:
+        """(s since the epoch started, s of it spent waiting for data)."""
+        return time.perf_counter() - self.start, self.data
+
+    def resume(self, elapsed: float, data: float) -> None:
+        """Continue an epoch that already took ``elapsed`` s (``data`` s waiting) in an earlier run."""
+        self.start -= elapsed
+        self.data += data
+        self.window_data = self.data
 
     def window(self) -> Tuple[float, float]:
         """(elapsed s, data-wait s) of the window since the last call; starts the next window."""

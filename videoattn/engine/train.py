@@ -1,12 +1,13 @@
-"""The training loop: one process, or one process per device under ``torchrun``.
+"""The training loop: one process, or one process per device under ``torchrun`` or ``srun``.
 
 Read top to bottom, :func:`train` does::
 
     lock output_dir, init the process group (gloo on CPU, NCCL on CUDA)
-    state = TrainState(model, optimizer, scheduler, scaler)     # + epoch, step, best_top1
-    resume state from output_dir (or load fine-tuning weights)
+    state = TrainState(model, optimizer, scheduler, scaler)     # + epoch, step, best_top1, iteration
+    resume state from output_dir, also mid-epoch (or load fine-tuning weights)
     for each remaining epoch:
-        train_one_epoch(state)        # forward, backward, update per batch; device-side sums
+        train_one_epoch(state)        # forward, backward, update per batch; device-side sums;
+                                      # a signal or the timer: position checkpoint (stop: exit 75/143)
         validate (precise BN first)   # every train.eval_period epochs and after the last
         log the epoch, save checkpoints (periodic, best), prune old ones
 
@@ -20,7 +21,7 @@ import os
 import random
 import time
 from dataclasses import dataclass, field
-from typing import Iterator, List, Optional
+from typing import List, Optional, Tuple
 
 import numpy as np
 import torch
@@ -38,12 +39,14 @@ from videoattn.engine.evaluate import evaluate_clips
 from videoattn.engine.inference import check_num_classes, check_state_fits
 from videoattn.engine.logger import MetricsWriter, Progress, setup_logging
 from videoattn.engine.meter import Clock, Meter
+from videoattn.engine.midepoch import (Interrupts, continue_epoch, interrupt_line, position_of, resume_iteration,
+                                      save_position)
 from videoattn.engine.precise_bn import update_bn_stats
 from videoattn.engine.solver import build_optimizer, build_scheduler
 from videoattn.models import build_model
 from videoattn.models.builder import compile_model
 from videoattn.utils.distributed import (DistInfo, all_gather_object, barrier, broadcast_object, distributed_run,
-                                         launch_world_size, per_process_batch)
+                                         launch_rank, launch_world_size, per_process_batch)
 
 logger = logging.getLogger(__name__)
 MAX_LISTED_BROKEN = 20   # broken videos named per epoch summary (all are counted)
@@ -59,6 +62,8 @@ class TrainState:
     epoch: int = 0                        # epochs completed
     step: int = 0                         # optimizer updates done
     best_top1: float = -1.0               # best validation top-1 (fraction); -1 before any validation
+    iteration: int = 0                    # batches done in the epoch under way (0 at an epoch's start)
+    resume_part: Optional[dict] = None    # this rank's RNG / sums where a mid-epoch checkpoint stopped
 
     def checkpoint(self, config: dict, rng_states: list, **extra) -> dict:
         """A PySlowFast-style checkpoint dict (``epoch`` = the 0-based epoch just completed)."""
@@ -89,6 +94,7 @@ class Run:
     normalize: DeviceNormalizer
     amp_dtype: Optional[torch.dtype]
     writer: Optional[MetricsWriter] = None
+    interrupts: Optional[Interrupts] = None     # preemption signals and the checkpoint timer
     where: dict = field(default_factory=dict)   # epoch / last checkpoint, for the Ctrl-C line
 
 
@@ -99,6 +105,7 @@ class TrainResult:
     best_top1: float                      # best validation top-1 (fraction) seen, -1 if never evaluated
     last_val: dict = field(default_factory=dict)   # the last validation metrics
     history: List[dict] = field(default_factory=list)  # one epoch summary per epoch run
+    exit_code: int = 0                    # 75 (requeue) / 143: stopped on a signal, a checkpoint written
 
 
 def seed_everything(seed: int) -> None:
@@ -128,7 +135,7 @@ def wrap_model(model: nn.Module, sync_bn: bool, info: DistInfo) -> nn.Module:
 def train(cfg: Config) -> TrainResult:
     """Train as configured; every process of a torchrun job calls this. See the module doc."""
     per_process_batch(cfg.train.batch_size, "train.batch_size", launch_world_size())  # before any set-up
-    restore_console = setup_logging(int(os.environ.get("RANK", "0")))  # no train.log before the lock
+    restore_console = setup_logging(launch_rank())  # no train.log before the lock
     try:
         with distributed_run(cfg, cfg.output_dir) as info:  # output_dir locked: one run at a time
             restore_logging = setup_logging(info.rank, cfg.output_dir if info.is_main else None)
@@ -147,8 +154,8 @@ def _train(cfg: Config, info: DistInfo) -> TrainResult:
               autocast_dtype(cfg.train.mixed_precision, info.device))
     if info.is_main:
         save_config(cfg, os.path.join(cfg.output_dir, "config.yaml"))
-    logger.info("training on %d process(es), device %s, global batch %d (%d per process)", info.world_size,
-                info.device, cfg.train.batch_size, cfg.train.batch_size // info.world_size)
+    logger.info("training on %d process(es) (%s), device %s, global batch %d (%d per process)", info.world_size,
+                info.launcher, info.device, cfg.train.batch_size, cfg.train.batch_size // info.world_size)
     seed_everything(cfg.seed)  # identical initial weights on every rank
     model = build_model(cfg.model).to(info.device)
     train_loader, val_loader = _loaders(cfg, info)
@@ -156,27 +163,32 @@ def _train(cfg: Config, info: DistInfo) -> TrainResult:
     optimizer = build_optimizer(model, cfg.solver)
     state = TrainState(model, optimizer, build_scheduler(optimizer, cfg.solver, updates_per_epoch),
                        torch.amp.GradScaler(info.device.type, enabled=run.amp_dtype == torch.float16))
-    run.where["checkpoint"] = _resume_or_finetune(state, cfg, info)
+    run.where["checkpoint"] = _resume_or_finetune(state, cfg, info, train_loader)
     net = compile_model(wrap_model(model, cfg.bn.sync, info), cfg.train.compile)
     result = TrainResult(model, 0, state.best_top1)
     if state.epoch >= cfg.solver.max_epoch:
         logger.info("training already complete (%d epochs) in %s", cfg.solver.max_epoch, cfg.output_dir)
         return result
-    with MetricsWriter(cfg.output_dir, enabled=info.is_main) as run.writer, _interrupt_line(run.where, train_loader):
+    with MetricsWriter(cfg.output_dir, enabled=info.is_main) as run.writer, interrupt_line(run.where, train_loader), \
+            Interrupts(cfg.train.checkpoint_period_minutes, info) as run.interrupts:  # ends a TrainingStopped
         while state.epoch < cfg.solver.max_epoch:
             run.where.update(epoch=state.epoch, iteration=None)
-            seed_everything(epoch_seed(cfg.seed, info.rank, state.epoch))
-            train_loader.sampler.set_epoch(state.epoch)
+            if not state.iteration:  # else a mid-epoch resume: RNG restored where it stopped
+                seed_everything(epoch_seed(cfg.seed, info.rank, state.epoch))
+            train_loader.sampler.set_epoch(state.epoch, skip=state.iteration * train_loader.batch_size)
             summary = train_one_epoch(net, train_loader, state, run)
-            state.epoch += 1
+            state.epoch, state.iteration = state.epoch + 1, 0
             run.where["iteration"] = len(train_loader)
             is_best = _validate_if_due(state, run, train_loader, val_loader, summary, result)
             _log_epoch(summary, state.best_top1, run.writer)
-            run.where["checkpoint"] = _save_if_due(state, run, summary, is_best) or run.where["checkpoint"]
+            stop = run.interrupts.stop_requested()  # a signal during validation: stop after this epoch's save
+            run.where["checkpoint"] = _save_if_due(state, run, summary, is_best, stop) or run.where["checkpoint"]
             result.history.append({k: v for k, v in summary.items() if k != "skipped_videos"})
             result.epochs_run += 1
             barrier()
-    result.best_top1 = state.best_top1
+            if stop:
+                raise run.interrupts.stopped(f"after epoch {state.epoch}", run.where["checkpoint"])
+    result.best_top1, result.exit_code = state.best_top1, run.interrupts.exit_code
     return result
 
 
@@ -200,13 +212,15 @@ def train_one_epoch(net: nn.Module, loader, state: TrainState, run: Run) -> dict
     non-finite-loss check) and at log points."""
     cfg, info = run.cfg, run.info
     net.train()
-    n, accum = len(loader), cfg.train.accumulation_steps
+    start, accum = state.iteration, cfg.train.accumulation_steps
+    n = start + len(loader)               # the loader yields the batches after ``start``
     epoch_sums, window = Meter(info.device), Meter(info.device)
     clock = Clock()
+    skipped = continue_epoch(state.resume_part, epoch_sums, clock, loader)
+    state.resume_part, run.where["start"] = None, start
     progress = Progress(loader, n, f"epoch {state.epoch + 1}/{cfg.solver.max_epoch}", info.is_main,
-                        cfg.train.log_period, logger)
-    skipped: list = []
-    for i, batch in enumerate(progress):
+                        cfg.train.log_period, logger, start=start)
+    for i, batch in enumerate(progress, start):
         clock.got_batch()
         clip, label = run.normalize(batch["clip"], info.device), batch["label"].to(info.device, non_blocking=True)
         skipped.extend(batch.get("skipped", []))
@@ -216,10 +230,16 @@ def train_one_epoch(net: nn.Module, loader, state: TrainState, run: Run) -> dict
         for meter in (epoch_sums, window):
             meter.add(loss_sum=loss.detach() * len(label), correct=correct, clips=len(label), batches=1)
         if is_update:
-            _check_finite(epoch_sums, state, i, n)
+            stop, save = _check_finite(epoch_sums, state, run, i, n)
             _update(state, cfg.train.clip_grad_norm)
+            state.iteration = i + 1
             if state.step % cfg.train.log_period == 0 or i + 1 == n:
                 run.where["loss"] = _write_window(window, clock, state, run, (i + 1) / n)
+            if save:
+                run.where["checkpoint"] = save_position(state, run, epoch_sums, clock, skipped, loader)
+            if stop:
+                raise run.interrupts.stopped(f"in epoch {state.epoch + 1} at iteration {i + 1}/{n}",
+                                             run.where["checkpoint"])
         progress.set(loss=run.where.get("loss", float("nan")), lr=state.optimizer.param_groups[0]["lr"])
         clock.wait_for_batch()
     return _epoch_summary(epoch_sums, clock, skipped, state)
@@ -239,10 +259,12 @@ def _forward_backward(net, clip, label, group_size: int, is_update: bool, state:
     return loss, (logits.argmax(1) == label).sum()
 
 
-def _check_finite(sums: Meter, state: TrainState, i: int, n: int) -> None:
-    """Stop every rank before the update if any rank's loss so far is not finite (one sync)."""
-    if sums.all_finite("loss_sum"):
-        return
+def _check_finite(sums: Meter, state: TrainState, run: Run, i: int, n: int) -> Tuple[bool, bool]:
+    """Stop every rank before the update if any rank's loss so far is not finite; else (stop, save):
+    whether a rank got a preemption signal / rank 0's checkpoint timer is due (one sync for all)."""
+    finite, (signal_level, save_due) = sums.all_finite_and_max("loss_sum", *run.interrupts.flags())
+    if finite:
+        return run.interrupts.decide(signal_level, save_due)
     raise FloatingPointError(
         f"non-finite training loss at epoch {state.epoch + 1}, iteration {i + 1}/{n} (global update "
         f"{state.step + 1}); stopping without writing a checkpoint for this epoch. Lower solver.base_lr, "
@@ -287,9 +309,10 @@ def _epoch_summary(sums: Meter, clock: Clock, skipped: list, state: TrainState) 
 
 
 # ------------------------------------------------------------------ resume, validation, checkpoints
-def _resume_or_finetune(state: TrainState, cfg: Config, info: DistInfo) -> Optional[str]:
+def _resume_or_finetune(state: TrainState, cfg: Config, info: DistInfo, loader) -> Optional[str]:
     """Restore ``state`` from the newest valid checkpoint in ``output_dir`` (``train.auto_resume``),
-    else load ``train.checkpoint_file`` for fine-tuning. Returns the checkpoint resumed from."""
+    also a mid-epoch one (then ``state.iteration`` > 0), else load ``train.checkpoint_file`` for
+    fine-tuning. Returns the checkpoint resumed from."""
     trust = cfg.train.trust_checkpoint
     found = ckpt_lib.find_last_checkpoint(cfg.output_dir, trust) if cfg.train.auto_resume and info.is_main else None
     path = broadcast_object(found[0] if found else None)
@@ -302,7 +325,10 @@ def _resume_or_finetune(state: TrainState, cfg: Config, info: DistInfo) -> Optio
     rng = ckpt.get("rng_state") or []
     if len(rng) == info.world_size:
         ckpt_lib.set_rng_state(rng[info.rank])
-    logger.info("resumed from %s (epoch %d done, global step %d)", path, state.epoch, state.step)
+    state.iteration, state.resume_part = resume_iteration(position_of(ckpt), info, loader.batch_size,
+                                                          cfg.train.accumulation_steps, len(loader), path)
+    logger.info("resumed from %s (epoch %d done, global step %d%s)", path, state.epoch, state.step,
+                f", epoch {state.epoch + 1} at iteration {state.iteration}" if state.iteration else "")
     return path
 
 
@@ -329,16 +355,17 @@ def _validate_if_due(state: TrainState, run: Run, train_loader, val_loader, summ
     return is_best
 
 
-def _save_if_due(state: TrainState, run: Run, summary: dict, is_best: bool) -> Optional[str]:
-    """Periodic (every ``train.checkpoint_period`` epochs and the last) and best checkpoints.
-    Every rank contributes its RNG state; rank 0 writes (atomically) and prunes. Returns the
-    periodic checkpoint's path (on every rank), else None."""
+def _save_if_due(state: TrainState, run: Run, summary: dict, is_best: bool, stopping: bool) -> Optional[str]:
+    """Periodic (every ``train.checkpoint_period`` epochs, the last, and when ``stopping``) and best
+    checkpoints. Every rank contributes its RNG state; rank 0 writes (atomically) and prunes.
+    Returns the periodic checkpoint's path (on every rank), else None."""
     cfg = run.cfg
-    periodic = state.epoch % cfg.train.checkpoint_period == 0 or state.epoch == cfg.solver.max_epoch
+    periodic = state.epoch % cfg.train.checkpoint_period == 0 or state.epoch == cfg.solver.max_epoch or stopping
     if not (periodic or is_best):
         return None
     path = ckpt_lib.epoch_checkpoint_path(cfg.output_dir, state.epoch) if periodic else None
     rng = all_gather_object(ckpt_lib.get_rng_state())
+    run.interrupts.saved()
     if not run.info.is_main:
         return path
     ckpt = state.checkpoint(config_to_dict(cfg), rng, world_size=run.info.world_size,
@@ -368,15 +395,3 @@ def _log_epoch(summary: dict, best_top1: float, writer: MetricsWriter) -> None:
     writer.write("epoch", summary["global_step"], summary["epoch"],
                  **{k: v for k, v in summary.items() if k not in ("epoch", "global_step")})
     summary["skipped_videos"] = skipped
-
-
-@contextlib.contextmanager
-def _interrupt_line(where: dict, loader) -> Iterator[None]:
-    """Ctrl-C in the epoch loop -> ``KeyboardInterrupt("interrupted at epoch E, iteration I/N; last
-    checkpoint: PATH")`` (the periodic checkpoint a re-run resumes from, or "none")."""
-    try:
-        yield
-    except KeyboardInterrupt:
-        i = where["iteration"] if where.get("iteration") is not None else getattr(loader, "position", 0)
-        raise KeyboardInterrupt(f"interrupted at epoch {where['epoch'] + 1}, iteration {i}/{len(loader)}; "
-                                f"last checkpoint: {where.get('checkpoint') or 'none'}") from None

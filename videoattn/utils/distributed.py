@@ -1,12 +1,16 @@
-"""Process-group set-up for torchrun (NCCL on CUDA, gloo on CPU) and small collective helpers.
+"""Process-group set-up (NCCL on CUDA, gloo on CPU) under torchrun, srun, submitit or none, and
+small collective helpers.
 
-Works unchanged in a plain single process (no RANK/WORLD_SIZE in the environment).
+The launcher is detected from the environment (:mod:`videoattn.utils.launcher`: torchrun's
+``RANK``/``WORLD_SIZE``/``LOCAL_RANK``, srun's ``SLURM_PROCID``/``SLURM_NTASKS``/``SLURM_LOCALID``
+with the master from the node list, submitit's local executor); its ``env://`` variables are
+exported before ``init_process_group``. Works unchanged in a plain single process.
 """
 from __future__ import annotations
 
 import contextlib
 import datetime
-import os
+import logging
 import re
 from dataclasses import dataclass
 from typing import Any, Iterator, List, Optional
@@ -15,7 +19,11 @@ import torch
 import torch.distributed as dist
 
 from videoattn.utils.errors import OneLineError
+from videoattn.utils.launcher import LaunchInfo, LauncherError, detect_launcher, export_env
 from videoattn.utils.lock import LockError, folder_lock
+
+logger = logging.getLogger(__name__)
+SINGLE = LaunchInfo("single", 0, 1, 0, "", 0)
 
 
 @dataclass
@@ -24,6 +32,12 @@ class DistInfo:
     world_size: int
     local_rank: int
     device: torch.device
+    launch: LaunchInfo = SINGLE           # the launcher detected and its variables
+
+    @property
+    def launcher(self) -> str:
+        """torchrun | srun | submitit-local | single"""
+        return self.launch.launcher
 
     @property
     def is_main(self) -> bool:
@@ -31,14 +45,36 @@ class DistInfo:
 
 
 def resolve_device(device: str = "auto", local_rank: int = 0) -> torch.device:
-    """``auto`` | ``cpu`` | ``cuda`` -> this process's device (CUDA device ``local_rank``)."""
-    use_cuda = torch.cuda.is_available() if device == "auto" else device == "cuda"
-    return torch.device("cuda", local_rank) if use_cuda else torch.device("cpu")
+    """``auto`` | ``cpu`` | ``cuda`` -> this process's device: CUDA device ``local_rank``, or 0 when
+    the process sees one GPU only (SLURM's ``--gpus-per-task=1`` / ``--gpu-bind``)."""
+    if not _uses_cuda(device):
+        return torch.device("cpu")
+    count = torch.cuda.device_count()
+    if count == 1:
+        return torch.device("cuda", 0)
+    if local_rank >= count:
+        raise ValueError(f"local rank {local_rank} has no GPU: this process sees {count}; start one process per "
+                         f"GPU (--ntasks-per-node / --nproc_per_node = GPUs per node)")
+    return torch.device("cuda", local_rank)
+
+
+def _uses_cuda(device: str) -> bool:
+    return torch.cuda.is_available() if device == "auto" else device == "cuda"
 
 
 def launch_world_size() -> int:
-    """The number of processes this launch starts (before the process group exists)."""
-    return int(os.environ.get("WORLD_SIZE", "1"))
+    """The number of processes this launch starts (before the process group exists), from the
+    launcher's variables; a one-line :class:`LauncherError` (a ValueError) if they are inconsistent."""
+    return detect_launcher(check_gpus=False).world_size
+
+
+def launch_rank() -> int:
+    """This process's rank before the process group exists (for logging set-up); 0 if the launcher
+    variables are unusable (:func:`init_distributed` then reports them)."""
+    try:
+        return detect_launcher(check_gpus=False).rank
+    except LauncherError:
+        return 0
 
 
 def per_process_batch(global_batch: int, key: str, world_size: Optional[int] = None) -> int:
@@ -51,23 +87,23 @@ def per_process_batch(global_batch: int, key: str, world_size: Optional[int] = N
 
 
 def init_distributed(device: str = "auto", timeout_s: float = 1800) -> DistInfo:
-    """Initialise the default process group from torchrun's environment, once.
+    """Initialise the default process group from the launcher's variables, once.
 
-    ``device``: auto | cpu | cuda. One CUDA device per process, chosen by ``LOCAL_RANK``.
+    ``device``: auto | cpu | cuda. One CUDA device per process, chosen by the local rank.
     ``timeout_s``: how long a collective waits for the other processes (``dist_timeout_minutes``).
+    Raises :class:`LauncherError` (one line) on partial or inconsistent launcher variables.
     """
-    world_size = launch_world_size()
-    rank = int(os.environ.get("RANK", "0"))
-    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-    dev = resolve_device(device, local_rank)
+    launch = detect_launcher(check_gpus=_uses_cuda(device))
+    export_env(launch)  # env:// (and code that reads RANK / WORLD_SIZE) works under every launcher
+    dev = resolve_device(device, launch.local_rank)
     use_cuda = dev.type == "cuda"
     if use_cuda:
         torch.cuda.set_device(dev)
-    if world_size > 1 and not dist.is_initialized():
-        dist.init_process_group(backend="nccl" if use_cuda else "gloo",
+    if launch.world_size > 1 and not dist.is_initialized():
+        dist.init_process_group(backend="nccl" if use_cuda else "gloo", init_method="env://",
                                 timeout=datetime.timedelta(seconds=timeout_s),
                                 **({"device_id": dev} if use_cuda else {}))
-    return DistInfo(rank, world_size, local_rank, dev)
+    return DistInfo(launch.rank, launch.world_size, launch.local_rank, dev, launch)
 
 
 def get_world_size() -> int:
@@ -167,10 +203,12 @@ def main_process_lock(folder: str) -> Iterator[None]:
 @contextlib.contextmanager
 def distributed_run(cfg, lock_folder: str) -> Iterator[DistInfo]:
     """What every tool does around its work: initialise the process group with the
-    ``dist_timeout_minutes`` timeout, lock ``lock_folder`` (:func:`main_process_lock`), name that key
-    when a collective times out, and tear the group down at the end."""
+    ``dist_timeout_minutes`` timeout (logging the launcher detected), lock ``lock_folder``
+    (:func:`main_process_lock`), name that key when a collective times out, and tear the group
+    down at the end."""
     minutes = cfg.dist_timeout_minutes
     info = init_distributed(cfg.device, timeout_s=60 * minutes)
+    logger.info("%s, device %s", info.launch.describe(), info.device)
     try:
         with main_process_lock(lock_folder), named_timeouts(minutes):
             yield info

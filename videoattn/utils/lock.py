@@ -7,7 +7,11 @@ it when the block ends, also on an exception or Ctrl-C. A second run on the same
 crashed) on this host is stale: it is taken over with a warning. A process counts as gone when
 its pid no longer exists, or now belongs to a process that started at another time (pid reuse).
 A lock held from another host (or another pid namespace: a container) is never assumed stale (its
-process cannot be checked from here): the error says how to remove it.
+process cannot be checked from here): the error says how to remove it. The one exception is a
+requeued SLURM job: a lock whose record has this job's ``SLURM_JOB_ID`` and a lower
+``SLURM_RESTART_COUNT`` was left by an earlier run of this very job (killed at its time limit or
+preempted on another node; SLURM starts a requeued job only after the old one ended): it is taken
+over with a warning.
 """
 from __future__ import annotations
 
@@ -86,7 +90,15 @@ def _record() -> dict:
     return {"host": socket.gethostname(), "pid_namespace": _pid_namespace(), "pid": os.getpid(),
             "process_start": process_start(os.getpid()),
             "started": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
-            "command": " ".join(shlex.quote(a) for a in argv).replace("\n", "\\n"), "token": secrets.token_hex(8)}
+            "command": " ".join(shlex.quote(a) for a in argv).replace("\n", "\\n"), "token": secrets.token_hex(8),
+            **_slurm_job()}
+
+
+def _slurm_job() -> dict:
+    """This process's SLURM job id and restart count (both "" / 0 outside SLURM)."""
+    restarts = os.environ.get("SLURM_RESTART_COUNT", "0").strip()
+    return {"slurm_job_id": os.environ.get("SLURM_JOB_ID", "").strip(),
+            "slurm_restart_count": int(restarts) if restarts.isdigit() else 0}
 
 
 def read_lock(path: str) -> Optional[dict]:
@@ -120,6 +132,27 @@ def _is_stale(holder: dict) -> bool:
     except (TypeError, ValueError):
         return False
     return not process_alive(pid, str(holder.get("process_start") or ""))
+
+
+def _is_predecessor(holder: dict) -> bool:
+    """Whether ``holder`` is an earlier run of this SLURM job (same job id, fewer restarts) on
+    another node or container: a requeued job takes over its predecessor's lock."""
+    job = _slurm_job()
+    try:
+        earlier = int(holder.get("slurm_restart_count") or 0) < job["slurm_restart_count"]
+    except (TypeError, ValueError):
+        return False
+    same_job = job["slurm_job_id"] and holder.get("slurm_job_id") == job["slurm_job_id"]
+    return bool(same_job and earlier and not _checkable(holder))  # here: _is_stale decides
+
+
+def _stale_reason(holder: dict) -> str:
+    """Why ``holder``'s lock may be taken over ("" if it may not)."""
+    if _is_stale(holder):
+        return "of a process that is gone"
+    if _is_predecessor(holder):
+        return f"of an earlier run of SLURM job {holder.get('slurm_job_id')} (requeued)"
+    return ""
 
 
 def _take_over(path: str, holder: dict) -> bool:
@@ -182,7 +215,7 @@ def acquire(folder: str, attempts: int = 100) -> dict:
     """
     make_folder(folder)
     path = os.path.join(folder, LOCK_NAME)
-    record, stale = _record(), None
+    record, stale, why = _record(), None, ""
     for _ in range(attempts):
         try:
             fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666)
@@ -190,9 +223,10 @@ def acquire(folder: str, attempts: int = 100) -> dict:
             holder = _settled_holder(path)
             if holder is None:                # released meanwhile
                 continue
-            if holder and _is_stale(holder):
+            reason = _stale_reason(holder) if holder else ""
+            if reason:
                 if _take_over(path, holder):
-                    stale = holder
+                    stale, why = holder, reason
                 else:
                     time.sleep(0.05)          # another process is taking it over: look again
                 continue
@@ -201,7 +235,7 @@ def acquire(folder: str, attempts: int = 100) -> dict:
             raise WriteError(folder, e) from e
         _write_record(path, fd, record)
         if stale is not None:
-            log.warning("took over the stale lock %s of a process that is gone (%s)", path, describe(stale))
+            log.warning("took over the stale lock %s %s (%s)", path, why, describe(stale))
         return record
     raise LockError(f"could not lock output folder {folder}: its lock file {path} keeps changing")
 
