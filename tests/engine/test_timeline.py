@@ -78,15 +78,17 @@ def test_segments_agree_with_window_at_everywhere():
         segs = segments(wins)
         assert sum(s.num_windows for s in segs) == 12
         assert all(a.index != b.index for a, b in zip(segs, segs[1:]))
-        for t in np.arange(0.013, wins[-1].end_s, 0.05):
-            inside = [s for s in segs if s.start_s <= t < s.end_s]
+        for t in np.concatenate([np.arange(0.013, wins[-1].end_s, 0.05), [s.start_s for s in segs]]):
+            inside = [s for s in segs if s.start_s <= t < s.end_s]  # half-open, as window_at's ties
             if stride > 1.0 and not inside:  # a gap between windows
                 continue
             assert len(inside) == 1 and inside[0].index == wins[window_at(wins, t)].indices[0], (stride, t)
 
 
-def test_window_at_nearest_centre():
+def test_window_at_nearest_centre_and_gaps():
     wins = _windows([0, 1, 2], [0, 1, 2], 2.0)  # centres 1, 2, 3
-    assert [window_at(wins, t) for t in (-5, 1.49, 1.5, 1.51, 2.9, 99)] == [0, 0, 0, 1, 2, 2]
+    assert [window_at(wins, t) for t in (-5, 1.49, 1.5, 1.51, 2.5, 99)] == [0, 0, 1, 1, 2, 2]
+    gap = _windows([0, 1], [0, 3], 2.0)  # a gap holds the earlier window until the next starts
+    assert [window_at(gap, t) for t in (2.5, 2.99, 3.0)] == [0, 0, 1]
     with pytest.raises(ValueError):
         window_at([], 0.0)

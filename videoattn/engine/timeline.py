@@ -81,9 +81,9 @@ def segments(windows: Sequence[WindowTopK]) -> List[Segment]:
     """Merge consecutive windows with the same top-1 class.
 
     A segment spans from its first window's start to its last window's end, except where two
-    segments overlap (overlapping windows): both then meet half way through the overlap, which
-    for equal-length windows is half way between the two windows' centres (where
-    :func:`window_at` switches). A gap between windows stays a gap.
+    segments overlap (overlapping windows): both then meet half way through the overlap, where
+    :func:`window_at` switches (for equal-length windows: half way between the two windows'
+    centres). A gap between windows stays a gap. Segments are half-open ``[start_s, end_s)``.
     """
     groups: List[List[int]] = []
     for w, win in enumerate(windows):
@@ -92,9 +92,10 @@ def segments(windows: Sequence[WindowTopK]) -> List[Segment]:
         else:
             groups.append([w])
     bounds = [[windows[g[0]].start_s, windows[g[-1]].end_s] for g in groups]
-    for a, b in zip(bounds, bounds[1:]):
-        if a[1] > b[0]:
-            a[1] = b[0] = (a[1] + b[0]) / 2
+    times = handovers(windows)
+    for (a, b), g in zip(zip(bounds, bounds[1:]), groups[1:]):
+        if a[1] > b[0]:  # overlap: meet where window_at switches
+            a[1] = b[0] = float(times[g[0] - 1])
     out = []
     for g, (start, end) in zip(groups, bounds):
         top = [windows[w].scores[0] for w in g]
@@ -104,9 +105,18 @@ def segments(windows: Sequence[WindowTopK]) -> List[Segment]:
     return out
 
 
+def handovers(windows: Sequence[WindowTopK]) -> np.ndarray:
+    """``(W - 1,)`` times at which window ``i + 1`` takes over from window ``i``: half way through
+    their overlap, or where window ``i + 1`` starts if they do not overlap."""
+    h = [(a.end_s + b.start_s) / 2 if a.end_s > b.start_s else b.start_s for a, b in zip(windows, windows[1:])]
+    return np.maximum.accumulate(np.array(h, dtype=np.float64)) if h else np.zeros(0)
+
+
 def window_at(windows: Sequence[WindowTopK], t: float) -> int:
-    """Index of the window whose centre is nearest to time ``t`` (the earlier one on a tie)."""
+    """Index of the window that holds time ``t`` (see :func:`handovers`; a handover time belongs
+    to the later window). Before the first handover it is window 0, after the last the last one;
+    in a gap between windows, the earlier one. For equal-length overlapping windows this is the
+    window whose centre is nearest to ``t``."""
     if not windows:
         raise ValueError("no windows")
-    centres = np.array([w.centre_s for w in windows])
-    return int(np.argmin(np.abs(centres - t)))
+    return int(np.searchsorted(handovers(windows), t, side="right"))
