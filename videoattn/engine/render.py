@@ -20,7 +20,7 @@ from typing import List, Optional, Sequence, Tuple
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from videoattn.engine.timeline import WindowTopK, segments, window_at
+from videoattn.engine.timeline import WindowTopK, handovers, segments, window_at
 from videoattn.utils.io import atomic_path
 
 
@@ -142,7 +142,8 @@ def render_timeline(windows: Sequence[WindowTopK], out_path: str, duration_s: Op
     """Write a ``width_in x height_in`` inch PNG strip at ``dpi``; return its ``(width, height)`` in pixels.
 
     Top: one bar per segment (:func:`videoattn.engine.timeline.segments`) coloured by its label,
-    labelled "label score" where it fits. Bottom: each window's top-1 score over its span.
+    labelled "label score" where it fits. Bottom: each window's top-1 score over the time it
+    holds (:func:`videoattn.engine.timeline.window_at`), as the rendered video shows it.
     """
     import matplotlib
 
@@ -160,11 +161,16 @@ def render_timeline(windows: Sequence[WindowTopK], out_path: str, duration_s: Op
                          edgecolors="white", linewidth=0.5)
         text = f"{seg.label} {seg.score:.2f}"
         if (seg.end_s - seg.start_s) / end * width_in * 72 > 5.5 * len(text):  # fits at 8 pt
-            bars.text((seg.start_s + seg.end_s) / 2, 0.5, text, ha="center", va="center", fontsize=8)
+            r, g, b, _ = colours[seg.index]
+            ink = "white" if 0.299 * r + 0.587 * g + 0.114 * b < 0.5 else "black"
+            bars.text((seg.start_s + seg.end_s) / 2, 0.5, text, ha="center", va="center", fontsize=8, color=ink)
     bars.set_ylim(0, 1)
     bars.set_yticks([])
-    for w in windows:
-        line.hlines(w.scores[0], w.start_s, w.end_s, colors=[colours[w.indices[0]]], linewidth=2)
+    times = handovers(windows)  # each window's score over the time it holds (as in the video)
+    lefts = [windows[0].start_s, *times]
+    rights = [*times, windows[-1].end_s]
+    for w, a, b in zip(windows, lefts, rights):
+        line.hlines(w.scores[0], a, b, colors=[colours[w.indices[0]]], linewidth=2)
     line.set_ylim(0, 1.05)
     line.set_xlim(0, end)
     line.set_ylabel("top-1", fontsize=7)
