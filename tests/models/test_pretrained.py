@@ -15,7 +15,7 @@ import torch
 import torchvision
 from pytorchvideo.models.hub import c2d_r50, i3d_r50, slow_r50
 
-from videoattn.models.pretrained import PRETRAINED, load_pretrained_weights, reference_model, verify_by_conversion
+from videoattn.models.pretrained import PRETRAINED, load_pretrained_weights, verify_by_conversion
 from videoattn.models.resnet3d import ResNet3D
 from videoattn.utils import download
 from videoattn.utils.download import DownloadError, cache_dir, fetch, sidecar_path
