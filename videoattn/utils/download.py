@@ -29,6 +29,7 @@ import urllib.parse
 import urllib.request
 from typing import Callable, Iterator, Optional, Tuple
 
+from videoattn.utils.errors import OneLineError
 from videoattn.utils.io import atomic_path, atomic_write_text
 
 HOME_ENV = "VIDEOATTN_HOME"
@@ -36,8 +37,9 @@ URL_ENV = "VIDEOATTN_WEIGHTS_URL"
 _CHUNK = 1 << 20
 
 
-class DownloadError(RuntimeError):
-    """A weights file could not be downloaded, or is not the published file."""
+class DownloadError(OneLineError):
+    """A weights file could not be downloaded, or is not the published file (the tools print
+    ``error: <message>``)."""
 
 
 def cache_dir(cache: Optional[str] = None) -> str:
@@ -114,30 +116,48 @@ def file_lock(path: str, timeout_s: float = 1800.0) -> Iterator[None]:
             fcntl.flock(f.fileno(), fcntl.LOCK_UN)
 
 
-def _download(url: str, dest: str, timeout_s: float) -> str:
-    """Stream ``url`` into ``dest`` atomically; return its sha256. A failed or refused download
-    (checksum prefix in the file name) leaves nothing at ``dest``."""
-    expected = hash_prefix(os.path.basename(dest))
+def _network_error(url: str, dest: str, e: Exception) -> DownloadError:
+    """The one-line error for a failed request or a connection lost mid-download."""
+    if isinstance(e, urllib.error.HTTPError):
+        reason = f"HTTP {e.code} {e.reason}"
+    else:
+        reason = f"{type(e).__name__}: {getattr(e, 'reason', None) or e}"
+    return DownloadError(f"cannot download {url} ({reason.splitlines()[0][:160]}); "
+                         f"to work offline, put the file by hand at {dest}")
+
+
+def _stream(url: str, out, timeout_s: float, dest: str) -> str:
+    """Copy ``url`` into the open file ``out``; return the sha256. Network failures (unlike a
+    failed local write, which stays an ``OSError``) raise :class:`DownloadError`."""
     digest = hashlib.sha256()
     try:
-        with atomic_path(dest) as tmp:
-            with urllib.request.urlopen(url, timeout=timeout_s) as response, open(tmp, "wb") as out:
-                while chunk := response.read(_CHUNK):
-                    digest.update(chunk)
-                    out.write(chunk)
-            if expected and not digest.hexdigest().startswith(expected):
-                raise DownloadError(f"checksum mismatch for {url}: sha256 {digest.hexdigest()[:16]}... does "
-                                    f"not start with {expected} (its file name); the download was discarded")
-    except DownloadError:
-        raise
+        response = urllib.request.urlopen(url, timeout=timeout_s)
     except (urllib.error.URLError, OSError, ValueError) as e:
-        if isinstance(e, urllib.error.HTTPError):
-            reason = f"HTTP {e.code} {e.reason}"
-        else:
-            reason = f"{type(e).__name__}: {getattr(e, 'reason', None) or e}"
-        raise DownloadError(f"cannot download {url} ({reason.splitlines()[0][:160]}); "
-                            f"to work offline, put the file by hand at {dest}") from None
-    return digest.hexdigest()
+        raise _network_error(url, dest, e) from None
+    with response:
+        while True:
+            try:
+                chunk = response.read(_CHUNK)
+            except (OSError, ValueError) as e:  # connection reset / timeout mid-body
+                raise _network_error(url, dest, e) from None
+            if not chunk:
+                return digest.hexdigest()
+            digest.update(chunk)
+            out.write(chunk)
+
+
+def _download(url: str, dest: str, timeout_s: float) -> str:
+    """Stream ``url`` into ``dest`` atomically; return its sha256. A failed or refused download
+    (checksum prefix in the file name) leaves nothing at ``dest``; a failed local write raises
+    :class:`videoattn.utils.io.WriteError`."""
+    expected = hash_prefix(os.path.basename(dest))
+    with atomic_path(dest) as tmp:
+        with open(tmp, "wb") as out:
+            sha256 = _stream(url, out, timeout_s, dest)
+        if expected and not sha256.startswith(expected):
+            raise DownloadError(f"checksum mismatch for {url}: sha256 {sha256[:16]}... does "
+                                f"not start with {expected} (its file name); the download was discarded")
+    return sha256
 
 
 def check_hash_prefix(path: str, url: str = "", actual: Optional[str] = None) -> str:
