@@ -2,6 +2,7 @@
 """Multi-view testing of a checkpoint; also under torchrun.
 
     python tools/test_net.py --config CFG --checkpoint PATH [key=value ...]
+    python tools/test_net.py --config configs/kinetics400/I3D_R50.yaml --pretrained i3d_r50
     torchrun --standalone --nproc_per_node=2 tools/test_net.py --config CFG --checkpoint PATH
 
 Writes OUTPUT_DIR/test/{metrics.json, per_class.csv, confusion_matrix.csv, confusion_matrix.png,
@@ -23,7 +24,7 @@ def main(argv=None) -> int:
     setup_logging(int(os.environ.get("RANK", "0")))
     with exit_on_user_error(interrupted="interrupted; test results are written only when a test completes"), \
             distributed_run(cfg, os.path.join(cfg.output_dir, "test")):
-        run_test(cfg, args.checkpoint, trust=args.trust_checkpoint)
+        run_test(cfg, args.checkpoint, trust=args.trust_checkpoint, pretrained=args.pretrained)
     return 0
 
 

@@ -2,6 +2,7 @@
 """Train a video model: one process, or one per device under torchrun.
 
     python tools/train_net.py --config configs/synthetic/I3D_NL_CBAM_R18.yaml [key=value ...]
+    python tools/train_net.py --config configs/kinetics400/I3D_NL_R50.yaml --pretrained i3d_r50   # fine-tune
     torchrun --nproc_per_node=2 tools/train_net.py --config CFG [key=value ...]
 
 ``train.batch_size`` is the global batch over all processes; see videoattn/engine/train.py.
@@ -9,7 +10,7 @@
 import os
 import sys
 
-from videoattn.cli import add_trust_argument, config_parser, exit_on_user_error, parse_config
+from videoattn.cli import add_pretrained_argument, add_trust_argument, config_parser, exit_on_user_error, parse_config
 from videoattn.engine.train import train
 from videoattn.utils.serialization import CheckpointError
 
@@ -18,6 +19,7 @@ def main(argv=None) -> int:
     parser = config_parser("Train a video model: one process, or one per device under torchrun "
                            "(torchrun --nproc_per_node=N tools/train_net.py --config CFG).")
     add_trust_argument(parser)  # = train.trust_checkpoint=true
+    add_pretrained_argument(parser)  # = model.pretrained=NAME
     args, cfg = parse_config(parser, argv)
     cfg.train.trust_checkpoint = cfg.train.trust_checkpoint or args.trust_checkpoint
     if not cfg.train.enable:

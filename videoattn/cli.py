@@ -10,6 +10,7 @@ from typing import Iterator, Optional, Sequence, Tuple
 from videoattn.config import Config, ConfigError, load_config
 from videoattn.data.decoding import DecodeError
 from videoattn.models.presets import resolve_model_config
+from videoattn.models.pretrained import PRETRAINED, pretrained_entry
 from videoattn.utils.distributed import cleanup
 from videoattn.utils.errors import OneLineError
 from videoattn.utils.io import WriteError
@@ -34,16 +35,32 @@ def parse_config(parser: argparse.ArgumentParser,
     try:
         cfg = load_config(args.config, args.opts)
         cfg.model = resolve_model_config(cfg.model)
+        if getattr(args, "pretrained", ""):
+            cfg.model.pretrained = args.pretrained
+        if cfg.model.pretrained:
+            pretrained_entry(cfg.model.pretrained)  # an unknown name fails here, before any work
     except (ConfigError, ValueError) as e:
         sys.exit(f"config error: {e}")
     return args, cfg
 
 
 def add_checkpoint_argument(parser: argparse.ArgumentParser) -> None:
-    """``--checkpoint`` (and ``--trust-checkpoint``), shared by the tools that load trained weights."""
-    parser.add_argument("--checkpoint", default="", help="checkpoint file (default: test.checkpoint_file, else "
-                        "OUTPUT_DIR/checkpoints/checkpoint_best.pyth, else the newest epoch checkpoint there)")
+    """``--checkpoint`` or ``--pretrained`` (and ``--trust-checkpoint``), shared by the tools that load
+    trained weights."""
+    group = parser.add_mutually_exclusive_group()
+    group.add_argument("--checkpoint", default="", help="checkpoint file (default: test.checkpoint_file, else "
+                       "OUTPUT_DIR/checkpoints/checkpoint_best.pyth, else the newest epoch checkpoint there, "
+                       "else model.pretrained)")
+    add_pretrained_argument(group, "use these public weights instead of a checkpoint")
     add_trust_argument(parser)
+
+
+def add_pretrained_argument(parser, what: str = "start training from these public weights (unless resuming)") -> None:
+    """``--pretrained NAME``: sets ``model.pretrained`` (see :mod:`videoattn.models.pretrained`)."""
+    parser.add_argument("--pretrained", default="", metavar="NAME",
+                        help=f"{what}: one of {', '.join(sorted(PRETRAINED))}; downloaded once into "
+                             "$VIDEOATTN_HOME/weights (default: torch hub's folder/videoattn/weights) and verified; "
+                             "sets model.pretrained")
 
 
 def add_trust_argument(parser: argparse.ArgumentParser) -> None:

@@ -2,13 +2,10 @@
 download once into the cache, checksums (file-name prefix; sidecar for pytorchvideo), offline and
 wrong-file errors, conversion into the model."""
 import hashlib
-import http.server
 import os
-import socket
 import subprocess
 import sys
 import threading
-import time
 
 import pytest
 import torch
@@ -19,64 +16,15 @@ from videoattn.models.pretrained import PRETRAINED, load_pretrained_weights, ver
 from videoattn.models.resnet3d import ResNet3D
 from videoattn.utils import download
 from videoattn.utils.download import DownloadError, cache_dir, fetch, sidecar_path
+from weightserver import closed_port, serve  # noqa: F401 (fixture)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-
-class _Server:
-    """A threaded ``http.server`` serving ``root`` on 127.0.0.1, counting GET requests per path."""
-
-    def __init__(self, root, delay_s=0.0):
-        self.requests = []
-        server = self
-
-        class Handler(http.server.SimpleHTTPRequestHandler):
-            def __init__(self, *a, **kw):
-                super().__init__(*a, directory=str(root), **kw)
-
-            def do_GET(self):
-                server.requests.append(self.path)
-                time.sleep(delay_s)  # lets concurrent clients pile up on the lock
-                super().do_GET()
-
-            def log_message(self, *args):
-                pass
-
-        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
-        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
-        self.thread.start()
-
-    def close(self):
-        self.httpd.shutdown()
-        self.httpd.server_close()
-
-
-@pytest.fixture
-def serve(tmp_path):
-    servers = []
-
-    def start(delay_s=0.0):
-        root = tmp_path / f"served{len(servers)}"
-        root.mkdir()
-        servers.append(_Server(root, delay_s))
-        return root, servers[-1]
-
-    yield start
-    for s in servers:
-        s.close()
 
 
 @pytest.fixture(scope="module")
 def ptv_i3d_state():
     torch.manual_seed(0)
     return i3d_r50(pretrained=False).state_dict()
-
-
-def _closed_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _one_line_error(excinfo) -> str:
@@ -251,7 +199,7 @@ def test_wrong_checksum_removes_the_file(serve, tmp_path):
 
 
 def test_unreachable_server_names_url_and_cache_path(tmp_path):
-    base = f"http://127.0.0.1:{_closed_port()}"
+    base = f"http://127.0.0.1:{closed_port()}"
     cache = tmp_path / "cache"
     with pytest.raises(DownloadError) as e:
         load_pretrained_weights(ResNet3D(depth=50, num_classes=400), "slow_r50", cache=str(cache), base_url=base)

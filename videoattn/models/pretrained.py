@@ -91,6 +91,15 @@ def reference_model(entry: dict) -> ResNet3D:
                         cbam_stages=p["cbam"]["stages"])
 
 
+def layout_hint(name: str, entry: dict) -> str:
+    """Which models ``name``'s weights fit, as advice for a config that does not."""
+    if entry["preset"] and entry["source"] == "pytorchvideo":
+        return (f"'{name}' holds {entry['preset']} weights: use model.preset={entry['preset']} "
+                f"(non-local / CBAM may be added) with depth, base_channels and temporal unset")
+    return (f"'{name}' holds 2D ResNet-{entry['depth']} weights: they inflate into a model with "
+            f"model.depth={entry['depth']} and model.base_channels=64")
+
+
 def verify_by_conversion(path: str, entry: dict) -> None:
     """Raise ``ValueError`` unless the pytorchvideo file at ``path`` converts into the entry's
     preset model with every key and shape matching (no key missing, none unknown)."""
@@ -147,10 +156,13 @@ def load_pretrained_weights(model: nn.Module, name: str, cache: Optional[str] = 
     entry = pretrained_entry(name, registry)
     path, sha256 = fetch_pretrained(name, cache, base_url, registry)
     state = read_state_dict(path)
-    if entry["source"] == "pytorchvideo":
-        converted, notes = _pytorchvideo_state(state, model, name)
-    else:
-        converted, notes = convert_state_dict(entry["source"], state, model, inflation)
+    try:
+        if entry["source"] == "pytorchvideo":
+            converted, notes = _pytorchvideo_state(state, model, name)
+        else:
+            converted, notes = convert_state_dict(entry["source"], state, model, inflation)
+    except ValueError as e:
+        raise ValueError(f"{e}; {layout_hint(name, entry)}") from None
     model.load_state_dict(converted, strict=False)
     head_loaded = any(k.startswith("head.") for k in converted)
     return PretrainedInfo(name=name, source=entry["source"], url=entry["url"], path=path, sha256=sha256,
