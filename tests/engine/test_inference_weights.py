@@ -35,3 +35,5 @@ def test_class_names_prefer_the_dataset_then_the_weights(tmp_path):
     assert class_names_for(indexed, 3) == ["0", "1", "2"]
     assert class_names_for(nothing, 3, weights) == weights
     assert class_names_for(nothing, 2) == ["class_0", "class_1"]
+    with pytest.raises(ValueError, match=r"model.num_classes=1 but the class list \(classes.txt\) has 2 classes"):
+        class_names_for(named, 1, weights)

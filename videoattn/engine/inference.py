@@ -154,7 +154,8 @@ def build_inference_model(cfg: Config, checkpoint_path: Optional[str], device: t
 def class_names_for(data: DataConfig, num_classes: int, fallback: Optional[Sequence[str]] = None) -> List[str]:
     """``num_classes`` names to show: ``data.classes_file`` or the training split's labels; where the
     dataset has none (or only label indices "0".."N-1"), ``fallback`` (the names the weights
-    bring, see :class:`LoadedWeights`); missing names are ``class_<i>``."""
+    bring, see :class:`LoadedWeights`); missing names are ``class_<i>``. A class list longer than
+    ``num_classes`` is a one-line ValueError (the names would not match the outputs)."""
     try:
         names = read_classes_file(resolve(data.root, data.classes_file)) if data.classes_file \
             else default_classes(data.root, data.train_split) or []
@@ -163,4 +164,7 @@ def class_names_for(data: DataConfig, num_classes: int, fallback: Optional[Seque
     inferred = names == [str(i) for i in range(len(names))]
     if fallback and (not names or inferred):
         names = list(fallback)
+    elif len(names) > num_classes and not inferred:
+        raise ValueError(f"model.num_classes={num_classes} but the class list "
+                         f"({data.classes_file or 'labels of ' + data.train_split}) has {len(names)} classes")
     return names[:num_classes] + [f"class_{i}" for i in range(len(names), num_classes)]

@@ -142,13 +142,15 @@ def render_timeline(windows: Sequence[WindowTopK], out_path: str, duration_s: Op
     """Write a ``width_in x height_in`` inch PNG strip at ``dpi``; return its ``(width, height)`` in pixels.
 
     Top: one bar per segment (:func:`videoattn.engine.timeline.segments`) coloured by its label,
-    labelled "label score" where it fits. Bottom: each window's top-1 score over the time it
-    holds (:func:`videoattn.engine.timeline.window_at`), as the rendered video shows it.
+    labelled "label score" where it fits; a legend above names every colour. Bottom: each window's
+    top-1 score over the time it holds (:func:`videoattn.engine.timeline.window_at`), as the
+    rendered video shows it.
     """
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.patches import Patch
 
     if not windows:
         raise ValueError("no windows to draw")
@@ -176,9 +178,13 @@ def render_timeline(windows: Sequence[WindowTopK], out_path: str, duration_s: Op
     line.set_ylabel("top-1", fontsize=7)
     line.set_xlabel("time (s)", fontsize=8)
     line.tick_params(labelsize=7)
+    names = {w.indices[0]: w.labels[0] for w in windows}
+    handles = [Patch(facecolor=colours[i], label=names[i]) for i in colours]  # also names the narrow segments
+    fig.legend(handles=handles, loc="upper right", ncol=min(len(handles), 6), fontsize=7, frameon=False,
+               handlelength=1.0, columnspacing=1.0, borderaxespad=0.2)
     if title:
-        bars.set_title(title, fontsize=9)
-    fig.subplots_adjust(left=0.05, right=0.99, top=0.86 if title else 0.97, bottom=0.24)
+        bars.set_title(title, fontsize=9, loc="left")
+    fig.subplots_adjust(left=0.05, right=0.99, top=0.86, bottom=0.24)
     try:
         with atomic_path(out_path) as tmp:
             fig.savefig(tmp, format="png", dpi=dpi)
