@@ -73,6 +73,7 @@ def test_unknown_name_lists_the_names():
 
 
 # ----------------------------------------------------------------------------- pytorchvideo
+@pytest.mark.slow  # starts a fresh Python process
 def test_pytorchvideo_good_file_loads_once_with_kinetics_classes(serve, ptv_i3d_state, tmp_path):
     root, server = serve()
     torch.save({"model_state": ptv_i3d_state, "epoch": 196}, root / "I3D_8x8_R50.pyth")
