@@ -10,7 +10,8 @@
 import os
 import sys
 
-from videoattn.cli import add_pretrained_argument, add_trust_argument, config_parser, exit_on_user_error, parse_config
+from videoattn.cli import (add_pretrained_argument, add_trust_argument, config_parser, exit_on_user_error, parse_config,
+                           print_line)
 from videoattn.engine.train import train
 from videoattn.utils.serialization import CheckpointError
 
@@ -29,7 +30,7 @@ def main(argv=None) -> int:
         try:
             train(cfg)
         except (ValueError, FloatingPointError, CheckpointError) as e:
-            print(f"error (rank {os.environ.get('RANK', '0')}): {type(e).__name__}: {e}", file=sys.stderr, flush=True)
+            print_line(f"error (rank {os.environ.get('RANK', '0')}): {type(e).__name__}: {e}")
             return 1
     return 0
 

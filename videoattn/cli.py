@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import os
 import sys
-from typing import Iterator, Optional, Sequence, Tuple
+from typing import Iterator, NoReturn, Optional, Sequence, Tuple
 
 from videoattn.config import Config, ConfigError, load_config
 from videoattn.data.decoding import DecodeError
@@ -70,6 +71,23 @@ def add_trust_argument(parser: argparse.ArgumentParser) -> None:
                              "unpickling can run code: only for files from a trusted source")
 
 
+def print_line(line: str) -> None:
+    """Write ``line`` to stderr in one system call: the ranks of a torchrun job share one stream, and
+    ``sys.exit(message)`` / ``print`` write the text and its newline separately, so two ranks'
+    lines could interleave."""
+    sys.stderr.flush()
+    try:
+        os.write(sys.stderr.fileno(), (line + "\n").encode("utf-8", "replace"))
+    except (AttributeError, OSError, ValueError):  # a stream without a file descriptor (captured)
+        sys.stderr.write(line + "\n")
+
+
+def exit_with(line: str, status: int = 1) -> NoReturn:
+    """:func:`print_line` ``line``, then exit with ``status``."""
+    print_line(line)
+    raise SystemExit(status)
+
+
 @contextlib.contextmanager
 def exit_on_user_error(distributed: bool = True, interrupted: str = "interrupted") -> Iterator[None]:
     """Turn a bad checkpoint, undecodable video, missing file, bad annotation, a locked or unwritable
@@ -79,16 +97,15 @@ def exit_on_user_error(distributed: bool = True, interrupted: str = "interrupted
     try:
         yield
     except KeyboardInterrupt as e:
-        print(str(e) or interrupted, file=sys.stderr, flush=True)
-        sys.exit(130)
+        exit_with(str(e) or interrupted, 130)
     except (OneLineError, WriteError) as e:
-        sys.exit(f"error: {e}")
+        exit_with(f"error: {e}")
     except CheckpointError as e:
-        sys.exit(f"checkpoint error: {e}")
+        exit_with(f"checkpoint error: {e}")
     except DecodeError as e:
-        sys.exit(f"video error: {e}")
+        exit_with(f"video error: {e}")
     except (FileNotFoundError, ValueError) as e:  # AnnotationError and DecodeError set-up problems are ValueErrors
-        sys.exit(f"error: {e}")
+        exit_with(f"error: {e}")
     finally:
         if distributed:
             cleanup()
