@@ -48,3 +48,17 @@ def loader_for(cfg, split: str, dataset=None):
     key = "test.batch_size" if split == "test" else "train.batch_size"
     batch = cfg.test.batch_size if split == "test" else cfg.train.batch_size
     return build_loader(dataset, cfg.data, per_process_batch(batch, key), cfg.seed, resolve_device(cfg.device))
+
+
+def make_long_video(path: str, labels, frames_each: int, fps: int = 30, width: int = 160, height: int = 120,
+                    seed: int = 0) -> str:
+    """A real video of synthetic actions one after the other: ``frames_each`` frames of each class
+    in ``labels`` (:func:`videoattn.data.synthetic.render_video`), encoded at ``fps``."""
+    import numpy as np
+
+    from videoattn.data.synthetic import encode_video, render_video
+
+    rng = np.random.default_rng(seed)
+    frames = np.concatenate([render_video(label, frames_each, width, height, rng) for label in labels])
+    encode_video(path, frames, fps)
+    return path

@@ -7,42 +7,60 @@
         --config configs/kinetics400/I3D_R50.yaml --output i3d_r50.pyth
     python tools/convert_checkpoint.py --source pyslowfast --input I3D_NLN_8x8_R50.pyth \
         --config configs/kinetics400/I3D_NL_R50.yaml --output i3d_nl_r50.pyth
+    python tools/convert_checkpoint.py --pretrained i3d_r50 \
+        --config configs/kinetics400/I3D_R50.yaml --output i3d_r50.pyth
 
 torchvision 2D weights are inflated (``--inflation mean`` or ``centre``); their 1000-class fc is
 dropped unless the config has 1000 classes. Non-local / CBAM parameters absent from the source
-keep their identity-at-init values; every such key is listed.
+keep their identity-at-init values; every such key is listed. ``--pretrained NAME`` downloads
+(once, verified) the public weights of that name (see videoattn/models/pretrained.py) instead of
+reading ``--input``; the checkpoint then carries their class names where its head holds them.
 """
 import os
 import sys
 
 from videoattn.config import config_to_dict
-from videoattn.cli import add_trust_argument, config_parser, parse_config
+from videoattn.cli import add_pretrained_argument, add_trust_argument, config_parser, exit_on_user_error, parse_config
 from videoattn.engine.checkpoint import make_checkpoint, save_checkpoint
 from videoattn.models import build_model
 from videoattn.models.convert import SOURCES, convert_file
+from videoattn.models.pretrained import load_pretrained_weights
 from videoattn.utils.serialization import CheckpointError
+
+
+def _convert(args, model) -> tuple:
+    """Load the weights into ``model``; ``(notes, meta source, extra checkpoint keys, description)``."""
+    if args.pretrained:
+        info = load_pretrained_weights(model, args.pretrained, inflation=args.inflation)
+        extra = {"classes": info.classes} if info.classes else {}
+        return info.notes, f"{info.name}:{info.sha256}", extra, f"pretrained {info.name} ({info.path})"
+    notes = convert_file(args.source, args.input, model, args.inflation, trust=args.trust_checkpoint)
+    return notes, f"{args.source}:{os.path.basename(args.input)}", {}, f"{args.source} {args.input}"
 
 
 def main(argv=None) -> int:
     parser = config_parser(__doc__.splitlines()[0])
-    parser.add_argument("--source", required=True, choices=SOURCES)
-    parser.add_argument("--input", required=True, help="source weights (.pth / .pyth / .pt)")
+    parser.add_argument("--source", choices=SOURCES, help="where --input comes from")
+    parser.add_argument("--input", help="source weights (.pth / .pyth / .pt)")
+    add_pretrained_argument(parser, "instead of --source/--input: public weights by name")
     parser.add_argument("--output", required=True, help="checkpoint to write (.pyth)")
     parser.add_argument("--inflation", default="mean", choices=("mean", "centre"),
                         help="torchvision only: how 2D kernels fill the temporal axis")
     add_trust_argument(parser)
     args, cfg = parse_config(parser, argv)
+    if (args.source or args.input) if args.pretrained else not (args.source and args.input):
+        sys.exit("error: give either --pretrained NAME or both --source and --input")
     model = build_model(cfg.model)
-    try:
-        notes = convert_file(args.source, args.input, model, args.inflation, trust=args.trust_checkpoint)
-    except (ValueError, KeyError, FileNotFoundError, CheckpointError) as e:
-        sys.exit(f"conversion failed: {e}")
-    ckpt = make_checkpoint(model.state_dict(), config_to_dict(cfg), source=f"{args.source}:{os.path.basename(args.input)}",
-                           conversion_notes=notes)
+    with exit_on_user_error(distributed=False):  # offline / wrong checksum: one line
+        try:
+            notes, source, extra, what = _convert(args, model)
+        except (ValueError, KeyError, FileNotFoundError, CheckpointError) as e:
+            sys.exit(f"conversion failed: {e}")
+    ckpt = make_checkpoint(model.state_dict(), config_to_dict(cfg), source=source, conversion_notes=notes, **extra)
     save_checkpoint(args.output, ckpt)
     for note in notes:
         print(f"note: {note}")
-    print(f"wrote {args.output} ({len(ckpt['model_state'])} tensors from {args.source} {args.input}, "
+    print(f"wrote {args.output} ({len(ckpt['model_state'])} tensors from {what}, "
           f"{len(notes)} keys left as initialised)")
     return 0
 

@@ -1,11 +1,13 @@
 #!/usr/bin/env python
 """Sliding-window feature extraction; also under torchrun or srun (videos sharded across processes).
 
-    python tools/extract_features.py --config CFG --checkpoint PATH \
+    python tools/extract_features.py --config CFG (--checkpoint PATH | --pretrained NAME) \
         --input LIST_OR_FOLDER_OR_VIDEO --output DIR [features.stride_seconds=1.0 features.layer=res4 ...]
+        [features.save_scores=true]
 
 Writes DIR/<video id>.npy (num_windows, D), DIR/<video id>.json (window times), DIR/index.csv and
-DIR/failed.csv; re-running skips finished videos. See videoattn/engine/extract.py.
+DIR/failed.csv (with features.save_scores=true also DIR/scores/<video id>.npy, per-window class
+probabilities, and DIR/classes.txt); re-running skips finished videos. See videoattn/engine/extract.py.
 """
 import sys
 
@@ -24,7 +26,8 @@ def main(argv=None) -> int:
     setup_logging(launch_rank())
     with exit_on_user_error(interrupted=f"interrupted; finished videos are kept in {args.output} and a re-run "
                                         "does the rest"), distributed_run(cfg, args.output):
-        extract_features(cfg, args.input, args.output, args.checkpoint, trust=args.trust_checkpoint)
+        extract_features(cfg, args.input, args.output, args.checkpoint, trust=args.trust_checkpoint,
+                         pretrained=args.pretrained)
     return 0
 
 

@@ -2,6 +2,7 @@
 """Multi-view testing of a checkpoint; also under torchrun or srun (one task per GPU).
 
     python tools/test_net.py --config CFG --checkpoint PATH [key=value ...]
+    python tools/test_net.py --config configs/kinetics400/I3D_R50.yaml --pretrained i3d_r50
     torchrun --standalone --nproc_per_node=2 tools/test_net.py --config CFG --checkpoint PATH
     srun --ntasks-per-node=8 --gpus-per-node=8 python tools/test_net.py --config CFG --checkpoint PATH
 
@@ -24,7 +25,7 @@ def main(argv=None) -> int:
     setup_logging(launch_rank())
     with exit_on_user_error(interrupted="interrupted; test results are written only when a test completes"), \
             distributed_run(cfg, os.path.join(cfg.output_dir, "test")):
-        run_test(cfg, args.checkpoint, trust=args.trust_checkpoint)
+        run_test(cfg, args.checkpoint, trust=args.trust_checkpoint, pretrained=args.pretrained)
     return 0
 
 

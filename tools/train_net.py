@@ -2,6 +2,7 @@
 """Train a video model: one process, or one per device under torchrun or srun.
 
     python tools/train_net.py --config configs/synthetic/I3D_NL_CBAM_R18.yaml [key=value ...]
+    python tools/train_net.py --config configs/kinetics400/I3D_NL_R50.yaml --pretrained i3d_r50   # fine-tune
     torchrun --nproc_per_node=2 tools/train_net.py --config CFG [key=value ...]
     srun --ntasks-per-node=8 --gpus-per-node=8 python tools/train_net.py --config CFG [key=value ...]
 
@@ -12,7 +13,8 @@ resumes from (see videoattn/utils/preemption.py).
 """
 import sys
 
-from videoattn.cli import add_trust_argument, config_parser, exit_on_user_error, parse_config
+from videoattn.cli import (add_pretrained_argument, add_trust_argument, config_parser, exit_on_user_error, parse_config,
+                           print_line)
 from videoattn.engine.train import train
 from videoattn.utils.distributed import launch_rank
 from videoattn.utils.serialization import CheckpointError
@@ -22,6 +24,7 @@ def main(argv=None) -> int:
     parser = config_parser("Train a video model: one process, or one per device under torchrun or srun "
                            "(torchrun --nproc_per_node=N tools/train_net.py --config CFG).")
     add_trust_argument(parser)  # = train.trust_checkpoint=true
+    add_pretrained_argument(parser)  # = model.pretrained=NAME
     args, cfg = parse_config(parser, argv)
     cfg.train.trust_checkpoint = cfg.train.trust_checkpoint or args.trust_checkpoint
     if not cfg.train.enable:
@@ -31,7 +34,7 @@ def main(argv=None) -> int:
         try:
             return train(cfg).exit_code  # 75 / 143: stopped on a signal, checkpoint written
         except (ValueError, FloatingPointError, CheckpointError) as e:
-            print(f"error (rank {launch_rank()}): {type(e).__name__}: {e}", file=sys.stderr, flush=True)
+            print_line(f"error (rank {launch_rank()}): {type(e).__name__}: {e}")
             return 1
 
 

@@ -1,7 +1,8 @@
 #!/usr/bin/env python
 """Attention pictures of one video: CBAM spatial maps and the non-local attention of a query point.
 
-    python tools/visualize_attention.py --config CFG --checkpoint PATH --video VIDEO --output fig.png \
+    python tools/visualize_attention.py --config CFG (--checkpoint PATH | --pretrained NAME) \
+        --video VIDEO --output fig.png \
         [--query FRAME Y X] [--cbam-layer res3] [--nl-layer res3] [--gif fig.gif] [key=value ...]
 
 FRAME is an input-frame index (0..num_frames-1); Y and X are fractions of the crop in [0, 1].
@@ -29,7 +30,8 @@ def main(argv=None) -> int:
     query = (int(args.query[0]), args.query[1], args.query[2]) if args.query else None
     with exit_on_user_error(distributed=False):
         visualize_video(cfg, args.checkpoint, args.video, args.output, query, args.cbam_layer, args.nl_layer,
-                        args.gif or None, args.start, args.max_columns, trust=args.trust_checkpoint)
+                        args.gif or None, args.start, args.max_columns, trust=args.trust_checkpoint,
+                        pretrained=args.pretrained)
     print(f"wrote {args.output}" + (f" and {args.gif}" if args.gif else ""))
     return 0
 

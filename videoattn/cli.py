@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import os
 import sys
-from typing import Iterator, Optional, Sequence, Tuple
+from typing import Iterator, NoReturn, Optional, Sequence, Tuple
 
 from videoattn.config import Config, ConfigError, load_config
 from videoattn.data.decoding import DecodeError
 from videoattn.models.presets import resolve_model_config
+from videoattn.models.pretrained import PRETRAINED, pretrained_entry
 from videoattn.utils.distributed import cleanup
 from videoattn.utils.errors import OneLineError
 from videoattn.utils.io import WriteError
@@ -34,16 +36,32 @@ def parse_config(parser: argparse.ArgumentParser,
     try:
         cfg = load_config(args.config, args.opts)
         cfg.model = resolve_model_config(cfg.model)
+        if getattr(args, "pretrained", ""):
+            cfg.model.pretrained = args.pretrained
+        if cfg.model.pretrained:
+            pretrained_entry(cfg.model.pretrained)  # an unknown name fails here, before any work
     except (ConfigError, ValueError) as e:
         sys.exit(f"config error: {e}")
     return args, cfg
 
 
 def add_checkpoint_argument(parser: argparse.ArgumentParser) -> None:
-    """``--checkpoint`` (and ``--trust-checkpoint``), shared by the tools that load trained weights."""
-    parser.add_argument("--checkpoint", default="", help="checkpoint file (default: test.checkpoint_file, else "
-                        "OUTPUT_DIR/checkpoints/checkpoint_best.pyth, else the newest epoch checkpoint there)")
+    """``--checkpoint`` or ``--pretrained`` (and ``--trust-checkpoint``), shared by the tools that load
+    trained weights."""
+    group = parser.add_mutually_exclusive_group()
+    group.add_argument("--checkpoint", default="", help="checkpoint file (default: test.checkpoint_file, else "
+                       "OUTPUT_DIR/checkpoints/checkpoint_best.pyth, else the newest epoch checkpoint there, "
+                       "else model.pretrained)")
+    add_pretrained_argument(group, "use these public weights instead of a checkpoint")
     add_trust_argument(parser)
+
+
+def add_pretrained_argument(parser, what: str = "start training from these public weights (unless resuming)") -> None:
+    """``--pretrained NAME``: sets ``model.pretrained`` (see :mod:`videoattn.models.pretrained`)."""
+    parser.add_argument("--pretrained", default="", metavar="NAME",
+                        help=f"{what}: one of {', '.join(sorted(PRETRAINED))}; downloaded once into "
+                             "$VIDEOATTN_HOME/weights (default: torch hub's folder/videoattn/weights) and verified; "
+                             "sets model.pretrained")
 
 
 def add_trust_argument(parser: argparse.ArgumentParser) -> None:
@@ -51,6 +69,23 @@ def add_trust_argument(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--trust-checkpoint", action="store_true",
                         help="allow a checkpoint that needs full unpickling (a pickled module, unknown classes); "
                              "unpickling can run code: only for files from a trusted source")
+
+
+def print_line(line: str) -> None:
+    """Write ``line`` to stderr in one system call: the ranks of a torchrun job share one stream, and
+    ``sys.exit(message)`` / ``print`` write the text and its newline separately, so two ranks'
+    lines could interleave."""
+    sys.stderr.flush()
+    try:
+        os.write(sys.stderr.fileno(), (line + "\n").encode("utf-8", "replace"))
+    except (AttributeError, OSError, ValueError):  # a stream without a file descriptor (captured)
+        sys.stderr.write(line + "\n")
+
+
+def exit_with(line: str, status: int = 1) -> NoReturn:
+    """:func:`print_line` ``line``, then exit with ``status``."""
+    print_line(line)
+    raise SystemExit(status)
 
 
 @contextlib.contextmanager
@@ -62,22 +97,16 @@ def exit_on_user_error(distributed: bool = True, interrupted: str = "interrupted
     try:
         yield
     except KeyboardInterrupt as e:
-        _exit(str(e) or interrupted, 130)
+        exit_with(str(e) or interrupted, 130)
     except (OneLineError, WriteError) as e:
-        _exit(f"error: {e}")
+        exit_with(f"error: {e}")
     except CheckpointError as e:
-        _exit(f"checkpoint error: {e}")
+        exit_with(f"checkpoint error: {e}")
     except DecodeError as e:
-        _exit(f"video error: {e}")
+        exit_with(f"video error: {e}")
     except (FileNotFoundError, ValueError) as e:  # AnnotationError and DecodeError set-up problems are ValueErrors
-        _exit(f"error: {e}")
+        exit_with(f"error: {e}")
     finally:
         if distributed:
             cleanup()
 
-
-def _exit(line: str, status: int = 1) -> None:
-    """Print ``line`` with a single write (ranks sharing one stderr pipe never interleave a line) and exit."""
-    sys.stderr.write(line + "\n")
-    sys.stderr.flush()
-    sys.exit(status)

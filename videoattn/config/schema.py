@@ -122,6 +122,10 @@ class ModelConfig:
     num_classes: int = at_least(1, 400)
     dropout: float = fraction(0.5)
     channels_last: Optional[bool] = None  # channels_last_3d weights and inputs; null: on for CPU (measured faster), off on CUDA
+    # Public weights by name (videoattn.models.pretrained.PRETRAINED: i3d_r50, c2d_r50, slow_r50,
+    # resnet18_imagenet, resnet50_imagenet), downloaded once and verified. Training starts from them
+    # (unless resuming); the inference tools use them when no checkpoint is found. "" = none.
+    pretrained: str = rule("", lambda v: v == v.strip() and " " not in v, "be one name without spaces")
     non_local: NonLocalConfig = field(default_factory=NonLocalConfig)
     cbam: CBAMConfig = field(default_factory=CBAMConfig)
 
@@ -189,6 +193,7 @@ class FeaturesConfig:
     average_crops: bool = True
     dtype: str = one_of("float32", ("float32", "float16"))
     batch_size: int = at_least(1, 8)      # windows per forward pass
+    save_scores: bool = False             # also write scores/<id>.npy: per-window class probabilities
 
 
 @dataclass

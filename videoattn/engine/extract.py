@@ -13,6 +13,9 @@ resize and crops (``features.num_spatial_crops``, optionally averaged) and the m
     DIR/index.csv   one row per finished video (rank 0, after all ranks finished)
     DIR/failed.csv  videos that could not be decoded this run (and missing ones), with the reason
     DIR/truncated.csv  finished videos cut short: features cover only the frames that decode
+    DIR/scores/<id>.npy  with ``features.save_scores``: (num_windows, C) class probabilities of
+                    each window (softmax of the classifier in the same forward pass, crops averaged
+                    as the features are); DIR/classes.txt names the C columns
 
 A video shorter than one window gets one window whose samples pass its end (the last frame
 repeated; mmaction2 wraps around), counted in ``repeated_samples`` in its ``.json``; a video cut
@@ -44,7 +47,7 @@ from videoattn.data.annotations import ENCODING, VIDEO_EXTENSIONS, read_annotati
 from videoattn.data.transforms import DeviceNormalizer
 from videoattn.data.windows import Window, WindowStream
 from videoattn.engine.device import autocast_dtype, configure_backends, for_device
-from videoattn.engine.inference import build_inference_model
+from videoattn.engine.inference import class_names_for, load_inference_model
 from videoattn.models.resnet3d import ResNet3D
 from videoattn.utils.distributed import (all_gather_object, barrier, get_rank, get_world_size, init_distributed,
                                          is_main_process)
@@ -53,6 +56,7 @@ from videoattn.utils.walk import walk_files
 
 log = logging.getLogger(__name__)
 
+SCORES_DIR = "scores"  # scores/<id>.npy: a subfolder, so no video id can collide with another's scores
 INDEX_COLUMNS = ["video", "path", "num_windows", "fps", "duration_s", "window_s", "stride_s", "feature_shape",
                  "dtype", "layer", "features", "windows"]
 TRUNCATED_COLUMNS = ["video", "path", "decoded_frames", "declared_frames", "decoded_s", "declared_s", "num_windows"]
@@ -127,16 +131,20 @@ def list_inputs(data: DataConfig, source: str) -> Tuple[List[str], List[str]]:
     return [v[0] for v in ann.videos], list(ann.missing)
 
 
-def _finished(out_dir: str, vid: str) -> Optional[dict]:
-    """The ``.json`` of a finished video ``vid`` (its ``.npy`` and ``.json`` both exist), else None."""
+def _finished(out_dir: str, vid: str, need_scores: bool = False) -> Optional[dict]:
+    """The ``.json`` of a finished video ``vid`` (its ``.npy`` and ``.json`` both exist, and with
+    ``need_scores`` its ``scores/<vid>.npy`` too), else None."""
     npy, meta = os.path.join(out_dir, vid + ".npy"), os.path.join(out_dir, vid + ".json")
     if not (os.path.isfile(npy) and os.path.isfile(meta)):
         return None
     try:
         with open(meta, encoding="utf-8") as f:
-            return json.load(f)
+            found = json.load(f)
     except (OSError, ValueError):
         return None
+    if need_scores and not (found.get("scores") and os.path.isfile(os.path.join(out_dir, found["scores"]))):
+        return None
+    return found
 
 
 def _same_file(a: str, b: str) -> bool:
@@ -145,23 +153,33 @@ def _same_file(a: str, b: str) -> bool:
 
 def _remove_stale_temps(out_dir: str, vid: str) -> None:
     """Temp files a killed run left behind (``atomic_path`` names them ``.<name>.*.tmp``)."""
-    for name in (vid + ".npy", vid + ".json"):
-        for tmp in glob.glob(os.path.join(glob.escape(out_dir), "." + glob.escape(name) + ".*.tmp")):
+    for name in (vid + ".npy", vid + ".json", os.path.join(SCORES_DIR, vid + ".npy")):
+        folder, base = os.path.split(os.path.join(out_dir, name))
+        for tmp in glob.glob(os.path.join(glob.escape(folder), "." + glob.escape(base) + ".*.tmp")):
             os.remove(tmp)
 
 
+def _save_npy(path: str, array: np.ndarray) -> None:
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as f:
+            np.save(f, array)
+
+
 def _save_video(out_dir: str, vid: str, path: str, win: Window, declared: int, feats: np.ndarray,
-                features: FeaturesConfig) -> dict:
+                features: FeaturesConfig, scores: Optional[np.ndarray] = None) -> dict:
+    """Write ``scores/<vid>.npy`` (if any), ``<vid>.json``, then ``<vid>.npy`` (which marks it done)."""
     meta = {"video": vid, "path": path, "fps": win.fps, "num_video_frames": win.num_frames,
             "duration_s": win.num_frames / win.fps, "declared_frames": declared, "declared_duration_s": declared / win.fps,
             "truncated": declared > win.num_frames, "window_s": win.window_s, "stride_s": win.stride_s,
             "num_windows": len(win.starts), "starts_s": win.starts, "ends_s": win.ends,
             "frame_indices": win.indices, "repeated_samples": win.repeated, "layer": features.layer,
             "dtype": features.dtype, "feature_shape": list(feats.shape)}
+    if scores is not None:
+        _save_npy(os.path.join(out_dir, SCORES_DIR, vid + ".npy"), scores)
+        meta.update(scores=f"{SCORES_DIR}/{vid}.npy", scores_shape=list(scores.shape), scores_kind="softmax",
+                    classes="classes.txt")
     atomic_write_text(os.path.join(out_dir, vid + ".json"), json.dumps(meta) + "\n")
-    with atomic_path(os.path.join(out_dir, vid + ".npy")) as tmp:
-        with open(tmp, "wb") as f:
-            np.save(f, feats)
+    _save_npy(os.path.join(out_dir, vid + ".npy"), feats)
     return meta
 
 
@@ -187,19 +205,42 @@ def window_features(model: ResNet3D, x: torch.Tensor, layer: str) -> torch.Tenso
     return model.forward_intermediates(x, [layer])[layer].mean(dim=(2, 3, 4))
 
 
-def _chunk_features(model: ResNet3D, item: dict, layer: str, device: torch.device, to_device: DeviceNormalizer,
-                    amp: Optional[torch.dtype]) -> torch.Tensor:
-    """``(w, crops, D)`` float32 features of one chunk of windows (``amp``: autocast dtype or None)."""
+@torch.inference_mode()
+def window_features_and_logits(model: ResNet3D, x: torch.Tensor, layer: str) -> Tuple[torch.Tensor, torch.Tensor]:
+    """One forward pass: ``x: (B, 3, T, H, W) -> ((B, D) features as :func:`window_features`,
+    (B, num_classes) logits)``."""
+    maps = model.forward_intermediates(x, sorted({layer, "res5"} - {"pool"}))
+    logits = model.forward_head(maps["res5"])
+    feats = model.forward_head(maps["res5"], pre_logits=True) if layer == "pool" else maps[layer].mean(dim=(2, 3, 4))
+    return feats, logits
+
+
+def chunk_outputs(model: ResNet3D, item: dict, layer: str, device: torch.device, to_device: DeviceNormalizer,
+                  amp: Optional[torch.dtype] = None,
+                  scores: bool = False) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
+    """``(w, crops, D)`` float32 features of one chunk of windows and, with ``scores``, their
+    ``(w, crops, C)`` class probabilities (``amp``: autocast dtype or None)."""
+    x = to_device(item["clips"], device)
     with torch.autocast(device.type, dtype=amp, enabled=amp is not None):
-        feats = window_features(model, to_device(item["clips"], device), layer).float().cpu()
-    return feats.reshape(item["num_windows"], -1, feats.shape[-1])
+        if not scores:
+            feats = window_features(model, x, layer).float().cpu()
+            return feats.reshape(item["num_windows"], -1, feats.shape[-1]), None
+        feats, logits = window_features_and_logits(model, x, layer)
+    probs = logits.float().softmax(dim=1).cpu()
+    return (feats.float().cpu().reshape(item["num_windows"], -1, feats.shape[-1]),
+            probs.reshape(item["num_windows"], -1, probs.shape[-1]))
 
 
-def _finish(chunks: List[torch.Tensor], features: FeaturesConfig) -> np.ndarray:
-    feats = torch.cat(chunks)                                        # (W, crops, D)
+def _finish(chunks: List[Tuple[torch.Tensor, Optional[torch.Tensor]]],
+            features: FeaturesConfig) -> Tuple[np.ndarray, Optional[np.ndarray]]:
+    """``(features (W, D) or (W, crops, D) in features.dtype, float32 scores alike or None)``."""
+    feats = torch.cat([c[0] for c in chunks])                        # (W, crops, D)
+    scores = torch.cat([c[1] for c in chunks]) if chunks[0][1] is not None else None
     if features.average_crops:
         feats = feats.mean(dim=1)
-    return feats.numpy().astype(np.float16 if features.dtype == "float16" else np.float32)
+        scores = scores.mean(dim=1) if scores is not None else None
+    feats = feats.numpy().astype(np.float16 if features.dtype == "float16" else np.float32)
+    return feats, (scores.numpy().astype(np.float32) if scores is not None else None)
 
 
 def window_loader(videos: Sequence[Tuple[int, str]], data: DataConfig, features: FeaturesConfig,
@@ -213,25 +254,32 @@ def window_loader(videos: Sequence[Tuple[int, str]], data: DataConfig, features:
 
 
 def extract_features(cfg: Config, source: str, out_dir: str, checkpoint_path: Optional[str] = None,
-                     random_init: bool = False, trust: bool = False) -> Optional[Dict[str, object]]:
+                     random_init: bool = False, trust: bool = False,
+                     pretrained: str = "") -> Optional[Dict[str, object]]:
     """Extract features of every video of ``source`` into ``out_dir``; summary on rank 0, else None.
 
-    Weights: see :func:`videoattn.engine.inference.resolve_checkpoint` (``random_init``: none, benchmarks
-    only; ``trust``: allow a checkpoint that needs full unpickling, ``--trust-checkpoint``).
+    Weights: see :func:`videoattn.engine.inference.resolve_weights` (``pretrained``: public weights by
+    name; ``random_init``: none, benchmarks only; ``trust``: allow a checkpoint that needs full
+    unpickling, ``--trust-checkpoint``).
     """
     info = init_distributed(cfg.device, timeout_s=60 * cfg.dist_timeout_minutes)
     cfg = for_device(cfg, info.device)
     configure_backends(info.device)
-    model = build_inference_model(cfg, checkpoint_path, info.device, random_init, trust)  # bad checkpoint: fail first
+    model, weights = load_inference_model(cfg, checkpoint_path, info.device, random_init, trust,
+                                          pretrained)  # bad checkpoint: fail first
     paths, missing = list_inputs(cfg.data, source)
     ids = video_ids(paths)
     os.makedirs(out_dir, exist_ok=True)
-    todo, skipped, failed = _plan(out_dir, ids, paths)
+    f = cfg.features
+    if f.save_scores and is_main_process():
+        names = class_names_for(cfg.data, cfg.model.num_classes, weights.classes)
+        atomic_write_text(os.path.join(out_dir, "classes.txt"), "".join(n + "\n" for n in names))
+    todo, skipped, failed = _plan(out_dir, ids, paths, f.save_scores)
     pending: Dict[int, List[torch.Tensor]] = {}
     written = 0
     bar = tqdm(total=len(todo), desc="features", unit="video", dynamic_ncols=True,
                disable=not (is_main_process() and sys.stderr.isatty()))
-    f, to_device = cfg.features, DeviceNormalizer(cfg.data.mean, cfg.data.std, cfg.model.channels_last)
+    to_device = DeviceNormalizer(cfg.data.mean, cfg.data.std, cfg.model.channels_last)
     amp = autocast_dtype(cfg.test.mixed_precision, info.device)
     for item in (window_loader(todo, cfg.data, f, info.device) if todo else []):
         k = item["k"]
@@ -241,13 +289,14 @@ def extract_features(cfg: Config, source: str, out_dir: str, checkpoint_path: Op
             pending.pop(k, None)
             bar.update(1)
         elif "done" in item:
-            feats = _finish(pending.pop(k), f)
+            feats, scores = _finish(pending.pop(k), f)
             assert feats.shape[0] == len(item["window"].starts), (paths[k], feats.shape)
             written += 1
-            _save_video(out_dir, ids[k], paths[k], item["window"], item["declared_frames"], feats, f)
+            _save_video(out_dir, ids[k], paths[k], item["window"], item["declared_frames"], feats, f, scores)
             bar.update(1)
         else:
-            pending.setdefault(k, []).append(_chunk_features(model, item, f.layer, info.device, to_device, amp))
+            pending.setdefault(k, []).append(chunk_outputs(model, item, f.layer, info.device, to_device, amp,
+                                                           f.save_scores))
     bar.close()
     gathered = all_gather_object((sorted(failed.items()), written, skipped))
     summary = _report(out_dir, ids, paths, missing, gathered) if is_main_process() else None
@@ -255,13 +304,18 @@ def extract_features(cfg: Config, source: str, out_dir: str, checkpoint_path: Op
     return summary
 
 
-def _plan(out_dir: str, ids: List[str], paths: List[str]) -> Tuple[List[Tuple[int, str]], int, Dict[int, str]]:
+def _plan(out_dir: str, ids: List[str], paths: List[str],
+          need_scores: bool = False) -> Tuple[List[Tuple[int, str]], int, Dict[int, str]]:
     """This rank's shard: ``(videos to do, count already done, {k: reason} refused)``. Finished
-    files of another input under the same name (an earlier run) are never overwritten."""
+    files of another input under the same name (an earlier run) are never overwritten; a video
+    finished without the scores ``need_scores`` asks for is done again."""
     todo, skipped, refused = [], 0, {}
     for k in range(get_rank(), len(paths), get_world_size()):
         _remove_stale_temps(out_dir, ids[k])
         meta = _finished(out_dir, ids[k])
+        if meta is not None and _same_file(meta.get("path", ""), paths[k]) and need_scores \
+                and _finished(out_dir, ids[k], need_scores) is None:
+            meta = None  # same video, scores not yet written: do it again
         if meta is None:
             todo.append((k, paths[k]))
         elif _same_file(meta.get("path", ""), paths[k]):

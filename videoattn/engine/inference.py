@@ -1,17 +1,20 @@
-"""Shared set-up of the inference tools (test, features, attention pictures): a model with
-checkpoint weights in eval mode, and the split a list/folder/video input resolves to."""
+"""Shared set-up of the inference tools (test, features, attention pictures, predict): a model
+with checkpoint (or public pretrained) weights in eval mode, and the class names to show."""
 from __future__ import annotations
 
 import logging
 import os
-from typing import Optional, Sequence
+from dataclasses import dataclass
+from typing import List, Optional, Sequence, Tuple
 
 import torch
 
-from videoattn.config import Config
+from videoattn.config import Config, DataConfig
+from videoattn.data.annotations import default_classes, read_classes_file, resolve
 from videoattn.engine.checkpoint import (HEAD_PREFIX, CheckpointError, best_checkpoint_path, list_epoch_checkpoints,
                                          load_checkpoint)
 from videoattn.models import build_model
+from videoattn.models.pretrained import load_pretrained_weights, pretrained_entry
 from videoattn.utils.state_dict import unwrap_state_dict
 
 log = logging.getLogger(__name__)
@@ -72,26 +75,96 @@ def check_num_classes(classes: Sequence[str], num_classes: int, source: str) -> 
 def resolve_checkpoint(cfg: Config, checkpoint_path: Optional[str] = None) -> str:
     """The weights to evaluate, PySlowFast style: ``checkpoint_path`` > ``test.checkpoint_file`` >
     ``output_dir/checkpoints/checkpoint_best.pyth`` > the newest ``checkpoint_epoch_*.pyth`` there."""
-    if checkpoint_path or cfg.test.checkpoint_file:
-        return checkpoint_path or cfg.test.checkpoint_file
+    return resolve_weights(cfg, checkpoint_path, use_config_pretrained=False)[1]
+
+
+def resolve_weights(cfg: Config, checkpoint_path: Optional[str] = None, pretrained: str = "",
+                    use_config_pretrained: bool = True) -> Tuple[str, str]:
+    """``("checkpoint", path)`` or ``("pretrained", name)``: ``checkpoint_path`` > ``pretrained``
+    (``--pretrained``) > ``test.checkpoint_file`` > ``output_dir/checkpoints/checkpoint_best.pyth`` >
+    the newest ``checkpoint_epoch_*.pyth`` there > ``model.pretrained`` (the weights training
+    started from, as PySlowFast falls back to TRAIN.CHECKPOINT_FILE_PATH)."""
+    if checkpoint_path or (cfg.test.checkpoint_file and not pretrained):
+        return "checkpoint", checkpoint_path or cfg.test.checkpoint_file
+    if pretrained:
+        return "pretrained", pretrained
     best = best_checkpoint_path(cfg.output_dir)
     if os.path.isfile(best):
-        return best
+        return "checkpoint", best
     epochs = list_epoch_checkpoints(cfg.output_dir)
     if epochs:
-        return epochs[-1][1]
-    raise CheckpointError(f"no checkpoint given (--checkpoint / test.checkpoint_file) and none found in "
-                          f"{os.path.join(cfg.output_dir, 'checkpoints')}")
+        return "checkpoint", epochs[-1][1]
+    if use_config_pretrained and cfg.model.pretrained:
+        return "pretrained", cfg.model.pretrained
+    raise CheckpointError(f"no checkpoint given (--checkpoint / --pretrained / test.checkpoint_file) and none found "
+                          f"in {os.path.join(cfg.output_dir, 'checkpoints')}")
+
+
+@dataclass
+class LoadedWeights:
+    """Where an inference model's weights came from, and the class names they bring (a pretrained
+    Kinetics-400 head, or a checkpoint's ``classes`` list; None if they bring none)."""
+    source: str
+    classes: Optional[List[str]] = None
+
+
+def _checkpoint_classes(ckpt: dict, num_classes: int) -> Optional[List[str]]:
+    names = ckpt.get("classes")
+    if isinstance(names, (list, tuple)) and len(names) == num_classes and all(isinstance(n, str) for n in names):
+        return list(names)
+    return None
+
+
+def _load_pretrained(model: torch.nn.Module, name: str, num_classes: int) -> LoadedWeights:
+    """Public weights ``name`` into ``model``; their head must load (inference needs the classifier)."""
+    info = load_pretrained_weights(model, name)
+    if info.classes is None:
+        n = pretrained_entry(name)["num_classes"]
+        raise CheckpointError(f"pretrained '{name}' has a {n}-class head but model.num_classes={num_classes}; "
+                              f"set model.num_classes={n} to run it (other class counts are for fine-tuning)")
+    for note in info.notes:
+        log.info("pretrained %s: %s", name, note)
+    return LoadedWeights(f"pretrained:{name} ({info.path}, sha256 {info.sha256[:16]})", info.classes)
+
+
+def load_inference_model(cfg: Config, checkpoint_path: Optional[str], device: torch.device,
+                         random_init: bool = False, trust: bool = False,
+                         pretrained: str = "") -> Tuple[torch.nn.Module, LoadedWeights]:
+    """``build_model(cfg.model)`` with the weights :func:`resolve_weights` picks, on ``device``, in
+    eval mode, and what was loaded. ``random_init=True`` skips the weights (benchmarks only);
+    ``trust=True`` allows a checkpoint that needs full unpickling (``--trust-checkpoint``)."""
+    model = build_model(cfg.model)
+    weights = LoadedWeights("random initialisation")
+    if not random_init:
+        kind, what = resolve_weights(cfg, checkpoint_path, pretrained)
+        if kind == "pretrained":
+            weights = _load_pretrained(model, what, cfg.model.num_classes)
+        else:
+            weights = LoadedWeights(what, _checkpoint_classes(load_weights(model, what, trust), cfg.model.num_classes))
+        log.info("evaluating weights from %s", weights.source)
+    return model.to(device).eval(), weights
 
 
 def build_inference_model(cfg: Config, checkpoint_path: Optional[str], device: torch.device,
-                          random_init: bool = False, trust: bool = False) -> torch.nn.Module:
-    """``build_model(cfg)`` with checkpoint weights (see :func:`resolve_checkpoint`), on
-    ``device``, in eval mode. ``random_init=True`` skips the weights (benchmarks only);
-    ``trust=True`` allows a checkpoint that needs full unpickling (``--trust-checkpoint``)."""
-    model = build_model(cfg.model)
-    if not random_init:
-        path = resolve_checkpoint(cfg, checkpoint_path)
-        load_weights(model, path, trust)
-        log.info("evaluating weights from %s", path)
-    return model.to(device).eval()
+                          random_init: bool = False, trust: bool = False, pretrained: str = "") -> torch.nn.Module:
+    """The model of :func:`load_inference_model` alone."""
+    return load_inference_model(cfg, checkpoint_path, device, random_init, trust, pretrained)[0]
+
+
+def class_names_for(data: DataConfig, num_classes: int, fallback: Optional[Sequence[str]] = None) -> List[str]:
+    """``num_classes`` names to show: ``data.classes_file`` or the training split's labels; where the
+    dataset has none (or only label indices "0".."N-1"), ``fallback`` (the names the weights
+    bring, see :class:`LoadedWeights`); missing names are ``class_<i>``. A class list longer than
+    ``num_classes`` is a one-line ValueError (the names would not match the outputs)."""
+    try:
+        names = read_classes_file(resolve(data.root, data.classes_file)) if data.classes_file \
+            else default_classes(data.root, data.train_split) or []
+    except (OSError, ValueError):  # no annotations at hand: predictions are still useful
+        names = []
+    inferred = names == [str(i) for i in range(len(names))]
+    if fallback and (not names or inferred):
+        names = list(fallback)
+    elif len(names) > num_classes and not inferred:
+        raise ValueError(f"model.num_classes={num_classes} but the class list "
+                         f"({data.classes_file or 'labels of ' + data.train_split}) has {len(names)} classes")
+    return names[:num_classes] + [f"class_{i}" for i in range(len(names), num_classes)]

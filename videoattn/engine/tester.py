@@ -13,19 +13,35 @@ import os
 from typing import Dict, Optional
 
 from videoattn.config import Config
-from videoattn.data import build_dataset, build_loader
+from videoattn.data import VideoClipDataset, build_dataset, build_loader
 from videoattn.data.transforms import DeviceNormalizer
 from videoattn.engine.device import autocast_dtype, configure_backends, for_device
-from videoattn.engine.evaluate import score_multiview
-from videoattn.engine.inference import build_inference_model, check_num_classes, resolve_checkpoint
+from videoattn.engine.evaluate import MultiViewResult, score_multiview
+from videoattn.engine.inference import check_num_classes, load_inference_model
 from videoattn.engine.report import write_test_report
 from videoattn.utils.distributed import barrier, init_distributed, is_main_process, per_process_batch
 
 log = logging.getLogger(__name__)
 
 
-def run_test(cfg: Config, checkpoint_path: Optional[str] = None, trust: bool = False) -> Optional[Dict[str, object]]:
-    """Test ``checkpoint_path`` (default: :func:`resolve_checkpoint`); return the metrics on rank 0.
+def score_test_views(cfg: Config, model, dataset: VideoClipDataset, device,
+                     save_logits: bool = False) -> MultiViewResult:
+    """Score every view of ``dataset`` (a test dataset with ``test.num_ensemble_views`` x
+    ``test.num_spatial_crops`` views per video) in batches of ``test.batch_size`` and aggregate
+    them per video by ``test.aggregation`` (what ``test_net`` and ``predict`` report). ``cfg``: as
+    :func:`videoattn.engine.device.for_device` returns it for ``device``."""
+    t = cfg.test
+    loader = build_loader(dataset, cfg.data, per_process_batch(t.batch_size, "test.batch_size"), cfg.seed, device)
+    normalize = DeviceNormalizer(cfg.data.mean, cfg.data.std, cfg.model.channels_last)
+    return score_multiview(model, loader, len(dataset.videos), cfg.model.num_classes, normalize,
+                           aggregation=t.aggregation, save_logits=save_logits, device=device,
+                           num_views=dataset.num_views, amp=autocast_dtype(t.mixed_precision, device))
+
+
+def run_test(cfg: Config, checkpoint_path: Optional[str] = None, trust: bool = False,
+             pretrained: str = "") -> Optional[Dict[str, object]]:
+    """Test ``checkpoint_path`` (or the public weights ``pretrained``; default: see
+    :func:`videoattn.engine.inference.resolve_weights`); return the metrics on rank 0.
     ``trust``: allow a checkpoint that needs full unpickling (``--trust-checkpoint``).
 
     Writes ``cfg.output_dir/test/{metrics.json, per_class.csv, confusion_matrix.{csv,png},
@@ -35,24 +51,20 @@ def run_test(cfg: Config, checkpoint_path: Optional[str] = None, trust: bool = F
     cfg = for_device(cfg, info.device)
     configure_backends(info.device)
     split = cfg.data.test_split or cfg.data.val_split
-    checkpoint = resolve_checkpoint(cfg, checkpoint_path)
-    model = build_inference_model(cfg, checkpoint, info.device, trust=trust)  # bad checkpoint: fail before decoding
+    model, weights = load_inference_model(cfg, checkpoint_path, info.device, trust=trust,
+                                          pretrained=pretrained)  # bad checkpoint: fail before decoding
     out_dir = os.path.join(cfg.output_dir, "test")
     t = cfg.test
     dataset = build_dataset(cfg.data, "test", t.num_ensemble_views, t.num_spatial_crops, report_dir=out_dir)
     num_classes = cfg.model.num_classes
     check_num_classes(dataset.classes, num_classes, f"the class list of {split}")
-    loader = build_loader(dataset, cfg.data, per_process_batch(t.batch_size, "test.batch_size"), cfg.seed, info.device)
     class_names = list(dataset.classes) + [f"class_{i}" for i in range(len(dataset.classes), num_classes)]
-    normalize = DeviceNormalizer(cfg.data.mean, cfg.data.std, cfg.model.channels_last)
-    result = score_multiview(model, loader, len(dataset.videos), num_classes, normalize, aggregation=t.aggregation,
-                             save_logits=t.save_logits, device=info.device, num_views=dataset.num_views,
-                             amp=autocast_dtype(t.mixed_precision, info.device))
+    result = score_test_views(cfg, model, dataset, info.device, save_logits=t.save_logits)
     metrics = None
     if is_main_process():
         paths = [v[0] for v in dataset.videos]
         extra = {"num_missing": len(dataset.missing), "missing": list(dataset.missing), "split": split,
-                 "checkpoint": checkpoint, "aggregation": t.aggregation, "num_ensemble_views": t.num_ensemble_views,
+                 "checkpoint": weights.source, "aggregation": t.aggregation, "num_ensemble_views": t.num_ensemble_views,
                  "num_spatial_crops": t.num_spatial_crops, "world_size": info.world_size}
         metrics = write_test_report(out_dir, result, class_names, paths, extra)
         log.info("test: %d videos (%d unreadable, %d missing) clip top-1 %.4f | video top-1 %.4f top-5 %.4f "

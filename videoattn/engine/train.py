@@ -45,6 +45,7 @@ from videoattn.engine.precise_bn import update_bn_stats
 from videoattn.engine.solver import build_optimizer, build_scheduler
 from videoattn.models import build_model
 from videoattn.models.builder import compile_model
+from videoattn.models.pretrained import load_pretrained_weights
 from videoattn.utils.distributed import (DistInfo, all_gather_object, barrier, broadcast_object, distributed_run,
                                          launch_rank, launch_world_size, per_process_batch)
 
@@ -311,14 +312,21 @@ def _epoch_summary(sums: Meter, clock: Clock, skipped: list, state: TrainState) 
 # ------------------------------------------------------------------ resume, validation, checkpoints
 def _resume_or_finetune(state: TrainState, cfg: Config, info: DistInfo, loader) -> Optional[str]:
     """Restore ``state`` from the newest valid checkpoint in ``output_dir`` (``train.auto_resume``),
-    also a mid-epoch one (then ``state.iteration`` > 0), else load ``train.checkpoint_file`` for
-    fine-tuning. Returns the checkpoint resumed from."""
+    also a mid-epoch one (then ``state.iteration`` > 0), else load ``train.checkpoint_file`` or the
+    public weights ``model.pretrained`` for fine-tuning. Returns the checkpoint resumed from."""
     trust = cfg.train.trust_checkpoint
     found = ckpt_lib.find_last_checkpoint(cfg.output_dir, trust) if cfg.train.auto_resume and info.is_main else None
     path = broadcast_object(found[0] if found else None)
     if path is None:
+        if cfg.train.checkpoint_file and cfg.model.pretrained:
+            raise ValueError(f"train.checkpoint_file={cfg.train.checkpoint_file} and model.pretrained="
+                             f"{cfg.model.pretrained} both name initial weights; set one of them")
         if cfg.train.checkpoint_file:
             ckpt_lib.load_pretrained(state.model, cfg.train.checkpoint_file, trust)
+        elif cfg.model.pretrained:  # every rank reads the cached file; one downloads it (file lock)
+            loaded = load_pretrained_weights(state.model, cfg.model.pretrained)
+            logger.info("initial weights: pretrained %s (%s, sha256 %s); %s", loaded.name, loaded.path,
+                        loaded.sha256[:16], "; ".join(loaded.notes) or "every tensor loaded")
         return None
     ckpt = found[1] if found else ckpt_lib.load_checkpoint(path, trust=trust)
     state.restore(ckpt, path)

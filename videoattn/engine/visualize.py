@@ -18,12 +18,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from videoattn.config import Config, DataConfig
-from videoattn.data.annotations import default_classes, read_classes_file, resolve
 from videoattn.data.decoding import config_backend, open_video
 from videoattn.data.protocols import ClipSpec, Protocol
 from videoattn.data.transforms import to_clip, to_tchw
 from videoattn.engine.device import for_device
-from videoattn.engine.inference import build_inference_model
+from videoattn.engine.inference import class_names_for, load_inference_model
 from videoattn.models import capture_attention
 from videoattn.utils.distributed import resolve_device
 from videoattn.utils.io import atomic_path
@@ -236,30 +235,20 @@ def load_clip(data: DataConfig, video: str, start_s: Optional[float] = None) -> 
     return clip, [i / fps for i in idx.tolist()]
 
 
-def class_names_for(data: DataConfig, num_classes: int) -> List[str]:
-    """Class names (``data.classes_file`` or the training split's labels), else ``class_<i>``."""
-    try:
-        names = read_classes_file(resolve(data.root, data.classes_file)) if data.classes_file \
-            else default_classes(data.root, data.train_split) or []
-    except (OSError, ValueError):  # no annotations at hand: the picture is still useful
-        names = []
-    return names + [f"class_{i}" for i in range(len(names), num_classes)]
-
-
 def visualize_video(cfg: Config, checkpoint: Optional[str], video: str, output: str,
                     query: Optional[Tuple[int, float, float]] = None, cbam_layer: str = "res3",
                     nl_layer: str = "res3", gif: Optional[str] = None, start_s: Optional[float] = None,
-                    max_columns: int = 8, trust: bool = False) -> AttentionResult:
+                    max_columns: int = 8, trust: bool = False, pretrained: str = "") -> AttentionResult:
     """Load the model and one clip of ``video``; write the PNG grid (and GIF). ``query`` None:
     the centre of the middle frame."""
     device = resolve_device(cfg.device)
     cfg = for_device(cfg, device)
-    model = build_inference_model(cfg, checkpoint, device, trust=trust)
+    model, weights = load_inference_model(cfg, checkpoint, device, trust=trust, pretrained=pretrained)
     clip, times = load_clip(cfg.data, video, start_s)
     if query is None:
         query = (clip.shape[1] // 2, 0.5, 0.5)
     res = compute_attention(model, clip, query, cbam_layer, nl_layer, cfg.data.mean, cfg.data.std, times)
-    names = class_names_for(cfg.data, cfg.model.num_classes)
+    names = class_names_for(cfg.data, cfg.model.num_classes, weights.classes)
     top = np.argsort(-res.probs)[:2]
     pred = ", ".join(f"{names[i]} {res.probs[i]:.0%}" for i in top)
     render_grid(res, output, title=f"{os.path.basename(video)} — predicted: {pred}", max_columns=max_columns)

@@ -1,0 +1,263 @@
+"""Predictions for videos without labels (what ``tools/predict.py`` runs).
+
+Per video (``<id>``: :func:`videoattn.engine.extract.video_ids`):
+
+* the top-k classes and scores from exactly the views ``test_net`` scores: the test dataset's
+  ``test.num_ensemble_views`` x ``test.num_spatial_crops`` views, aggregated by ``test.aggregation``
+  (:func:`videoattn.engine.tester.score_test_views`; whatever sampling the dataset does, predict does);
+* for a video longer than one clip, a timeline: the class probabilities of the sliding windows
+  of feature extraction (:class:`videoattn.data.windows.WindowStream`: ``features.stride_seconds``
+  or ``stride_frames``, ``features.num_spatial_crops`` crops averaged) and the segments where the
+  top label changes (:mod:`videoattn.engine.timeline`);
+* with ``render``: ``<id>.mp4``, the video with the current top-3 drawn on every frame, and
+  ``<id>_timeline.png`` (:mod:`videoattn.engine.render`); a video no longer than a clip shows its
+  video-level top-3 throughout.
+
+Files in the output folder (written atomically): ``predictions.csv``, ``predictions.json``,
+``timeline.csv`` (one row per window and rank), ``segments.csv``, ``failed.csv`` (videos that could
+not be decoded or are missing, with the reason; never fatal) and ``predict_run.json`` (which
+weights and inputs this folder holds predictions of: a run with others is refused).
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+from dataclasses import dataclass, field
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import torch
+
+from videoattn.config import Config
+from videoattn.data.annotations import Annotations
+from videoattn.data.dataset import VideoClipDataset
+from videoattn.data.transforms import DeviceNormalizer
+from videoattn.engine.device import autocast_dtype, configure_backends, for_device
+from videoattn.engine.extract import chunk_outputs, list_inputs, video_ids, window_loader
+from videoattn.engine.inference import class_names_for, load_inference_model
+from videoattn.engine.render import render_timeline, render_video
+from videoattn.engine.tester import score_test_views
+from videoattn.engine.timeline import WindowTopK, segments, timeline_rows, window_topk
+from videoattn.utils.distributed import launch_world_size, resolve_device
+from videoattn.utils.errors import OneLineError
+from videoattn.utils.io import atomic_write_csv, atomic_write_json
+
+log = logging.getLogger(__name__)
+RUN_FILE = "predict_run.json"
+
+
+@dataclass
+class VideoResult:
+    """What predict found for one video."""
+    video: str                                   # output name (<id>)
+    path: str
+    top: List[Tuple[int, str, float]] = field(default_factory=list)  # video level, best first
+    num_views: int = 0                           # views that decoded
+    failed_views: List[Tuple[int, str]] = field(default_factory=list)
+    duration_s: Optional[float] = None           # decoded duration (from the window pass)
+    window_s: Optional[float] = None
+    windows: List[WindowTopK] = field(default_factory=list)  # sliding windows, best classes first
+    error: str = ""                              # why there is no prediction ("" = predicted)
+    notes: List[str] = field(default_factory=list)  # timeline / render problems (not fatal)
+
+    @property
+    def has_timeline(self) -> bool:
+        """Longer than one clip, with windows scored."""
+        return bool(self.windows) and self.duration_s is not None and self.duration_s > self.window_s + 1e-6
+
+
+class PredictError(OneLineError):
+    """No video could be predicted, or the output folder holds another run's predictions."""
+
+
+# --------------------------------------------------------------------------------------- scoring
+def score_video_level(cfg: Config, model, device: torch.device, results: List[VideoResult], names: Sequence[str],
+                      k: int) -> None:
+    """Fill ``top`` / ``num_views`` / ``error`` of every result from test_net's views."""
+    t = cfg.test
+    ann = Annotations(videos=[(r.path, -1) for r in results], classes=[], source="--input")
+    dataset = VideoClipDataset(cfg.data, "test", ann, t.num_ensemble_views, t.num_spatial_crops)
+    scored = score_test_views(cfg, model, dataset, device)
+    for v, r in enumerate(results):
+        r.failed_views = scored.failed_views.get(v, [])
+        r.num_views = int(scored.view_counts[v])
+        if not bool(scored.readable[v]):
+            r.error = "; ".join(sorted({e for _, e in r.failed_views})) or "no view could be decoded"
+            continue
+        top = scored.video_scores[v].float().topk(k)
+        r.top = [(i, names[i], float(s)) for i, s in zip(top.indices.tolist(), top.values.tolist())]
+
+
+@torch.inference_mode()
+def score_windows(cfg: Config, model, device: torch.device, results: List[VideoResult], names: Sequence[str],
+                  k: int) -> None:
+    """Fill ``windows`` / ``duration_s`` of the predicted results (sliding windows, one pass)."""
+    todo = [(j, r.path) for j, r in enumerate(results) if not r.error]
+    pending: Dict[int, List[torch.Tensor]] = {}
+    to_device = DeviceNormalizer(cfg.data.mean, cfg.data.std, cfg.model.channels_last)
+    amp = autocast_dtype(cfg.test.mixed_precision, device)
+    for item in (window_loader(todo, cfg.data, cfg.features, device) if todo else []):
+        r = results[item["k"]]
+        if "error" in item:
+            pending.pop(item["k"], None)
+            r.notes.append(f"no timeline: {item['error']}")
+        elif "done" in item:
+            win = item["window"]
+            probs = torch.cat(pending.pop(item["k"]))                 # (W, C)
+            r.duration_s, r.window_s = win.num_frames / win.fps, win.window_s
+            r.windows = window_topk(probs, win.starts, win.ends, names, k)
+        else:  # (w, crops, C) probabilities -> crops averaged
+            probs = chunk_outputs(model, item, "pool", device, to_device, amp, scores=True)[1]
+            pending.setdefault(item["k"], []).append(probs.mean(dim=1))
+
+
+# ------------------------------------------------------------------------------------- rendering
+def render_result(out_dir: str, r: VideoResult) -> None:
+    """``<id>.mp4`` and ``<id>_timeline.png`` of a predicted video; a failure becomes a note."""
+    if r.duration_s is None:
+        r.notes.append("not rendered: the sliding-window pass could not read it")
+        return
+    windows = r.windows if r.has_timeline else [
+        WindowTopK(0.0, r.duration_s, *map(tuple, zip(*r.top)))]  # short: the video-level top-3 throughout
+    try:
+        render_video(r.path, windows, os.path.join(out_dir, r.video + ".mp4"), top=3)
+        render_timeline(windows, os.path.join(out_dir, r.video + "_timeline.png"), r.duration_s,
+                        title=os.path.basename(r.path))
+    except ValueError as e:
+        r.notes.append(f"not rendered: {e}")
+
+
+# --------------------------------------------------------------------------------------- outputs
+def _prediction_rows(results: Sequence[VideoResult], k: int) -> Tuple[List[str], list]:
+    header = ["video", "path"] + [f"pred{i + 1}" for i in range(k)] + [f"score{i + 1}" for i in range(k)] + \
+        ["num_views", "duration_s", "num_windows", "error", "notes"]
+    rows = []
+    for r in results:
+        top = r.top[:k] + [("", "", None)] * (k - len(r.top[:k]))
+        rows.append([r.video, r.path] + [t[1] for t in top] + ["" if t[2] is None else f"{t[2]:.6g}" for t in top] +
+                    [r.num_views, "" if r.duration_s is None else f"{r.duration_s:.3f}",
+                     len(r.windows) if r.has_timeline else 0, r.error, "; ".join(r.notes)])
+    return header, rows
+
+
+def _segment_dicts(r: VideoResult) -> List[dict]:
+    return [{"start_s": round(s.start_s, 6), "end_s": round(s.end_s, 6), "index": s.index, "label": s.label,
+             "score": s.score, "max_score": s.max_score, "num_windows": s.num_windows} for s in segments(r.windows)]
+
+
+def _video_json(r: VideoResult, k: int) -> dict:
+    out = {"video": r.video, "path": r.path, "ok": not r.error, "error": r.error, "notes": r.notes,
+           "top": [{"index": i, "label": n, "score": s} for i, n, s in r.top[:k]], "num_views": r.num_views,
+           "failed_views": [{"view": v, "error": e} for v, e in r.failed_views], "duration_s": r.duration_s}
+    if r.has_timeline:
+        out.update(window_s=r.window_s, num_windows=len(r.windows), segments=_segment_dicts(r))
+    return out
+
+
+def write_outputs(out_dir: str, results: Sequence[VideoResult], missing: Sequence[str], k: int, run: dict) -> None:
+    """predictions.csv/.json, timeline.csv, segments.csv, failed.csv."""
+    header, rows = _prediction_rows(results, k)
+    atomic_write_csv(os.path.join(out_dir, "predictions.csv"), header, rows)
+    timeline = [[r.video] + list(row.values()) for r in results if r.has_timeline
+                for row in timeline_rows(r.windows) if row["rank"] <= k]
+    atomic_write_csv(os.path.join(out_dir, "timeline.csv"),
+                     ["video", "window", "start_s", "end_s", "rank", "index", "label", "score"], timeline)
+    segs = [[r.video, n] + list(s.values()) for r in results if r.has_timeline for n, s in enumerate(_segment_dicts(r))]
+    atomic_write_csv(os.path.join(out_dir, "segments.csv"), ["video", "segment", "start_s", "end_s", "index", "label",
+                                                             "score", "max_score", "num_windows"], segs)
+    failed = [[r.video, r.path, r.error] for r in results if r.error] + \
+        [["", m, "missing: file not found"] for m in missing]
+    atomic_write_csv(os.path.join(out_dir, "failed.csv"), ["video", "path", "reason"], failed)
+    atomic_write_json(os.path.join(out_dir, "predictions.json"), dict(
+        run, videos=[_video_json(r, k) for r in results],
+        failed=[{"video": f[0], "path": f[1], "reason": f[2]} for f in failed]))
+
+
+def format_table(results: Sequence[VideoResult], missing: Sequence[str], k: int, width: int = 26) -> str:
+    """The printed summary: one line per video with its top-k, then segments and failures."""
+    def cell(text: str) -> str:
+        return (text if len(text) <= width else text[:width - 1] + "~").ljust(width)
+
+    name_w = min(max([len(r.video) for r in results] + [5]), 40)
+    lines = [cell("video")[:name_w].ljust(name_w) + "  " + "".join(cell(f"top-{i + 1}") for i in range(k))]
+    for r in results:
+        head = r.video[:name_w].ljust(name_w) + "  "
+        lines.append(head + ("".join(cell(f"{n} {s:.2f}") for _, n, s in r.top[:k]) if not r.error
+                             else f"FAILED: {r.error}"))
+    for r in results:
+        if r.has_timeline and len(r.windows) > 1:
+            segs = " | ".join(f"{s.start_s:.2f}-{s.end_s:.2f} s {s.label} {s.score:.2f}" for s in segments(r.windows))
+            lines.append(f"{r.video}: {segs}")
+        lines += [f"{r.video}: note: {n}" for n in r.notes]
+    lines += [f"missing: {m}" for m in missing]
+    return "\n".join(line.rstrip() for line in lines)
+
+
+# ------------------------------------------------------------------------------------------ run
+def _check_folders(source: str, out_dir: str, paths: Sequence[str]) -> None:
+    """The output folder may neither be (in) the input folder nor hold an input video."""
+    out = os.path.realpath(out_dir)
+    if os.path.isdir(source) and (out + os.sep).startswith(os.path.realpath(source) + os.sep):
+        raise ValueError(f"--output {out_dir} is inside --input {source}: its rendered videos would become inputs")
+    inside = [p for p in paths if os.path.dirname(os.path.realpath(p)) == out]
+    if inside:
+        raise ValueError(f"--output {out_dir} holds input videos (e.g. {inside[0]}); use another folder")
+
+
+def claim_output(out_dir: str, weights: str, paths: Sequence[str]) -> dict:
+    """Record which weights and inputs ``out_dir`` holds predictions of (``predict_run.json``);
+    refuse (:class:`PredictError`) a folder holding another run's predictions."""
+    run = {"weights": weights, "inputs": [os.path.abspath(p) for p in paths]}
+    path = os.path.join(out_dir, RUN_FILE)
+    if os.path.exists(path):
+        try:
+            with open(path, encoding="utf-8") as f:
+                old = json.load(f)
+        except (OSError, ValueError):
+            old = {}
+        if {k: old.get(k) for k in run} != run:
+            raise PredictError(f"{out_dir} holds predictions of another run ({RUN_FILE}: weights "
+                               f"{old.get('weights')!r}, {len(old.get('inputs') or [])} inputs); not overwritten: "
+                               "use another --output")
+    atomic_write_json(path, run)
+    return run
+
+
+def predict_videos(cfg: Config, source: str, out_dir: str, checkpoint_path: Optional[str] = None,
+                   pretrained: str = "", top_k: int = 5, render: bool = False,
+                   trust: bool = False) -> Tuple[List[VideoResult], List[str], int]:
+    """Predict every video of ``source`` (a video, a folder, or a list/CSV) into ``out_dir``.
+
+    Returns ``(results, missing paths, k)``. Undecodable and missing videos are listed, not
+    fatal; :class:`PredictError` when not a single video could be predicted (after writing the files).
+    """
+    if launch_world_size() > 1:
+        raise PredictError("predict runs in one process: start it with python, not torchrun")
+    if top_k < 1:
+        raise ValueError(f"--top-k must be >= 1, got {top_k}")
+    paths, missing = list_inputs(cfg.data, source)
+    if not paths and not missing:
+        raise ValueError(f"--input {source}: no videos found")
+    _check_folders(source, out_dir, paths)
+    device = resolve_device(cfg.device)
+    cfg = for_device(cfg, device)
+    configure_backends(device)
+    model, weights = load_inference_model(cfg, checkpoint_path, device, trust=trust, pretrained=pretrained)
+    names = class_names_for(cfg.data, cfg.model.num_classes, weights.classes)
+    k = min(top_k, len(names))
+    run = claim_output(out_dir, weights.source, paths)
+    results = [VideoResult(video=i, path=p) for i, p in zip(video_ids(paths), paths)]
+    if results:
+        score_video_level(cfg, model, device, results, names, max(k, min(3, len(names))))
+        score_windows(cfg, model, device, results, names, max(k, min(3, len(names))))
+    for r in results:
+        if render and not r.error:
+            render_result(out_dir, r)
+    run.update(num_classes=len(names), top_k=k, aggregation=cfg.test.aggregation,
+               views={"num_ensemble_views": cfg.test.num_ensemble_views,
+                      "num_spatial_crops": cfg.test.num_spatial_crops})
+    write_outputs(out_dir, results, missing, k, run)
+    if not any(not r.error for r in results):
+        raise PredictError(f"none of the {len(results) + len(missing)} videos could be read; reasons in "
+                           f"{os.path.join(out_dir, 'failed.csv')}")
+    return results, missing, k
