@@ -108,3 +108,14 @@ def check(proc: subprocess.CompletedProcess) -> subprocess.CompletedProcess:
     assert proc.returncode == 0, \
         f"exit {proc.returncode}\nstdout:\n{proc.stdout[-3000:]}\nstderr:\n{proc.stderr[-5000:]}"
     return proc
+
+
+def window_views(frames, data, num_crops: int = 1) -> torch.Tensor:
+    """``(num_crops, 3, T, S, S)``: the protocol's test crops of decoded frames ``(T, H, W, 3)``,
+    built from the protocol's own resize/crop steps (not through the window stream or loaders)."""
+    from videoattn.data.protocols import ClipSpec, Protocol
+    from videoattn.data.transforms import to_clip, to_tchw
+
+    protocol, spec = Protocol.from_data(data), ClipSpec.from_data(data, 1, num_crops)
+    resized = protocol.test_resize(to_tchw(frames), spec)
+    return torch.stack([to_clip(protocol.test_crop(resized, c, spec), data) for c in range(num_crops)])

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from evalkit import BROKEN_ID, check, run
+from evalkit import BROKEN_ID, check, run, window_views
 from videoattn.config import load_config
 from videoattn.engine.extract import list_inputs, video_ids
 from videoattn.data.protocols import ClipSpec, Protocol
@@ -47,14 +47,6 @@ def test_stride_options():
     assert stride_seconds(cfg.data, cfg.features) == pytest.approx(0.5)
     cfg = load_config(None, ["features.stride_frames=15", "features.stride_seconds=1.25"])
     assert stride_seconds(cfg.data, cfg.features) == 1.25
-
-
-def _test_view(frames, data):
-    """The protocol's single-crop test view of decoded frames, as a batch of one (1, 3, T, S, S)."""
-    from videoattn.data.transforms import to_clip, to_tchw
-
-    protocol, spec = Protocol.from_data(data), ClipSpec.from_data(data, 1, 1)
-    return to_clip(protocol.test_crop(protocol.test_resize(to_tchw(frames), spec), 0, spec), data)[None]
 
 
 def test_video_ids_are_unique():
@@ -144,7 +136,7 @@ def test_features_equal_a_direct_model_call(resumed, setup):
     model = build_inference_model(cfg, setup["ckpt"], torch.device("cpu"))
     frames = open_video(row["path"]).get_frames(meta["frame_indices"][-1])
     with torch.no_grad():
-        ref = model.forward_head(model.forward_features(_test_view(frames, cfg.data)), pre_logits=True)[0].numpy()
+        ref = model.forward_head(model.forward_features(window_views(frames, cfg.data)), pre_logits=True)[0].numpy()
     np.testing.assert_allclose(np.load(os.path.join(out, row["features"]))[-1], ref, rtol=1e-4, atol=1e-5)
 
 
@@ -245,7 +237,7 @@ def test_video_cut_short_gets_features_only_for_windows_that_decode(odd, setup):
     cfg = load_config(setup["cfg"])
     model = build_inference_model(cfg, setup["ckpt"], torch.device("cpu"))
     with torch.no_grad():
-        ref = model.forward_head(model.forward_features(_test_view(frames, cfg.data)), pre_logits=True)[0].numpy()
+        ref = model.forward_head(model.forward_features(window_views(frames, cfg.data)), pre_logits=True)[0].numpy()
     np.testing.assert_allclose(feats[-1], ref, rtol=1e-4, atol=1e-5)
     failed = {r["video"]: r["reason"] for r in _rows(os.path.join(out, "failed.csv"))}
     assert list(failed) == ["tiny_cut"] and f"only {odd['tiny']} of 150 declared frames" in failed["tiny_cut"]

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from evalkit import make_eval_root, make_random_checkpoint, write_config
+from evalkit import make_eval_root, make_random_checkpoint, window_views, write_config
 from videoattn.config import load_config
 from videoattn.engine.extract import extract_features, window_features, window_features_and_logits
 from videokit import make_long_video
@@ -30,7 +30,6 @@ def setup(synthetic_root, tmp_path_factory):
 
 def test_scores_equal_the_model_and_the_predict_timeline(setup):
     from videoattn.data import open_video
-    from videoattn.data.transforms import test_views
     from videoattn.engine.inference import build_inference_model
     from videoattn.engine.predict import predict_videos
 
@@ -47,7 +46,7 @@ def test_scores_equal_the_model_and_the_predict_timeline(setup):
     model = build_inference_model(cfg, setup["ckpt"], torch.device("cpu"))
     reader = open_video(setup["long"])
     for w in (0, meta["num_windows"] - 1):
-        views = torch.stack(test_views(reader.get_frames(meta["frame_indices"][w]), cfg.data, 3))
+        views = window_views(reader.get_frames(meta["frame_indices"][w]), cfg.data, 3)
         with torch.no_grad():
             probs = model(views).softmax(dim=1).mean(dim=0)
             stage = model.forward_intermediates(views, ["res4"])["res4"].mean(dim=(2, 3, 4)).mean(dim=0)

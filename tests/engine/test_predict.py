@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 import torch
 
-from evalkit import BROKEN_ID, MISSING_ID, check, make_eval_root, make_random_checkpoint, run, write_config
+from evalkit import (BROKEN_ID, MISSING_ID, check, make_eval_root, make_random_checkpoint, run, window_views,
+                     write_config)
 from videoattn.config import load_config
 from videoattn.engine.predict import PredictError, VideoResult, claim_output, format_table, render_result
 from videoattn.engine.timeline import window_topk
@@ -90,7 +91,7 @@ def long_run(setup):
 @pytest.mark.slow
 def test_timeline_windows_equal_windows_scored_by_hand(long_run, setup):
     from videoattn.data import open_video
-    from videoattn.data.transforms import test_views
+    from videoattn.data.protocols import ClipSpec, Protocol
     from videoattn.data.windows import window_layout
     from videoattn.engine.inference import build_inference_model
 
@@ -98,14 +99,15 @@ def test_timeline_windows_equal_windows_scored_by_hand(long_run, setup):
     cfg = load_config(setup["cfg"])
     rows = [r for r in _rows(os.path.join(out, "timeline.csv")) if r["video"] == "long"]
     reader = open_video(setup["long"])
-    layout = window_layout(reader.num_frames, reader.fps, 4, 4, 30.0, 0.4)  # write_config: 4 frames, rate 4
+    layout = window_layout(Protocol.from_data(cfg.data), ClipSpec.from_data(cfg.data, 1, 1), reader.num_frames, reader.fps,
+                           0.4)
     assert reader.num_frames == 160 and len(layout.starts) > 10
     assert sorted({float(r["start_s"]) for r in rows}) == pytest.approx(layout.starts)
     assert all(1 <= int(r["rank"]) <= 3 for r in rows) and len(rows) == 3 * len(layout.starts)
     model = build_inference_model(cfg, setup["ckpt"], torch.device("cpu"))
     names = [n for n in open(setup["data"]["classes"]).read().splitlines() if n]
     for w in (0, len(layout.starts) // 2, len(layout.starts) - 1):
-        clip = torch.stack(test_views(reader.get_frames(layout.indices[w]), cfg.data, cfg.features.num_spatial_crops))
+        clip = window_views(reader.get_frames(layout.indices[w]), cfg.data, cfg.features.num_spatial_crops)
         with torch.no_grad():
             probs = model(clip).softmax(dim=1).mean(dim=0)
         ref = window_topk(probs[None], [0.0], [1.0], names, k=3)[0]
