@@ -1,7 +1,6 @@
 """tools/check_data.py on a copy of the synthetic set with broken and missing files (real decoding)."""
 import csv
 import os
-import shutil
 import subprocess
 import sys
 

@@ -12,7 +12,7 @@ from data_helpers import make_broken
 from prepare_helpers import (decoded_indices, enospc_or_prepare, hang_or_prepare, long_indexed_video, video_with_audio,
                              zero_frame_video)
 from videoattn.data.annotations import clear_index_cache, read_annotations
-from videoattn.data.prepare_run import MANIFEST, PrepareOptions, load_manifest, output_lock, run_prepare
+from videoattn.data.prepare_run import PrepareOptions, load_manifest, output_lock, run_prepare
 from videoattn.data.synthetic import make_indexed_video
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -218,3 +218,54 @@ def test_unusable_output_folder_is_one_line(download, tmp_path):
     with output_lock(str(out)):
         assert run_prepare(_options(download, out, workers=1), echo=lines.append) == 2
     assert lines == [f"error: output folder {out} is in use by another prepare_data run"]
+
+
+def _frame_count(path):
+    import av
+
+    with av.open(path) as c:
+        return sum(1 for _ in c.decode(video=0))
+
+
+def test_list_and_folder_inputs_keep_whole_videos_of_any_codec(synthetic_root, tmp_path):
+    classes = open(os.path.join(synthetic_root, "classes.txt")).read().splitlines()
+    folders = tmp_path / "by_class" / "val"
+    val = [line.split() for line in open(os.path.join(synthetic_root, "val.txt"))][:6]
+    for rel, label in val:  # a folder per class, linking the synthetic val videos
+        (folders / classes[int(label)]).mkdir(parents=True, exist_ok=True)
+        os.symlink(os.path.join(synthetic_root, rel), folders / classes[int(label)] / os.path.basename(rel))
+    out = tmp_path / "out"
+    opts = PrepareOptions([os.path.join(synthetic_root, "train.txt"), str(folders)], synthetic_root, str(out),
+                          short_side=320, classes=os.path.join(synthetic_root, "classes.txt"), workers=2,
+                          progress=False)
+    assert run_prepare(opts, echo=lambda s: None) == 0
+    assert _rows(out / "failed.csv") == [["path", "reason", "detail", "row"]]
+    clear_index_cache()
+    ann = read_annotations(str(out), "train.txt", "train.txt", "classes.txt")
+    src = read_annotations(synthetic_root, "train.txt", "train.txt", "classes.txt")
+    assert not ann.missing and [label for _, label in ann.videos] == [label for _, label in src.videos]
+    for (p, _), (s, _) in zip(ann.videos, src.videos):  # .mp4/.webm/.avi sources, every frame kept
+        assert os.path.splitext(os.path.basename(p))[0] == os.path.splitext(os.path.basename(s))[0]
+        assert _frame_count(p) == _frame_count(s), s
+    got = read_annotations(str(out), "val", "val", "classes.txt")
+    assert sorted(os.path.basename(p) for p, _ in got.videos) == sorted(
+        os.path.splitext(os.path.basename(r))[0] + ".mp4" for r, _ in val)
+
+
+def test_run_level_input_errors_are_one_line(download, tmp_path):
+    cases = [
+        (dict(annotations=[str(tmp_path / "nope.csv")]), "annotation file or folder not found"),
+        (dict(classes=str(tmp_path / "none.txt")), "--classes"),
+        (dict(short_side=101), "--short-side must be an even number"),
+        (dict(annotations=[str(download / "val.csv"), str(tmp_path / "copy" / "val.csv")]), "same file name"),
+        (dict(annotations=[str(download / "val.csv"), str(download / "val.csv")]), "given twice"),
+    ]
+    (tmp_path / "copy").mkdir()
+    (tmp_path / "copy" / "val.csv").write_text((download / "val.csv").read_text())
+    for change, message in cases:
+        opts = _options(download, tmp_path / "o", workers=1)
+        for k, v in change.items():
+            setattr(opts, k, v)
+        lines = []
+        assert run_prepare(opts, echo=lines.append) == 2
+        assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], lines

@@ -34,7 +34,7 @@ import os
 import time
 from dataclasses import asdict, dataclass
 from fractions import Fraction
-from typing import Iterator, List, Optional, Tuple
+from typing import Iterator, Optional, Tuple
 
 import av
 
@@ -64,7 +64,7 @@ class PrepareJob:
     start: Optional[float] = None     # seconds; None with end=None: keep the whole (already-cut) file
     end: Optional[float] = None
     short_side: int = 320
-    gop: int = 16
+    gop: int = 32
     crf: int = 23
     preset: str = "veryfast"
 
@@ -142,7 +142,10 @@ def _frames(container, stream, fps: Fraction, seek_to: Optional[float],
     base = stream.start_time if stream.start_time is not None else 0
     tb = stream.time_base
     if seek_to is not None and seek_to > 0:
-        container.seek(base + int(seek_to / tb), stream=stream, backward=True, any_frame=False)
+        try:
+            container.seek(base + int(seek_to / tb), stream=stream, backward=True, any_frame=False)
+        except av.FFmpegError:  # not seekable: decode from the start
+            container.seek(base, stream=stream, backward=True, any_frame=False)
     skip_before = (seek_to or 0) - 2 / fps
     last = None
     for packet in container.demux(stream):

@@ -135,6 +135,8 @@ def run_tasks(fn: Callable, tasks: Sequence[Any], workers: int,
             takes it; past it the worker is killed (status "time limit") and replaced.
     Closing the generator early (or an exception in the caller) kills every worker.
     """
+    if not tasks:
+        return
     ctx = mp.get_context("spawn")
     pending = collections.deque(range(len(tasks)))
     pool: List[_Worker] = [_Worker(ctx, fn) for _ in range(max(1, min(workers, len(tasks))))]
