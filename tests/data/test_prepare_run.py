@@ -269,3 +269,20 @@ def test_run_level_input_errors_are_one_line(download, tmp_path):
         lines = []
         assert run_prepare(opts, echo=lines.append) == 2
         assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], lines
+
+
+def test_shipped_kinetics400_class_list(tmp_path):
+    from videoattn.utils.resources import kinetics400_classes
+
+    ann = tmp_path / "k.csv"
+    ann.write_text("label,youtube_id,time_start,time_end,split\nabseiling,aaa,0,10,train\n"
+                   "zumba,bbb,0,10,train\nnot a kinetics class,ccc,0,10,train\n")
+    (tmp_path / "raw").mkdir()
+    out = tmp_path / "out"
+    opts = PrepareOptions([str(ann)], str(tmp_path / "raw"), str(out), classes="kinetics400", progress=False)
+    assert run_prepare(opts, echo=lambda s: None) == 0
+    assert (out / "classes.txt").read_text().splitlines() == kinetics400_classes()
+    assert [r[1:3] for r in _rows(out / "failed.csv")[1:]] == [
+        ["missing", "no aaa_000000_000010.* or aaa.* under the source folder"],
+        ["missing", "no bbb_000000_000010.* or bbb.* under the source folder"],
+        ["bad row", "label 'not a kinetics class' is not in the class list"]]

@@ -259,7 +259,10 @@ def _write_reports(opts: PrepareOptions, inputs: Inputs, classes: List[str], sta
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
     writer.writerow(["path", "reason", "detail", "row"])
-    writer.writerows([f.path, f.reason, f.detail, f.row] for f in inputs.failures)
+    def position(f: Failure):  # input order: annotation, then line
+        where, _, line = f.row.rpartition(":")
+        return (where, int(line)) if line.isdigit() else (f.row, 0)
+    writer.writerows([f.path, f.reason, f.detail, f.row] for f in sorted(inputs.failures, key=position))
     atomic_write_text(os.path.join(opts.output, "failed.csv"), buf.getvalue())
     return written + [os.path.join(opts.output, n) for n in ("classes.txt", "failed.csv")]
 
