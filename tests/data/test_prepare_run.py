@@ -257,6 +257,7 @@ def test_run_level_input_errors_are_one_line(download, tmp_path):
         (dict(annotations=[str(tmp_path / "nope.csv")]), "annotation file or folder not found"),
         (dict(classes=str(tmp_path / "none.txt")), "--classes"),
         (dict(short_side=101), "--short-side must be an even number"),
+        (dict(preset="fastest"), "--preset must be one of"),
         (dict(annotations=[str(download / "val.csv"), str(tmp_path / "copy" / "val.csv")]), "same file name"),
         (dict(annotations=[str(download / "val.csv"), str(download / "val.csv")]), "given twice"),
     ]

@@ -39,6 +39,7 @@ from videoattn.utils.resources import kinetics400_classes
 from videoattn.utils.workers import CRASHED as POOL_CRASHED, OK as POOL_OK, TIME_LIMIT as POOL_TIME_LIMIT, run_tasks
 
 MANIFEST, LOCK = ".prepare_manifest.jsonl", ".prepare.lock"
+X264_PRESETS = ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower", "veryslow")
 DEFAULT_GOP = 32  # measured: decode cost flat for 16..32, +10% at 64; 32 is the smallest file there (README)
 
 
@@ -143,6 +144,10 @@ def _check_options(opts: PrepareOptions) -> None:
         raise InputError(f"--short-side must be an even number >= 16, got {opts.short_side}")
     if opts.gop < 1:
         raise InputError(f"--gop must be >= 1, got {opts.gop}")
+    if opts.preset not in X264_PRESETS:
+        raise InputError(f"--preset must be one of {', '.join(X264_PRESETS)}, got {opts.preset!r}")
+    if not 0 <= opts.crf <= 51:
+        raise InputError(f"--crf must be in [0, 51], got {opts.crf}")
     if opts.workers < 1:
         raise InputError(f"--workers must be >= 1, got {opts.workers}")
     if opts.layout not in ("per-label", "flat"):
