@@ -5,6 +5,7 @@ import subprocess
 import sys
 
 import av
+import pytest
 
 from data_helpers import SMALL, copy_root, make_broken
 from videoattn.data.annotations import clear_index_cache, read_annotations
@@ -25,6 +26,7 @@ def _csv(path):
         return list(csv.reader(f))
 
 
+@pytest.mark.slow
 def test_check_reports_broken_and_missing_and_writes_a_clean_annotation(synthetic_root, tmp_path):
     root = copy_root(synthetic_root, str(tmp_path / "root"))
     train = sorted(os.listdir(os.path.join(root, "train")))
@@ -54,6 +56,7 @@ def test_check_reports_broken_and_missing_and_writes_a_clean_annotation(syntheti
     assert not ann.missing and len(ann.videos) == 21 and {empty, text}.isdisjoint(p for p, _ in ann.videos)
 
 
+@pytest.mark.slow
 def test_check_list_split_all_good(synthetic_root, tmp_path):
     out = tmp_path / "report"
     r = _run(synthetic_root, out, "--split", "val", "data.val_split=val.txt", "data.classes_file=classes.txt")
@@ -62,7 +65,31 @@ def test_check_list_split_all_good(synthetic_root, tmp_path):
     assert (out / "val_clean.txt").read_text() == open(os.path.join(synthetic_root, "val.txt")).read()
 
 
+@pytest.mark.slow
 def test_check_bad_config_is_one_line(synthetic_root, tmp_path):
     r = _run(synthetic_root, tmp_path / "o", "--split", "val", "data.val_split=nope.csv")
-    assert r.returncode == 2 and r.stdout.strip().count("\n") == 0 and "nope.csv" in r.stdout
+    assert r.returncode == 2 and r.stderr.strip().count("\n") == 0 and "nope.csv" in r.stderr, r.stderr
     assert "Traceback" not in r.stderr
+    r = _run(synthetic_root, tmp_path / "o", "--split", "val", "data.val_splt=val.csv")   # a config error: 2, not 1
+    assert r.returncode == 2 and r.stderr.strip().count("\n") == 0 and "did you mean 'data.val_split'" in r.stderr
+
+
+@pytest.mark.parametrize("ext", ["webm", "avi"])
+def test_check_warns_about_a_header_that_declares_more_frames_than_decode(tmp_path, ext):
+    """A download cut short (the header still declares 150 frames): the check reads it as training
+    does (the frames decord indexed), reports the header's count from Video.declared_frames and
+    warns; the complete file gets no warning. Reference counts: a plain PyAV decode of the barcodes."""
+    from videokit import cut_file, decodable_indexed_frames
+    from videoattn.data.check import CheckSettings, check_video
+    from videoattn.data.synthetic import make_indexed_video
+
+    full, cut = str(tmp_path / f"full.{ext}"), str(tmp_path / f"cut.{ext}")
+    make_indexed_video(full, 150, 30)
+    cut_file(full, cut, 0.6)
+    settings = CheckSettings(str(tmp_path), "train", "", "", num_frames=4, sampling_rate=2)
+    whole = check_video((full, 0, settings))
+    assert (whole.status, whole.frames, whole.declared_frames, whole.warnings) == ("ok", 150, 150, [])
+    short = check_video((cut, 0, settings))
+    real = decodable_indexed_frames(cut)
+    assert short.status == "ok" and short.declared_frames == 150 and abs(short.frames - real) <= 1 and real < 140
+    assert any(w.startswith(f"header declares 150 frames, {short.frames} indexed") for w in short.warnings)

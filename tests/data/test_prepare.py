@@ -149,3 +149,22 @@ def test_disk_full_leaves_no_partial_file(long_videos, tmp_path, monkeypatch):
     r = prepare.prepare_video(PrepareJob(long_videos["v25"], str(out), 0, 2, short_side=96))
     assert not r.ok and r.reason == OUTPUT and r.fatal and "No space left" in r.detail
     assert os.listdir(tmp_path) == []
+
+
+def test_prepare_worker_modules_do_not_import_torch():
+    """The prepare worker processes import only videoattn.data.prepare (spawn): with the package's
+    lazy __init__ (PEP 562) that costs no torch (measured: worker start-up 2.9 s -> 0.14 s on 2 busy
+    cores); the package's public names still resolve on first use."""
+    import subprocess
+    import sys
+
+    import videoattn.data as data
+    from videoattn.data import loader
+
+    code = "import sys, videoattn.data.prepare, videoattn.data.prepare_run; print('torch' in sys.modules)"
+    env = dict(os.environ, PYTHONPATH=os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
+    assert out.stdout.split() == ["False"], out.stdout + out.stderr
+    assert data.build_loader is loader.build_loader and "build_dataset" in dir(data)
+    with pytest.raises(AttributeError, match="no attribute 'nope'"):
+        data.nope  # noqa: B018

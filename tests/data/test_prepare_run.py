@@ -134,6 +134,7 @@ def test_flat_layout_and_changed_settings_redo(download, tmp_path):
     assert load_manifest(str(out))["val/vidB_000000_000002.mp4"]["params"] != before["params"]
 
 
+@pytest.mark.slow
 def test_sigkill_mid_run_loses_nothing(tmp_path):
     src = tmp_path / "src"
     src.mkdir()
@@ -170,6 +171,7 @@ def test_sigkill_mid_run_loses_nothing(tmp_path):
     assert len(_rows(out / "train.csv")) == len(spans) + 1
 
 
+@pytest.mark.slow
 def test_hung_video_is_killed_and_the_run_goes_on(download, tmp_path):
     raw = tmp_path / "raw"
     raw.mkdir()
@@ -205,6 +207,7 @@ def test_full_disk_stops_the_run_and_keeps_what_was_verified(tmp_path):
     assert "2 prepared now, 1 already verified" in "\n".join(lines)
 
 
+@pytest.mark.slow
 def test_unusable_output_folder_is_one_line(download, tmp_path):
     blocker = tmp_path / "a_file"
     blocker.write_text("x")

@@ -2,6 +2,8 @@
 import os
 import time
 
+import pytest
+
 from worker_helpers import task
 
 from videoattn.utils.workers import CRASHED, ERROR, OK, TIME_LIMIT, run_tasks
@@ -15,6 +17,7 @@ def _alive(pid: int) -> bool:
         return False
 
 
+@pytest.mark.slow
 def test_hang_crash_and_error_cost_only_their_own_task():
     tasks = [1, "hang", 2, "segfault", 3, "raise", 4, 5]
     results = {i: (status, value) for i, status, value in run_tasks(task, tasks, workers=2, time_limit=8)}

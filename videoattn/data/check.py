@@ -7,7 +7,7 @@ processes under a per-video time limit (a hung file is killed, not waited for).
 
 Writes to the output folder:
 
-* ``check_<split>.csv``: ``path,label,status,reason,backend,frames,reported_frames,fps,width,height,
+* ``check_<split>.csv``: ``path,label,status,reason,backend,frames,declared_frames,fps,width,height,
   decode_ms_per_clip,warnings`` (status ``ok`` | ``broken`` | ``missing``);
 * ``check_<split>_summary.txt`` (also printed): counts, warnings, decode time per clip;
 * the clean annotation file ``<annotation name>_clean.<ext>``: the split's rows whose video is ok,
@@ -25,6 +25,7 @@ from typing import Callable, List, Optional
 
 import numpy as np
 
+from videoattn.config import DataConfig
 from videoattn.data.annotations import Annotations, read_annotations, resolve
 from videoattn.data.decoding import DecodeError, config_backend, open_video
 from videoattn.data.sampling import clip_indices, clip_span
@@ -32,7 +33,7 @@ from videoattn.utils.io import atomic_write_text
 from videoattn.utils.workers import OK as POOL_OK, run_tasks
 
 CLIPS = 3  # first, middle, last
-COLUMNS = ["path", "label", "status", "reason", "backend", "frames", "reported_frames", "fps", "width", "height",
+COLUMNS = ["path", "label", "status", "reason", "backend", "frames", "declared_frames", "fps", "width", "height",
            "decode_ms_per_clip", "warnings"]
 
 
@@ -52,14 +53,13 @@ class CheckSettings:
     backend: str = "auto"
 
 
-def settings_from_config(cfg, split: str) -> CheckSettings:
-    """The only function that reads the config (adapt it when the config API changes)."""
-    d = cfg.data
-    split_file = {"train": d.train_split, "val": d.val_split, "test": d.test_split or d.val_split}[split]
-    return CheckSettings(root=d.root, split=split, split_file=split_file, train_split=d.train_split,
-                         classes_file=d.classes_file, num_frames=int(d.num_frames), sampling_rate=int(d.sampling_rate),
-                         target_fps=float(d.target_fps), decode_threads=int(d.decode_threads),
-                         decode_timeout=float(d.decode_timeout) or None, backend=config_backend(cfg))
+def settings_from_config(data: DataConfig, split: str) -> CheckSettings:
+    """What the check of ``split`` needs from ``cfg.data`` (a plain, picklable record for the workers)."""
+    split_file = {"train": data.train_split, "val": data.val_split, "test": data.test_split or data.val_split}[split]
+    return CheckSettings(root=data.root, split=split, split_file=split_file, train_split=data.train_split,
+                         classes_file=data.classes_file, num_frames=data.num_frames, sampling_rate=data.sampling_rate,
+                         target_fps=data.target_fps, decode_threads=data.decode_threads,
+                         decode_timeout=data.decode_timeout or None, backend=config_backend(data))
 
 
 @dataclass
@@ -70,7 +70,7 @@ class VideoCheck:
     reason: str = ""
     backend: str = ""
     frames: int = 0
-    reported_frames: int = 0
+    declared_frames: int = 0
     fps: float = 0.0
     width: int = 0
     height: int = 0
@@ -91,7 +91,7 @@ def check_video(task: tuple) -> VideoCheck:
                 frames = video.get_frames(idx)
             result.decode_ms_per_clip = (time.perf_counter() - started) * 1e3 / CLIPS
             result.backend, result.frames, result.fps = video.backend, video.num_frames, round(video.fps, 3)
-            result.reported_frames = int(getattr(video._reader, "reported_frames", video.num_frames))
+            result.declared_frames = video.declared_frames  # the header's claim: more = a file cut short
             result.height, result.width = int(frames.shape[1]), int(frames.shape[2])
         finally:
             video.close()
@@ -100,8 +100,9 @@ def check_video(task: tuple) -> VideoCheck:
         return result
     if s.backend == "auto" and result.backend != "decord":
         result.warnings.append("decord failed, read by the PyAV fallback (slow)")
-    if result.reported_frames != result.frames:
-        result.warnings.append(f"header declares {result.reported_frames} frames, {result.frames} indexed")
+    if result.declared_frames != result.frames:
+        result.warnings.append(f"header declares {result.declared_frames} frames, {result.frames} indexed "
+                               "(cut short? training reads only the indexed ones)")
     span = clip_span(s.num_frames, s.sampling_rate, result.fps, s.target_fps)
     if result.frames < span:
         result.warnings.append(f"shorter than one clip ({result.frames} < {span:.0f} frames): last frame repeated")
@@ -173,7 +174,8 @@ def clean_annotation(ann: Annotations, good: set, root: str) -> tuple:
 def run_check(s: CheckSettings, output_dir: str, workers: int = 1, time_limit: float = 300.0,
               progress: bool = True, echo: Callable = print) -> int:
     """Check the split; write the report, summary and clean annotation. Exit code: 0 all ok, 1 some
-    broken or missing (listed), 2 nothing to check."""
+    broken or missing (listed). ValueError (AnnotationError) for a split that cannot be read or
+    lists no videos."""
     from tqdm import tqdm
 
     started = time.perf_counter()
@@ -181,8 +183,7 @@ def run_check(s: CheckSettings, output_dir: str, workers: int = 1, time_limit: f
     # ann.missing: "file:line: <expected name> (<label>)"
     missing = [VideoCheck(m.rsplit(": ", 1)[-1], -1, "missing", f"no video file for {m}") for m in ann.missing]
     if not ann.videos and not missing:
-        echo(f"error: {s.split}: {ann.source} lists no videos")
-        return 2
+        raise ValueError(f"{s.split}: {ann.source} lists no videos")
     tasks = [(path, label, s) for path, label in ann.videos]
     checks: List[Optional[VideoCheck]] = [None] * len(tasks)
     bar = tqdm(total=len(tasks), unit="video", desc=f"check {s.split}", disable=not progress, dynamic_ncols=True)

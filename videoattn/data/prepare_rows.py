@@ -25,6 +25,7 @@ from typing import Dict, List, Optional, Tuple
 
 from videoattn.data.annotations import VIDEO_EXTENSIONS
 from videoattn.data.prepare import BAD_ROW, DUPLICATE, MISSING, WRONG_EXTENSION
+from videoattn.utils.walk import walk_files
 
 CUT_NAME = re.compile(r"^(?P<id>.+)_(?P<start>\d{6})_(?P<end>\d{6})$")
 
@@ -76,29 +77,20 @@ class SourceIndex:
 
 
 def index_sources(root: str, exclude: Tuple[str, ...] = ()) -> SourceIndex:
-    """Walk ``root`` once (following symlinks; a folder reached twice by (st_dev, st_ino) is skipped,
-    so symlink cycles end); ``exclude`` folders (the output) are not entered."""
+    """Walk ``root`` once (:func:`~videoattn.utils.walk.walk_files`: follows symlinks, each folder
+    once, so symlink cycles end); ``exclude`` folders (the output) are not entered; hidden files
+    (``.name``: partial downloads, our own temporaries) are ignored."""
     videos: Dict[str, List[str]] = {}
     others: Dict[str, List[str]] = {}
-    seen = set()
-    skip = {(s.st_dev, s.st_ino) for s in (_stat(p) for p in exclude) if s is not None}
-    for folder, dirs, files in os.walk(root, followlinks=True):
-        st = _stat(folder)
-        key = (st.st_dev, st.st_ino) if st else None
-        if key in seen or key in skip:
-            dirs[:] = []
+    for path in walk_files(root, exclude):
+        name = os.path.basename(path)
+        if name.startswith("."):
             continue
-        seen.add(key)
-        dirs.sort()
-        for name in sorted(files):
-            if name.startswith("."):
-                continue
-            stem, ext = os.path.splitext(name)
-            path = os.path.join(folder, name)
-            if ext.lower() in VIDEO_EXTENSIONS:
-                videos.setdefault(stem, []).append(path)
-            else:
-                others.setdefault(name.split(".")[0], []).append(path)
+        stem, ext = os.path.splitext(name)
+        if ext.lower() in VIDEO_EXTENSIONS:
+            videos.setdefault(stem, []).append(path)
+        else:
+            others.setdefault(name.split(".")[0], []).append(path)
     return SourceIndex(videos, others)
 
 

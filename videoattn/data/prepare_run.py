@@ -28,14 +28,13 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Callable, Dict, List, Optional, Tuple
 
-from videoattn.data.annotations import read_classes_file
+from videoattn.data.annotations import load_classes
 from videoattn.data.prepare import (CRASHED, ENCODER, TIME_LIMIT, UNREADABLE, PrepareJob, PrepareResult,
                                     prepare_video)
 from videoattn.data.prepare_rows import (Failure, Inputs, InputError, Row, annotation_outputs, check_rows,
                                          clean_annotation_text, find_source, index_sources, output_relpath,
                                          read_inputs, resolve_classes)
 from videoattn.utils.io import atomic_write_text
-from videoattn.utils.resources import kinetics400_classes
 from videoattn.utils.workers import CRASHED as POOL_CRASHED, OK as POOL_OK, TIME_LIMIT as POOL_TIME_LIMIT, run_tasks
 
 MANIFEST, LOCK = ".prepare_manifest.jsonl", ".prepare.lock"
@@ -165,10 +164,8 @@ def _check_options(opts: PrepareOptions) -> None:
 def _load_classes(spec: str) -> Optional[List[str]]:
     if not spec:
         return None
-    if spec == "kinetics400":
-        return kinetics400_classes()
     try:
-        return read_classes_file(spec)
+        return load_classes(os.getcwd(), spec)  # a file, or "kinetics400" (the shipped list)
     except (OSError, ValueError) as e:
         raise InputError(f"--classes {spec}: {getattr(e, 'strerror', None) or e}") from None
 

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from videoattn.config import Config, DataConfig
-from videoattn.data.annotations import default_classes, read_classes_file, resolve
+from videoattn.data.annotations import default_classes, load_classes
 from videoattn.data.decoding import config_backend, open_video
 from videoattn.data.sampling import clip_indices, spaced_indices
 from videoattn.data.transforms import test_views
@@ -232,7 +232,7 @@ def load_clip(data: DataConfig, video: str, start_s: Optional[float] = None) -> 
 def class_names_for(data: DataConfig, num_classes: int) -> List[str]:
     """Class names (``data.classes_file`` or the training split's labels), else ``class_<i>``."""
     try:
-        names = read_classes_file(resolve(data.root, data.classes_file)) if data.classes_file \
+        names = load_classes(data.root, data.classes_file) if data.classes_file \
             else default_classes(data.root, data.train_split) or []
     except (OSError, ValueError):  # no annotations at hand: the picture is still useful
         names = []
