@@ -38,6 +38,7 @@ def test_data_benchmark_quick_runs_every_row(tmp_path):
     assert re.search(r"preparation .*: 4 videos in [\d.]+ s wall, [\d.]+ CPU s: [\d.]+ videos/s per core", out)
     assert re.search(r"prepared vs raw \(ours, per core\): [\d.]+x", out)
     assert re.search(r"loader / decode-only bound .*: raw [\d.]+x, prepared [\d.]+x", out)
-    assert re.search(r"^\| 16 \| [\d.]+ \| [\d.]+ \| [\d.]+x \|$", out, re.M)
+    assert re.search(r"^\| 16 \| [\d.]+ \| [\d.]+ \| [\d.]+x \| [\d.]+ \|$", out, re.M)
+    assert re.search(r"^\| 32, CABAC \| [\d.]+ \| [\d.]+ \| [\d.]+x \| [\d.]+ \|$", out, re.M)
     assert "resident memory, 2 workers + main (3 processes)" in out
     assert len([n for n in os.listdir(tmp_path / "raw" / "train") if n.endswith(".mp4")]) == 4

@@ -49,6 +49,24 @@ def keyframe_positions(path: str) -> list:
     return [i for i, p in enumerate(pts) if p in keys]
 
 
+def h264_uses_cabac(path: str) -> bool:
+    """The entropy_coding_mode_flag of an mp4's H.264 picture parameter set (read from its avcC
+    extradata: after pic_parameter_set_id and seq_parameter_set_id, two Exp-Golomb numbers)."""
+    with av.open(path) as c:
+        data = bytes(c.streams.video[0].codec_context.extradata)
+    pos = 6
+    for _ in range(data[5] & 0x1F):  # sequence parameter sets
+        pos += 2 + int.from_bytes(data[pos:pos + 2], "big")
+    assert data[pos] >= 1, "no picture parameter set"
+    pps = data[pos + 3:pos + 3 + int.from_bytes(data[pos + 1:pos + 3], "big")]
+    bits = "".join(f"{b:08b}" for b in pps[1:8])  # after the NAL header
+    i = 0
+    for _ in range(2):  # ue(v): z zeros, a one, z bits
+        z = bits.index("1", i) - i
+        i += 2 * z + 1
+    return bits[i] == "1"
+
+
 def video_with_audio(path: str, seconds: float = 2.0, fps: int = 25, size=(128, 96), audio_only: bool = False) -> None:
     """An mp4 with an AAC track (and a video track unless ``audio_only``)."""
     rate = 16000

@@ -6,8 +6,8 @@ from fractions import Fraction
 import av
 import pytest
 
-from prepare_helpers import (decoded_indices, keyframe_positions, long_indexed_video, vfr_indexed_video,
-                             video_with_audio, zero_frame_video)
+from prepare_helpers import (decoded_indices, h264_uses_cabac, keyframe_positions, long_indexed_video,
+                             vfr_indexed_video, video_with_audio, zero_frame_video)
 from videoattn.data.prepare import (NO_VIDEO, OUTPUT, PAST_END, UNREADABLE, ZERO_FRAMES, PrepareJob, output_size,
                                     prepare_video)
 
@@ -72,6 +72,9 @@ def test_scaled_output_geometry_keyframes_and_no_audio(tmp_path):
     assert keys[0] == 0 and max(b - a for a, b in zip(keys + [90], keys[1:] + [90])) <= 8, keys
     # scaled back to the source size the barcodes still read: frames 0..89 in order
     assert decoded_indices(out, (320, 180)) == list(range(90))
+    assert not h264_uses_cabac(out) and h264_uses_cabac(src)   # CAVLC by default (the source: x264's CABAC)
+    cabac = str(tmp_path / "cabac.mp4")
+    assert prepare_video(PrepareJob(src, cabac, 0, 3, short_side=120, gop=8, cabac=True)).ok and h264_uses_cabac(cabac)
     with_audio = str(tmp_path / "audio.mp4")
     video_with_audio(with_audio)
     r = prepare_video(PrepareJob(with_audio, str(tmp_path / "a.mp4"), short_side=64))

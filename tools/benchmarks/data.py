@@ -153,8 +153,9 @@ def _rows(args, raw: str, prepared: str, status: Dict[str, str]) -> Tuple[Dict[s
         "ours, prepared, normalize_on_device": lambda: our_batches(replace(data_prep, normalize_on_device=True), b, seed),
         "decode-only bound, raw": lambda: bound_clips(drawn["raw"][:n]),
         "decode-only bound, prepared": lambda: bound_clips(on_prepared(drawn["raw"][:n], prepared)),
-        "PySlowFast PyAV decoder (decode only), raw": lambda: peers.pyslowfast_decoder_clips(drawn["raw"][:n]),
     }
+    if not args.no_peers:
+        makers["PySlowFast PyAV decoder (decode only), raw"] = lambda: peers.pyslowfast_decoder_clips(drawn["raw"][:n])
     if not status["pytorchvideo"]:
         for where, root in (("raw", raw), ("prepared", prepared)):
             lst = os.path.join(root, "train.txt")
@@ -217,22 +218,24 @@ def _goals(rates: Dict[str, Rate], status: Dict[str, str]) -> List[str]:
 
 # ------------------------------------------------------------------------------------ extra runs
 def gop_sweep(args, raw: str, clips: Clips, work: str) -> List[str]:
-    """Per GOP: prepared MB per 10 s of video and decode-only CPU ms per clip on ``clips`` (the clips
-    our loader drew), against the raw files (x264's default keyframe interval)."""
+    """Per keyframe interval (and GOP 32 with x264's default CABAC instead of CAVLC): prepared MB per
+    10 s of video and decode-only CPU ms per clip on ``clips`` (the clips our loader drew), against
+    the raw files (x264's default keyframe interval)."""
     tens = args.videos * args.seconds / 10
     raw_ms = timed(bound_clips(clips), len(clips)).cpu * 1e3
     rows, raw_mb = [], 0.0
-    for gop in args.gops:
-        out = os.path.join(work, f"gop{gop}")
+    for gop, cabac in [(g, False) for g in args.gops] + [(32, True)]:
+        out = os.path.join(work, f"gop{gop}_{cabac}")
         shutil.rmtree(out, ignore_errors=True)
-        p = prepare_set(raw, out, gop, args.prep_workers)
+        p = prepare_set(raw, out, gop, args.prep_workers, cabac=cabac)
         ms = timed(bound_clips(on_prepared(clips, out)), len(clips)).cpu * 1e3
-        rows.append(f"| {gop} | {p.mb_prepared / tens:.2f} | {ms:.1f} | {raw_ms / ms:.2f}x |")
+        rows.append(f"| {gop}{', CABAC' if cabac else ''} | {p.mb_prepared / tens:.2f} | {ms:.1f} | {raw_ms / ms:.2f}x | "
+                    f"{p.cpu_s / p.videos:.2f} |")
         raw_mb = p.mb_raw
         shutil.rmtree(out, ignore_errors=True)
-    return (["| keyframe every (short side 320) | MB per 10 s | decode-only CPU ms per clip | vs raw |",
-             "|---|---:|---:|---:|", f"| raw: 360p, x264 default (250) | {raw_mb / tens:.2f} | {raw_ms:.1f} | 1.00x |"]
-            + rows)
+    return (["| keyframe every (short side 320, CAVLC) | MB per 10 s | decode-only CPU ms per clip | vs raw | "
+             "prepare CPU s per video |", "|---|---:|---:|---:|---:|",
+             f"| raw: 360p, x264 defaults (250, CABAC) | {raw_mb / tens:.2f} | {raw_ms:.1f} | 1.00x | - |"] + rows)
 
 
 def rss_check(data, workers: int, early: int, late: int, batch_size: int, seed: int) -> str:
@@ -284,6 +287,7 @@ def _arguments(argv: List[str]) -> argparse.Namespace:
     p.add_argument("--gops", type=int, nargs="*", default=[], help="also sweep these keyframe intervals")
     p.add_argument("--rss", type=int, nargs=2, default=None, metavar=("EARLY", "LATE"),
                    help="also the memory check of a 2-worker loader after EARLY and LATE clips")
+    p.add_argument("--no-peers", action="store_true", help="only our rows (e.g. another source size)")
     p.add_argument("--quick", action="store_true", help="tiny set, few clips, one round: the code paths only")
     p.add_argument("opts", nargs="*", default=[], help="key=value config overrides")
     args = p.parse_args(argv[1:])
@@ -315,7 +319,7 @@ def main(argv: List[str]) -> int:
           f"defaults (keyframe interval 250) in {raw} ({time.time() - started:.0f} s)", flush=True)
     prepared = os.path.join(tmp.name, "prepared")
     prep = prepare_set(raw, prepared, 32, args.prep_workers)
-    status = peers.available()
+    status = {peer: "--no-peers" for peer in ("pytorchvideo", "mmaction2")} if args.no_peers else peers.available()
     d = _config(args, raw)
     print(f"recipe ({args.config}): {d.num_frames} frames x rate {d.sampling_rate} at {d.target_fps:g} fps, jitter "
           f"{list(d.train_jitter_scales)}, crop {d.train_crop_size}; batches of {args.batch_size}; {args.clips} clips "
@@ -326,7 +330,7 @@ def main(argv: List[str]) -> int:
     print("\n".join(_table(rates, "decode-only bound, raw", "decode-only bound, prepared")))
     print(f"| {'ours, raw, clips_per_video=2 vs 1':<52} | {CLIPS_PER_VIDEO_NA} |")
     print(f"\nours drew the same clips on raw and prepared files: {same_clips(drawn['raw'], drawn['prepared'])}")
-    print(f"preparation (short side 320, keyframe every 32, veryfast crf 23, {prep.workers} worker): {prep.videos} videos "
+    print(f"preparation (short side 320, keyframe every 32, veryfast crf 23 CAVLC, {prep.workers} worker): {prep.videos} videos "
           f"in {prep.wall_s:.1f} s wall, {prep.cpu_s:.1f} CPU s: {prep.videos / prep.cpu_s:.2f} videos/s per core "
           f"({prep.cpu_s / prep.videos:.2f} CPU s per {args.seconds:g}-s video); "
           f"{prep.mb_raw:.1f} MB raw -> {prep.mb_prepared:.1f} MB prepared")

@@ -98,14 +98,15 @@ def _megabytes(folder: str) -> float:
                for n in files if n.endswith(".mp4")) / 1e6
 
 
-def prepare_set(raw: str, out: str, gop: int, workers: int, short_side: int = 320) -> Preparation:
+def prepare_set(raw: str, out: str, gop: int, workers: int, short_side: int = 320, cabac: bool = False) -> Preparation:
     """Run prepare_data's library on the raw set (already cut: kept whole, scaled, re-encoded with a
-    keyframe every ``gop`` frames) into ``out``; a ``train.txt`` list for pytorchvideo is added."""
+    keyframe every ``gop`` frames, CAVLC unless ``cabac``) into ``out``; a ``train.txt`` list for
+    pytorchvideo is added."""
     from videoattn.data.prepare_run import PrepareOptions, run_prepare
 
     cpu0, t0 = _children_cpu(), time.perf_counter()
     opts = PrepareOptions([os.path.join(raw, "train.csv")], raw, out, short_side=short_side, gop=gop,
-                          classes=os.path.join(raw, "classes.txt"), workers=workers, progress=False)
+                          classes=os.path.join(raw, "classes.txt"), workers=workers, progress=False, cabac=cabac)
     lines: List[str] = []
     if run_prepare(opts, echo=lines.append) != 0:
         raise RuntimeError("prepare_data failed:\n" + "\n".join(lines))

@@ -18,7 +18,7 @@ output time grid at the source's average frame rate ``fps``:
 Without ``start``/``end`` (an already-cut source) the whole file is kept: the grid starts at its
 first frame and runs to its last one (a constant-rate source keeps every frame).
 
-Output: H.264 (libx264) yuv420p ``.mp4``, short side ``short_side`` (a smaller source keeps its
+Output: H.264 (libx264, CAVLC entropy coding unless ``cabac``: cheaper to decode) yuv420p ``.mp4``, short side ``short_side`` (a smaller source keeps its
 size: upscaling adds bytes, not information), both sides even, a keyframe at least every ``gop``
 frames, no audio, the source's average frame rate. Each output is encoded in memory, written to a
 temporary file next to its destination, verified (decoded by PyAV: frame count and size; opened by
@@ -67,6 +67,7 @@ class PrepareJob:
     gop: int = 32
     crf: int = 23
     preset: str = "veryfast"
+    cabac: bool = False               # False: CAVLC entropy coding (same picture, ~12% larger, decodes ~1.45x faster)
 
 
 @dataclass
@@ -198,7 +199,7 @@ def _encode(frames: Iterator[object], fps: Fraction, size: Tuple[int, int], job:
     buf = io.BytesIO()
     count = 0
     with av.open(buf, "w", format="mp4") as out:
-        stream = out.add_stream(ENCODER, rate=fps, options={"preset": job.preset, "crf": str(job.crf), "threads": "1"})
+        stream = out.add_stream(ENCODER, rate=fps, options=x264_options(job))
         stream.width, stream.height = size
         stream.pix_fmt = "yuv420p"
         stream.codec_context.gop_size = job.gop
@@ -210,6 +211,18 @@ def _encode(frames: Iterator[object], fps: Fraction, size: Tuple[int, int], job:
             count += 1
         out.mux(stream.encode())
     return buf.getvalue(), count
+
+
+def x264_options(job: PrepareJob) -> dict:
+    """libx264 options of ``job``: its preset and crf, one thread, and CAVLC unless ``job.cabac``.
+
+    CAVLC instead of x264's default CABAC changes only the entropy coding: the same frames at the same
+    crf, some 12% more bytes, but decoding (once per clip per epoch) is much cheaper; measured on
+    360p sources re-encoded at 320p, GOP 32: 42.8 vs 62.2 CPU ms per random 8x8 clip (README)."""
+    options = {"preset": job.preset, "crf": str(job.crf), "threads": "1"}
+    if not job.cabac:
+        options["x264-params"] = "cabac=0"
+    return options
 
 
 def _decode_plan(job: PrepareJob, stream, fps: Fraction) -> Tuple[Optional[float], Optional[int]]:

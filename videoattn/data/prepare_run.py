@@ -56,6 +56,7 @@ class PrepareOptions:
     workers: int = 1
     time_limit: float = 300.0          # seconds per video
     progress: bool = True
+    cabac: bool = False                # True: x264's default CABAC (smaller files, slower decoding)
 
 
 @dataclass
@@ -77,7 +78,8 @@ class RunState:
 
 # ---------------------------------------------------------------------------------------- manifest
 def _params(job: PrepareJob) -> str:
-    return f"{ENCODER} short_side={job.short_side} gop={job.gop} crf={job.crf} preset={job.preset}"
+    return (f"{ENCODER} short_side={job.short_side} gop={job.gop} crf={job.crf} preset={job.preset}"
+            f" cabac={int(job.cabac)}")
 
 
 def _entry(p: Planned, result: PrepareResult) -> dict:
@@ -206,7 +208,7 @@ def plan_jobs(rows: List[Row], inputs: Inputs, classes: List[str], opts: Prepare
             continue
         rel = output_relpath(row, inputs.formats[row.annotation], classes, opts.layout)
         job = PrepareJob(source, os.path.join(opts.output, rel), row.start if cut else None, row.end if cut else None,
-                         opts.short_side, opts.gop, opts.crf, opts.preset)
+                         opts.short_side, opts.gop, opts.crf, opts.preset, opts.cabac)
         planned.append(Planned(row, rel, job, (st.st_size, st.st_mtime_ns)))
     return planned
 
