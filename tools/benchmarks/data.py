@@ -9,8 +9,8 @@ x264's default keyframe interval) and their copies prepared by ``tools/prepare_d
 (short side 320, a keyframe every 32 frames), with the config's recipe (default: the shipped
 Kinetics-400 config, 8 x 8 at 30 fps, jitter [256, 320], crop 224):
 
-* ours: ``build_dataset`` + ``build_loader`` (``num_workers=0``: everything in this process),
-  batches normalised as training does (also with ``normalize_on_device``, and the PyAV backend);
+* ours: ``build_dataset`` + ``build_loader`` (``num_workers=0``: everything in this process), up to
+  the collated batch (also with ``normalize_on_device``: uint8 batches, and the PyAV backend);
 * the decode-only bound: decord open + one ``get_batch`` of exactly the frames our loader drew;
 * peers (:mod:`benchmarks.peers`): pytorchvideo's Kinetics dataset (decord), mmaction2's decord
   pipeline, PySlowFast's default PyAV decoder (decoding only, on our clips);
@@ -18,7 +18,8 @@ Kinetics-400 config, 8 x 8 at 30 fps, jitter [256, 320], crop 224):
 
 Per core = clips per CPU-second of this process (all its threads: decord's and torch's included),
 so the numbers hold on a busy machine where wall time does not; wall clips/s are printed too.
-Every loader runs single-threaded (torch, OpenCV, decord where the peer lets it) in batches of 8.
+Every loader runs single-threaded (torch, OpenCV, decord where the peer lets it) in batches of 8,
+with glibc malloc tuned as our loader workers tune it (:func:`videoattn.utils.malloc.tune_malloc`).
 Rows are measured in ``--rounds`` interleaved rounds; each keeps its best round.
 """
 from __future__ import annotations
@@ -78,26 +79,25 @@ def timed(batches: Iterator[int], clips: int, warmup: int = 1) -> Rate:
 
 # ------------------------------------------------------------------------------------------ ours
 def our_batches(data, batch_size: int, seed: int, record: Optional[Clips] = None) -> Iterator[int]:
-    """Clips per batch of our train loader (in this process), normalised as training does; the clips
-    drawn are appended to ``record`` as (path, frame indices)."""
+    """Clips per batch of our train loader (in this process): the collated batch a training step gets
+    (float32 normalised, or uint8 with ``normalize_on_device``: the device normalises those, as
+    mmaction2's data preprocessor does, and that is not loader work); the clips drawn are appended to
+    ``record`` as (path, frame indices)."""
     import torch
 
     from videoattn.data import build_dataset, build_loader
-    from videoattn.data.transforms import DeviceNormalizer
 
     torch.manual_seed(seed)  # the train clips are drawn from torch's global generator (no workers here)
     dataset = build_dataset(data, "train")
     loader = build_loader(dataset, data, batch_size, seed=seed)
-    normalize = DeviceNormalizer(data.mean, data.std)
     epoch = 0
     while True:
         loader.sampler.set_epoch(epoch)
         for batch in loader:
-            clips = normalize(batch["clip"], torch.device("cpu"))  # uint8 (normalize_on_device) or float: as training
             if record is not None:
                 record += [(dataset.videos[v][0], idx.numpy())
                            for v, idx in zip(batch["video_index"].tolist(), batch["frame_indices"])]
-            yield int(clips.shape[0])
+            yield int(batch["clip"].shape[0])
         epoch += 1
 
 
@@ -303,8 +303,11 @@ def _arguments(argv: List[str]) -> argparse.Namespace:
 def main(argv: List[str]) -> int:
     import torch
 
+    from videoattn.utils.malloc import tune_malloc
+
     args = _arguments(argv)
     torch.set_num_threads(1)  # per core: every pipeline single-threaded (decord: as each lets it)
+    tune_malloc()             # what our loader workers do (init_worker); here every pipeline runs in this process
     try:
         import cv2
 
