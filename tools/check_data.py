@@ -25,7 +25,13 @@ def main(argv=None) -> int:
     parser.add_argument("--time-limit", type=float, default=300.0,
                         help="seconds one video may take before its worker is killed")
     parser.add_argument("--no-progress", action="store_true")
-    args, cfg = parse_config(parser, argv, error_status=ERROR)
+    try:
+        args, cfg = parse_config(parser, argv)
+    except SystemExit as e:  # a config error (a message): status 2 here, 1 means "some videos are broken"
+        if not isinstance(e.code, str):
+            raise
+        print(e.code, file=sys.stderr)
+        return ERROR
     if args.workers < 1:
         parser.error("--workers must be >= 1")
     try:

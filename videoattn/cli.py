@@ -26,17 +26,16 @@ def config_parser(description: str) -> argparse.ArgumentParser:
     return parser
 
 
-def parse_config(parser: argparse.ArgumentParser, argv: Optional[Sequence[str]] = None,
-                 error_status: int = 1) -> Tuple[argparse.Namespace, Config]:
+def parse_config(parser: argparse.ArgumentParser,
+                 argv: Optional[Sequence[str]] = None) -> Tuple[argparse.Namespace, Config]:
     """Parse ``argv`` into (args, config with the model preset expanded); exit with a one-line
-    message on a config error (no traceback) and status ``error_status``."""
+    message on a config error (no traceback)."""
     args = parser.parse_args(argv)
     try:
         cfg = load_config(args.config, args.opts)
         cfg.model = resolve_model_config(cfg.model)
     except (ConfigError, ValueError) as e:
-        print(f"config error: {e}", file=sys.stderr)
-        sys.exit(error_status)
+        sys.exit(f"config error: {e}")
     return args, cfg
 
 
