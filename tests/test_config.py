@@ -1,6 +1,7 @@
 """Config loading: schema defaults, _base_ files, overrides, file:line errors; and presets, which
 the model layer expands (videoattn.models.presets)."""
 import dataclasses
+import glob
 import os
 import textwrap
 
@@ -8,7 +9,9 @@ import pytest
 
 from videoattn.config import ConfigError, config_from_dict, config_to_dict, load_config, save_config
 from videoattn.config.schema import Config
+from videoattn.data.annotations import load_classes
 from videoattn.models.presets import PRESETS, STANDARD, resolve_model_config
+from videoattn.utils.resources import kinetics400_classes
 
 
 def _write(tmp_path, name, text):
@@ -139,16 +142,36 @@ def test_every_preset_is_valid(name):
     assert model.depth == PRESETS[name]["depth"] and not unset, unset
 
 
-def test_shipped_yaml_configs_load():
-    import glob
-    import os
+CONFIGS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "configs")
 
-    root = os.path.join(os.path.dirname(__file__), "..", "configs")
-    paths = sorted(glob.glob(os.path.join(root, "**", "*.yaml"), recursive=True))
-    assert paths, "no YAML configs shipped"
+
+def test_shipped_yaml_configs_load():
+    """Every shipped YAML loads; those outside ``_base_/`` (the ones to train) name a model preset."""
+    paths = sorted(glob.glob(os.path.join(CONFIGS, "**", "*.yaml"), recursive=True))
+    bases = [p for p in paths if os.sep + "_base_" + os.sep in p]
+    assert bases and len(paths) > len(bases), "no YAML configs shipped"
     for path in paths:
         cfg = load_config(path)
-        assert cfg.model.preset in PRESETS, path
+        if path not in bases:
+            assert cfg.model.preset in PRESETS, path
+
+
+def test_kinetics400_configs_share_the_base_recipe():
+    """configs/kinetics400/*.yaml are the shared recipe plus a preset: loaded, each equals the base
+    file with only model.preset set, and its class list is the shipped Kinetics-400 list."""
+    base = config_to_dict(load_config(os.path.join(CONFIGS, "_base_", "kinetics400_i3d_8x8.yaml")))
+    paths = sorted(glob.glob(os.path.join(CONFIGS, "kinetics400", "*.yaml")))
+    assert len(paths) == 4
+    for path in paths:
+        cfg = load_config(path)
+        assert cfg.model.preset == os.path.splitext(os.path.basename(path))[0]
+        mine = config_to_dict(cfg)
+        mine["model"]["preset"] = ""
+        assert mine == base, path
+        assert len(open(path).read().splitlines()) <= 6, f"{path}: the recipe belongs in the base file"
+    assert base["data"]["classes_file"] == "kinetics400" and base["data"]["train_jitter_scales"] == [256, 320]
+    names = load_classes("/nonexistent-root", base["data"]["classes_file"])
+    assert names == kinetics400_classes() and len(names) == 400 and names[0] == "abseiling"
 
 
 # ------------------------------------------------------------------------------ value ranges

@@ -2,7 +2,7 @@
 """Benchmarks; each prints ratios against named baselines measured in the same run.
 
     python tools/benchmark.py model      # I3D R50 vs pytorchvideo i3d_r50; SDPA vs explicit non-local
-    python tools/benchmark.py data       # full loader vs decord decode-only bound vs PyAV sequential
+    python tools/benchmark.py data       # Kinetics recipe: raw vs prepared, vs peers (per core), GOP sweep
     python tools/benchmark.py train      # demo preset clips/s and data-wait, 1 and 2 processes
     python tools/benchmark.py eval       # multi-view test views/s
     python tools/benchmark.py features   # feature extraction video-seconds/s

@@ -176,3 +176,21 @@ def test_symlink_cycle_under_root_is_walked_once(synthetic_root, tmp_path, caplo
     assert all("/up/" not in p and "val_again" not in p for p, _ in ann.videos)
     warned = [r.getMessage() for r in caplog.records if "symlink cycle" in r.getMessage()]
     assert len(warned) == 1 and os.path.join(root, "train", "up") in warned[0] and "1 more" in warned[0]
+
+
+def test_classes_file_kinetics400_is_the_shipped_list(tmp_path):
+    """``data.classes_file: kinetics400`` (configs/kinetics400) numbers labels by the shipped
+    400-name list, whatever subset the split holds; the list is mmaction2's label_map_k400 order
+    (alphabetical, as PySlowFast and pytorchvideo number Kinetics-400)."""
+    from videoattn.utils.resources import kinetics400_classes
+
+    names = kinetics400_classes()
+    assert len(names) == 400 == len(set(names)) and names == sorted(names)
+    for name in ("abseiling", "yoga", "zumba"):
+        (tmp_path / f"{name}_000000_000010.mp4").write_bytes(b"")   # only the names matter here
+    (tmp_path / "val.csv").write_text("label,youtube_id,time_start,time_end,split\n"
+                                      "zumba,zumba,0,10,val\nabseiling,abseiling,0,10,val\nyoga,yoga,0,10,val\n")
+    clear_index_cache()
+    ann = read_annotations(str(tmp_path), "val.csv", "train.csv", "kinetics400", "val")
+    assert ann.classes == names
+    assert [label for _, label in ann.videos] == [399, 0, 398]

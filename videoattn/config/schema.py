@@ -56,7 +56,8 @@ class DataConfig:
     train_split: str = "train.csv"        # Kinetics CSV, PySlowFast list (.txt) or a folder per class
     val_split: str = "val.csv"
     test_split: str = ""                  # empty: tools/test_net.py falls back to val_split
-    classes_file: str = ""                # one class name per line; empty: sorted training labels
+    classes_file: str = ""                # one class name per line; kinetics400: the shipped Kinetics-400 list
+                                          # (videoattn/resources); empty: sorted training labels
     num_frames: int = at_least(1, 8)      # frames per clip (T)
     sampling_rate: int = at_least(1, 8)   # frame stride, counted at target_fps (protocol mmaction2: the video's own frames)
     target_fps: float = positive(30.0)    # fps at which sampling_rate is counted (PySlowFast: 30)

@@ -3,13 +3,31 @@
     from videoattn.data import build_dataset, build_loader
     dataset = build_dataset(cfg.data, "train")
     loader = build_loader(dataset, cfg.data, batch_size=8)   # batch: clip (B,3,T,H,W), label, ..., skipped
+
+The names below are imported on first use (PEP 562): importing a torch-free module of this
+package (``videoattn.data.prepare``, ``prepare_run``, ``annotations``) does not import torch, so
+the worker processes of ``tools/prepare_data.py`` start in a fraction of the time.
 """
+import importlib
+
 import av  # noqa: F401  -- load PyAV's FFmpeg before decord's bundled one (else PyAV's VP9 encoder fails)
 
-from videoattn.data.annotations import AnnotationError, read_annotations
-from videoattn.data.dataset import BrokenVideosError, VideoClipDataset, build_dataset
-from videoattn.data.decoding import DecodeError, open_video
-from videoattn.data.loader import build_loader, collate
+_LAZY = {
+    "AnnotationError": "annotations", "read_annotations": "annotations",
+    "BrokenVideosError": "dataset", "VideoClipDataset": "dataset", "build_dataset": "dataset",
+    "DecodeError": "decoding", "open_video": "decoding",
+    "build_loader": "loader", "collate": "loader",
+}
+__all__ = sorted(_LAZY)
 
-__all__ = ["AnnotationError", "BrokenVideosError", "DecodeError", "VideoClipDataset", "build_dataset",
-           "build_loader", "collate", "open_video", "read_annotations"]
+
+def __getattr__(name: str):
+    if name not in _LAZY:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{_LAZY[name]}"), name)
+    globals()[name] = value  # later lookups skip __getattr__
+    return value
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_LAZY))

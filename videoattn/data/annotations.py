@@ -7,7 +7,8 @@
 * PySlowFast list: ``<path relative to data.root> <label index>`` per line, space or comma separated.
 * A folder: ``<folder>/<class>/<video>``.
 
-Classes: ``data.classes_file`` (one name per line) if set; otherwise the sorted training labels
+Classes: ``data.classes_file`` (one name per line, or ``kinetics400`` for the shipped Kinetics-400
+list) if set; otherwise the sorted training labels
 (Kinetics CSV), the training folder's sub-folders, or ``"0".."N-1"`` for lists.
 Rows whose file is absent are collected in ``missing``; malformed lines raise
 :class:`AnnotationError` with ``file:line`` and the offending text. Rows naming a video that an
@@ -24,6 +25,7 @@ import threading
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Tuple
 
+from videoattn.utils.resources import kinetics400_classes
 from videoattn.utils.walk import walk_files
 
 log = logging.getLogger(__name__)
@@ -86,6 +88,17 @@ def read_classes_file(path: str) -> List[str]:
     if not names:
         raise AnnotationError(f"{path}: no class names")
     return names
+
+
+SHIPPED_CLASS_LISTS = {"kinetics400": kinetics400_classes}  # data.classes_file names for the lists in the package
+
+
+def load_classes(root: str, classes_file: str) -> List[str]:
+    """The class list ``data.classes_file`` names: a shipped list (``kinetics400``: the 400
+    Kinetics-400 names in label order) or a file, relative to ``root`` unless absolute."""
+    if classes_file in SHIPPED_CLASS_LISTS:
+        return SHIPPED_CLASS_LISTS[classes_file]()
+    return read_classes_file(resolve(root, classes_file))
 
 
 def _is_kinetics_csv(path: str) -> bool:
@@ -239,7 +252,8 @@ def read_annotations(root: str, split_file: str, train_split: str, classes_file:
         root: ``data.root``; relative paths resolve against it.
         split_file: this split's annotation file or folder.
         train_split: the training split (defines the classes when no ``classes_file``).
-        classes_file: ``data.classes_file`` ("" = derive from the training split).
+        classes_file: ``data.classes_file`` ("" = derive from the training split; ``kinetics400``:
+            the shipped list).
         labels: False when only the videos matter (feature extraction): no class list is read,
             labels are not checked and every video gets label -1.
     """
@@ -248,7 +262,7 @@ def read_annotations(root: str, split_file: str, train_split: str, classes_file:
         raise FileNotFoundError(f"annotation file or folder not found: {path}")
     classes = None
     if labels:
-        classes = read_classes_file(resolve(root, classes_file)) if classes_file else default_classes(root, train_split)
+        classes = load_classes(root, classes_file) if classes_file else default_classes(root, train_split)
     if os.path.isdir(path):
         if classes is None:
             classes = sorted(d for d in os.listdir(path) if os.path.isdir(os.path.join(path, d)))

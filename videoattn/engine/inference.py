@@ -10,7 +10,7 @@ from typing import List, Optional, Sequence, Tuple
 import torch
 
 from videoattn.config import Config, DataConfig
-from videoattn.data.annotations import default_classes, read_classes_file, resolve
+from videoattn.data.annotations import default_classes, load_classes
 from videoattn.engine.checkpoint import (HEAD_PREFIX, CheckpointError, best_checkpoint_path, list_epoch_checkpoints,
                                          load_checkpoint)
 from videoattn.models import build_model
@@ -157,7 +157,7 @@ def class_names_for(data: DataConfig, num_classes: int, fallback: Optional[Seque
     bring, see :class:`LoadedWeights`); missing names are ``class_<i>``. A class list longer than
     ``num_classes`` is a one-line ValueError (the names would not match the outputs)."""
     try:
-        names = read_classes_file(resolve(data.root, data.classes_file)) if data.classes_file \
+        names = load_classes(data.root, data.classes_file) if data.classes_file \
             else default_classes(data.root, data.train_split) or []
     except (OSError, ValueError):  # no annotations at hand: predictions are still useful
         names = []

@@ -8,21 +8,35 @@ from __future__ import annotations
 
 import logging
 import os
-from typing import Iterator, Set, Tuple
+from typing import Iterator, Sequence, Set, Tuple
 
 log = logging.getLogger(__name__)
 
 
-def walk_files(root: str) -> Iterator[str]:
+def _inode(path: str):
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino
+
+
+def walk_files(root: str, exclude: Sequence[str] = ()) -> Iterator[str]:
     """Paths of the files under ``root`` (folders and files in sorted order), each folder once.
 
     Follows symlinked folders; one whose (st_dev, st_ino) was already walked is not entered
     again, and the first such link is named in one warning (with the count of others).
+    ``exclude``: folders (however reached) whose contents are left out, e.g. an output folder
+    that lies inside the folder searched.
     """
     seen: Set[Tuple[int, int]] = set()
+    excluded = {key for key in map(_inode, exclude) if key is not None}
     skipped = []
     for folder, dirs, files in os.walk(root, followlinks=True):
         st = os.stat(folder)
+        if (st.st_dev, st.st_ino) in excluded:   # however reached (its own name, a link)
+            dirs[:] = []
+            continue
         if (st.st_dev, st.st_ino) in seen:   # a second link to a folder already listed
             skipped.append((folder, os.path.realpath(folder)))
             dirs[:] = []

@@ -1,0 +1,95 @@
+"""tools/check_data.py on a copy of the synthetic set with broken and missing files (real decoding)."""
+import csv
+import os
+import subprocess
+import sys
+
+import av
+import pytest
+
+from data_helpers import SMALL, copy_root, make_broken
+from videoattn.data.annotations import clear_index_cache, read_annotations
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def _run(root, out, *args):
+    cmd = [sys.executable, os.path.join(REPO, "tools", "check_data.py"), "--config",
+           os.path.join(REPO, "configs", "synthetic", "I3D_NL_CBAM_R18.yaml"), "--workers", "2", "--no-progress",
+           "--output", str(out), *args, *SMALL, f"data.root={root}", f"output_dir={out}"]
+    env = dict(os.environ, PYTHONPATH=REPO, OMP_NUM_THREADS="1")
+    return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=900)
+
+
+def _csv(path):
+    with open(path, newline="") as f:
+        return list(csv.reader(f))
+
+
+@pytest.mark.slow
+def test_check_reports_broken_and_missing_and_writes_a_clean_annotation(synthetic_root, tmp_path):
+    root = copy_root(synthetic_root, str(tmp_path / "root"))
+    train = sorted(os.listdir(os.path.join(root, "train")))
+    good_mp4 = next(os.path.join(root, "train", n) for n in train if n.endswith(".mp4"))
+    empty, text, gone = [os.path.join(root, "train", n) for n in [n for n in train if n != os.path.basename(good_mp4)][:3]]
+    make_broken(empty, "empty", good_mp4)
+    make_broken(text, "text", good_mp4)
+    os.remove(gone)
+    files_before = sorted(os.listdir(os.path.join(root, "train")))
+    out = tmp_path / "report"
+    r = _run(root, out, "--split", "train")
+    assert r.returncode == 1, r.stdout + r.stderr
+    assert "21 ok, 2 broken, 1 missing" in r.stdout and "Traceback" not in r.stderr
+    rows = {row[0]: row for row in _csv(out / "check_train.csv")[1:]}
+    assert rows[empty][2:4] == ["broken", "empty file"]
+    assert rows[text][2] == "broken" and "cannot open" in rows[text][3]
+    assert [row[2] for p, row in rows.items() if os.path.splitext(os.path.basename(gone))[0] in p] == ["missing"]
+    for path, row in rows.items():  # frame counts agree with a full PyAV decode (independent reference)
+        if row[2] == "ok" and path.endswith(".mp4"):
+            with av.open(path) as c:
+                assert int(row[5]) == sum(1 for _ in c.decode(video=0)), path
+    assert sorted(os.listdir(os.path.join(root, "train"))) == files_before  # nothing deleted
+    clean = out / "train_clean.csv"
+    assert len(_csv(clean)) == 1 + 21
+    clear_index_cache()
+    ann = read_annotations(root, str(clean), "train.csv", "classes.txt")
+    assert not ann.missing and len(ann.videos) == 21 and {empty, text}.isdisjoint(p for p, _ in ann.videos)
+
+
+@pytest.mark.slow
+def test_check_list_split_all_good(synthetic_root, tmp_path):
+    out = tmp_path / "report"
+    r = _run(synthetic_root, out, "--split", "val", "data.val_split=val.txt", "data.classes_file=classes.txt")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "16 ok, 0 broken, 0 missing" in r.stdout
+    assert (out / "val_clean.txt").read_text() == open(os.path.join(synthetic_root, "val.txt")).read()
+
+
+@pytest.mark.slow
+def test_check_bad_config_is_one_line(synthetic_root, tmp_path):
+    r = _run(synthetic_root, tmp_path / "o", "--split", "val", "data.val_split=nope.csv")
+    assert r.returncode == 2 and r.stderr.strip().count("\n") == 0 and "nope.csv" in r.stderr, r.stderr
+    assert "Traceback" not in r.stderr
+    r = _run(synthetic_root, tmp_path / "o", "--split", "val", "data.val_splt=val.csv")   # a config error: 2, not 1
+    assert r.returncode == 2 and r.stderr.strip().count("\n") == 0 and "did you mean 'data.val_split'" in r.stderr
+
+
+@pytest.mark.parametrize("ext", ["webm", "avi"])
+def test_check_warns_about_a_header_that_declares_more_frames_than_decode(tmp_path, ext):
+    """A download cut short (the header still declares 150 frames): the check reads it as training
+    does (the frames decord indexed), reports the header's count from Video.declared_frames and
+    warns; the complete file gets no warning. Reference counts: a plain PyAV decode of the barcodes."""
+    from videokit import cut_file, decodable_indexed_frames
+    from videoattn.data.check import CheckSettings, check_video
+    from videoattn.data.synthetic import make_indexed_video
+
+    full, cut = str(tmp_path / f"full.{ext}"), str(tmp_path / f"cut.{ext}")
+    make_indexed_video(full, 150, 30)
+    cut_file(full, cut, 0.6)
+    settings = CheckSettings(str(tmp_path), "train", "", "", num_frames=4, sampling_rate=2)
+    whole = check_video((full, 0, settings))
+    assert (whole.status, whole.frames, whole.declared_frames, whole.warnings) == ("ok", 150, 150, [])
+    short = check_video((cut, 0, settings))
+    real = decodable_indexed_frames(cut)
+    assert short.status == "ok" and short.declared_frames == 150 and abs(short.frames - real) <= 1 and real < 140
+    assert any(w.startswith(f"header declares 150 frames, {short.frames} indexed") for w in short.warnings)

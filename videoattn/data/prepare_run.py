@@ -1,0 +1,328 @@
+"""The ``tools/prepare_data.py`` run: rows -> jobs -> worker processes -> verified outputs + reports.
+
+Restarts: every verified output is recorded in ``<output>/.prepare_manifest.jsonl`` (one JSON line,
+appended and fsynced by the main process right after the worker has renamed the file into place):
+its size and mtime, frames, fps, the source's size and mtime and the encoding settings. A rerun
+skips an output whose manifest entry still matches all of these (a ``stat``, no decoding) and
+redoes everything else: an output absent from the manifest (killed between rename and record), a
+changed source or setting, a file changed since. Temporary files of killed workers
+(``.<name>.mp4.*.tmp``) are swept from the jobs' folders before and after the jobs run. A run holds
+``<output>/.prepare.lock`` (``flock``: released by the kernel even after ``kill -9``), so two runs
+never write one folder.
+
+Written at the end (atomically): the clean annotation files (``<output>/<input name>``, good rows
+only, same format), ``classes.txt``, ``failed.csv`` (``path,reason,detail,row``; this run's
+failures) and a summary on stdout.
+"""
+from __future__ import annotations
+
+import contextlib
+import csv
+import fcntl
+import glob
+import io
+import json
+import os
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Callable, Dict, List, Optional, Tuple
+
+from videoattn.data.annotations import load_classes
+from videoattn.data.prepare import (CRASHED, ENCODER, TIME_LIMIT, UNREADABLE, PrepareJob, PrepareResult,
+                                    prepare_video)
+from videoattn.data.prepare_rows import (Failure, Inputs, InputError, Row, annotation_outputs, check_rows,
+                                         clean_annotation_text, find_source, index_sources, output_relpath,
+                                         read_inputs, resolve_classes)
+from videoattn.utils.io import atomic_write_text
+from videoattn.utils.workers import CRASHED as POOL_CRASHED, OK as POOL_OK, TIME_LIMIT as POOL_TIME_LIMIT, run_tasks
+
+MANIFEST, LOCK = ".prepare_manifest.jsonl", ".prepare.lock"
+X264_PRESETS = ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower", "veryslow")
+DEFAULT_GOP = 32  # measured: decode cost flat for 16..32, +10% at 64; 32 is the smallest file there (README)
+
+
+@dataclass
+class PrepareOptions:
+    annotations: List[str]
+    source: str
+    output: str
+    short_side: int = 320
+    gop: int = DEFAULT_GOP
+    crf: int = 23
+    preset: str = "veryfast"
+    layout: str = "per-label"          # per-label | flat
+    classes: str = ""                  # a class-list file, "kinetics400", or "" (the rows' labels)
+    workers: int = 1
+    time_limit: float = 300.0          # seconds per video
+    progress: bool = True
+    cabac: bool = False                # True: x264's default CABAC (smaller files, slower decoding)
+
+
+@dataclass
+class Planned:
+    row: Row
+    rel: str
+    job: PrepareJob
+    source_stat: Tuple[int, int]
+
+
+@dataclass
+class RunState:
+    good: Dict[int, str] = field(default_factory=dict)   # id(row) -> output relative path
+    new: int = 0
+    skipped: int = 0
+    seconds: float = 0.0                                 # worker time of the new outputs
+    stopped: str = ""                                    # why the run stopped early
+
+
+# ---------------------------------------------------------------------------------------- manifest
+def _params(job: PrepareJob) -> str:
+    return (f"{ENCODER} short_side={job.short_side} gop={job.gop} crf={job.crf} preset={job.preset}"
+            f" cabac={int(job.cabac)}")
+
+
+def _entry(p: Planned, result: PrepareResult) -> dict:
+    return dict(output=p.rel, source=os.path.abspath(p.job.source), source_size=p.source_stat[0],
+                source_mtime_ns=p.source_stat[1], params=_params(p.job), span=[p.job.start, p.job.end],
+                size=result.size, mtime_ns=result.mtime_ns, frames=result.frames, fps=result.fps,
+                width=result.width, height=result.height)
+
+
+def load_manifest(out_dir: str) -> Dict[str, dict]:
+    """{output relative path: its latest entry}; a torn last line (killed mid-write) is ignored."""
+    entries: Dict[str, dict] = {}
+    with contextlib.suppress(FileNotFoundError), open(os.path.join(out_dir, MANIFEST), encoding="utf-8") as f:
+        for line in f:
+            with contextlib.suppress(ValueError):
+                entry = json.loads(line)
+                if isinstance(entry, dict) and isinstance(entry.get("output"), str):
+                    entries[entry["output"]] = entry
+    return entries
+
+
+def is_verified(p: Planned, entry: Optional[dict], out_dir: str) -> bool:
+    """True if the output exists unchanged since it was verified with this job's source and settings."""
+    if entry is None:
+        return False
+    try:
+        st = os.stat(os.path.join(out_dir, p.rel))
+    except OSError:
+        return False
+    want = dict(source=os.path.abspath(p.job.source), source_size=p.source_stat[0], source_mtime_ns=p.source_stat[1],
+                params=_params(p.job), span=[p.job.start, p.job.end], size=st.st_size, mtime_ns=st.st_mtime_ns)
+    return all(entry.get(k) == v for k, v in want.items())
+
+
+def _append(handle, entry: dict) -> None:
+    handle.write(json.dumps(entry) + "\n")
+    handle.flush()
+    os.fsync(handle.fileno())
+
+
+def remove_temporaries(path: str) -> None:
+    """Delete the temporary files a killed writer of ``path`` left (``.<name>.*.tmp``)."""
+    folder, name = os.path.split(path)
+    for tmp in glob.glob(os.path.join(glob.escape(folder), "." + glob.escape(name) + ".*.tmp")):
+        with contextlib.suppress(OSError):
+            os.remove(tmp)
+
+
+def sweep_temporaries(folders) -> None:
+    """Delete the temporary files of killed writers (``.<name>.mp4.*.tmp``) in ``folders`` (one listing
+    each); called under the output lock, so no live writer owns them."""
+    for folder in folders:
+        with contextlib.suppress(OSError):
+            for name in os.listdir(folder):
+                if name.startswith(".") and name.endswith(".tmp") and ".mp4." in name:
+                    with contextlib.suppress(OSError):
+                        os.remove(os.path.join(folder, name))
+
+
+# ------------------------------------------------------------------------------------------- setup
+def _check_options(opts: PrepareOptions) -> None:
+    if opts.short_side < 16 or opts.short_side % 2:
+        raise InputError(f"--short-side must be an even number >= 16, got {opts.short_side}")
+    if opts.gop < 1:
+        raise InputError(f"--gop must be >= 1, got {opts.gop}")
+    if opts.preset not in X264_PRESETS:
+        raise InputError(f"--preset must be one of {', '.join(X264_PRESETS)}, got {opts.preset!r}")
+    if not 0 <= opts.crf <= 51:
+        raise InputError(f"--crf must be in [0, 51], got {opts.crf}")
+    if opts.workers < 1:
+        raise InputError(f"--workers must be >= 1, got {opts.workers}")
+    if opts.layout not in ("per-label", "flat"):
+        raise InputError(f"--layout must be per-label or flat, got {opts.layout!r}")
+    for path in opts.annotations:
+        if not os.path.exists(path):
+            raise InputError(f"annotation file or folder not found: {path}")
+    real = [os.path.realpath(p) for p in opts.annotations]
+    if len(set(real)) != len(real):
+        raise InputError(f"an annotation input is given twice: {sorted({p for p in real if real.count(p) > 1})[0]}")
+    if opts.source and not os.path.isdir(opts.source):
+        raise InputError(f"--source is not a folder: {opts.source}")
+
+
+def _load_classes(spec: str) -> Optional[List[str]]:
+    if not spec:
+        return None
+    try:
+        return load_classes(os.getcwd(), spec)  # a file, or "kinetics400" (the shipped list)
+    except (OSError, ValueError) as e:
+        raise InputError(f"--classes {spec}: {getattr(e, 'strerror', None) or e}") from None
+
+
+@contextlib.contextmanager
+def output_lock(out_dir: str):
+    """Create ``out_dir`` and hold its lock; InputError (one line) if unusable or taken."""
+    try:
+        os.makedirs(out_dir, exist_ok=True)
+        handle = open(os.path.join(out_dir, LOCK), "a+")
+    except OSError as e:
+        raise InputError(f"output folder {out_dir} is not writable: {e.strerror or e}") from None
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        handle.close()
+        raise InputError(f"output folder {out_dir} is in use by another prepare_data run") from None
+    try:
+        yield
+    finally:
+        handle.close()
+
+
+def plan_jobs(rows: List[Row], inputs: Inputs, classes: List[str], opts: PrepareOptions) -> List[Planned]:
+    """One job per row whose source is found; the others become failures."""
+    needs_index = any(fmt != "folders" for fmt in inputs.formats.values())
+    index = index_sources(opts.source, exclude=(opts.output,)) if needs_index else None
+    planned = []
+    for row in rows:
+        source, cut, failure = find_source(index, row)
+        if failure is not None:
+            inputs.failures.append(failure)
+            continue
+        try:
+            st = os.stat(source)
+        except OSError as e:  # a dangling symlink
+            inputs.failures.append(Failure(source, UNREADABLE, e.strerror or str(e), row.where))
+            continue
+        rel = output_relpath(row, inputs.formats[row.annotation], classes, opts.layout)
+        job = PrepareJob(source, os.path.join(opts.output, rel), row.start if cut else None, row.end if cut else None,
+                         opts.short_side, opts.gop, opts.crf, opts.preset, opts.cabac)
+        planned.append(Planned(row, rel, job, (st.st_size, st.st_mtime_ns)))
+    return planned
+
+
+# --------------------------------------------------------------------------------------------- run
+def _pool_result(p: Planned, status: str, value) -> PrepareResult:
+    if status == POOL_OK:
+        return value
+    reason = {POOL_TIME_LIMIT: TIME_LIMIT, POOL_CRASHED: CRASHED}.get(status, CRASHED)
+    remove_temporaries(p.job.output)
+    return PrepareResult(p.job.output, False, reason, str(value))
+
+
+def execute(todo: List[Planned], opts: PrepareOptions, inputs: Inputs, state: RunState, manifest,
+            worker: Callable = prepare_video) -> None:
+    """Run ``worker`` on the jobs in worker processes; record each verified output in the manifest at once."""
+    from tqdm import tqdm
+
+    folders = sorted({os.path.dirname(p.job.output) for p in todo})
+    sweep_temporaries(folders)
+    jobs = [p.job for p in todo]
+    bar = tqdm(total=len(jobs), unit="video", desc="prepare", disable=not opts.progress, dynamic_ncols=True)
+    results = run_tasks(worker, jobs, opts.workers, opts.time_limit)
+    try:
+        for index, status, value in results:
+            p, result = todo[index], _pool_result(todo[index], status, value)
+            bar.update(1)
+            if result.ok:
+                _append(manifest, _entry(p, result))
+                state.good[id(p.row)] = p.rel
+                state.new += 1
+                state.seconds += result.seconds
+                continue
+            inputs.failures.append(Failure(p.job.source, result.reason, result.detail, p.row.where))
+            if result.fatal:
+                state.stopped = f"{result.reason}: {result.detail}"
+                break
+            bar.set_postfix(failed=len(inputs.failures), refresh=False)
+    finally:
+        results.close()  # kills the workers (a stopped run leaves none behind)
+        bar.close()
+        sweep_temporaries(folders)  # of the workers just killed
+
+
+def _write_reports(opts: PrepareOptions, inputs: Inputs, classes: List[str], state: RunState) -> List[str]:
+    written = []
+    targets = annotation_outputs(inputs, opts.output)
+    for path, target in targets.items():
+        atomic_write_text(target, clean_annotation_text(path, inputs, state.good))
+        written.append(target)
+    atomic_write_text(os.path.join(opts.output, "classes.txt"), "".join(c + "\n" for c in classes))
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(["path", "reason", "detail", "row"])
+    def position(f: Failure):  # input order: annotation, then line
+        where, _, line = f.row.rpartition(":")
+        return (where, int(line)) if line.isdigit() else (f.row, 0)
+    writer.writerows([f.path, f.reason, f.detail, f.row] for f in sorted(inputs.failures, key=position))
+    atomic_write_text(os.path.join(opts.output, "failed.csv"), buf.getvalue())
+    return written + [os.path.join(opts.output, n) for n in ("classes.txt", "failed.csv")]
+
+
+def summary(inputs: Inputs, planned: List[Planned], state: RunState, opts: PrepareOptions, wall: float) -> str:
+    """The table printed at the end of a run."""
+    splits = sorted({r.split for r in inputs.rows})
+    ready = Counter(p.row.split for p in planned if id(p.row) in state.good)
+    rows = Counter(r.split for r in inputs.rows)
+    lines = [f"{'split':<12}{'rows':>8}{'ready':>8}", "-" * 28]
+    lines += [f"{s:<12}{rows[s]:>8}{ready[s]:>8}" for s in splits]
+    lines.append(f"{'total':<12}{len(inputs.rows):>8}{sum(ready.values()):>8}   "
+                 f"({state.new} prepared now, {state.skipped} already verified, {len(inputs.failures)} failed)")
+    reasons = Counter(f.reason for f in inputs.failures)
+    if reasons:
+        lines.append("failed: " + ", ".join(f"{r} {n}" for r, n in reasons.most_common()) + "  (see failed.csv)")
+    if state.new:
+        lines.append(f"{wall:.1f} s, {opts.workers} workers: {state.new / wall:.2f} videos/s, "
+                     f"{state.seconds / state.new:.2f} s of one worker per video")
+    return "\n".join(lines)
+
+
+def run_prepare(opts: PrepareOptions, echo: Callable = print, worker: Callable = prepare_video) -> int:
+    """The whole run; returns the exit code (0 done, 2 stopped: bad input for the run, output full...).
+
+    ``worker(PrepareJob) -> PrepareResult`` runs in the worker processes (a module-level function).
+    """
+    started = time.perf_counter()
+    try:
+        _check_options(opts)
+        with output_lock(opts.output):
+            inputs = read_inputs(opts.annotations)
+            classes = resolve_classes(inputs, _load_classes(opts.classes))
+            annotation_outputs(inputs, opts.output)  # fail early on a name clash
+            planned = plan_jobs(check_rows(inputs, classes), inputs, classes, opts)
+            state = RunState()
+            entries = load_manifest(opts.output)
+            todo = []
+            for p in planned:
+                if is_verified(p, entries.get(p.rel), opts.output):
+                    state.good[id(p.row)] = p.rel
+                    state.skipped += 1
+                else:
+                    todo.append(p)
+            with open(os.path.join(opts.output, MANIFEST), "a", encoding="utf-8") as manifest:
+                execute(todo, opts, inputs, state, manifest, worker)
+            written = _write_reports(opts, inputs, classes, state)
+    except InputError as e:
+        echo(f"error: {e}")
+        return 2
+    except OSError as e:  # the output folder filled up / went away while writing the reports
+        echo(f"error: cannot write to {opts.output}: {e.strerror or e}; verified videos are kept, rerun to finish")
+        return 2
+    echo(summary(inputs, planned, state, opts, time.perf_counter() - started))
+    echo("wrote " + ", ".join(written))
+    if state.stopped:
+        echo(f"error: stopped: {state.stopped}; verified videos are kept, rerun to finish")
+        return 2
+    return 0
