@@ -1,6 +1,7 @@
 """tools/check_data.py on a copy of the synthetic set with broken and missing files (real decoding)."""
 import csv
 import os
+import random
 import subprocess
 import sys
 
@@ -93,3 +94,20 @@ def test_check_warns_about_a_header_that_declares_more_frames_than_decode(tmp_pa
     real = decodable_indexed_frames(cut)
     assert short.status == "ok" and short.declared_frames == 150 and abs(short.frames - real) <= 1 and real < 140
     assert any(w.startswith(f"header declares 150 frames, {short.frames} indexed") for w in short.warnings)
+
+
+@pytest.mark.parametrize("protocol,frames,fps", [("pyslowfast", 300, 30.0), ("pyslowfast", 250, 25.0),
+                                                 ("mmaction2", 300, 30.0), ("videoattn", 90, 15.0)])
+def test_checked_clips_are_the_first_middle_and_last_clip_training_can_draw(protocol, frames, fps):
+    from videoattn.data.check import CheckSettings, _clips
+    from videoattn.data.protocols import ClipSpec, Protocol
+
+    s = CheckSettings(root="", split="train", split_file="", train_split="", num_frames=8, sampling_rate=8,
+                      protocol=protocol)
+    first, middle, last = _clips(frames, fps, s)
+    # brute force: every training draw's frames lie within [first[0], last[-1]], and draws come close to both
+    p, spec = Protocol(protocol), ClipSpec(8, 8, 30.0)
+    draws = [p.train_indices(frames, fps, spec, random.Random(k)) for k in range(300)]
+    assert first[0] == 0 <= min(int(d[0]) for d in draws) <= 2
+    assert last[-1] - 3 <= max(int(d[-1]) for d in draws) <= last[-1] <= frames - 1
+    assert first[0] < middle[0] < last[0] and all(len(c) == 8 for c in (first, middle, last))

@@ -1,9 +1,10 @@
 """Check every video of a split the way training reads it (``tools/check_data.py``); deletes nothing.
 
 Each video is opened with :func:`~videoattn.data.decoding.open_video` (the configured backend,
-decode threads and timeout) and its first, middle and last clip (``clip_indices`` clip 0, 1, 2 of
-3: the extremes of training's random clip and of multi-view testing) are decoded, in worker
-processes under a per-video time limit (a hung file is killed, not waited for).
+decode threads and timeout) and its first, middle and last clip (``data.protocol``'s clip starting
+at frame 0, half way and at the last possible start: the extremes of training's random clip and of
+multi-view testing) are decoded, in worker processes under a per-video time limit (a hung file is
+killed, not waited for).
 
 Writes to the output folder:
 
@@ -28,7 +29,7 @@ import numpy as np
 from videoattn.config import DataConfig
 from videoattn.data.annotations import Annotations, read_annotations, resolve
 from videoattn.data.decoding import DecodeError, config_backend, open_video
-from videoattn.data.sampling import clip_indices, clip_span
+from videoattn.data.protocols import ClipSpec, Protocol
 from videoattn.utils.io import atomic_write_text
 from videoattn.utils.workers import OK as POOL_OK, run_tasks
 
@@ -51,6 +52,7 @@ class CheckSettings:
     decode_threads: int = 1
     decode_timeout: Optional[float] = 30.0
     backend: str = "auto"
+    protocol: str = "pyslowfast"
 
 
 def settings_from_config(data: DataConfig, split: str) -> CheckSettings:
@@ -59,7 +61,8 @@ def settings_from_config(data: DataConfig, split: str) -> CheckSettings:
     return CheckSettings(root=data.root, split=split, split_file=split_file, train_split=data.train_split,
                          classes_file=data.classes_file, num_frames=data.num_frames, sampling_rate=data.sampling_rate,
                          target_fps=data.target_fps, decode_threads=data.decode_threads,
-                         decode_timeout=data.decode_timeout or None, backend=config_backend(data))
+                         decode_timeout=data.decode_timeout or None, backend=config_backend(data),
+                         protocol=data.protocol)
 
 
 @dataclass
@@ -86,8 +89,7 @@ def check_video(task: tuple) -> VideoCheck:
         started = time.perf_counter()
         video = open_video(path, s.decode_threads, s.decode_timeout, s.backend)
         try:
-            for clip in range(CLIPS):
-                idx = clip_indices(video.num_frames, video.fps, s.num_frames, s.sampling_rate, s.target_fps, clip, CLIPS)
+            for idx in _clips(video.num_frames, video.fps, s):
                 frames = video.get_frames(idx)
             result.decode_ms_per_clip = (time.perf_counter() - started) * 1e3 / CLIPS
             result.backend, result.frames, result.fps = video.backend, video.num_frames, round(video.fps, 3)
@@ -103,10 +105,25 @@ def check_video(task: tuple) -> VideoCheck:
     if result.declared_frames != result.frames:
         result.warnings.append(f"header declares {result.declared_frames} frames, {result.frames} indexed "
                                "(cut short? training reads only the indexed ones)")
-    span = clip_span(s.num_frames, s.sampling_rate, result.fps, s.target_fps)
+    span = _span(result.fps, s)
     if result.frames < span:
-        result.warnings.append(f"shorter than one clip ({result.frames} < {span:.0f} frames): last frame repeated")
+        past = "wrapped around" if s.protocol == "mmaction2" else "last frame repeated"
+        result.warnings.append(f"shorter than one clip ({result.frames} < {span} frames): {past}")
     return result
+
+
+def _span(fps: float, s: CheckSettings) -> int:
+    """Frames one clip covers in a video of ``fps`` (its first to its last sampled frame)."""
+    return int(Protocol(s.protocol).window_indices(0, fps, ClipSpec(s.num_frames, s.sampling_rate, s.target_fps))[-1]) + 1
+
+
+def _clips(num_frames: int, fps: float, s: CheckSettings) -> List[List[int]]:
+    """The :data:`CLIPS` clips checked: the protocol's clips starting at frame 0, half way and at the
+    last start that fits (each ``(num_frames,)`` frame indices, fitted to the video)."""
+    protocol, spec = Protocol(s.protocol), ClipSpec(s.num_frames, s.sampling_rate, s.target_fps)
+    last = max(0, num_frames - _span(fps, s))
+    starts = np.linspace(0, last, CLIPS).round().astype(int)
+    return [protocol.fit(protocol.window_indices(int(a), fps, spec), num_frames).tolist() for a in starts]
 
 
 # ------------------------------------------------------------------------------------------ reports
