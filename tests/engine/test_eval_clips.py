@@ -90,17 +90,18 @@ def test_test_net_reports_a_missing_checkpoint_without_traceback(tmp_path):
 def test_checkpoint_resolution_order(tmp_path):
     from videoattn.config import load_config
     from videoattn.engine.checkpoint import CheckpointError
-    from videoattn.engine.inference import resolve_checkpoint
+    from videoattn.engine.inference import resolve_weights
 
     cfg = load_config(None, [f"output_dir={tmp_path}"])
     with pytest.raises(CheckpointError, match="none found"):
-        resolve_checkpoint(cfg)
+        resolve_weights(cfg)
     folder = tmp_path / "checkpoints"
     folder.mkdir()
     for name in ("checkpoint_epoch_00002.pyth", "checkpoint_epoch_00010.pyth"):
         (folder / name).write_bytes(b"x")
-    assert resolve_checkpoint(cfg) == str(folder / "checkpoint_epoch_00010.pyth")
+    assert resolve_weights(cfg) == ("checkpoint", str(folder / "checkpoint_epoch_00010.pyth"))
     (folder / "checkpoint_best.pyth").write_bytes(b"x")
-    assert resolve_checkpoint(cfg) == str(folder / "checkpoint_best.pyth")
-    assert resolve_checkpoint(load_config(None, [f"output_dir={tmp_path}", "test.checkpoint_file=a.pyth"])) == "a.pyth"
-    assert resolve_checkpoint(cfg, "b.pyth") == "b.pyth"
+    assert resolve_weights(cfg) == ("checkpoint", str(folder / "checkpoint_best.pyth"))
+    named = load_config(None, [f"output_dir={tmp_path}", "test.checkpoint_file=a.pyth"])
+    assert resolve_weights(named) == ("checkpoint", "a.pyth")
+    assert resolve_weights(cfg, "b.pyth") == ("checkpoint", "b.pyth")

@@ -72,14 +72,7 @@ def check_num_classes(classes: Sequence[str], num_classes: int, source: str) -> 
                      f"set model.num_classes={len(classes)}" + (" or more" if inferred else ""))
 
 
-def resolve_checkpoint(cfg: Config, checkpoint_path: Optional[str] = None) -> str:
-    """The weights to evaluate, PySlowFast style: ``checkpoint_path`` > ``test.checkpoint_file`` >
-    ``output_dir/checkpoints/checkpoint_best.pyth`` > the newest ``checkpoint_epoch_*.pyth`` there."""
-    return resolve_weights(cfg, checkpoint_path, use_config_pretrained=False)[1]
-
-
-def resolve_weights(cfg: Config, checkpoint_path: Optional[str] = None, pretrained: str = "",
-                    use_config_pretrained: bool = True) -> Tuple[str, str]:
+def resolve_weights(cfg: Config, checkpoint_path: Optional[str] = None, pretrained: str = "") -> Tuple[str, str]:
     """``("checkpoint", path)`` or ``("pretrained", name)``: ``checkpoint_path`` > ``pretrained``
     (``--pretrained``) > ``test.checkpoint_file`` > ``output_dir/checkpoints/checkpoint_best.pyth`` >
     the newest ``checkpoint_epoch_*.pyth`` there > ``model.pretrained`` (the weights training
@@ -94,7 +87,7 @@ def resolve_weights(cfg: Config, checkpoint_path: Optional[str] = None, pretrain
     epochs = list_epoch_checkpoints(cfg.output_dir)
     if epochs:
         return "checkpoint", epochs[-1][1]
-    if use_config_pretrained and cfg.model.pretrained:
+    if cfg.model.pretrained:
         return "pretrained", cfg.model.pretrained
     raise CheckpointError(f"no checkpoint given (--checkpoint / --pretrained / test.checkpoint_file) and none found "
                           f"in {os.path.join(cfg.output_dir, 'checkpoints')}")
