@@ -1,5 +1,5 @@
 # videoattn: two commands do all set-up on a fresh machine.
-#   make demo   synthetic data -> torchrun training (2 CPU processes) -> evaluation -> features
+#   make demo   synthetic data -> torchrun training (2 CPU processes) -> evaluation -> features -> predict
 #   make test   the test suite
 # The virtual environment is cached under ~/.cache/videoattn, keyed by the dependency files,
 # so CI and repeated runs reuse it; VENV=... overrides the location.
@@ -50,10 +50,13 @@ demo: venv
 		--output $(DEMO_OUT)/features data.root=$(DEMO_DATA)
 	$(PY) tools/visualize_attention.py --config $(DEMO_CFG) --checkpoint $(DEMO_OUT)/checkpoints/checkpoint_best.pyth \
 		--video "$$(ls $(DEMO_DATA)/val/* | head -n 1)" --output $(DEMO_OUT)/attention.png data.root=$(DEMO_DATA)
+	$(PY) tools/predict.py --config $(DEMO_CFG) --checkpoint $(DEMO_OUT)/checkpoints/checkpoint_best.pyth \
+		--input "$$(ls $(DEMO_DATA)/val/* | head -n 1)" --output $(DEMO_OUT)/predict --render data.root=$(DEMO_DATA)
 	@echo "metrics:      $(DEMO_OUT)/metrics.jsonl, $(DEMO_OUT)/test/metrics.json"
 	@echo "tensorboard:  $(VENV)/bin/tensorboard --logdir $(DEMO_OUT)/tensorboard"
 	@echo "features:     $(DEMO_OUT)/features/index.csv"
 	@echo "pictures:     $(DEMO_OUT)/attention.png, $(DEMO_OUT)/test/confusion_matrix.png"
+	@echo "predictions:  $(DEMO_OUT)/predict/predictions.csv, labelled video and timeline strip in $(DEMO_OUT)/predict"
 
 clean:
 	rm -rf output data/synthetic
