@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from evalkit import make_eval_root, make_random_checkpoint, window_views, write_config
+from evalkit import window_views
 from videoattn.config import load_config
 from videoattn.engine.extract import extract_features, window_features, window_features_and_logits
 from videokit import make_long_video
@@ -17,15 +17,12 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def setup(synthetic_root, tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("scores")
-    data = make_eval_root(synthetic_root, str(tmp / "data"), num_good=2)
-    cfg_path = write_config(str(tmp / "cfg.yaml"), data)
-    ckpt = make_random_checkpoint(load_config(cfg_path), str(tmp / "ckpt.pyth"))
-    long_dir = tmp / "long"
-    long_dir.mkdir()
-    make_long_video(str(long_dir / "long.mp4"), [1, 2, 5], frames_each=30, fps=30, width=96, height=72)
-    return {"tmp": tmp, "data": data, "cfg": cfg_path, "ckpt": ckpt, "long": str(long_dir / "long.mp4")}
+def setup(setup):
+    """The shared evaluation kit (tests/engine/conftest.py) plus a long video of three actions."""
+    os.makedirs(setup["tmp"] / "long", exist_ok=True)
+    long = str(setup["tmp"] / "long" / "long.mp4")
+    make_long_video(long, [1, 2, 5], frames_each=30, fps=30, width=96, height=72)
+    return dict(setup, long=long)
 
 
 def test_scores_equal_the_model_and_the_predict_timeline(setup):
@@ -64,15 +61,16 @@ def test_scores_equal_the_model_and_the_predict_timeline(setup):
 def test_rerun_with_scores_completes_videos_finished_without(setup):
     out = str(setup["tmp"] / "rerun")
     source = os.path.dirname(setup["data"]["good"][0])
+    good = len(setup["data"]["good"])
     first = extract_features(load_config(setup["cfg"]), source, out, setup["ckpt"])
-    assert first["num_done"] == 2 and not os.path.exists(os.path.join(out, "scores"))
+    assert first["num_done"] == good and not os.path.exists(os.path.join(out, "scores"))
     with_scores = load_config(setup["cfg"], ["features.save_scores=true"])
     second = extract_features(with_scores, source, out, setup["ckpt"])
-    assert second["num_written"] == 2 and second["num_skipped_done"] == 0
+    assert second["num_written"] == good and second["num_skipped_done"] == 0
     assert sorted(os.listdir(os.path.join(out, "scores"))) == sorted(
         os.path.splitext(os.path.basename(p))[0] + ".npy" for p in setup["data"]["good"])
     third = extract_features(with_scores, source, out, setup["ckpt"])
-    assert third["num_written"] == 0 and third["num_skipped_done"] == 2
+    assert third["num_written"] == 0 and third["num_skipped_done"] == good
 
 
 def test_one_forward_pass_gives_both_outputs():

@@ -12,8 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from evalkit import (BROKEN_ID, MISSING_ID, check, make_eval_root, make_random_checkpoint, run, window_views,
-                     write_config)
+from evalkit import (BROKEN_ID, MISSING_ID, check, run, window_views)
 from videoattn.config import load_config
 from videoattn.engine.predict import PredictError, VideoResult, claim_output, format_table, render_result
 from videoattn.engine.timeline import window_topk
@@ -29,15 +28,12 @@ def _rows(path):
 
 
 @pytest.fixture(scope="module")
-def setup(synthetic_root, tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("predict")
-    data = make_eval_root(synthetic_root, str(tmp / "data"), num_good=5)
-    cfg_path = write_config(str(tmp / "cfg.yaml"), data)
-    ckpt = make_random_checkpoint(load_config(cfg_path), str(tmp / "ckpt.pyth"))
-    long_dir = tmp / "long"
-    long_dir.mkdir()
-    make_long_video(str(long_dir / "long.mp4"), LONG_LABELS, frames_each=40, fps=25, width=96, height=72)
-    return {"tmp": tmp, "data": data, "cfg": cfg_path, "ckpt": ckpt, "long": str(long_dir / "long.mp4")}
+def setup(setup):
+    """The shared evaluation kit (tests/engine/conftest.py) plus a long video of four actions."""
+    os.makedirs(setup["tmp"] / "long", exist_ok=True)
+    long = str(setup["tmp"] / "long" / "long.mp4")
+    make_long_video(long, LONG_LABELS, frames_each=40, fps=25, width=96, height=72)
+    return dict(setup, long=long)
 
 
 def _predict(setup, source, out, *extra, ckpt=None):

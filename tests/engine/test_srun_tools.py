@@ -7,20 +7,10 @@ import os
 import numpy as np
 import pytest
 
-from evalkit import check, make_eval_root, make_random_checkpoint, run, write_config
+from evalkit import check, run
 from slurmkit import srun
-from videoattn.config import load_config
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture(scope="module")
-def setup(synthetic_root, tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("srun_tools")
-    data = make_eval_root(synthetic_root, str(tmp / "data"), num_good=5)
-    cfg_path = write_config(str(tmp / "cfg.yaml"), data)
-    ckpt = make_random_checkpoint(load_config(cfg_path), str(tmp / "ckpt.pyth"))
-    return {"tmp": tmp, "data": data, "cfg": cfg_path, "ckpt": ckpt}
 
 
 def _both(args):

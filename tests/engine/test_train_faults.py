@@ -13,8 +13,7 @@ import time
 import pytest
 
 from ddp_worker import small_overrides
-from evalkit import make_eval_root, make_random_checkpoint, run, write_config
-from videoattn.config import load_config
+from evalkit import run
 from videoattn.engine import checkpoint as ck
 from videoattn.utils.lock import LOCK_NAME
 
@@ -86,17 +85,8 @@ def test_disk_full_one_line_naming_the_file_no_partial_file(synthetic_root, tmp_
         assert ck.load_checkpoint(ck.epoch_checkpoint_path(out, 1))["epoch"] == 0
 
 
-@pytest.fixture(scope="module")
-def eval_setup(synthetic_root, tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("faults_eval")
-    data = make_eval_root(synthetic_root, str(tmp / "data"), num_good=5)
-    cfg_path = write_config(str(tmp / "cfg.yaml"), data)
-    ckpt = make_random_checkpoint(load_config(cfg_path), str(tmp / "ckpt.pyth"))
-    return {"tmp": tmp, "data": data, "cfg": cfg_path, "ckpt": ckpt}
-
-
-def test_unwritable_output_is_one_line_before_any_work(synthetic_root, eval_setup):
-    s = eval_setup
+def test_unwritable_output_is_one_line_before_any_work(synthetic_root, setup):
+    s = setup
     blocker = s["tmp"] / "a_file"
     blocker.write_text("not a folder\n")            # a folder below a regular file: fails for root too
     bad = str(blocker / "out")
@@ -122,8 +112,8 @@ def test_unwritable_output_is_one_line_before_any_work(synthetic_root, eval_setu
         assert os.listdir(ro) == []
 
 
-def test_ctrl_c_during_feature_extraction(eval_setup):
-    s = eval_setup
+def test_ctrl_c_during_feature_extraction(setup):
+    s = setup
     feats, videos = str(s["tmp"] / "features_interrupted"), s["tmp"] / "good_videos.txt"
     videos.write_text("".join(p + "\n" for p in s["data"]["good"]))
     proc = subprocess.Popen([sys.executable, "tools/extract_features.py", "--config", s["cfg"], "--checkpoint", s["ckpt"],
