@@ -23,7 +23,7 @@ import logging
 import os
 import threading
 from dataclasses import dataclass, field
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, Iterator, List, Optional, Tuple
 
 from videoattn.utils.resources import kinetics400_classes
 from videoattn.utils.walk import walk_files
@@ -197,19 +197,26 @@ def _read_kinetics_csv(path: str, root: str, classes: Optional[List[str]], split
     return Annotations(videos, classes or [], missing, path, "kinetics_csv", duplicates)
 
 
-def _read_list(path: str, root: str, classes: Optional[List[str]], labels: bool = True) -> Annotations:
-    """``labels`` False: the label column is not checked (feature extraction)."""
-    entries, missing = [], []
+def list_lines(path: str) -> Iterator[Tuple[int, str, Optional[Tuple[str, str]]]]:
+    """``(line number, line, (path, label) or None if malformed)`` of each non-empty line of a
+    PySlowFast list (``<path> <label>``, space or comma separated; the path may hold spaces)."""
     with open(path, "r", encoding=ENCODING) as f:
         lines = f.read().splitlines()
     for lineno, line in enumerate(lines, start=1):
         text = line.strip()
         if not text:
             continue
-        parts = text.rsplit(",", 1) if "," in text else text.rsplit(None, 1)
-        if len(parts) != 2 or not parts[0].strip():
+        parts = [p.strip() for p in (text.rsplit(",", 1) if "," in text else text.rsplit(None, 1))]
+        yield lineno, line, (parts[0], parts[1]) if len(parts) == 2 and parts[0] and parts[1] else None
+
+
+def _read_list(path: str, root: str, classes: Optional[List[str]], labels: bool = True) -> Annotations:
+    """``labels`` False: the label column is not checked (feature extraction)."""
+    entries, missing = [], []
+    for lineno, line, row in list_lines(path):
+        if row is None:
             raise AnnotationError(f"{path}:{lineno}: expected '<path> <label index>': {line!r}")
-        rel, label = parts[0].strip(), parts[1].strip()
+        rel, label = row
         try:
             index = int(label) if labels else -1
         except ValueError:

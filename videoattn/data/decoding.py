@@ -99,7 +99,7 @@ class _DecordReader:
         idx = np.clip(np.asarray(indices, dtype=np.int64), 0, self.num_frames - 1).tolist()
         vr, error = self._vr, None
         try:
-            batch = run_with_timeout(lambda: vr.get_batch(idx).asnumpy(), self.timeout, "decode", self.path)
+            batch = run_with_timeout(lambda reader=vr: reader.get_batch(idx).asnumpy(), self.timeout, "decode", self.path)
             if batch.shape[0] != len(idx):
                 error = DecodeError(self.path, f"decord returned {batch.shape[0]} frames for {len(idx)} indices")
         except DecodeError as e:

@@ -23,7 +23,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Tuple
 
-from videoattn.data.annotations import VIDEO_EXTENSIONS
+from videoattn.data.annotations import VIDEO_EXTENSIONS, list_lines
 from videoattn.data.prepare import BAD_ROW, DUPLICATE, MISSING, WRONG_EXTENSION
 from videoattn.utils.walk import walk_files
 
@@ -161,17 +161,11 @@ def _read_csv(path: str, inputs: Inputs) -> None:
 
 def _read_list(path: str, inputs: Inputs) -> None:
     inputs.formats[path] = "list"
-    with open(path, "r", encoding="utf-8-sig") as f:
-        lines = f.read().splitlines()
-    for lineno, line in enumerate(lines, start=1):
-        text = line.strip()
-        if not text:
-            continue
-        parts = text.rsplit(",", 1) if "," in text else text.rsplit(None, 1)
-        if len(parts) != 2 or not parts[1].strip().isdigit():
+    for lineno, line, row in list_lines(path):
+        if row is None or not row[1].isdigit():
             inputs.failures.append(Failure("", BAD_ROW, f"expected '<path> <label index>': {line!r}", f"{path}:{lineno}"))
             continue
-        rel, label = parts[0].strip(), parts[1].strip()
+        rel, label = row
         stem = os.path.splitext(os.path.basename(rel))[0]
         m = CUT_NAME.match(stem)
         yid, start, end = (m["id"], float(m["start"]), float(m["end"])) if m else ("", None, None)
