@@ -38,20 +38,30 @@ class FullDisk(io.FileIO):
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
 
+def _fault_open_once(name: str, modes: str, make):
+    """An ``open`` whose first call writing (a mode holding one of ``modes``) a file whose name
+    contains ``name`` returns ``make(file, mode)``; every other call is the real ``open``."""
+    armed = [True]
+
+    def fault_open(file, mode="r", *args, **kwargs):
+        if armed[0] and isinstance(file, str) and name in os.path.basename(file) and any(c in mode for c in modes):
+            armed[0] = False
+            return make(file, mode.replace("b", "").replace("t", ""))
+        return builtins.open(file, mode, *args, **kwargs)
+
+    return fault_open
+
+
 def inject_enospc(name: str, fail_at: int) -> None:
     import videoattn.engine.logger
     import videoattn.utils.io
 
-    armed = [True]
+    def full_disk(file, mode):
+        f = FullDisk(file, mode)
+        f.fail_at = fail_at
+        return f
 
-    def fault_open(file, mode="r", *args, **kwargs):
-        if armed[0] and isinstance(file, str) and name in os.path.basename(file) and any(c in mode for c in "wa"):
-            armed[0] = False
-            f = FullDisk(file, mode.replace("b", "").replace("t", ""))
-            f.fail_at = fail_at
-            return f
-        return builtins.open(file, mode, *args, **kwargs)
-
+    fault_open = _fault_open_once(name, "wa", full_disk)
     # The modules that write checkpoints / config.yaml (atomic writes) and metrics.jsonl look up
     # ``open`` in their own globals first.
     videoattn.utils.io.open = fault_open
@@ -149,17 +159,12 @@ class SignalledWrite(io.FileIO):
 def inject_signal_in_write(name: str, sig: str) -> None:
     import videoattn.utils.io
 
-    armed = [True]
+    def signalled(file, mode):
+        f = SignalledWrite(file, mode)
+        f.sig = sig
+        return f
 
-    def signal_open(file, mode="r", *args, **kwargs):
-        if armed[0] and isinstance(file, str) and name in os.path.basename(file) and "w" in mode:
-            armed[0] = False
-            f = SignalledWrite(file, mode.replace("b", "").replace("t", ""))
-            f.sig = sig
-            return f
-        return builtins.open(file, mode, *args, **kwargs)
-
-    videoattn.utils.io.open = signal_open
+    videoattn.utils.io.open = _fault_open_once(name, "w", signalled)
 
 
 if __name__ == "__main__":
