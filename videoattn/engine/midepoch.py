@@ -12,12 +12,13 @@ In the training loop (:mod:`videoattn.engine.train`)::
 
 A position checkpoint (``checkpoint_epoch_EEEEE_iter_IIIIII.pyth``) is a training checkpoint plus
 ``position``: the epoch, the batches done in it, the sampler's seed, the world size, the per-process
-batch (in videos: ``loader.batch_size``) and ``data.clips_per_video``, and for every rank its RNG states (python, numpy, torch, CUDA), its loader generator, its
-partial epoch sums, timings and skipped videos. A resumed run re-creates the same sampler
-permutation (``seed + epoch``) of the videos, skips the videos of the batches done
-(``iteration x loader.batch_size``, :class:`ResumableDistributedSampler`) and
-restores each rank's part just before its next batch, so with ``data.num_workers=0`` it computes
-exactly what the uninterrupted run would have (with workers, their augmentation RNG is not saved).
+batch in videos (``loader.batch_size``) and ``data.clips_per_video``, and for every rank its RNG
+states (python, numpy, torch, CUDA), its loader generator, its partial epoch sums, timings and
+skipped videos. A resumed run re-creates the same sampler permutation of the videos (``seed +
+epoch``), skips the ``iteration x loader.batch_size`` videos of the batches done
+(:class:`ResumableDistributedSampler`) and restores each rank's part just before its next batch, so
+with ``data.num_workers=0`` it computes exactly what the uninterrupted run would have (with
+workers, their augmentation RNG is not saved).
 """
 from __future__ import annotations
 
