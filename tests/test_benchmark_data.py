@@ -8,7 +8,8 @@ import sys
 import pytest
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-ROWS = ["ours, raw", "ours, raw, normalize_on_device", "ours, raw, decoding_backend=pyav", "ours, prepared",
+ROWS = ["ours, raw", "ours, raw, normalize_on_device", "ours, raw, decoding_backend=pyav", "ours, raw, clips_per_video=2",
+        "ours, prepared",
         "ours, prepared, normalize_on_device", "decode-only bound, raw", "decode-only bound, prepared",
         "PySlowFast PyAV decoder (decode only), raw"]
 PEER_ROWS = {"pytorchvideo": ["pytorchvideo Kinetics (decord), raw", "pytorchvideo Kinetics (decord, threads=1), raw",
@@ -33,7 +34,8 @@ def test_data_benchmark_quick_runs_every_row(tmp_path):
             expected += rows
     assert sorted(table) == sorted(expected), out
     assert all(per_core > 0 and wall > 0 for per_core, wall in table.values())
-    assert "| ours, raw, clips_per_video=2 vs 1" in out and "n/a (data.clips_per_video not yet implemented)" in out
+    assert re.search(r"^clips_per_video=2 vs 1 \(ours, raw, per core\): [\d.]+x \([\d.]+ vs [\d.]+ clips/CPU-s\)$",
+                     out, re.M)
     assert "ours drew the same clips on raw and prepared files: True" in out
     assert re.search(r"preparation .*: 4 videos in [\d.]+ s wall, [\d.]+ CPU s: [\d.]+ videos/s per core", out)
     assert re.search(r"prepared vs raw \(ours, per core\): [\d.]+x", out)

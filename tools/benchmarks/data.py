@@ -10,7 +10,8 @@ x264's default keyframe interval) and their copies prepared by ``tools/prepare_d
 Kinetics-400 config, 8 x 8 at 30 fps, jitter [256, 320], crop 224):
 
 * ours: ``build_dataset`` + ``build_loader`` (``num_workers=0``: everything in this process), up to
-  the collated batch (also with ``normalize_on_device``: uint8 batches, and the PyAV backend);
+  the collated batch (also with ``normalize_on_device``: uint8 batches, the PyAV backend, and
+  ``data.clips_per_video=2``: batches of half as many videos with two clips each, one decode per video);
 * the decode-only bound: decord open + one ``get_batch`` of exactly the frames our loader drew;
 * peers (:mod:`benchmarks.peers`): pytorchvideo's Kinetics dataset (decord), mmaction2's decord
   pipeline, PySlowFast's default PyAV decoder (decoding only, on our clips);
@@ -39,7 +40,7 @@ from benchmarks.kinetics_set import make_raw_set, prepare_set
 
 Clips = List[Tuple[str, np.ndarray]]
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-CLIPS_PER_VIDEO_NA = "n/a (data.clips_per_video not yet implemented)"
+MULTI = "ours, raw, clips_per_video=2"
 
 
 @dataclass
@@ -149,6 +150,7 @@ def _rows(args, raw: str, prepared: str, status: Dict[str, str]) -> Tuple[Dict[s
         "ours, raw": lambda: our_batches(data_raw, b, seed, drawn["raw"] if not drawn["raw"] else None),
         "ours, raw, normalize_on_device": lambda: our_batches(replace(data_raw, normalize_on_device=True), b, seed),
         "ours, raw, decoding_backend=pyav": lambda: our_batches(replace(data_raw, decoding_backend="pyav"), b, seed),
+        MULTI: lambda: our_batches(replace(data_raw, clips_per_video=2), max(1, b // 2), seed),  # b clips per batch
         "ours, prepared": lambda: our_batches(data_prep, b, seed, drawn["prepared"] if not drawn["prepared"] else None),
         "ours, prepared, normalize_on_device": lambda: our_batches(replace(data_prep, normalize_on_device=True), b, seed),
         "decode-only bound, raw": lambda: bound_clips(drawn["raw"][:n]),
@@ -182,11 +184,10 @@ def _rows(args, raw: str, prepared: str, status: Dict[str, str]) -> Tuple[Dict[s
     return rates, drawn
 
 
-def clips_per_video_row(args, raw: str) -> str:
-    # ---- PLACEHOLDER (issue 11, item 4): data.clips_per_video is not implemented yet. When it lands,
-    # ---- measure `our_batches(replace(data, clips_per_video=2), ...)` vs clips_per_video=1 here (same
-    # ---- raw set, clips per CPU-second) and return the ratio; until then the row says n/a.
-    return CLIPS_PER_VIDEO_NA
+def clips_per_video_line(rates: Dict[str, Rate]) -> str:
+    """Our loader with ``data.clips_per_video=2`` vs 1 on the same raw set, per core (same rounds)."""
+    two, one = rates[MULTI].per_core, rates["ours, raw"].per_core
+    return f"clips_per_video=2 vs 1 (ours, raw, per core): {two / one:.2f}x ({two:.2f} vs {one:.2f} clips/CPU-s)"
 
 
 def _table(rates: Dict[str, Rate], raw_bound: str, prep_bound: str) -> List[str]:
@@ -331,13 +332,12 @@ def main(argv: List[str]) -> int:
     rates, drawn = _rows(args, raw, prepared, status)
     print(f"\nload average after: {' '.join(f'{x:.2f}' for x in os.getloadavg())}\n")
     print("\n".join(_table(rates, "decode-only bound, raw", "decode-only bound, prepared")))
-    print(f"| {'ours, raw, clips_per_video=2 vs 1':<52} | {CLIPS_PER_VIDEO_NA} |")
     print(f"\nours drew the same clips on raw and prepared files: {same_clips(drawn['raw'], drawn['prepared'])}")
     print(f"preparation (short side 320, keyframe every 32, veryfast crf 23 CAVLC, {prep.workers} worker): {prep.videos} videos "
           f"in {prep.wall_s:.1f} s wall, {prep.cpu_s:.1f} CPU s: {prep.videos / prep.cpu_s:.2f} videos/s per core "
           f"({prep.cpu_s / prep.videos:.2f} CPU s per {args.seconds:g}-s video); "
           f"{prep.mb_raw:.1f} MB raw -> {prep.mb_prepared:.1f} MB prepared")
-    print(f"clips_per_video=2 vs 1: {clips_per_video_row(args, raw)}")
+    print(clips_per_video_line(rates))
     print("\n".join(_goals(rates, status)))
     if args.gops:
         print("\n" + "\n".join(gop_sweep(args, raw, drawn["raw"], tmp.name)))

@@ -80,6 +80,11 @@ class DataConfig:
     decoding_backend: str = one_of("decord", ("decord", "pyav"))  # pyav: PyAV only; decord: PyAV once per broken file
     decode_timeout: float = at_least(0, 30.0)  # s per clip decode before the video counts as broken; 0: no limit
     num_retries: int = at_least(0, 10)    # train/val: other videos tried before a broken sample raises
+    # Training only: N clips of each video from one decode, each with its own augmentation (PySlowFast
+    # AUG.NUM_SAMPLE, mmaction2 RepeatAugDataset). train.batch_size still counts clips, so each process
+    # loads batch_size / processes / N videos per step and an epoch (one pass over the videos) has N
+    # times the steps: divide solver.max_epoch and warmup_epochs by N to keep the number of updates.
+    clips_per_video: int = at_least(1, 1)
     pin_memory: bool = True               # only takes effect on CUDA
     normalize_on_device: Optional[bool] = None  # uint8 from the workers, normalised on the device (4x less traffic); null: on for CUDA
     prefetch_factor: int = at_least(1, 2)

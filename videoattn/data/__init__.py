@@ -16,7 +16,7 @@ _LAZY = {
     "AnnotationError": "annotations", "read_annotations": "annotations",
     "BrokenVideosError": "dataset", "VideoClipDataset": "dataset", "build_dataset": "dataset",
     "DecodeError": "decoding", "open_video": "decoding",
-    "build_loader": "loader", "collate": "loader",
+    "build_loader": "loader", "collate": "loader", "videos_per_batch": "loader",
 }
 __all__ = sorted(_LAZY)
 

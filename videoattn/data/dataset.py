@@ -9,6 +9,11 @@ video, no frames, decode timeout):
   ``[(path, reason)]`` which the loader's collate turns into ``batch["skipped"]``. Only when every
   retry fails does it raise, naming the paths.
 * test: never substituted; the item has ``valid=False``, ``error=<reason>`` and a zero clip.
+
+``data.clips_per_video`` = N > 1 (train only; PySlowFast's ``AUG.NUM_SAMPLE``, mmaction2's
+``RepeatAugDataset``): an item is still one video, with N clips drawn as N independent training
+clips (own seed each: own start, scale, crop, flip) but decoded together, one open and one
+``get_frames`` of the union of their frames; the loader's collate flattens them into N clips.
 """
 from __future__ import annotations
 
@@ -52,6 +57,7 @@ class VideoClipDataset(Dataset):
         videos: [(path, label)].
         missing: annotation rows whose file is absent ("file:line: expected name (label)").
         num_views: clips per video: ``test.num_ensemble_views * test.num_spatial_crops`` in test, else 1.
+        clips_per_video: N clips per train item (``data.clips_per_video``); 1 for val and test.
         protocol, spec: the :class:`Protocol` and :class:`ClipSpec` that sample and crop.
 
     Item ``i``: video ``i // num_views``; in test, temporal clip ``k // num_crops`` and crop
@@ -62,6 +68,10 @@ class VideoClipDataset(Dataset):
         label: int   video_index: int   view_index: int   frame_indices: int64 (T,) the video's frames
         valid: bool (False only for a broken test video; clip is zeros, frame_indices -1)   error: str ("" if fine)
         skipped: [(path, reason)] broken videos replaced while producing this item (train/val)
+
+    Train with ``clips_per_video`` = N > 1: ``clip`` is (N, 3, T, S, S) and ``frame_indices`` (N, T),
+    clip ``k`` drawn with seed ``k`` of N :func:`draw_seed` calls; the other keys are per video.
+    ``len`` stays the number of videos (an epoch is one pass over the videos: N clips each).
     """
 
     def __init__(self, data: DataConfig, split: str, annotations: Annotations, num_clips: int = 1,
@@ -78,6 +88,7 @@ class VideoClipDataset(Dataset):
         # test: num_clips temporal clips x num_crops spatial crops per video; train/val: one view
         self.num_temporal, self.num_crops = (num_clips, num_crops) if split == "test" else (1, 1)
         self.num_views = self.num_temporal * self.num_crops
+        self.clips_per_video = data.clips_per_video if split == "train" else 1
         self.protocol = Protocol.from_data(data)
         self.spec = ClipSpec.from_data(data, self.num_temporal, self.num_crops)
         self.protocol.check(self.spec, split)
@@ -107,17 +118,42 @@ class VideoClipDataset(Dataset):
         finally:
             video.close()
 
+    def read_clips(self, path: str, seeds: List[int]) -> Tuple[torch.Tensor, torch.Tensor]:
+        """The N training clips of ``seeds`` (one each, as :meth:`clip_indices`) from ONE open of
+        ``path`` and ONE ``get_frames`` of the sorted union of their frames -> (uint8 (N, T, H, W, 3)
+        frames, int64 (N, T) frame indices); DecodeError if broken."""
+        video = open_video(path, self.data.decode_threads, self.decode_timeout, self.backend)
+        try:
+            idx = np.stack([self.clip_indices(video.num_frames, video.fps, seed=s) for s in seeds])
+            union, where = np.unique(idx, return_inverse=True)
+            frames = video.get_frames(union)  # (U, H, W, 3)
+            return frames[torch.from_numpy(where.reshape(idx.shape))], torch.from_numpy(idx)
+        finally:
+            video.close()
+
+    def _multi_clip(self, path: str, seeds: List[int]) -> Tuple[torch.Tensor, torch.Tensor]:
+        """(clips (N, 3, T, S, S), frame indices (N, T)): :meth:`read_clips`, then the training view
+        of each clip with its own ``np.random.RandomState(seed)``."""
+        frames, idx = self.read_clips(path, seeds)
+        views = [self.protocol.train_view(transforms.to_tchw(f), self.spec, np.random.RandomState(s))
+                 for f, s in zip(frames, seeds)]
+        return torch.stack([transforms.to_clip(v, self.data, self.normalize) for v in views]), idx
+
     def _train_val_item(self, index: int) -> dict:
         skipped: List[Tuple[str, str]] = []
         for _ in range(self.data.num_retries + 1):
             path, label = self.videos[index]
             seed = draw_seed() if self.split == "train" else index  # val: one fixed draw per video
             try:
-                frames, idx = self.read_clip(path, seed=seed)
-                view = self.protocol.train_view if self.split == "train" else self.protocol.val_view
-                clip = view(transforms.to_tchw(frames), self.spec, np.random.RandomState(seed))
-                return dict(clip=transforms.to_clip(clip, self.data, self.normalize), label=label, video_index=index,
-                            view_index=0, frame_indices=idx, valid=True, error="", skipped=skipped)
+                if self.clips_per_video > 1:
+                    clip, idx = self._multi_clip(path, [seed] + [draw_seed() for _ in range(self.clips_per_video - 1)])
+                else:
+                    frames, idx = self.read_clip(path, seed=seed)
+                    view = self.protocol.train_view if self.split == "train" else self.protocol.val_view
+                    clip = view(transforms.to_tchw(frames), self.spec, np.random.RandomState(seed))
+                    clip = transforms.to_clip(clip, self.data, self.normalize)
+                return dict(clip=clip, label=label, video_index=index, view_index=0, frame_indices=idx, valid=True,
+                            error="", skipped=skipped)
             except DecodeError as e:
                 skipped.append((path, e.reason))
                 index = int(torch.randint(0, len(self.videos), (1,)))

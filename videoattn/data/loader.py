@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import random
-from typing import Dict, Iterable, List, Tuple
+from typing import Dict, Iterable, List, Optional, Tuple
 
 import numpy as np
 import torch
@@ -12,17 +12,57 @@ from torch.utils.data._utils.collate import default_collate
 from videoattn.config import DataConfig
 from videoattn.data.dataset import VideoClipDataset
 from videoattn.data.samplers import ResumableDistributedSampler, ShardSampler
-from videoattn.utils.distributed import get_rank, get_world_size
+from videoattn.utils.distributed import get_rank, get_world_size, per_process_batch
 from videoattn.utils.malloc import tune_malloc
 from videoattn.utils.preemption import ignore_signals
 
 
 def collate(items: List[dict]) -> dict:
-    """Batch item dicts; ``skipped`` lists are concatenated into ``batch["skipped"]: [(path, reason)]``."""
+    """Batch item dicts; ``skipped`` lists are concatenated into ``batch["skipped"]: [(path, reason)]``.
+
+    Items of N clips each (``data.clips_per_video`` > 1: clip (N, 3, T, S, S)) give a batch of
+    B*N clips (:func:`flatten_clips`): the model sees clips, whichever video they come from.
+    """
     skipped = [s for item in items for s in item.get("skipped", ())]
     batch = default_collate([{k: v for k, v in item.items() if k != "skipped"} for item in items])
+    if batch["clip"].dim() == 6:
+        batch = flatten_clips(batch, batch["clip"].shape[1])
     batch["skipped"] = skipped
     return batch
+
+
+def flatten_clips(batch: dict, n: int) -> dict:
+    """B videos of ``n`` clips -> B*n clips, video-major (clip ``b * n + k`` is clip k of video b):
+    clip (B, n, 3, T, S, S) -> (B*n, 3, T, S, S), frame_indices (B, n, T) -> (B*n, T); per-video
+    values (label (B,), video_index, ..., error list) repeated for each of their clips -> (B*n,)."""
+    out = {}
+    for key, value in batch.items():
+        if key in ("clip", "frame_indices"):
+            out[key] = value.flatten(0, 1)
+        elif torch.is_tensor(value):
+            out[key] = value.repeat_interleave(n, dim=0)
+        else:
+            out[key] = [v for v in value for _ in range(n)]
+    return out
+
+
+def videos_per_batch(global_batch: int, clips_per_video: int, world_size: Optional[int] = None) -> int:
+    """Training videos each process loads per step: ``train.batch_size`` (the global number of
+    clips per optimizer step) / processes / ``data.clips_per_video``; a one-line ValueError naming
+    both values unless they divide.
+
+    So LR scaling, BatchNorm and memory per step do not depend on ``clips_per_video``; an epoch
+    (one pass over the videos) has ``clips_per_video`` times the steps. (PySlowFast's
+    ``AUG.NUM_SAMPLE`` instead keeps the videos per GPU and multiplies the clips per step.)
+    """
+    per_process = per_process_batch(global_batch, "train.batch_size", world_size)
+    if per_process % clips_per_video:
+        world = global_batch // per_process
+        good = max(1, global_batch // (world * clips_per_video)) * world * clips_per_video
+        raise ValueError(f"data.clips_per_video={clips_per_video} must divide the clips per process, train.batch_size="
+                         f"{global_batch} / {world} process(es) = {per_process} (each process loads whole videos); "
+                         f"e.g. train.batch_size={good}")
+    return per_process // clips_per_video
 
 
 def init_worker(worker_id: int) -> None:
@@ -73,7 +113,9 @@ class VideoLoader(DataLoader):
 def build_loader(dataset: VideoClipDataset, data: DataConfig, batch_size: int, seed: int = 0,
                  device: torch.device = torch.device("cpu")) -> VideoLoader:
     """DataLoader over ``dataset`` with ``batch_size`` items per process (see
-    :func:`videoattn.utils.distributed.per_process_batch`).
+    :func:`videoattn.utils.distributed.per_process_batch`). Items are videos: with
+    ``data.clips_per_video`` = N (train) a batch holds ``batch_size * N`` clips, ``len(loader)``
+    and ``loader.batch_size`` count videos (train: :func:`videos_per_batch`).
 
     train: :class:`ResumableDistributedSampler` (``DistributedSampler(shuffle=True, seed=seed)``; call
     ``loader.sampler.set_epoch(e)``),

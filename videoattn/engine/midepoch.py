@@ -11,12 +11,14 @@ In the training loop (:mod:`videoattn.engine.train`)::
     # a TrainingStopped ends the ``with`` quietly; interrupts.exit_code is 75 (requeue) or 143
 
 A position checkpoint (``checkpoint_epoch_EEEEE_iter_IIIIII.pyth``) is a training checkpoint plus
-``position``: the epoch, the batches done in it, the sampler's seed, the world size and per-process
-batch, and for every rank its RNG states (python, numpy, torch, CUDA), its loader generator, its
-partial epoch sums, timings and skipped videos. A resumed run re-creates the same sampler
-permutation (``seed + epoch``), skips the batches done (:class:`ResumableDistributedSampler`) and
-restores each rank's part just before its next batch, so with ``data.num_workers=0`` it computes
-exactly what the uninterrupted run would have (with workers, their augmentation RNG is not saved).
+``position``: the epoch, the batches done in it, the sampler's seed, the world size, the per-process
+batch in videos (``loader.batch_size``) and ``data.clips_per_video``, and for every rank its RNG
+states (python, numpy, torch, CUDA), its loader generator, its partial epoch sums, timings and
+skipped videos. A resumed run re-creates the same sampler permutation of the videos (``seed +
+epoch``), skips the ``iteration x loader.batch_size`` videos of the batches done
+(:class:`ResumableDistributedSampler`) and restores each rank's part just before its next batch, so
+with ``data.num_workers=0`` it computes exactly what the uninterrupted run would have (with
+workers, their augmentation RNG is not saved).
 """
 from __future__ import annotations
 
@@ -133,7 +135,8 @@ def save_position(state, run, sums: Meter, clock: Clock, skipped: list, loader) 
     path = ckpt_lib.mid_epoch_checkpoint_path(cfg.output_dir, state.epoch + 1, state.iteration)
     if info.is_main:
         position = {"epoch": state.epoch, "iteration": state.iteration, "seed": cfg.seed,
-                    "world_size": info.world_size, "batch_size": loader.batch_size,
+                    "world_size": info.world_size, "batch_size": loader.batch_size,  # videos per process
+                    "clips_per_video": cfg.data.clips_per_video,
                     "accumulation_steps": cfg.train.accumulation_steps, "ranks": parts}
         ckpt = state.checkpoint(config_to_dict(cfg), [p["rng"] for p in parts], world_size=info.world_size,
                                 position=position)
@@ -145,24 +148,26 @@ def save_position(state, run, sums: Meter, clock: Clock, skipped: list, loader) 
 
 
 def resume_iteration(position: Optional[dict], info: DistInfo, batch_size: int, accumulation: int,
-                     batches_per_epoch: int, path: str) -> Tuple[int, Optional[dict]]:
-    """(batches done in the epoch under way, this rank's part) of a checkpoint's ``position``.
+                     batches_per_epoch: int, path: str, clips_per_video: int = 1) -> Tuple[int, Optional[dict]]:
+    """(batches done in the epoch under way, this rank's part) of a checkpoint's ``position``;
+    ``batch_size``: videos per process and batch (``loader.batch_size``).
 
-    Same world size and per-process batch: exactly where it stopped. Otherwise (a different number
-    of processes) the epoch goes on after as many clips as were done, in a different order (a
-    warning says so), at an update boundary of this run.
+    Same world size, per-process batch and ``clips_per_video``: exactly where it stopped. Otherwise
+    (a different number of processes or clips per video) the epoch goes on after as many videos as
+    were done, in a different order (a warning says so), at an update boundary of this run.
     """
     if not position:
         return 0, None
-    if (position["world_size"], position["batch_size"]) == (info.world_size, batch_size):
+    was = (position["world_size"], position["batch_size"], position.get("clips_per_video", 1))
+    if was == (info.world_size, batch_size, clips_per_video):
         return position["iteration"], position["ranks"][info.rank]
-    clips = position["iteration"] * position["batch_size"] * position["world_size"]
-    iteration = min(clips // (batch_size * info.world_size), batches_per_epoch)
+    videos = position["iteration"] * position["batch_size"] * position["world_size"]
+    iteration = min(videos // (batch_size * info.world_size), batches_per_epoch)
     if iteration < batches_per_epoch:
         iteration -= iteration % accumulation
-    logger.warning("%s stopped mid-epoch with %d processes x %d clips; this run has %d x %d: the epoch goes on "
-                   "at iteration %d (about as many clips), not in the same order", path, position["world_size"],
-                   position["batch_size"], info.world_size, batch_size, iteration)
+    logger.warning("%s stopped mid-epoch with %d processes x %d videos (x %d clips); this run has %d x %d (x %d): "
+                   "the epoch goes on at iteration %d (about as many videos), not in the same order", path, *was,
+                   info.world_size, batch_size, clips_per_video, iteration)
     return iteration, None
 
 

@@ -11,7 +11,9 @@ Read top to bottom, :func:`train` does::
         validate (precise BN first)   # every train.eval_period epochs and after the last
         log the epoch, save checkpoints (periodic, best), prune old ones
 
-``train.batch_size`` is the global batch; each process loads ``batch_size // world_size``.
+``train.batch_size`` is the global batch of clips per update; each process loads ``batch_size //
+world_size`` clips: ``// data.clips_per_video`` videos of N clips (an epoch: N x the steps; see
+:func:`videoattn.data.loader.videos_per_batch`, also for how PySlowFast's AUG.NUM_SAMPLE differs).
 """
 from __future__ import annotations
 
@@ -31,7 +33,7 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 
 from videoattn.config import Config, config_to_dict, save_config
 from videoattn.data import build_dataset, build_loader
-from videoattn.data.loader import unique_broken
+from videoattn.data.loader import unique_broken, videos_per_batch
 from videoattn.data.transforms import DeviceNormalizer
 from videoattn.engine import checkpoint as ckpt_lib
 from videoattn.engine.device import autocast_dtype, configure_backends, for_device
@@ -135,7 +137,7 @@ def wrap_model(model: nn.Module, sync_bn: bool, info: DistInfo) -> nn.Module:
 # ------------------------------------------------------------------------------------------- loop
 def train(cfg: Config) -> TrainResult:
     """Train as configured; every process of a torchrun job calls this. See the module doc."""
-    per_process_batch(cfg.train.batch_size, "train.batch_size", launch_world_size())  # before any set-up
+    videos_per_batch(cfg.train.batch_size, cfg.data.clips_per_video, launch_world_size())  # before any set-up
     restore_console = setup_logging(launch_rank())  # no train.log before the lock
     try:
         with distributed_run(cfg, cfg.output_dir) as info:  # output_dir locked: one run at a time
@@ -155,8 +157,9 @@ def _train(cfg: Config, info: DistInfo) -> TrainResult:
               autocast_dtype(cfg.train.mixed_precision, info.device))
     if info.is_main:
         save_config(cfg, os.path.join(cfg.output_dir, "config.yaml"))
-    logger.info("training on %d process(es) (%s), device %s, global batch %d (%d per process)", info.world_size,
-                info.launcher, info.device, cfg.train.batch_size, cfg.train.batch_size // info.world_size)
+    logger.info("training on %d process(es) (%s), device %s, global batch %d clips (%d per process, %d per "
+                "video)", info.world_size, info.launcher, info.device, cfg.train.batch_size,
+                cfg.train.batch_size // info.world_size, cfg.data.clips_per_video)
     seed_everything(cfg.seed)  # identical initial weights on every rank
     model = build_model(cfg.model).to(info.device)
     train_loader, val_loader = _loaders(cfg, info)
@@ -176,7 +179,7 @@ def _train(cfg: Config, info: DistInfo) -> TrainResult:
             run.where.update(epoch=state.epoch, iteration=None)
             if not state.iteration:  # else a mid-epoch resume: RNG restored where it stopped
                 seed_everything(epoch_seed(cfg.seed, info.rank, state.epoch))
-            train_loader.sampler.set_epoch(state.epoch, skip=state.iteration * train_loader.batch_size)
+            train_loader.sampler.set_epoch(state.epoch, skip=state.iteration * train_loader.batch_size)  # videos
             summary = train_one_epoch(net, train_loader, state, run)
             state.epoch, state.iteration = state.epoch + 1, 0
             run.where["iteration"] = len(train_loader)
@@ -200,7 +203,8 @@ def _loaders(cfg: Config, info: DistInfo):
     train_set = build_dataset(cfg.data, "train", report_dir=cfg.output_dir)
     check_num_classes(train_set.classes, cfg.model.num_classes,
                       f"the class list ({cfg.data.classes_file or 'labels of ' + cfg.data.train_split})")
-    train_loader = build_loader(train_set, cfg.data, batch, cfg.seed, info.device)
+    videos = videos_per_batch(cfg.train.batch_size, cfg.data.clips_per_video)  # batches of videos x N clips
+    train_loader = build_loader(train_set, cfg.data, videos, cfg.seed, info.device)
     if cfg.train.eval_period == 0 or not cfg.data.val_split:
         return train_loader, None
     val_set = build_dataset(cfg.data, "val", report_dir=cfg.output_dir)
@@ -334,7 +338,8 @@ def _resume_or_finetune(state: TrainState, cfg: Config, info: DistInfo, loader) 
     if len(rng) == info.world_size:
         ckpt_lib.set_rng_state(rng[info.rank])
     state.iteration, state.resume_part = resume_iteration(position_of(ckpt), info, loader.batch_size,
-                                                          cfg.train.accumulation_steps, len(loader), path)
+                                                          cfg.train.accumulation_steps, len(loader), path,
+                                                          cfg.data.clips_per_video)
     logger.info("resumed from %s (epoch %d done, global step %d%s)", path, state.epoch, state.step,
                 f", epoch {state.epoch + 1} at iteration {state.iteration}" if state.iteration else "")
     return path
