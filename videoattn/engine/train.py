@@ -38,12 +38,13 @@ from videoattn.data.transforms import DeviceNormalizer
 from videoattn.engine import checkpoint as ckpt_lib
 from videoattn.engine.device import autocast_dtype, configure_backends, for_device
 from videoattn.engine.evaluate import evaluate_clips
-from videoattn.engine.inference import check_num_classes, check_state_fits
+from videoattn.engine.inference import check_num_classes
 from videoattn.engine.logger import MetricsWriter, Progress, setup_logging
 from videoattn.engine.meter import Clock, Meter
 from videoattn.engine.midepoch import (Interrupts, continue_epoch, interrupt_line, position_of, resume_iteration,
                                       save_position)
 from videoattn.engine.precise_bn import update_bn_stats
+from videoattn.engine.state import TrainState
 from videoattn.engine.solver import build_optimizer, build_scheduler
 from videoattn.models import build_model
 from videoattn.models.builder import compile_model
@@ -53,40 +54,6 @@ from videoattn.utils.distributed import (DistInfo, all_gather_object, barrier, b
 
 logger = logging.getLogger(__name__)
 MAX_LISTED_BROKEN = 20   # broken videos named per epoch summary (all are counted)
-
-
-@dataclass
-class TrainState:
-    """Everything a checkpoint saves and a resume restores, in one place."""
-    model: nn.Module                      # the plain module (never the DDP wrapper)
-    optimizer: torch.optim.Optimizer
-    scheduler: torch.optim.lr_scheduler.LRScheduler
-    scaler: torch.amp.GradScaler
-    epoch: int = 0                        # epochs completed
-    step: int = 0                         # optimizer updates done
-    best_top1: float = -1.0               # best validation top-1 (fraction); -1 before any validation
-    iteration: int = 0                    # batches done in the epoch under way (0 at an epoch's start)
-    resume_part: Optional[dict] = None    # this rank's RNG / sums where a mid-epoch checkpoint stopped
-
-    def checkpoint(self, config: dict, rng_states: list, **extra) -> dict:
-        """A PySlowFast-style checkpoint dict (``epoch`` = the 0-based epoch just completed)."""
-        return ckpt_lib.make_checkpoint(
-            self.model.state_dict(), config, optimizer_state=self.optimizer.state_dict(),
-            scheduler_state=self.scheduler.state_dict(), scaler_state=self.scaler.state_dict(),
-            epoch=self.epoch - 1, global_step=self.step, best_top1=self.best_top1, rng_state=rng_states, **extra)
-
-    def restore(self, ckpt: dict, path: str) -> None:
-        """Load a checkpoint written by :meth:`checkpoint`; a one-line error if the model differs."""
-        weights = ckpt_lib.unwrap_state_dict(ckpt["model_state"])
-        check_state_fits(self.model.state_dict(), weights, path, "auto-resume from output_dir: use another "
-                         "output_dir or train.auto_resume=false")
-        self.model.load_state_dict(weights)
-        self.optimizer.load_state_dict(ckpt["optimizer_state"])
-        self.scheduler.load_state_dict(ckpt["scheduler_state"])
-        if ckpt.get("scaler_state"):
-            self.scaler.load_state_dict(ckpt["scaler_state"])
-        self.epoch, self.step = ckpt["epoch"] + 1, ckpt.get("global_step", 0)
-        self.best_top1 = ckpt.get("best_top1", -1.0)
 
 
 @dataclass
