@@ -162,6 +162,7 @@ def test_train_net_starts_from_pretrained(served, synthetic_root, tmp_path):
     out = str(tmp_path / "out")
     check(run(["tools/train_net.py", "--config", K400_CFG, "--pretrained", "c2d_r50", f"output_dir={out}", *SMALL,
                "model.preset=C2D_R50", "model.num_classes=2", f"data.root={folder}", "data.train_split=train",
+               "data.classes_file=",
                "data.val_split=", "train.eval_period=0", "train.batch_size=2", "solver.max_epoch=1",
                "solver.base_lr=1e-12", "solver.warmup_epochs=0", "solver.weight_decay=0", "bn.use_precise_stats=false"],
               env_extra=served["env"]))
@@ -193,7 +194,8 @@ def test_unreachable_server_then_the_file_put_by_hand(served, synthetic_root, tm
     base = f"http://127.0.0.1:{closed_port()}"
     env = {"VIDEOATTN_WEIGHTS_URL": base, "VIDEOATTN_HOME": str(home)}
     proc = run(["tools/train_net.py", "--config", K400_CFG, "--pretrained", "slow_r50", f"output_dir={tmp_path / 'o'}",
-                "model.preset=SLOW_R50", *SMALL, "model.num_classes=8", f"data.root={synthetic_root}"], env_extra=env)
+                "model.preset=SLOW_R50", *SMALL, "model.num_classes=8", f"data.root={synthetic_root}",
+                "data.classes_file=classes.txt"], env_extra=env)
     cached = home / "weights" / "SLOW_8x8_R50.pyth"
     line = _error_line(proc)
     assert line.startswith(f"error: cannot download {base}/SLOW_8x8_R50.pyth (URLError: ")
