@@ -28,6 +28,8 @@ def test_suite_runs_and_prints_its_table(args, header):
     assert proc.returncode == 0, proc.stderr[-3000:]
     rows = [line for line in proc.stdout.splitlines() if line.startswith("| ")]
     assert rows and rows[0].startswith(header) and len(rows) >= 2, proc.stdout[-2000:]   # header + a row
+    if args[0] == "features":  # the default stride is one window: 8 frames x rate 8 at 30 fps
+        assert f"stride {1000 * 8 * 8 / 30:.0f} ms" in rows[1], rows[1]
 
 
 def test_unknown_suite_is_a_usage_line():

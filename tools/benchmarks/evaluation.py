@@ -26,6 +26,7 @@ from videoattn.config import load_config
 from videoattn.data import build_dataset, build_loader, open_video
 from videoattn.data.synthetic import make_synthetic_dataset
 from videoattn.data.transforms import DeviceNormalizer
+from videoattn.data.protocols import ClipSpec, Protocol
 from videoattn.data.windows import stride_seconds
 from videoattn.engine import extract as ex
 from videoattn.engine.device import for_device
@@ -97,7 +98,9 @@ def _features_row(cfg, source: str, iters: int, tmp: str) -> Dict[str, float]:
     shape = (bs, 3, cfg.data.num_frames, cfg.data.test_crop_size, cfg.data.test_crop_size)
     _model_only(model, shape, 1, "extract")
     summary, dt = _timed(lambda: ex.extract_features(cfg, source, os.path.join(tmp, "features"), random_init=True))
-    stride = stride_seconds(cfg.data, cfg.features)
+    # 0 = one window length (the protocol's clip at target_fps: the synthetic videos' fps vary)
+    stride = stride_seconds(cfg.data, cfg.features) or \
+        Protocol.from_data(cfg.data).window_seconds(cfg.data.target_fps, ClipSpec.from_data(cfg.data))
     windows = 0
 
     def decode_only():
