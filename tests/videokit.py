@@ -62,3 +62,19 @@ def make_long_video(path: str, labels, frames_each: int, fps: int = 30, width: i
     frames = np.concatenate([render_video(label, frames_each, width, height, rng) for label in labels])
     encode_video(path, frames, fps)
     return path
+
+
+def rotated_video(path, n=10, width=160, height=96, degrees=-90):
+    """A phone-style video: frames stored ``width`` x ``height`` with a display matrix of ``degrees``;
+    a white block at the stored top-right corner (shown at the bottom right)."""
+    import numpy as np
+
+    with av.open(path, "w", format="mp4") as out:
+        s = out.add_stream("libx264", rate=10, options={"preset": "ultrafast", "threads": "1"})
+        s.width, s.height, s.pix_fmt = width, height, "yuv420p"
+        s.set_display_rotation(degrees)
+        for _ in range(n):
+            img = np.zeros((height, width, 3), np.uint8)
+            img[:24, -40:] = 255
+            out.mux(s.encode(av.VideoFrame.from_ndarray(img, format="rgb24")))
+        out.mux(s.encode())

@@ -5,7 +5,8 @@
         [--short-side 320] [--gop 32] [--workers N] [--layout per-label|flat] [--classes FILE|kinetics400]
 
 Writes OUT_DIR/<split>/<label>/<youtube_id>_<start:06d>_<end:06d>.mp4 (H.264, a keyframe every --gop
-frames), OUT_DIR/<annotation name> with the good rows only, classes.txt and failed.csv. A rerun skips
+frames; a phone video's display rotation is applied: turned upright), OUT_DIR/<annotation name> with the good
+rows only, classes.txt and failed.csv. --workers is capped at the usable cores (said when it is). A rerun skips
 verified outputs; a killed run loses nothing.
 """
 import argparse
@@ -13,6 +14,7 @@ import os
 import sys
 
 from videoattn.data.prepare_run import DEFAULT_GOP, PrepareOptions, run_prepare
+from videoattn.utils.workers import usable_cores
 
 
 def main(argv=None) -> int:
@@ -30,7 +32,8 @@ def main(argv=None) -> int:
     p.add_argument("--layout", choices=("per-label", "flat"), default="per-label")
     p.add_argument("--classes", default="", help="class list file, or 'kinetics400' for the shipped list "
                                                  "(default: the sorted labels of the rows)")
-    p.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="worker processes")
+    p.add_argument("--workers", type=int, default=usable_cores(),
+                   help="worker processes (at most the usable cores and the videos to prepare; default: the cores)")
     p.add_argument("--time-limit", type=float, default=300.0, help="seconds one video may take before its worker is killed")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     args = p.parse_args(argv)

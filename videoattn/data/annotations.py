@@ -179,7 +179,7 @@ def _read_kinetics_csv(path: str, root: str, classes: Optional[List[str]], split
         label, yid = row[col["label"]].strip() if "label" in col else "", row[col["youtube_id"]].strip()
         try:
             start, end = int(float(row[col["time_start"]])), int(float(row[col["time_end"]]))
-        except ValueError:
+        except (ValueError, OverflowError):  # not a number, nan, inf
             raise AnnotationError(f"{path}:{lineno}: time_start/time_end must be numbers: {text!r}") from None
         if classes is not None and label not in label_of:
             raise AnnotationError(f"{path}:{lineno}: unknown label {label!r} (not in the class list): {text!r}")
@@ -197,11 +197,15 @@ def _read_kinetics_csv(path: str, root: str, classes: Optional[List[str]], split
     return Annotations(videos, classes or [], missing, path, "kinetics_csv", duplicates)
 
 
-def list_lines(path: str) -> Iterator[Tuple[int, str, Optional[Tuple[str, str]]]]:
+def list_lines(path: str, text: Optional[str] = None) -> Iterator[Tuple[int, str, Optional[Tuple[str, str]]]]:
     """``(line number, line, (path, label) or None if malformed)`` of each non-empty line of a
-    PySlowFast list (``<path> <label>``, space or comma separated; the path may hold spaces)."""
-    with open(path, "r", encoding=ENCODING) as f:
-        lines = f.read().splitlines()
+    PySlowFast list (``<path> <label>``, space or comma separated; the path may hold spaces).
+    ``text``: the file's text, already read. Lines end at ``\n``, ``\r\n`` or ``\r`` only (as an
+    editor numbers them; ``str.splitlines`` would also split at form feeds and the like)."""
+    if text is None:
+        with open(path, "r", encoding=ENCODING, newline="") as f:
+            text = f.read()
+    lines = text.replace("\r\n", "\n").replace("\r", "\n").split("\n")
     for lineno, line in enumerate(lines, start=1):
         text = line.strip()
         if not text:

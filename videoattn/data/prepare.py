@@ -18,6 +18,10 @@ output time grid at the source's average frame rate ``fps``:
 Without ``start``/``end`` (an already-cut source) the whole file is kept: the grid starts at its
 first frame and runs to its last one (a constant-rate source keeps every frame).
 
+Rotation: a source with a display rotation (a phone video stored sideways) is turned upright and
+written without one (:mod:`videoattn.data.orientation`, shared with ``predict --render``), so the
+output shows what players and decord show; ``PrepareResult.rotated`` says by how many degrees.
+
 Output: H.264 (libx264, CAVLC entropy coding unless ``cabac``: cheaper to decode) yuv420p ``.mp4``, short side ``short_side`` (a smaller source keeps its
 size: upscaling adds bytes, not information), both sides even, a keyframe at least every ``gop``
 frames, no audio, the source's average frame rate. Each output is encoded in memory, written to a
@@ -29,6 +33,7 @@ from __future__ import annotations
 
 import errno
 import io
+import itertools
 import math
 import os
 import time
@@ -38,12 +43,14 @@ from typing import Iterator, Optional, Tuple
 
 import av
 
+from videoattn.data.orientation import quarter_turns, upright_frame, upright_size
 from videoattn.utils.io import atomic_path
 
 # failure reasons (the ``reason`` column of failed.csv)
 MISSING, WRONG_EXTENSION, BAD_ROW, DUPLICATE = "missing", "wrong extension", "bad row", "duplicate"
 UNREADABLE, NO_VIDEO, PAST_END, ZERO_FRAMES = "unreadable", "no video stream", "span past the end", "zero frames"
 TIME_LIMIT, CRASHED, VERIFY, OUTPUT = "time limit", "worker crashed", "verification failed", "output error"
+NOT_IN_CLASS = "not in a class folder"
 FATAL_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM}
 ENCODER = "libx264"
 EPS = 1e-6
@@ -84,6 +91,7 @@ class PrepareResult:
     size: int = 0
     mtime_ns: int = 0
     seconds: float = 0.0
+    rotated: int = 0                  # degrees (counter-clockwise) the frames were turned to be upright
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -194,8 +202,23 @@ def select_frames(frames: Iterator[Tuple[float, object]], t0: Optional[float], f
 
 
 # ---------------------------------------------------------------------------------------- encoding
-def _encode(frames: Iterator[object], fps: Fraction, size: Tuple[int, int], job: PrepareJob) -> Tuple[bytes, int]:
-    """H.264 mp4 bytes of ``frames`` (scaled to ``size``) and the number of frames encoded."""
+@dataclass
+class Encoded:
+    data: bytes
+    frames: int
+    size: Tuple[int, int]             # (W, H) written
+    turns: int                        # counter-clockwise quarter turns applied (the display rotation)
+
+
+def _encode(frames: Iterator[object], fps: Fraction, job: PrepareJob) -> Encoded:
+    """H.264 mp4 of ``frames``, turned upright (their display rotation, see
+    :mod:`videoattn.data.orientation`) and scaled to the job's short side."""
+    frames = iter(frames)
+    first = next(frames, None)
+    if first is None:
+        return Encoded(b"", 0, (0, 0), 0)
+    turns = quarter_turns(first)
+    size = output_size(*upright_size(first.width, first.height, turns), job.short_side)
     buf = io.BytesIO()
     count = 0
     with av.open(buf, "w", format="mp4") as out:
@@ -204,13 +227,13 @@ def _encode(frames: Iterator[object], fps: Fraction, size: Tuple[int, int], job:
         stream.pix_fmt = "yuv420p"
         stream.codec_context.gop_size = job.gop
         time_base = Fraction(1) / fps
-        for frame in frames:
-            image = frame.reformat(size[0], size[1], "yuv420p", interpolation="AREA")
+        for frame in itertools.chain([first], frames):
+            image = upright_frame(frame, turns).reformat(size[0], size[1], "yuv420p", interpolation="AREA")
             image.pts, image.time_base = count, time_base
             out.mux(stream.encode(image))
             count += 1
         out.mux(stream.encode())
-    return buf.getvalue(), count
+    return Encoded(buf.getvalue(), count, size, turns)
 
 
 def x264_options(job: PrepareJob) -> dict:
@@ -236,24 +259,23 @@ def _decode_plan(job: PrepareJob, stream, fps: Fraction) -> Tuple[Optional[float
     return float(job.start), n
 
 
-def encode_job(job: PrepareJob) -> Tuple[bytes, int, Fraction, Tuple[int, int]]:
-    """Decode, cut, scale and encode ``job`` in memory -> (mp4 bytes, frames, fps, (W, H))."""
+def encode_job(job: PrepareJob) -> Tuple[Encoded, Fraction]:
+    """Decode, cut, turn upright, scale and encode ``job`` in memory -> (the encoded video, fps)."""
     container, stream, fps = _open_source(job.source)
     try:
         t0, n = _decode_plan(job, stream, fps)
-        size = output_size(stream.codec_context.width, stream.codec_context.height, job.short_side)
         if min(stream.codec_context.width, stream.codec_context.height) <= 0:
             raise PrepareError(UNREADABLE, "video stream without a frame size")
         stats: dict = {}
         declared = stream.frames
         selected = select_frames(_frames(container, stream, fps, t0, stats), t0, fps, n)
         try:
-            data, count = _encode(selected, fps, size, job)
+            encoded = _encode(selected, fps, job)
         except av.FFmpegError as e:
             raise PrepareError(UNREADABLE, f"decoding or encoding failed: {_short(e)}") from None
     finally:
         container.close()
-    decoded = stats.get("decoded", 0)
+    decoded, count = stats.get("decoded", 0), encoded.frames
     if decoded == 0:
         raise PrepareError(ZERO_FRAMES, "no frame decodes")
     if count == 0:
@@ -263,7 +285,7 @@ def encode_job(job: PrepareJob) -> Tuple[bytes, int, Fraction, Tuple[int, int]]:
         raise PrepareError(PAST_END, f"video ends at {job.start + count / float(fps):.2f} s, span ends at {job.end:g} s")
     if n is None and declared > 0 and decoded < declared - 1:
         raise PrepareError(UNREADABLE, f"truncated: {decoded} of the {declared} frames the container declares decode")
-    return data, count, fps, size
+    return encoded, fps
 
 
 # ------------------------------------------------------------------------------- write and verify
@@ -308,11 +330,12 @@ def prepare_video(job: PrepareJob) -> PrepareResult:
     """Prepare one video (see the module docstring); never raises for a bad source or output."""
     started = time.perf_counter()
     try:
-        data, count, fps, size = encode_job(job)
+        encoded, fps = encode_job(job)
+        count, size = encoded.frames, encoded.size
         span = (job.start, job.end) if job.start is not None else None
         try:
             with atomic_path(job.output) as tmp:
-                _write_file(tmp, data)
+                _write_file(tmp, encoded.data)
                 verify_output(tmp, count, size, fps, span)
         except OSError as e:
             raise PrepareError(OUTPUT, f"{job.output}: {e.strerror or e}", fatal=e.errno in FATAL_ERRNOS) from None
@@ -320,7 +343,8 @@ def prepare_video(job: PrepareJob) -> PrepareResult:
     except PrepareError as e:
         return PrepareResult(job.output, False, e.reason, e.detail, e.fatal, seconds=time.perf_counter() - started)
     return PrepareResult(job.output, True, frames=count, fps=str(fps), width=size[0], height=size[1],
-                         size=st.st_size, mtime_ns=st.st_mtime_ns, seconds=time.perf_counter() - started)
+                         size=st.st_size, mtime_ns=st.st_mtime_ns, seconds=time.perf_counter() - started,
+                         rotated=encoded.turns * 90)
 
 
 def _short(e: BaseException, limit: int = 160) -> str:

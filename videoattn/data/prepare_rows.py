@@ -18,13 +18,14 @@ from __future__ import annotations
 
 import csv
 import io
+import math
 import os
 import re
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Tuple
 
 from videoattn.data.annotations import VIDEO_EXTENSIONS, list_lines
-from videoattn.data.prepare import BAD_ROW, DUPLICATE, MISSING, WRONG_EXTENSION
+from videoattn.data.prepare import BAD_ROW, DUPLICATE, MISSING, NOT_IN_CLASS, WRONG_EXTENSION
 from videoattn.utils.walk import walk_files
 
 CUT_NAME = re.compile(r"^(?P<id>.+)_(?P<start>\d{6})_(?P<end>\d{6})$")
@@ -133,9 +134,8 @@ def _split_name(path: str) -> str:
     return os.path.splitext(os.path.basename(os.path.normpath(path)))[0]
 
 
-def _read_csv(path: str, inputs: Inputs) -> None:
-    with open(path, "r", encoding="utf-8-sig", newline="") as f:
-        table = list(csv.reader(f))
+def _read_csv(path: str, text: str, inputs: Inputs) -> None:
+    table = list(csv.reader(io.StringIO(text, newline="")))
     header = [c.strip().lower() for c in table[0]]
     if "label" not in header:
         raise InputError(f"{path}:1: Kinetics CSV without a 'label' column: {','.join(table[0])}")
@@ -154,27 +154,55 @@ def _read_csv(path: str, inputs: Inputs) -> None:
         except ValueError:
             inputs.failures.append(Failure(yid, BAD_ROW, "time_start/time_end are not numbers", where))
             continue
+        if not (math.isfinite(start) and math.isfinite(end)):
+            inputs.failures.append(Failure(yid, BAD_ROW, f"time_start/time_end must be finite: {start:g}, {end:g}", where))
+            continue
         split = fields[col["split"]].strip() if "split" in col and fields[col["split"]].strip() else _split_name(path)
         stem = f"{yid}_{int(start):06d}_{int(end):06d}" if start >= 0 else yid
         inputs.rows.append(Row(path, lineno, split, label, stem, yid, start, end, fields=fields))
 
 
-def _read_list(path: str, inputs: Inputs) -> None:
+def _read_list(path: str, text: str, inputs: Inputs) -> None:
     inputs.formats[path] = "list"
-    for lineno, line, row in list_lines(path):
+    for lineno, line, row in list_lines(path, text):
         if row is None or not row[1].isdigit():
             inputs.failures.append(Failure("", BAD_ROW, f"expected '<path> <label index>': {line!r}", f"{path}:{lineno}"))
             continue
         rel, label = row
+        ext = os.path.splitext(rel)[1]
+        if ext and ext.lower() not in VIDEO_EXTENSIONS:  # not a video: never matched to a video of its stem
+            inputs.failures.append(Failure(rel, WRONG_EXTENSION, f"{ext} is not a video extension", f"{path}:{lineno}"))
+            continue
         stem = os.path.splitext(os.path.basename(rel))[0]
         m = CUT_NAME.match(stem)
         yid, start, end = (m["id"], float(m["start"]), float(m["end"])) if m else ("", None, None)
         inputs.rows.append(Row(path, lineno, _split_name(path), label, stem, yid, start, end, fields=[rel, label]))
 
 
+def _is_video_name(name: str) -> bool:
+    return not name.startswith(".") and os.path.splitext(name)[1].lower() in VIDEO_EXTENSIONS
+
+
+def _outside_classes(path: str, inputs: Inputs) -> None:
+    """Videos a folder-per-class input holds outside ``<class>/<video>`` (loose at the top, or in a
+    sub-folder of a class folder) are listed in failed.csv, not silently left out."""
+    for name in sorted(os.listdir(path)):
+        file = os.path.join(path, name)
+        if os.path.isfile(file) and _is_video_name(name):
+            inputs.failures.append(Failure(file, NOT_IN_CLASS, "a video directly in the input folder: move it into "
+                                           "a class folder <folder>/<class>/", path))
+        elif os.path.isdir(file) and not name.startswith("."):
+            for sub in sorted(d for d in os.listdir(file) if os.path.isdir(os.path.join(file, d))):
+                for video in walk_files(os.path.join(file, sub)):
+                    if _is_video_name(os.path.basename(video)):
+                        inputs.failures.append(Failure(video, NOT_IN_CLASS, f"in the sub-folder {name}/{sub}: only "
+                                                       "<folder>/<class>/<video> is read; move it up", path))
+
+
 def _read_folders(path: str, inputs: Inputs) -> None:
     inputs.formats[path] = "folders"
     split = _split_name(path)
+    _outside_classes(path, inputs)
     for label in sorted(os.listdir(path)):
         folder = os.path.join(path, label)
         if not os.path.isdir(folder) or label.startswith("."):
@@ -197,16 +225,17 @@ def read_inputs(paths: List[str]) -> Inputs:
         if os.path.isdir(path):
             _read_folders(path, inputs)
             continue
-        try:
+        try:  # read once: the input may be a pipe (``<(...)``)
             with open(path, "r", encoding="utf-8-sig", newline="") as f:
-                first = f.readline()
-            header = [c.strip().lower() for c in next(csv.reader([first]), [])]
-            if all(c in header for c in ("youtube_id", "time_start", "time_end")):
-                _read_csv(path, inputs)
-            else:
-                _read_list(path, inputs)
+                text = f.read()
         except (OSError, UnicodeDecodeError) as e:
             raise InputError(f"{path}: cannot read the annotation file: {getattr(e, 'strerror', None) or e}") from None
+        first = next(iter(text.splitlines()), "")
+        header = [c.strip().lower() for c in next(csv.reader([first]), [])]
+        if all(c in header for c in ("youtube_id", "time_start", "time_end")):
+            _read_csv(path, text, inputs)
+        else:
+            _read_list(path, text, inputs)
     return inputs
 
 
@@ -269,13 +298,17 @@ def output_relpath(row: Row, fmt: str, classes: List[str], layout: str) -> str:
     return "/".join(parts + [safe_name(row.stem) + ".mp4"])
 
 
-def annotation_outputs(inputs: Inputs, out_dir: str) -> Dict[str, str]:
-    """{input annotation: the clean copy to write} (folder inputs: none; the output tree is the copy)."""
+def annotation_outputs(inputs: Inputs, out_dir: str, reserved: Tuple[str, ...] = ()) -> Dict[str, str]:
+    """{input annotation: the clean copy to write} (folder inputs: none; the output tree is the copy);
+    InputError for a copy that would take the name of one of the ``reserved`` reports."""
     targets: Dict[str, str] = {}
     for path, fmt in inputs.formats.items():
         if fmt == "folders":
             continue
         target = os.path.join(out_dir, os.path.basename(path))
+        if os.path.basename(path) in reserved:
+            raise InputError(f"{path}: its clean copy would be {target}, the name of a report prepare_data "
+                             f"writes ({', '.join(reserved)}); rename the annotation file")
         if target in targets.values():
             raise InputError(f"{path}: another input has the same file name; its clean copy would overwrite it")
         if os.path.exists(target) and os.path.samefile(target, path):
@@ -296,3 +329,19 @@ def clean_annotation_text(path: str, inputs: Inputs, good: Dict[int, str]) -> st
     else:
         buf.writelines(f"{good[id(r)]} {r.label}\n" for r in rows)
     return buf.getvalue()
+
+
+def refuse_overwrites(outputs: List[str], inputs: List[str]) -> None:
+    """InputError (one line) if any of ``outputs`` already is one of the files ``inputs`` (a source
+    video or an annotation file), however it is reached: the same path (a source inside the output
+    folder, in the output's layout), a symlink or a hard link. Compared by (device, inode)."""
+    keys = {}
+    for path in inputs:
+        st = _stat(path)
+        if st is not None:
+            keys.setdefault((st.st_dev, st.st_ino), path)
+    for path in outputs:
+        st = _stat(path)
+        if st is not None and (st.st_dev, st.st_ino) in keys:
+            raise InputError(f"{path} would replace the input {keys[(st.st_dev, st.st_ino)]} (the source lies "
+                             "inside --output in its layout, or is linked there); choose an --output outside the inputs")

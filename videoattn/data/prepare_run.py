@@ -22,6 +22,7 @@ import fcntl
 import glob
 import io
 import json
+import math
 import os
 import time
 from collections import Counter
@@ -33,11 +34,13 @@ from videoattn.data.prepare import (CRASHED, ENCODER, TIME_LIMIT, UNREADABLE, Pr
                                     prepare_video)
 from videoattn.data.prepare_rows import (Failure, Inputs, InputError, Row, annotation_outputs, check_rows,
                                          clean_annotation_text, find_source, index_sources, output_relpath,
-                                         read_inputs, resolve_classes)
+                                         read_inputs, refuse_overwrites, resolve_classes)
 from videoattn.utils.io import atomic_write_text
-from videoattn.utils.workers import CRASHED as POOL_CRASHED, OK as POOL_OK, TIME_LIMIT as POOL_TIME_LIMIT, run_tasks
+from videoattn.utils.workers import (CRASHED as POOL_CRASHED, OK as POOL_OK, TIME_LIMIT as POOL_TIME_LIMIT, run_tasks,
+                                     usable_cores)
 
 MANIFEST, LOCK = ".prepare_manifest.jsonl", ".prepare.lock"
+REPORTS = ("classes.txt", "failed.csv", MANIFEST, LOCK)   # written by the run: no clean copy may take these names
 X264_PRESETS = ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower", "veryslow")
 DEFAULT_GOP = 32  # measured: decode cost flat for 16..32, +10% at 64; 32 is the smallest file there (README)
 
@@ -74,6 +77,8 @@ class RunState:
     skipped: int = 0
     seconds: float = 0.0                                 # worker time of the new outputs
     stopped: str = ""                                    # why the run stopped early
+    rotated: int = 0                                     # new outputs turned upright (display rotation)
+    workers: int = 0                                     # worker processes used
 
 
 # ---------------------------------------------------------------------------------------- manifest
@@ -151,6 +156,8 @@ def _check_options(opts: PrepareOptions) -> None:
         raise InputError(f"--crf must be in [0, 51], got {opts.crf}")
     if opts.workers < 1:
         raise InputError(f"--workers must be >= 1, got {opts.workers}")
+    if not (math.isfinite(opts.time_limit) and opts.time_limit > 0):
+        raise InputError(f"--time-limit must be a positive number of seconds, got {opts.time_limit:g}")
     if opts.layout not in ("per-label", "flat"):
         raise InputError(f"--layout must be per-label or flat, got {opts.layout!r}")
     for path in opts.annotations:
@@ -161,6 +168,10 @@ def _check_options(opts: PrepareOptions) -> None:
         raise InputError(f"an annotation input is given twice: {sorted({p for p in real if real.count(p) > 1})[0]}")
     if opts.source and not os.path.isdir(opts.source):
         raise InputError(f"--source is not a folder: {opts.source}")
+    for folder in [opts.source] + [a for a in opts.annotations if os.path.isdir(a)]:
+        if folder and os.path.isdir(opts.output) and os.path.samefile(folder, opts.output):
+            raise InputError(f"--output {opts.output} is the input folder {folder}: the prepared videos would replace "
+                             "the source videos; choose another --output")
 
 
 def _load_classes(spec: str) -> Optional[List[str]]:
@@ -231,7 +242,7 @@ def execute(todo: List[Planned], opts: PrepareOptions, inputs: Inputs, state: Ru
     sweep_temporaries(folders)
     jobs = [p.job for p in todo]
     bar = tqdm(total=len(jobs), unit="video", desc="prepare", disable=not opts.progress, dynamic_ncols=True)
-    results = run_tasks(worker, jobs, opts.workers, opts.time_limit)
+    results = run_tasks(worker, jobs, state.workers or opts.workers, opts.time_limit)
     try:
         for index, status, value in results:
             p, result = todo[index], _pool_result(todo[index], status, value)
@@ -241,6 +252,7 @@ def execute(todo: List[Planned], opts: PrepareOptions, inputs: Inputs, state: Ru
                 state.good[id(p.row)] = p.rel
                 state.new += 1
                 state.seconds += result.seconds
+                state.rotated += bool(result.rotated)
                 continue
             inputs.failures.append(Failure(p.job.source, result.reason, result.detail, p.row.where))
             if result.fatal:
@@ -255,11 +267,13 @@ def execute(todo: List[Planned], opts: PrepareOptions, inputs: Inputs, state: Ru
 
 def _write_reports(opts: PrepareOptions, inputs: Inputs, classes: List[str], state: RunState) -> List[str]:
     written = []
-    targets = annotation_outputs(inputs, opts.output)
+    targets = annotation_outputs(inputs, opts.output, REPORTS)
     for path, target in targets.items():
         atomic_write_text(target, clean_annotation_text(path, inputs, state.good))
         written.append(target)
-    atomic_write_text(os.path.join(opts.output, "classes.txt"), "".join(c + "\n" for c in classes))
+    classes_txt = os.path.join(opts.output, "classes.txt")
+    if not _same_file(classes_txt, opts.classes):  # --classes OUT/classes.txt: the list read from it, kept as is
+        atomic_write_text(classes_txt, "".join(c + "\n" for c in classes))
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
     writer.writerow(["path", "reason", "detail", "row"])
@@ -283,43 +297,79 @@ def summary(inputs: Inputs, planned: List[Planned], state: RunState, opts: Prepa
     reasons = Counter(f.reason for f in inputs.failures)
     if reasons:
         lines.append("failed: " + ", ".join(f"{r} {n}" for r, n in reasons.most_common()) + "  (see failed.csv)")
+    if state.rotated:
+        lines.append(f"{state.rotated} videos had a display rotation (phone video): turned upright, as decord and "
+                     "players show them")
     if state.new:
-        lines.append(f"{wall:.1f} s, {opts.workers} workers: {state.new / wall:.2f} videos/s, "
+        lines.append(f"{wall:.1f} s, {state.workers} workers: {state.new / wall:.2f} videos/s, "
                      f"{state.seconds / state.new:.2f} s of one worker per video")
     return "\n".join(lines)
 
 
+def _same_file(a: str, b: str) -> bool:
+    try:
+        return bool(b) and os.path.samefile(a, b)
+    except OSError:
+        return False
+
+
+def pick_workers(requested: int, jobs: int, echo: Callable) -> int:
+    """``requested`` capped at the jobs and the usable cores; a capped request is said in one line."""
+    cores = usable_cores()
+    workers = max(1, min(requested, jobs, cores))
+    if requested > cores:
+        echo(f"--workers {requested}: using {workers} (this machine has {cores} usable cores"
+             + (f", {jobs} videos to prepare)" if jobs < cores else ")"))
+    return workers
+
+
+def _prepare(opts: PrepareOptions, echo: Callable, worker: Callable, state: RunState):
+    """The run under the output lock -> (inputs, planned jobs, files written)."""
+    with output_lock(opts.output):
+        inputs = read_inputs(opts.annotations)
+        classes = resolve_classes(inputs, _load_classes(opts.classes))
+        targets = annotation_outputs(inputs, opts.output, REPORTS)  # fail early on a name clash
+        planned = plan_jobs(check_rows(inputs, classes), inputs, classes, opts)
+        annotation_files = [a for a in opts.annotations if not os.path.isdir(a)]
+        refuse_overwrites([p.job.output for p in planned] + list(targets.values())
+                          + [os.path.join(opts.output, n) for n in REPORTS if n != LOCK],
+                          [p.job.source for p in planned] + annotation_files)
+        entries = load_manifest(opts.output)
+        todo = []
+        for p in planned:
+            if is_verified(p, entries.get(p.rel), opts.output):
+                state.good[id(p.row)] = p.rel
+                state.skipped += 1
+            else:
+                todo.append(p)
+        state.workers = pick_workers(opts.workers, len(todo), echo)
+        with open(os.path.join(opts.output, MANIFEST), "a", encoding="utf-8") as manifest:
+            execute(todo, opts, inputs, state, manifest, worker)
+        return inputs, planned, _write_reports(opts, inputs, classes, state)
+
+
 def run_prepare(opts: PrepareOptions, echo: Callable = print, worker: Callable = prepare_video) -> int:
-    """The whole run; returns the exit code (0 done, 2 stopped: bad input for the run, output full...).
+    """The whole run; returns the exit code (0 done, 2 stopped: bad input for the run, output full...,
+    130 interrupted: Ctrl-C).
 
     ``worker(PrepareJob) -> PrepareResult`` runs in the worker processes (a module-level function).
     """
     started = time.perf_counter()
+    state = RunState()
     try:
         _check_options(opts)
-        with output_lock(opts.output):
-            inputs = read_inputs(opts.annotations)
-            classes = resolve_classes(inputs, _load_classes(opts.classes))
-            annotation_outputs(inputs, opts.output)  # fail early on a name clash
-            planned = plan_jobs(check_rows(inputs, classes), inputs, classes, opts)
-            state = RunState()
-            entries = load_manifest(opts.output)
-            todo = []
-            for p in planned:
-                if is_verified(p, entries.get(p.rel), opts.output):
-                    state.good[id(p.row)] = p.rel
-                    state.skipped += 1
-                else:
-                    todo.append(p)
-            with open(os.path.join(opts.output, MANIFEST), "a", encoding="utf-8") as manifest:
-                execute(todo, opts, inputs, state, manifest, worker)
-            written = _write_reports(opts, inputs, classes, state)
+        inputs, planned, written = _prepare(opts, echo, worker, state)
     except InputError as e:
         echo(f"error: {e}")
         return 2
     except OSError as e:  # the output folder filled up / went away while writing the reports
         echo(f"error: cannot write to {opts.output}: {e.strerror or e}; verified videos are kept, rerun to finish")
         return 2
+    except KeyboardInterrupt:
+        echo(f"interrupted: {state.new} videos prepared in this run and {state.skipped} verified before are kept in "
+             f"{opts.output} (listed in {MANIFEST}); a rerun skips them and prepares the rest. The clean annotation "
+             "files, classes.txt and failed.csv are written when a run completes")
+        return 130
     echo(summary(inputs, planned, state, opts, time.perf_counter() - started))
     echo("wrote " + ", ".join(written))
     if state.stopped:

@@ -13,6 +13,7 @@ import numpy as np
 import torch
 
 from videoattn.data.decode_guard import DecodeError, TruncatedVideoError, run_with_timeout, short_reason
+from videoattn.data.orientation import quarter_turns, upright_array
 
 
 class PyAVReader:
@@ -86,7 +87,7 @@ class PyAVReader:
                     i = self._index(frame.pts)
                     end = max(end, i)
                     if i >= first:
-                        got[i] = frame.to_ndarray(format="rgb24", threads=1)
+                        got[i] = upright_array(frame.to_ndarray(format="rgb24", threads=1), quarter_turns(frame))
                 if end >= last:
                     break
         finally:

@@ -5,7 +5,8 @@
   each frame (:func:`videoattn.engine.timeline.window_at`) in a box at the top left (fewer
   lines on frames too small for three). Odd frame
   sizes are padded by one pixel (edge replicated) to the even sizes yuv420p needs; audio is
-  dropped. Text uses PIL's built-in default font (no font files needed).
+  dropped; a display rotation (phone video) is applied: frames are turned upright
+  (:mod:`videoattn.data.orientation`, as in prepare_data). Text uses PIL's built-in default font (no font files needed).
 * :func:`render_timeline`: a PNG strip, time on x: the segments of equal top label as coloured
   bars with their label and mean score, and the top-1 score of every window below.
 
@@ -20,6 +21,7 @@ from typing import List, Optional, Sequence, Tuple
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
+from videoattn.data.orientation import quarter_turns, upright_array
 from videoattn.engine.timeline import WindowTopK, handovers, segments, window_at
 from videoattn.utils.io import atomic_path
 
@@ -111,8 +113,8 @@ def _transcode(frames, dst, fps: Fraction, lines, windows, crf: int) -> dict:
     import av
 
     out, layout, n = None, None, 0
-    for n, frame in enumerate(frames, start=1):
-        arr = _even(frame.to_ndarray(format="rgb24"))
+    for n, frame in enumerate(frames, start=1):  # turned upright: the display rotation is applied
+        arr = _even(upright_array(frame.to_ndarray(format="rgb24"), quarter_turns(frame)))
         if out is None:
             h, w = arr.shape[:2]
             layout = overlay_layout(w, h, lines)

@@ -13,9 +13,11 @@ pipe closes), and run one task at a time, so a deadline measures one task.
 from __future__ import annotations
 
 import collections
+import contextlib
 import multiprocessing as mp
 import os
 import signal
+import threading
 import time
 from multiprocessing.connection import wait
 from typing import Any, Callable, Iterator, List, Optional, Sequence, Tuple
@@ -33,6 +35,28 @@ def _die_with_parent(parent_pid: int) -> None:
         return
     if os.getppid() != parent_pid:  # the parent died before prctl
         os._exit(1)
+
+
+def usable_cores() -> int:
+    """CPU cores this process may run on (its affinity mask; ``os.cpu_count()`` where there is none)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+@contextlib.contextmanager
+def _sigint_ignored() -> Iterator[None]:
+    """Ignore SIGINT while a worker starts: the child inherits the ignored signal through ``exec``, so
+    Ctrl-C (sent to the whole process group) cannot interrupt its start-up with a traceback."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def _worker_main(conn, fn: Callable, parent_pid: int) -> None:
@@ -64,7 +88,8 @@ class _Worker:
     def __init__(self, ctx, fn: Callable):
         self.conn, child = ctx.Pipe()
         self.proc = ctx.Process(target=_worker_main, args=(child, fn, os.getpid()), daemon=True)
-        self.proc.start()
+        with _sigint_ignored():
+            self.proc.start()
         child.close()
         self.ready = False
         self.task: Optional[int] = None
