@@ -263,3 +263,32 @@ def test_pyav_fallback_reads_a_rotated_video_as_decord_does(tmp_path):
             video.close()
     assert frames["pyav"].shape == frames["decord"].shape == (2, 160, 96, 3)
     assert np.abs(frames["pyav"].astype(int) - frames["decord"]).mean() < 4
+
+
+# ------------------------------------------- 3 (prepare_data's part): a user's file at an output path
+def test_a_file_it_did_not_write_is_kept_and_listed(tmp_path):
+    """A file at an output path that the manifest never named is the user's: kept byte for byte, one
+    failed.csv row, the other rows prepared. A claimed output (killed between rename and record) is
+    still the tool's own and is redone."""
+    src, out = tmp_path / "raw", tmp_path / "ds"
+    src.mkdir()
+    for vid in ("mine", "theirs"):
+        make_indexed_video(str(src / f"{vid}.mp4"), 20, 10, 160, 96)
+    ann = tmp_path / "train.csv"
+    ann.write_text(HEADER + "walking,mine,0,2,train\nwalking,theirs,0,2,train\n")
+    user_file = out / "train" / "walking" / "theirs_000000_000002.mp4"
+    user_file.parent.mkdir(parents=True)
+    user_file.write_bytes(b"the user's own video")
+    r = _run("--annotations", ann, "--source", src, "--output", out)
+    assert r.returncode == 0 and "Traceback" not in r.stderr, r.stdout + r.stderr
+    assert user_file.read_bytes() == b"the user's own video"
+    assert [(row[1], str(user_file) in row[2]) for row in _failed(out)] == [("output exists", True)]
+    assert list(load_manifest(str(out))) == ["train/walking/mine_000000_000002.mp4"]
+    # a run killed after the worker renamed its output into place but before the record: claimed only
+    claimed = out / "train" / "walking" / "mine_000000_000002.mp4"
+    lines = (out / ".prepare_manifest.jsonl").read_text().splitlines()
+    (out / ".prepare_manifest.jsonl").write_text("".join(l + "\n" for l in lines if '"claimed"' in l))
+    r = _run("--annotations", ann, "--source", src, "--output", out)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert list(load_manifest(str(out))) == ["train/walking/mine_000000_000002.mp4"] and claimed.stat().st_size > 0
+    assert user_file.read_bytes() == b"the user's own video"

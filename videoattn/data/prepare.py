@@ -50,7 +50,7 @@ from videoattn.utils.io import atomic_path
 MISSING, WRONG_EXTENSION, BAD_ROW, DUPLICATE = "missing", "wrong extension", "bad row", "duplicate"
 UNREADABLE, NO_VIDEO, PAST_END, ZERO_FRAMES = "unreadable", "no video stream", "span past the end", "zero frames"
 TIME_LIMIT, CRASHED, VERIFY, OUTPUT = "time limit", "worker crashed", "verification failed", "output error"
-NOT_IN_CLASS = "not in a class folder"
+NOT_IN_CLASS, NOT_OURS = "not in a class folder", "output exists"
 FATAL_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM}
 ENCODER = "libx264"
 EPS = 1e-6

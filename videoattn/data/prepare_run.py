@@ -4,8 +4,10 @@ Restarts: every verified output is recorded in ``<output>/.prepare_manifest.json
 appended and fsynced by the main process right after the worker has renamed the file into place):
 its size and mtime, frames, fps, the source's size and mtime and the encoding settings. A rerun
 skips an output whose manifest entry still matches all of these (a ``stat``, no decoding) and
-redoes everything else: an output absent from the manifest (killed between rename and record), a
-changed source or setting, a file changed since. Temporary files of killed workers
+redoes everything else: a changed source or setting, a file changed since. Before any job runs,
+its output is *claimed* in the manifest (``{"output": ..., "claimed": true}``), so an output killed
+between rename and record is still known as ours and is redone; a file at an output path that the
+manifest never named was not written by this tool and is left alone (a failed.csv row). Temporary files of killed workers
 (``.<name>.mp4.*.tmp``) are swept from the jobs' folders before and after the jobs run. A run holds
 ``<output>/.prepare.lock`` (``flock``: released by the kernel even after ``kill -9``), so two runs
 never write one folder.
@@ -27,10 +29,10 @@ import os
 import time
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Callable, Dict, List, Optional, Tuple
+from typing import Callable, Dict, Iterator, List, Optional, Set, Tuple
 
 from videoattn.data.annotations import load_classes
-from videoattn.data.prepare import (CRASHED, ENCODER, TIME_LIMIT, UNREADABLE, PrepareJob, PrepareResult,
+from videoattn.data.prepare import (CRASHED, ENCODER, NOT_OURS, TIME_LIMIT, UNREADABLE, PrepareJob, PrepareResult,
                                     prepare_video)
 from videoattn.data.prepare_rows import (Failure, Inputs, InputError, Row, annotation_outputs, check_rows,
                                          clean_annotation_text, find_source, index_sources, output_relpath,
@@ -94,16 +96,45 @@ def _entry(p: Planned, result: PrepareResult) -> dict:
                 width=result.width, height=result.height)
 
 
-def load_manifest(out_dir: str) -> Dict[str, dict]:
-    """{output relative path: its latest entry}; a torn last line (killed mid-write) is ignored."""
-    entries: Dict[str, dict] = {}
+def _manifest_lines(out_dir: str) -> Iterator[dict]:
+    """Every whole entry of the manifest; a torn last line (killed mid-write) is ignored."""
     with contextlib.suppress(FileNotFoundError), open(os.path.join(out_dir, MANIFEST), encoding="utf-8") as f:
         for line in f:
             with contextlib.suppress(ValueError):
                 entry = json.loads(line)
                 if isinstance(entry, dict) and isinstance(entry.get("output"), str):
-                    entries[entry["output"]] = entry
-    return entries
+                    yield entry
+
+
+def load_manifest(out_dir: str) -> Dict[str, dict]:
+    """{output relative path: its latest verified entry} (claims are not entries)."""
+    return {e["output"]: e for e in _manifest_lines(out_dir) if not e.get("claimed")}
+
+
+def claimed_outputs(out_dir: str) -> Set[str]:
+    """Every output relative path this tool ever claimed or verified in ``out_dir``: its own files."""
+    return {e["output"] for e in _manifest_lines(out_dir)}
+
+
+def keep_foreign_files(todo: List[Planned], out_dir: str, inputs: Inputs) -> List[Planned]:
+    """``todo`` without the jobs whose output path holds a file this tool did not write (the manifest
+    never named it): each becomes a failed.csv row and the file stays as it is."""
+    ours, kept = claimed_outputs(out_dir), []
+    for p in todo:
+        if p.rel not in ours and os.path.lexists(p.job.output):
+            inputs.failures.append(Failure(p.job.source, NOT_OURS, f"{p.job.output} exists and was not written by "
+                                           "prepare_data: move it away or choose another --output", p.row.where))
+        else:
+            kept.append(p)
+    return kept
+
+
+def claim(handle, todo: List[Planned]) -> None:
+    """Record, before any job runs, that these outputs are ours (one write, one fsync)."""
+    if todo:
+        handle.write("".join(json.dumps(dict(output=p.rel, claimed=True)) + "\n" for p in todo))
+        handle.flush()
+        os.fsync(handle.fileno())
 
 
 def is_verified(p: Planned, entry: Optional[dict], out_dir: str) -> bool:
@@ -342,8 +373,10 @@ def _prepare(opts: PrepareOptions, echo: Callable, worker: Callable, state: RunS
                 state.skipped += 1
             else:
                 todo.append(p)
+        todo = keep_foreign_files(todo, opts.output, inputs)
         state.workers = pick_workers(opts.workers, len(todo), echo)
         with open(os.path.join(opts.output, MANIFEST), "a", encoding="utf-8") as manifest:
+            claim(manifest, todo)
             execute(todo, opts, inputs, state, manifest, worker)
         return inputs, planned, _write_reports(opts, inputs, classes, state)
 
