@@ -26,7 +26,7 @@ from videoattn.engine.checkpoint import make_checkpoint, save_checkpoint
 from videoattn.models import build_model
 from videoattn.models.convert import SOURCES, convert_file
 from videoattn.models.pretrained import load_pretrained_weights
-from videoattn.utils.outputs import check_not_input, claim_file
+from videoattn.utils.outputs import check_not_input, claim_files
 from videoattn.utils.serialization import CheckpointError
 
 
@@ -61,7 +61,7 @@ def main(argv=None) -> int:
             sys.exit(f"conversion failed: {e}")
     ckpt = make_checkpoint(model.state_dict(), config_to_dict(cfg), source=source, conversion_notes=notes, **extra)
     with exit_on_user_error(distributed=False):  # never replace a file this tool did not write
-        claim_file(args.output, "convert_checkpoint", hint="use another --output")
+        claim_files("convert_checkpoint", {args.output: "use another --output"})
         save_checkpoint(args.output, ckpt)
     for note in notes:
         print(f"note: {note}")

@@ -178,3 +178,43 @@ def test_mismatches_fail_clearly(ptv_i3d, tmp_path):
                            str(tmp_path / "x.pyth")], capture_output=True, text=True, cwd=ROOT)
     assert proc.returncode != 0 and "garbage.pyth" in proc.stderr
     assert not (tmp_path / "x.pyth").exists()
+
+
+
+def _convert_r18(src, out):
+    """tools/convert_checkpoint.py: torchvision resnet18 weights into a C2D R18 of the same width."""
+    return subprocess.run([sys.executable, "tools/convert_checkpoint.py", "--source", "torchvision", "--input",
+                           str(src), "--config", "configs/synthetic/C2D_R18.yaml", "--output", str(out),
+                           "model.base_channels=64"], capture_output=True, text=True, cwd=ROOT,
+                          env=dict(os.environ, PYTHONPATH=ROOT, OMP_NUM_THREADS="1"))
+
+
+@pytest.mark.slow
+def test_output_never_replaces_the_input_or_a_file_the_tool_did_not_write(tmp_path):
+    import torchvision
+
+    src = tmp_path / "resnet18.pth"
+    torch.save(torchvision.models.resnet18().state_dict(), src)
+    source_bytes = src.read_bytes()
+    os.link(src, tmp_path / "hard.pth")
+    os.symlink(src.name, tmp_path / "soft.pth")
+    (tmp_path / "sub").mkdir()
+    for out in (src, tmp_path / "hard.pth", tmp_path / "soft.pth", tmp_path / "sub" / ".." / src.name):
+        proc = _convert_r18(src, out)
+        assert proc.returncode == 1 and proc.stderr.strip().splitlines() == [
+            f"error: --output {out} is the input file {src}; not replaced: choose another --output"], proc.stderr
+    mine = tmp_path / "mine.pyth"
+    mine.write_bytes(b"the user's own weights")
+    proc = _convert_r18(src, mine)
+    assert proc.returncode == 1 and proc.stderr.strip().splitlines() == [
+        f"error: {mine} exists and was not written by convert_checkpoint; not replaced: move it away or use "
+        "another --output"], proc.stderr
+    assert src.read_bytes() == source_bytes and mine.read_bytes() == b"the user's own weights"
+    converted = tmp_path / "converted.pyth"
+    for _ in range(2):                                  # its own earlier output: replaced on a rerun
+        proc = _convert_r18(src, converted)
+        assert proc.returncode == 0, proc.stderr
+    assert set(load_checkpoint(str(converted))) >= {"model_state", "config", "meta"}
+    proc = _convert_r18(converted, converted)          # its own output as the input: still the input
+    assert proc.returncode == 1 and "is the input file" in proc.stderr
+    assert src.read_bytes() == source_bytes and set(load_checkpoint(str(converted))) >= {"model_state"}
