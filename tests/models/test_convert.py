@@ -18,6 +18,11 @@ from videoattn.models.convert import convert_state_dict, from_pyslowfast, read_s
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
+def _env() -> dict:
+    """The tool runs this checkout's videoattn (not whichever one the environment has installed)."""
+    return dict(os.environ, PYTHONPATH=ROOT, OMP_NUM_THREADS="1")
+
+
 def _converted(preset, ref, source="pytorchvideo", state=None):
     model = build_model(load_config(None, [f"model.preset={preset}"]).model).eval()
     converted, notes = convert_state_dict(source, ref.state_dict() if state is None else state, model)
@@ -137,7 +142,7 @@ def test_pyslowfast_checkpoint_through_the_tool(ptv_i3d, ptv_logits, clip224, tm
     cfg = os.path.join(ROOT, "configs/kinetics400/I3D_R50.yaml")
     proc = subprocess.run([sys.executable, os.path.join(ROOT, "tools/convert_checkpoint.py"), "--source",
                            "pyslowfast", "--input", str(src), "--config", cfg, "--output", str(out)],
-                          capture_output=True, text=True, cwd=ROOT)
+                          capture_output=True, text=True, cwd=ROOT, env=_env())
     assert proc.returncode == 0, proc.stderr
     ckpt = load_checkpoint(str(out))
     assert {"model_state", "config", "meta"} <= set(ckpt) and ckpt["meta"]["source"].startswith("pyslowfast")
@@ -154,7 +159,7 @@ def test_pytorchvideo_through_the_tool_into_nl_config(ptv_i3d, tmp_path):
     out = tmp_path / "nl.pyth"
     proc = subprocess.run([sys.executable, "tools/convert_checkpoint.py", "--source", "pytorchvideo", "--input",
                            str(src), "--config", "configs/kinetics400/I3D_NL_R50.yaml", "--output", str(out)],
-                          capture_output=True, text=True, cwd=ROOT)
+                          capture_output=True, text=True, cwd=ROOT, env=_env())
     assert proc.returncode == 0, proc.stderr
     assert "res3.1.nl.theta.weight: left as initialised" in proc.stdout
     state = load_checkpoint(str(out))["model_state"]
@@ -175,7 +180,7 @@ def test_mismatches_fail_clearly(ptv_i3d, tmp_path):
         read_state_dict(str(bad))
     proc = subprocess.run([sys.executable, "tools/convert_checkpoint.py", "--source", "pyslowfast", "--input",
                            str(bad), "--config", "configs/kinetics400/I3D_R50.yaml", "--output",
-                           str(tmp_path / "x.pyth")], capture_output=True, text=True, cwd=ROOT)
+                           str(tmp_path / "x.pyth")], capture_output=True, text=True, cwd=ROOT, env=_env())
     assert proc.returncode != 0 and "garbage.pyth" in proc.stderr
     assert not (tmp_path / "x.pyth").exists()
 
@@ -185,8 +190,7 @@ def _convert_r18(src, out):
     """tools/convert_checkpoint.py: torchvision resnet18 weights into a C2D R18 of the same width."""
     return subprocess.run([sys.executable, "tools/convert_checkpoint.py", "--source", "torchvision", "--input",
                            str(src), "--config", "configs/synthetic/C2D_R18.yaml", "--output", str(out),
-                           "model.base_channels=64"], capture_output=True, text=True, cwd=ROOT,
-                          env=dict(os.environ, PYTHONPATH=ROOT, OMP_NUM_THREADS="1"))
+                           "model.base_channels=64"], capture_output=True, text=True, cwd=ROOT, env=_env())
 
 
 @pytest.mark.slow
