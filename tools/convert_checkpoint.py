@@ -15,6 +15,7 @@ dropped unless the config has 1000 classes. Non-local / CBAM parameters absent f
 keep their identity-at-init values; every such key is listed. ``--pretrained NAME`` downloads
 (once, verified) the public weights of that name (see videoattn/models/pretrained.py) instead of
 reading ``--input``; the checkpoint then carries their class names where its head holds them.
+``--output`` never replaces the input (also through a link) or any file this tool did not write.
 """
 import os
 import sys
@@ -25,6 +26,7 @@ from videoattn.engine.checkpoint import make_checkpoint, save_checkpoint
 from videoattn.models import build_model
 from videoattn.models.convert import SOURCES, convert_file
 from videoattn.models.pretrained import load_pretrained_weights
+from videoattn.utils.outputs import check_not_input, claim_files
 from videoattn.utils.serialization import CheckpointError
 
 
@@ -52,12 +54,15 @@ def main(argv=None) -> int:
         sys.exit("error: give either --pretrained NAME or both --source and --input")
     model = build_model(cfg.model)
     with exit_on_user_error(distributed=False):  # offline / wrong checksum: one line
+        check_not_input(args.output, [args.input] if args.input else [])
         try:
             notes, source, extra, what = _convert(args, model)
         except (ValueError, KeyError, FileNotFoundError, CheckpointError) as e:
             sys.exit(f"conversion failed: {e}")
     ckpt = make_checkpoint(model.state_dict(), config_to_dict(cfg), source=source, conversion_notes=notes, **extra)
-    save_checkpoint(args.output, ckpt)
+    with exit_on_user_error(distributed=False):  # never replace a file this tool did not write
+        claim_files("convert_checkpoint", {args.output: "use another --output"})
+        save_checkpoint(args.output, ckpt)
     for note in notes:
         print(f"note: {note}")
     print(f"wrote {args.output} ({len(ckpt['model_state'])} tensors from {what}, "

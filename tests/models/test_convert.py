@@ -18,6 +18,11 @@ from videoattn.models.convert import convert_state_dict, from_pyslowfast, read_s
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
+def _env() -> dict:
+    """The tool runs this checkout's videoattn (not whichever one the environment has installed)."""
+    return dict(os.environ, PYTHONPATH=ROOT, OMP_NUM_THREADS="1")
+
+
 def _converted(preset, ref, source="pytorchvideo", state=None):
     model = build_model(load_config(None, [f"model.preset={preset}"]).model).eval()
     converted, notes = convert_state_dict(source, ref.state_dict() if state is None else state, model)
@@ -137,7 +142,7 @@ def test_pyslowfast_checkpoint_through_the_tool(ptv_i3d, ptv_logits, clip224, tm
     cfg = os.path.join(ROOT, "configs/kinetics400/I3D_R50.yaml")
     proc = subprocess.run([sys.executable, os.path.join(ROOT, "tools/convert_checkpoint.py"), "--source",
                            "pyslowfast", "--input", str(src), "--config", cfg, "--output", str(out)],
-                          capture_output=True, text=True, cwd=ROOT)
+                          capture_output=True, text=True, cwd=ROOT, env=_env())
     assert proc.returncode == 0, proc.stderr
     ckpt = load_checkpoint(str(out))
     assert {"model_state", "config", "meta"} <= set(ckpt) and ckpt["meta"]["source"].startswith("pyslowfast")
@@ -154,7 +159,7 @@ def test_pytorchvideo_through_the_tool_into_nl_config(ptv_i3d, tmp_path):
     out = tmp_path / "nl.pyth"
     proc = subprocess.run([sys.executable, "tools/convert_checkpoint.py", "--source", "pytorchvideo", "--input",
                            str(src), "--config", "configs/kinetics400/I3D_NL_R50.yaml", "--output", str(out)],
-                          capture_output=True, text=True, cwd=ROOT)
+                          capture_output=True, text=True, cwd=ROOT, env=_env())
     assert proc.returncode == 0, proc.stderr
     assert "res3.1.nl.theta.weight: left as initialised" in proc.stdout
     state = load_checkpoint(str(out))["model_state"]
@@ -175,6 +180,45 @@ def test_mismatches_fail_clearly(ptv_i3d, tmp_path):
         read_state_dict(str(bad))
     proc = subprocess.run([sys.executable, "tools/convert_checkpoint.py", "--source", "pyslowfast", "--input",
                            str(bad), "--config", "configs/kinetics400/I3D_R50.yaml", "--output",
-                           str(tmp_path / "x.pyth")], capture_output=True, text=True, cwd=ROOT)
+                           str(tmp_path / "x.pyth")], capture_output=True, text=True, cwd=ROOT, env=_env())
     assert proc.returncode != 0 and "garbage.pyth" in proc.stderr
     assert not (tmp_path / "x.pyth").exists()
+
+
+
+def _convert_r18(src, out):
+    """tools/convert_checkpoint.py: torchvision resnet18 weights into a C2D R18 of the same width."""
+    return subprocess.run([sys.executable, "tools/convert_checkpoint.py", "--source", "torchvision", "--input",
+                           str(src), "--config", "configs/synthetic/C2D_R18.yaml", "--output", str(out),
+                           "model.base_channels=64"], capture_output=True, text=True, cwd=ROOT, env=_env())
+
+
+@pytest.mark.slow
+def test_output_never_replaces_the_input_or_a_file_the_tool_did_not_write(tmp_path):
+    import torchvision
+
+    src = tmp_path / "resnet18.pth"
+    torch.save(torchvision.models.resnet18().state_dict(), src)
+    source_bytes = src.read_bytes()
+    os.link(src, tmp_path / "hard.pth")
+    os.symlink(src.name, tmp_path / "soft.pth")
+    (tmp_path / "sub").mkdir()
+    for out in (src, tmp_path / "hard.pth", tmp_path / "soft.pth", tmp_path / "sub" / ".." / src.name):
+        proc = _convert_r18(src, out)
+        assert proc.returncode == 1 and proc.stderr.strip().splitlines() == [
+            f"error: --output {out} is the input file {src}; not replaced: choose another --output"], proc.stderr
+    mine = tmp_path / "mine.pyth"
+    mine.write_bytes(b"the user's own weights")
+    proc = _convert_r18(src, mine)
+    assert proc.returncode == 1 and proc.stderr.strip().splitlines() == [
+        f"error: {mine} exists and was not written by convert_checkpoint; not replaced: move it away or use "
+        "another --output"], proc.stderr
+    assert src.read_bytes() == source_bytes and mine.read_bytes() == b"the user's own weights"
+    converted = tmp_path / "converted.pyth"
+    for _ in range(2):                                  # its own earlier output: replaced on a rerun
+        proc = _convert_r18(src, converted)
+        assert proc.returncode == 0, proc.stderr
+    assert set(load_checkpoint(str(converted))) >= {"model_state", "config", "meta"}
+    proc = _convert_r18(converted, converted)          # its own output as the input: still the input
+    assert proc.returncode == 1 and "is the input file" in proc.stderr
+    assert src.read_bytes() == source_bytes and set(load_checkpoint(str(converted))) >= {"model_state"}

@@ -194,10 +194,15 @@ class VideoClipDataset(Dataset):
         """Write ``missing_videos_<split>.txt`` (one annotation row per line) if any; return its path."""
         if not self.missing:
             return None
-        path = os.path.join(output_dir, f"missing_videos_{self.split}.txt")
+        path = os.path.join(output_dir, missing_report_name(self.split))
         header = f"# {len(self.missing)} rows of {self.source} name files not found under {self.data.root}\n"
         atomic_write_text(path, header + "".join(m + "\n" for m in self.missing))
         return path
+
+
+def missing_report_name(split: str) -> str:
+    """The name of :meth:`VideoClipDataset.write_missing_report`'s file."""
+    return f"missing_videos_{split}.txt"
 
 
 def split_file(data: DataConfig, split: str) -> str:

@@ -23,7 +23,9 @@ short (it declares more frames than decode) gets only the whole windows of its d
 and a row in ``truncated.csv`` saying how much was lost.
 
 Files are written atomically, the ``.json`` before the ``.npy``: a video is done iff its ``.npy``
-exists, so a killed run leaves no partial file and a re-run does only what is missing.
+exists, so a killed run leaves no partial file and a re-run does only what is missing. A file of
+one of these names that extraction did not write is never replaced: the run is refused before it
+writes anything (:mod:`videoattn.utils.outputs`).
 Under torchrun the videos are sharded across ranks; the files equal a single-process run.
 """
 from __future__ import annotations
@@ -50,7 +52,7 @@ from videoattn.engine.device import autocast_dtype, configure_backends, for_devi
 from videoattn.engine.inference import class_names_for, load_inference_model
 from videoattn.models.resnet3d import ResNet3D
 from videoattn.utils.distributed import (all_gather_object, barrier, get_rank, get_world_size, init_distributed,
-                                         is_main_process)
+                                         is_main_process, main_process_claim)
 from videoattn.utils.io import atomic_path, atomic_write_csv, atomic_write_text
 from videoattn.utils.walk import walk_files
 
@@ -271,6 +273,7 @@ def extract_features(cfg: Config, source: str, out_dir: str, checkpoint_path: Op
     ids = video_ids(paths)
     os.makedirs(out_dir, exist_ok=True)
     f = cfg.features
+    main_process_claim(out_dir, "extract_features", output_names(ids, f.save_scores))
     if f.save_scores and is_main_process():
         names = class_names_for(cfg.data, cfg.model.num_classes, weights.classes)
         atomic_write_text(os.path.join(out_dir, "classes.txt"), "".join(n + "\n" for n in names))
@@ -302,6 +305,13 @@ def extract_features(cfg: Config, source: str, out_dir: str, checkpoint_path: Op
     summary = _report(out_dir, ids, paths, missing, gathered) if is_main_process() else None
     barrier()
     return summary
+
+
+def output_names(ids: Sequence[str], save_scores: bool) -> List[str]:
+    """Every file extraction may write into its folder (never one it did not create:
+    :mod:`videoattn.utils.outputs`)."""
+    names = ["index.csv", "truncated.csv", "failed.csv"] + [i + ext for i in ids for ext in (".npy", ".json")]
+    return names + (["classes.txt"] + [os.path.join(SCORES_DIR, i + ".npy") for i in ids] if save_scores else [])
 
 
 def _plan(out_dir: str, ids: List[str], paths: List[str],

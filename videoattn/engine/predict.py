@@ -16,7 +16,9 @@ Per video (``<id>``: :func:`videoattn.engine.extract.video_ids`):
 Files in the output folder (written atomically): ``predictions.csv``, ``predictions.json``,
 ``timeline.csv`` (one row per window and rank), ``segments.csv``, ``failed.csv`` (videos that could
 not be decoded or are missing, with the reason; never fatal) and ``predict_run.json`` (which
-weights and inputs this folder holds predictions of: a run with others is refused).
+weights and inputs this folder holds predictions of: a run with others is refused). A file of one
+of these names (or ``<id>.mp4`` / ``<id>_timeline.png`` with ``render``) that predict did not write
+is never replaced: the run is refused before it writes anything (:mod:`videoattn.utils.outputs`).
 """
 from __future__ import annotations
 
@@ -41,9 +43,11 @@ from videoattn.engine.timeline import WindowTopK, segments, timeline_rows, windo
 from videoattn.utils.distributed import launch_world_size, resolve_device
 from videoattn.utils.errors import OneLineError
 from videoattn.utils.io import atomic_write_csv, atomic_write_json
+from videoattn.utils.outputs import claim_outputs
 
 log = logging.getLogger(__name__)
 RUN_FILE = "predict_run.json"
+OUTPUT_FILES = ("predictions.csv", "predictions.json", "timeline.csv", "segments.csv", "failed.csv")
 
 
 @dataclass
@@ -204,6 +208,12 @@ def _check_folders(source: str, out_dir: str, paths: Sequence[str]) -> None:
         raise ValueError(f"--output {out_dir} holds input videos (e.g. {inside[0]}); use another folder")
 
 
+def output_names(ids: Sequence[str], render: bool) -> List[str]:
+    """Every file predict may write into its folder (with ``render``, two per video)."""
+    names = [RUN_FILE] + list(OUTPUT_FILES)
+    return names + ([n for i in ids for n in (i + ".mp4", i + "_timeline.png")] if render else [])
+
+
 def claim_output(out_dir: str, weights: str, paths: Sequence[str]) -> dict:
     """Record which weights and inputs ``out_dir`` holds predictions of (``predict_run.json``);
     refuse (:class:`PredictError`) a folder holding another run's predictions."""
@@ -245,8 +255,10 @@ def predict_videos(cfg: Config, source: str, out_dir: str, checkpoint_path: Opti
     model, weights = load_inference_model(cfg, checkpoint_path, device, trust=trust, pretrained=pretrained)
     names = class_names_for(cfg.data, cfg.model.num_classes, weights.classes)
     k = min(top_k, len(names))
+    ids = video_ids(paths)
+    claim_outputs(out_dir, "predict", output_names(ids, render), hint="use another --output")
     run = claim_output(out_dir, weights.source, paths)
-    results = [VideoResult(video=i, path=p) for i, p in zip(video_ids(paths), paths)]
+    results = [VideoResult(video=i, path=p) for i, p in zip(ids, paths)]
     if results:
         score_video_level(cfg, model, device, results, names, max(k, min(3, len(names))))
         score_windows(cfg, model, device, results, names, max(k, min(3, len(names))))

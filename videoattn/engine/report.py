@@ -92,6 +92,12 @@ def write_view_logits(path: str, view_logits: np.ndarray, labels: torch.Tensor, 
                             label=labels.numpy()[vidx], paths=np.asarray(paths))
 
 
+def test_report_files(save_logits: bool) -> List[str]:
+    """The files :func:`write_test_report` writes."""
+    names = ["metrics.json", "per_class.csv", "confusion_matrix.csv", "confusion_matrix.png", "predictions.csv"]
+    return names + (["view_logits.npz"] if save_logits else [])
+
+
 def write_test_report(out_dir: str, result, class_names: List[str], paths: List[str],
                       extra: Dict[str, object]) -> Dict[str, object]:
     """Write every test output under ``out_dir``; return the metrics dict written to metrics.json."""

@@ -18,8 +18,9 @@ from videoattn.data.transforms import DeviceNormalizer
 from videoattn.engine.device import autocast_dtype, configure_backends, for_device
 from videoattn.engine.evaluate import MultiViewResult, score_multiview
 from videoattn.engine.inference import check_num_classes, load_inference_model
-from videoattn.engine.report import write_test_report
-from videoattn.utils.distributed import barrier, init_distributed, is_main_process, per_process_batch
+from videoattn.data.dataset import missing_report_name
+from videoattn.engine.report import test_report_files, write_test_report
+from videoattn.utils.distributed import barrier, init_distributed, is_main_process, main_process_claim, per_process_batch
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +46,8 @@ def run_test(cfg: Config, checkpoint_path: Optional[str] = None, trust: bool = F
     ``trust``: allow a checkpoint that needs full unpickling (``--trust-checkpoint``).
 
     Writes ``cfg.output_dir/test/{metrics.json, per_class.csv, confusion_matrix.{csv,png},
-    predictions.csv[, view_logits.npz]}`` and the dataset's ``missing_videos`` report.
+    predictions.csv[, view_logits.npz]}`` and the dataset's ``missing_videos`` report; a file of these
+    names that test_net did not write is never replaced (:mod:`videoattn.utils.outputs`).
     """
     info = init_distributed(cfg.device, timeout_s=60 * cfg.dist_timeout_minutes)
     cfg = for_device(cfg, info.device)
@@ -55,6 +57,8 @@ def run_test(cfg: Config, checkpoint_path: Optional[str] = None, trust: bool = F
                                           pretrained=pretrained)  # bad checkpoint: fail before decoding
     out_dir = os.path.join(cfg.output_dir, "test")
     t = cfg.test
+    main_process_claim(out_dir, "test_net", test_report_files(t.save_logits) + [missing_report_name("test")],
+                       hint="use another output_dir")
     dataset = build_dataset(cfg.data, "test", t.num_ensemble_views, t.num_spatial_crops, report_dir=out_dir)
     num_classes = cfg.model.num_classes
     check_num_classes(dataset.classes, num_classes, f"the class list of {split}")

@@ -26,6 +26,7 @@ from videoattn.engine.inference import class_names_for, load_inference_model
 from videoattn.models import capture_attention
 from videoattn.utils.distributed import resolve_device
 from videoattn.utils.io import atomic_path
+from videoattn.utils.outputs import claim_files
 
 
 @dataclass
@@ -251,6 +252,7 @@ def visualize_video(cfg: Config, checkpoint: Optional[str], video: str, output: 
     names = class_names_for(cfg.data, cfg.model.num_classes, weights.classes)
     top = np.argsort(-res.probs)[:2]
     pred = ", ".join(f"{names[i]} {res.probs[i]:.0%}" for i in top)
+    claim_files("visualize_attention", {output: "use another --output", **({gif: "use another --gif"} if gif else {})})
     render_grid(res, output, title=f"{os.path.basename(video)} — predicted: {pred}", max_columns=max_columns)
     if gif:
         render_gif(res, gif, fps=max(1.0, cfg.data.target_fps / cfg.data.sampling_rate))

@@ -13,7 +13,7 @@ import datetime
 import logging
 import re
 from dataclasses import dataclass
-from typing import Any, Iterator, List, Optional
+from typing import Any, Iterable, Iterator, List, Optional
 
 import torch
 import torch.distributed as dist
@@ -21,6 +21,7 @@ import torch.distributed as dist
 from videoattn.utils.errors import OneLineError
 from videoattn.utils.launcher import LaunchInfo, LauncherError, detect_launcher, export_env
 from videoattn.utils.lock import LockError, folder_lock
+from videoattn.utils.outputs import OutputError, claim_outputs
 
 logger = logging.getLogger(__name__)
 SINGLE = LaunchInfo("single", 0, 1, 0, "", 0)
@@ -198,6 +199,22 @@ def main_process_lock(folder: str) -> Iterator[None]:
         if message is not None:
             raise LockError(message)
         yield
+
+
+def main_process_claim(folder: str, tool: str, names: Iterable[str], hint: str = "use another --output") -> None:
+    """Rank 0 claims ``names`` in ``folder`` (:func:`videoattn.utils.outputs.claim_outputs`); a refusal
+    is raised on every rank alike (broadcast, so no rank is left waiting in a collective)."""
+    error = None
+    if is_main_process():
+        try:
+            claim_outputs(folder, tool, names, hint)
+        except Exception as e:  # noqa: BLE001 -- every outcome must reach the other ranks
+            error = e
+    message = broadcast_object(None if error is None else str(error))
+    if error is not None:
+        raise error
+    if message is not None:
+        raise OutputError(message)
 
 
 @contextlib.contextmanager
