@@ -93,34 +93,37 @@ def evaluate_clips(model: torch.nn.Module, loader, device: torch.device, normali
         loader: yields batches with ``clip``, ``label``, ``video_index``, ``view_index`` [, ``valid``].
     Returns (identical on every rank):
         ``top1``, ``top5`` (fractions), ``loss`` (mean cross-entropy), ``num_clips`` (clips scored,
-        each (video, view) once), ``num_invalid`` (items marked unreadable), ``skipped``
+        each (video, view) once), ``num_invalid`` (items marked unreadable), ``num_non_finite``
+        (clips whose logits held NaN or inf: left out of top1/top5/loss), ``skipped``
         (list of (path, reason) of broken videos the loader replaced, each file once).
     """
     net = unwrap_model(model)
     was_training = net.training
     net.eval()
-    records, skipped, invalid = [], [], 0
+    records, skipped, invalid, non_finite = [], [], 0, 0
     try:
         for batch, valid, logits in _scored_batches(net, loader, device, normalize, amp, desc):
             skipped.extend(batch.get("skipped", []) or [])
             invalid += int((~valid).sum())
             if logits is None:
                 continue
-            labels = batch["label"][valid].long()
+            bad = non_finite_rows(logits)  # NaN/inf logits: counted, never scored
+            non_finite, logits = non_finite + int(bad.sum()), logits[~bad]
+            labels = batch["label"][valid].long()[~bad]
             hits = topk_correct(logits, labels, (1, 5))
             loss = F.cross_entropy(logits, labels, reduction="none")
-            records.append(np.stack([batch["video_index"][valid].numpy(), batch["view_index"][valid].numpy(),
+            records.append(np.stack([batch["video_index"][valid][~bad].numpy(), batch["view_index"][valid][~bad].numpy(),
                                      loss.numpy(), hits[1].numpy(), hits[5].numpy()], axis=1).astype(np.float64))
     finally:
         net.train(was_training)
     local = np.concatenate(records) if records else np.zeros((0, 5))
-    gathered = all_gather_object((local, skipped, invalid))
+    gathered = all_gather_object((local, skipped, invalid, non_finite))
     rows = _unique_rows([g[0] for g in gathered])
     n = len(rows)
     nan = float("nan")
     return {"top1": float(rows[:, 3].mean()) if n else nan, "top5": float(rows[:, 4].mean()) if n else nan,
             "loss": float(rows[:, 2].mean()) if n else nan, "num_clips": n,
-            "num_invalid": sum(g[2] for g in gathered), "skipped": unique_broken(s for g in gathered for s in g[1])}
+            "num_invalid": sum(g[2] for g in gathered), "num_non_finite": sum(g[3] for g in gathered), "skipped": unique_broken(s for g in gathered for s in g[1])}
 
 
 @dataclass
