@@ -112,7 +112,8 @@ def test_convert_checkpoint_refuses_nan_weights(kit):
     proc = run(["tools/convert_checkpoint.py", "--source", "pyslowfast", "--input", source, "--config", kit["cfg"],
                 "--output", str(out)])
     assert proc.returncode != 0 and "Traceback" not in proc.stderr, proc.stderr[-3000:]
-    assert "weight tensors hold NaN or inf values" in proc.stderr and "(head.projection.bias, " in proc.stderr, proc.stderr[-3000:]
+    err = proc.stderr
+    assert "weight tensors hold NaN or inf values" in err and "(head.projection.bias, " in err, err[-3000:]
     assert not out.exists()
 
 

@@ -1,6 +1,6 @@
 """One run per output folder (videoattn/utils/lock.py): two real train_net runs (the second started
-while the first holds the folder), stale and foreign-host locks, torchrun (rank 0 locks, every rank reports), test_net's and extract_features'
-folders, and the lock's own races (takeover by several processes at once, pid reuse)."""
+while the first holds the folder), stale and foreign-host locks, torchrun (rank 0 locks, every rank
+reports), test_net's and extract_features' folders, and the lock's own races (takeover by several processes at once, pid reuse)."""
 import json
 import multiprocessing
 import os

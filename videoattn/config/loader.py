@@ -94,8 +94,8 @@ def _base_cycle(path: str, chain: tuple) -> Optional[str]:
 def _yaml_error(where: str, e: yaml.YAMLError) -> str:
     mark = getattr(e, "problem_mark", None)
     line = f":{mark.line + 1}" if mark is not None else ""
-    kind = "a YAML tag that a config may not use (plain values only)" if isinstance(e, yaml.constructor.ConstructorError) \
-        else "malformed YAML"
+    tag = isinstance(e, yaml.constructor.ConstructorError)  # e.g. !!python/object/apply: never constructed
+    kind = "a YAML tag that a config may not use (plain values only)" if tag else "malformed YAML"
     return f"{where}{line}: {kind}: {getattr(e, 'problem', None) or e}"
 
 
@@ -128,8 +128,9 @@ def _refuse_alias_bomb(node: yaml.Node, where: str, parent: str = "", with_line:
                 if isinstance(value_node, yaml.MappingNode):
                     return _refuse_alias_bomb(value_node, where, parent, with_line)
                 break
-    raise ConfigError(f"{where}{f':{line}' if with_line else ''}: YAML aliases expand '{parent or '<root>'}' to more than "
-                      f"{MAX_EXPANDED_VALUES} values; refusing to expand them (write the values out)")
+    at = f"{where}:{line}" if with_line else where
+    raise ConfigError(f"{at}: YAML aliases expand '{parent or '<root>'}' to more than {MAX_EXPANDED_VALUES} values; "
+                      "refusing to expand them (write the values out)")
 
 
 def _read_yaml(path: str, chain: tuple = ()) -> tuple[dict, dict]:

@@ -112,8 +112,8 @@ def evaluate_clips(model: torch.nn.Module, loader, device: torch.device, normali
             labels = batch["label"][valid].long()[~bad]
             hits = topk_correct(logits, labels, (1, 5))
             loss = F.cross_entropy(logits, labels, reduction="none")
-            records.append(np.stack([batch["video_index"][valid][~bad].numpy(), batch["view_index"][valid][~bad].numpy(),
-                                     loss.numpy(), hits[1].numpy(), hits[5].numpy()], axis=1).astype(np.float64))
+            scored = batch["video_index"][valid][~bad].numpy(), batch["view_index"][valid][~bad].numpy()
+            records.append(np.stack([*scored, loss.numpy(), hits[1].numpy(), hits[5].numpy()], axis=1).astype(np.float64))
     finally:
         net.train(was_training)
     local = np.concatenate(records) if records else np.zeros((0, 5))
@@ -123,7 +123,8 @@ def evaluate_clips(model: torch.nn.Module, loader, device: torch.device, normali
     nan = float("nan")
     return {"top1": float(rows[:, 3].mean()) if n else nan, "top5": float(rows[:, 4].mean()) if n else nan,
             "loss": float(rows[:, 2].mean()) if n else nan, "num_clips": n,
-            "num_invalid": sum(g[2] for g in gathered), "num_non_finite": sum(g[3] for g in gathered), "skipped": unique_broken(s for g in gathered for s in g[1])}
+            "num_invalid": sum(g[2] for g in gathered), "num_non_finite": sum(g[3] for g in gathered),
+            "skipped": unique_broken(s for g in gathered for s in g[1])}
 
 
 @dataclass
