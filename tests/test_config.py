@@ -257,3 +257,79 @@ def test_tool_exits_with_the_one_line(tmp_path, config_text, opts, message):
     assert len(lines) == 1 and lines[0].startswith(f"config error: {path}: {message}" if "cycle" in message
                                                    else f"config error: {message}"), lines
     assert not os.path.exists(f"{tmp_path}/out")
+
+
+def _train_net_line(tmp_path, path, opts=()) -> str:
+    """Run tools/train_net.py on ``path``; it must exit non-zero with one line and create nothing."""
+    import subprocess
+    import sys
+
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    proc = subprocess.run([sys.executable, "tools/train_net.py", "--config", path, f"output_dir={tmp_path}/out", *opts],
+                          cwd=repo, env=dict(os.environ, PYTHONPATH=repo), capture_output=True, text=True, timeout=300)
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode != 0 and "Traceback" not in proc.stderr and len(lines) == 1, proc.stderr[-3000:]
+    assert not os.path.exists(f"{tmp_path}/out")
+    return lines[0]
+
+
+# ------------------------------------------------------------------------------ non-finite values (issue 19.5)
+NON_FINITE = [("solver.base_lr", "inf", "inf"), ("solver.base_lr", "1e400", "inf"),
+              ("data.mean", "[nan, 0.45, 0.45]", "[nan, 0.45, 0.45]"), ("data.std", "[.inf, 0.2, 0.2]", "[inf, 0.2, 0.2]"),
+              ("solver.warmup_epochs", ".nan", "nan"), ("model.non_local.inter_ratio", "inf", "inf")]
+
+
+@pytest.mark.parametrize("key, value, shown", NON_FINITE, ids=[f"{k}={v}" for k, v, _ in NON_FINITE])
+def test_non_finite_values_are_refused_by_the_range_rules(tmp_path, key, value, shown):
+    *sections, name = key.split(".")
+    lines = ["seed: 1"] + [f"{'  ' * i}{s}:" for i, s in enumerate(sections)] + [f"{'  ' * len(sections)}{name}: {value}"]
+    path = _write(tmp_path, "nan.yaml", "\n".join(lines) + "\n")
+    with pytest.raises(ConfigError) as e:
+        load_config(path)
+    assert str(e.value) == f"{path}:{len(lines)}: {key}={shown} must be finite (no nan or inf)"
+    with pytest.raises(ConfigError) as e:
+        load_config(None, [f"{key}={value}"])
+    assert str(e.value) == f"override '{key}={value}': {key}={shown} must be finite (no nan or inf)"
+
+
+@pytest.mark.slow
+def test_tool_refuses_non_finite_values_in_one_line(tmp_path):
+    path = _write(tmp_path, "nan.yaml", "model:\n  preset: I3D_NL_CBAM_R18\ndata:\n  mean: [nan, 0.45, 0.45]\n")
+    assert _train_net_line(tmp_path, path) == \
+        f"config error: {path}:4: data.mean=[nan, 0.45, 0.45] must be finite (no nan or inf)"
+    ok = _write(tmp_path, "ok.yaml", "model:\n  preset: I3D_NL_CBAM_R18\n")
+    assert _train_net_line(tmp_path, ok, ["solver.base_lr=1e400"]) == \
+        "config error: override 'solver.base_lr=1e400': solver.base_lr=inf must be finite (no nan or inf)"
+
+
+# ------------------------------------------------------------------------------ hostile YAML (issue 19.16, 19.17)
+# 208 bytes; aliases expand data.mean to 9**6 (531441) numbers: minutes and 1.3 GB in OmegaConf before.
+ALIAS_BOMB = ("data:\n  mean: [&a [1,1,1,1,1,1,1,1,1], &b [*a,*a,*a,*a,*a,*a,*a,*a,*a], &c [*b,*b,*b,*b,*b,*b,*b,*b,*b], "
+              "&d [*c,*c,*c,*c,*c,*c,*c,*c,*c], &e [*d,*d,*d,*d,*d,*d,*d,*d,*d], &f [*e,*e,*e,*e,*e,*e,*e,*e,*e], *f]\n")
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(60)
+def test_yaml_alias_bomb_is_refused_quickly(tmp_path):
+    path = _write(tmp_path, "bomb.yaml", ALIAS_BOMB)
+    assert _train_net_line(tmp_path, path) == (f"config error: {path}:2: YAML aliases expand 'data.mean' to more than "
+                                               "10000 values; refusing to expand them (write the values out)")
+    value = ALIAS_BOMB.split("mean: ", 1)[1].strip()
+    with pytest.raises(ConfigError, match=r"^override 'data.mean': YAML aliases expand 'data.mean' to more than"):
+        load_config(None, [f"data.mean={value}"])
+
+
+def test_small_aliases_still_work(tmp_path):
+    path = _write(tmp_path, "alias.yaml", "data:\n  mean: &m [0.5, 0.5, 0.5]\n  std: *m\n")
+    cfg = load_config(path)
+    assert cfg.data.mean == cfg.data.std == [0.5, 0.5, 0.5]
+
+
+@pytest.mark.slow
+def test_python_tag_is_one_line_and_runs_nothing(tmp_path):
+    marker = tmp_path / "TAG_RAN"
+    path = _write(tmp_path, "tag.yaml", f"data:\n  mean: !!python/object/apply:os.system ['touch {marker}']\n")
+    line = _train_net_line(tmp_path, path)
+    assert line.startswith(f"config error: {path}:2: a YAML tag that a config may not use (plain values only): ") \
+        and "python/object/apply:os.system" in line, line
+    assert not marker.exists()

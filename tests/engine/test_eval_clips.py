@@ -52,6 +52,16 @@ def test_evaluate_clips_empty_loader_gives_nan():
     assert out["num_clips"] == 0 and np.isnan(out["top1"])
 
 
+def test_evaluate_clips_counts_non_finite_logits_and_scores_the_rest():
+    """Issue 19.5: a clip whose logits hold NaN or inf is counted, not scored (its topk is arbitrary)."""
+    loader = [_batch([[2.0, 1.0, 0.0], [float("nan"), 0.0, 0.0]], [0, 0], [0, 1]),
+              _batch([[float("inf"), 0.0, 0.0], [0.0, 3.0, 1.0]], [0, 2], [2, 3])]
+    out = evaluate_clips(ChannelMean(), loader, torch.device("cpu"), DeviceNormalizer([0, 0, 0], [1, 1, 1]))
+    assert out["num_non_finite"] == 2 and out["num_clips"] == 2
+    assert out["top1"] == pytest.approx(1 / 2)            # video 0 right, video 3 wrong; 1 and 2 not scored
+    assert out["loss"] == pytest.approx(np.mean([_ce([2, 1, 0], 0), _ce([0, 3, 1], 2)]), rel=1e-5)
+
+
 def test_checkpoint_of_another_architecture_fails_clearly(tmp_path):
     from videoattn.config import load_config
     from videoattn.engine.checkpoint import CheckpointError, make_checkpoint, save_checkpoint

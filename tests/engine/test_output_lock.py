@@ -1,9 +1,10 @@
-"""One run per output folder (videoattn/utils/lock.py): two real train_net runs 0.5 s apart, stale and
-foreign-host locks, torchrun (rank 0 locks, every rank reports), test_net's and extract_features'
-folders, and the lock's own races (takeover by several processes at once, pid reuse)."""
+"""One run per output folder (videoattn/utils/lock.py): two real train_net runs (the second started
+while the first holds the folder), stale and foreign-host locks, torchrun (rank 0 locks, every rank
+reports), test_net's and extract_features' folders, and the lock's own races (takeover by several processes at once, pid reuse)."""
 import json
 import multiprocessing
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -54,16 +55,30 @@ def _write_lock(folder, **fields):
     return record
 
 
+def _wait_for(path: str, proc: subprocess.Popen, seconds: float = 300) -> None:
+    deadline = time.monotonic() + seconds
+    while not os.path.exists(path) and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.01)
+    if not os.path.exists(path):
+        proc.kill()
+        raise AssertionError(f"{path} never appeared (exit {proc.wait()})")
+
+
 def test_two_train_runs_in_one_output_dir_one_wins(synthetic_root, tmp_path):
+    """The second run starts while the first holds the folder, whatever the machine's speed: the
+    first is paused (SIGSTOP, alive) from the moment its lock exists until the second has ended
+    (issue 19.18: it used to start 0.5 s later and hope the first was still running)."""
     out = str(tmp_path / "out")
-    epochs = 12   # long enough that the first run still holds the folder when the second starts
+    epochs = 3
     first, ov_first = _train(synthetic_root, out, "seed=1", f"solver.max_epoch={epochs}")
-    time.sleep(0.5)
-    second, ov_second = _train(synthetic_root, out, "seed=2", f"solver.max_epoch={epochs}")
-    results = {}
-    for name, proc, ov in (("first", first, ov_first), ("second", second, ov_second)):
-        stdout, stderr = proc.communicate(timeout=300)
-        results[name] = (proc, ov, stdout, stderr)
+    _wait_for(os.path.join(out, LOCK_NAME), first)
+    first.send_signal(signal.SIGSTOP)
+    try:
+        second, ov_second = _train(synthetic_root, out, "seed=2", f"solver.max_epoch={epochs}")
+        results = {"second": (second, ov_second, *second.communicate(timeout=300))}
+    finally:
+        first.send_signal(signal.SIGCONT)
+    results["first"] = (first, ov_first, *first.communicate(timeout=300))
     winners = [r for r in results.values() if r[0].returncode == 0]
     losers = [r for r in results.values() if r[0].returncode != 0]
     assert len(winners) == 1 and len(losers) == 1, [(r[0].returncode, r[3][-2000:]) for r in results.values()]
@@ -187,12 +202,12 @@ def test_unreadable_lock_is_refused_and_release_keeps_a_foreign_lock(tmp_path):
     assert read_lock(os.path.join(folder, LOCK_NAME)) == other
 
 
-def _contend(folder, start_at, results):
+def _contend(folder, start_at, results, all_tried):
     time.sleep(max(0.0, start_at - time.time()))
     try:
         record = acquire(folder)
         results.put(("won", record["pid"]))
-        time.sleep(1.0)                                                 # hold it while the others try
+        all_tried.wait(60)                                              # hold it until every process has tried
     except LockError as e:
         results.put(("lost", str(e)))
 
@@ -203,10 +218,12 @@ def test_several_processes_taking_over_one_stale_lock_one_wins(tmp_path):
     ctx = multiprocessing.get_context("fork")
     results = ctx.Queue()
     start_at = time.time() + 0.5
-    procs = [ctx.Process(target=_contend, args=(folder, start_at, results)) for _ in range(4)]
+    all_tried = ctx.Event()  # not a fixed hold time: a process that starts late still finds the lock held
+    procs = [ctx.Process(target=_contend, args=(folder, start_at, results, all_tried)) for _ in range(4)]
     for p in procs:
         p.start()
     outcomes = [results.get(timeout=60) for _ in procs]
+    all_tried.set()
     for p in procs:
         p.join(timeout=60)
     won = [o for o in outcomes if o[0] == "won"]

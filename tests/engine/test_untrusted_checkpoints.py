@@ -7,6 +7,7 @@ torchvision) still load without the opt-in.
 """
 import os
 import random
+import re
 
 import numpy as np
 import pytest
@@ -127,16 +128,51 @@ def test_auto_resume_refuses_a_payload_placed_in_the_checkpoint_folder(synthetic
 
 @pytest.mark.slow
 def test_trust_checkpoint_is_an_explicit_opt_in(setup, tmp_path):
-    """A whole pickled module (a legitimate file from a trusted colleague) needs the opt-in."""
+    """A whole pickled module (a legitimate file from a trusted colleague) needs the opt-in. The
+    refusal names the same globals whatever the hash order (issue 19.18: it named the first 4 of an
+    unordered list, so ``torch.nn`` was there or not depending on PYTHONHASHSEED)."""
     module = str(tmp_path / "whole_module.pt")
     torch.save(build_model(setup["cfg"].model), module)
     args = ["tools/convert_checkpoint.py", "--source", "pyslowfast", "--config", setup["cfg_path"], "--input", module,
-            "--output", str(tmp_path / "out.pyth")]
-    proc = run([*args[:-2], "--output", str(tmp_path / "refused.pyth")])
-    assert proc.returncode != 0 and "--trust-checkpoint" in proc.stderr and "torch.nn" in proc.stderr
+            "--output", str(tmp_path / "refused.pyth")]
+    lines = []
+    for seed in ("0", "5"):  # 5: the old message named no torch.nn global
+        proc = run(args, env_extra={"PYTHONHASHSEED": seed})
+        assert proc.returncode != 0 and "--trust-checkpoint" in proc.stderr, proc.stderr[-3000:]
+        lines.append([ln for ln in proc.stderr.splitlines() if "refusing to load" in ln])
+    assert lines[0] == lines[1] and len(lines[0]) == 1, lines
+    unsafe = set(torch.serialization.get_unsafe_globals_in_checkpoint(module))
+    named = re.search(r"would import (.*?)(?: and \d+ more)?\)", lines[0][0]).group(1).split(", ")
+    assert named and set(named) <= unsafe, (named, unsafe)
+    assert not os.path.exists(tmp_path / "refused.pyth")
     with pytest.raises(UntrustedCheckpointError):
         read_state_dict(module)
     assert read_state_dict(module, trust=True).keys() == build_model(setup["cfg"].model).state_dict().keys()
+
+
+class SystemPayload:
+    """Unpickled in full, this runs a shell command through ``os.system`` (``posix.system``)."""
+
+    def __init__(self, marker: str):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+@pytest.mark.slow
+def test_a_blocked_module_is_named_as_untrusted_not_as_corrupt(setup, tmp_path):
+    """torch words an ``os.system`` global as "module posix is blocked" (issue 19.15): still a refusal
+    that names the global and the opt-in, not "not a torch file, or corrupt"."""
+    marker = str(tmp_path / "SYSTEM_RAN")
+    path = str(tmp_path / "system_payload.pyth")
+    torch.save({"model_state": build_model(setup["cfg"].model).state_dict(), "x": SystemPayload(marker)}, path)
+    out = str(tmp_path / "converted.pyth")
+    proc = run(["tools/convert_checkpoint.py", "--source", "pyslowfast", "--input", path, "--config",
+                setup["cfg_path"], "--output", out])
+    _refused(proc, marker)
+    assert "posix.system" in proc.stderr and "corrupt" not in proc.stderr, proc.stderr[-3000:]
+    assert not os.path.exists(out)
 
 
 # --- every real checkpoint kind still loads with weights_only=True ------------------------------------

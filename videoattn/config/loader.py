@@ -17,10 +17,13 @@ import yaml
 from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from videoattn.config.schema import Config
+from videoattn.config.schema import NOT_FINITE, Config, finite
 from videoattn.utils.io import atomic_write_text
 
 BASE_KEY = "_base_"
+# A config holds a few hundred values; YAML aliases that expand one past this many are refused before
+# anything copies them (a 200-byte "billion laughs" file expands to hundreds of millions).
+MAX_EXPANDED_VALUES = 10_000
 
 
 class ConfigError(ValueError):
@@ -88,6 +91,48 @@ def _base_cycle(path: str, chain: tuple) -> Optional[str]:
     return " -> ".join(os.path.relpath(os.path.abspath(p), top) for p in loop)
 
 
+def _yaml_error(where: str, e: yaml.YAMLError) -> str:
+    mark = getattr(e, "problem_mark", None)
+    line = f":{mark.line + 1}" if mark is not None else ""
+    tag = isinstance(e, yaml.constructor.ConstructorError)  # e.g. !!python/object/apply: never constructed
+    kind = "a YAML tag that a config may not use (plain values only)" if tag else "malformed YAML"
+    return f"{where}{line}: {kind}: {getattr(e, 'problem', None) or e}"
+
+
+def _expanded_size(node: yaml.Node, memo: dict) -> int:
+    """How many values ``node`` holds once its aliases are expanded (linear time: shared nodes are
+    counted once each, memoised by identity)."""
+    if id(node) not in memo:
+        if isinstance(node, yaml.SequenceNode):
+            children = node.value
+        elif isinstance(node, yaml.MappingNode):
+            children = [n for pair in node.value for n in pair]
+        else:
+            children = []
+        memo[id(node)] = 1 + sum(_expanded_size(c, memo) for c in children)
+    return memo[id(node)]
+
+
+def _refuse_alias_bomb(node: yaml.Node, where: str, parent: str = "", with_line: bool = True) -> None:
+    """Raise if aliases expand ``node`` past :data:`MAX_EXPANDED_VALUES`, naming the deepest key
+    (``where``: the file, followed by the key's line if ``with_line``)."""
+    memo: dict = {}
+    if _expanded_size(node, memo) <= MAX_EXPANDED_VALUES or len(memo) > MAX_EXPANDED_VALUES:
+        return  # small, or large without aliases (its text is that large: linear to read)
+    line = node.start_mark.line + 1
+    if isinstance(node, yaml.MappingNode):
+        for key_node, value_node in node.value:
+            if _expanded_size(value_node, memo) > MAX_EXPANDED_VALUES:
+                parent = f"{parent}.{key_node.value}" if parent else str(key_node.value)
+                line = key_node.start_mark.line + 1
+                if isinstance(value_node, yaml.MappingNode):
+                    return _refuse_alias_bomb(value_node, where, parent, with_line)
+                break
+    at = f"{where}:{line}" if with_line else where
+    raise ConfigError(f"{at}: YAML aliases expand '{parent or '<root>'}' to more than {MAX_EXPANDED_VALUES} values; "
+                      "refusing to expand them (write the values out)")
+
+
 def _read_yaml(path: str, chain: tuple = ()) -> tuple[dict, dict]:
     """Parse, check and return (data, key -> line) of one YAML file, following ``_base_``
     (``chain``: the files that named this one, to report a cycle)."""
@@ -100,14 +145,14 @@ def _read_yaml(path: str, chain: tuple = ()) -> tuple[dict, dict]:
         text = f.read()
     try:
         node = yaml.compose(text)
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        line = f":{mark.line + 1}" if mark is not None else ""
-        raise ConfigError(f"{path}{line}: malformed YAML: {getattr(e, 'problem', e)}") from None
+        if node is not None:
+            _refuse_alias_bomb(node, path)
+            _check_node(node, Config, "", path)
+        data = yaml.safe_load(text) or {}
+    except yaml.YAMLError as e:  # malformed, or a tag such as !!python/object/apply (never constructed)
+        raise ConfigError(_yaml_error(path, e)) from None
     if node is None:
         return {}, {}
-    _check_node(node, Config, "", path)
-    data = yaml.safe_load(text) or {}
     lines = {k: f"{path}:{v}" for k, v in _key_lines(node).items()}
     base = data.pop(BASE_KEY, None)
     if base is None:
@@ -138,6 +183,9 @@ def _parse_override(item: str) -> tuple[str, Any]:
             raise ConfigError(_unknown_key_message(part, parent, dc, f"override '{item}'"))
         dc = _child_schema(dc, part)
     try:
+        node = yaml.compose(value) if value != "" else None
+        if node is not None:
+            _refuse_alias_bomb(node, f"override '{key}'", key, with_line=False)
         parsed = yaml.safe_load(value) if value != "" else ""
     except yaml.YAMLError:
         parsed = value
@@ -173,7 +221,7 @@ def _check_values(cfg: DictConfig, where_of: Callable[[str], str]) -> None:
         except TypeError:  # e.g. a list of lists where numbers are expected
             good = False
         if not good:
-            raise ConfigError(f"{where_of(key)}: {key}={plain} must {must}")
+            raise ConfigError(f"{where_of(key)}: {key}={plain} must {must if finite(plain) else NOT_FINITE}")
 
 
 def load_config(path: Optional[str] = None, overrides: Iterable[str] = ()) -> Config:

@@ -7,6 +7,7 @@ A YAML file or a ``key=value`` override may only set keys declared here; see
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any, Callable, List, Optional
 
@@ -14,10 +15,23 @@ from typing import Any, Callable, List, Optional
 # ------------------------------------------------------------------------------- value rules
 # A rule sits next to its key: ``num_frames: int = at_least(1, 8)``. It is the field's metadata
 # ``{"check": (ok(value) -> bool, "what the value must be")}``; ``load_config`` applies every rule
-# after merging and names the file:line (or the override) of a value that breaks one.
+# after merging and names the file:line (or the override) of a value that breaks one. Every rule
+# also refuses NaN and infinities (``inf``, ``1e400``) anywhere in the value.
+NOT_FINITE = "be finite (no nan or inf)"
+
+
+def finite(value: Any) -> bool:
+    """False if ``value`` is, or (in a list) holds, a NaN or an infinity."""
+    if isinstance(value, float):
+        return math.isfinite(value)
+    if isinstance(value, (list, tuple)):
+        return all(finite(v) for v in value)
+    return True
+
+
 def rule(default: Any, ok: Callable[[Any], bool], must: str) -> Any:
-    """A field with ``default`` (a list is copied per instance) whose value must satisfy ``ok``."""
-    meta = {"check": (ok, must)}
+    """A field with ``default`` (a list is copied per instance) whose value must be finite and satisfy ``ok``."""
+    meta = {"check": (lambda v: finite(v) and ok(v), must)}
     if isinstance(default, list):
         return field(default_factory=lambda: list(default), metadata=meta)
     return field(default=default, metadata=meta)

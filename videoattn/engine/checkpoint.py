@@ -22,7 +22,7 @@ from torch import nn
 import videoattn
 from videoattn.utils.io import atomic_torch_save
 from videoattn.utils.serialization import CheckpointError, UntrustedCheckpointError, load_file
-from videoattn.utils.state_dict import to_cpu, unwrap_state_dict
+from videoattn.utils.state_dict import check_finite_state, to_cpu, unwrap_state_dict
 
 logger = logging.getLogger(__name__)
 HEAD_PREFIX = "head.proj."  # the classifier that fine-tuning re-initialises
@@ -51,12 +51,15 @@ def save_checkpoint(path: str, ckpt: dict) -> None:
 def load_checkpoint(path: str, map_location: str = "cpu", trust: bool = False) -> dict:
     """Read a checkpoint as data only (no code runs; see :mod:`videoattn.utils.serialization`).
 
-    Raises :class:`CheckpointError` naming the file if it is unusable, and
+    Raises :class:`CheckpointError` naming the file if it is unusable (or its weights hold NaN or
+    inf values, naming those tensors), and
     :class:`UntrustedCheckpointError` if it needs full unpickling and ``trust`` is False.
     """
     ckpt = load_file(path, trust=trust, map_location=map_location)
     if not isinstance(ckpt, dict) or "model_state" not in ckpt:
         raise CheckpointError(f"{path} is not a videoattn/PySlowFast checkpoint (no 'model_state' key)")
+    if isinstance(ckpt["model_state"], dict):
+        check_finite_state(ckpt["model_state"], path)  # NaN/inf weights: refused, named
     return ckpt
 
 

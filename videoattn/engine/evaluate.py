@@ -18,7 +18,8 @@ from tqdm import tqdm
 
 from videoattn.data.loader import unique_broken
 from videoattn.data.transforms import DeviceNormalizer
-from videoattn.engine.metrics import VideoAggregator, confusion_matrix, mean_class_accuracy, topk_correct
+from videoattn.engine.metrics import (VideoAggregator, confusion_matrix, mean_class_accuracy, non_finite_rows,
+                                      topk_correct)
 from videoattn.utils.distributed import all_gather_object, all_reduce_, is_main_process
 from videoattn.utils.state_dict import unwrap_model
 
@@ -92,34 +93,38 @@ def evaluate_clips(model: torch.nn.Module, loader, device: torch.device, normali
         loader: yields batches with ``clip``, ``label``, ``video_index``, ``view_index`` [, ``valid``].
     Returns (identical on every rank):
         ``top1``, ``top5`` (fractions), ``loss`` (mean cross-entropy), ``num_clips`` (clips scored,
-        each (video, view) once), ``num_invalid`` (items marked unreadable), ``skipped``
+        each (video, view) once), ``num_invalid`` (items marked unreadable), ``num_non_finite``
+        (clips whose logits held NaN or inf: left out of top1/top5/loss), ``skipped``
         (list of (path, reason) of broken videos the loader replaced, each file once).
     """
     net = unwrap_model(model)
     was_training = net.training
     net.eval()
-    records, skipped, invalid = [], [], 0
+    records, skipped, invalid, non_finite = [], [], 0, 0
     try:
         for batch, valid, logits in _scored_batches(net, loader, device, normalize, amp, desc):
             skipped.extend(batch.get("skipped", []) or [])
             invalid += int((~valid).sum())
             if logits is None:
                 continue
-            labels = batch["label"][valid].long()
+            bad = non_finite_rows(logits)  # NaN/inf logits: counted, never scored
+            non_finite, logits = non_finite + int(bad.sum()), logits[~bad]
+            labels = batch["label"][valid].long()[~bad]
             hits = topk_correct(logits, labels, (1, 5))
             loss = F.cross_entropy(logits, labels, reduction="none")
-            records.append(np.stack([batch["video_index"][valid].numpy(), batch["view_index"][valid].numpy(),
-                                     loss.numpy(), hits[1].numpy(), hits[5].numpy()], axis=1).astype(np.float64))
+            scored = batch["video_index"][valid][~bad].numpy(), batch["view_index"][valid][~bad].numpy()
+            records.append(np.stack([*scored, loss.numpy(), hits[1].numpy(), hits[5].numpy()], axis=1).astype(np.float64))
     finally:
         net.train(was_training)
     local = np.concatenate(records) if records else np.zeros((0, 5))
-    gathered = all_gather_object((local, skipped, invalid))
+    gathered = all_gather_object((local, skipped, invalid, non_finite))
     rows = _unique_rows([g[0] for g in gathered])
     n = len(rows)
     nan = float("nan")
     return {"top1": float(rows[:, 3].mean()) if n else nan, "top5": float(rows[:, 4].mean()) if n else nan,
             "loss": float(rows[:, 2].mean()) if n else nan, "num_clips": n,
-            "num_invalid": sum(g[2] for g in gathered), "skipped": unique_broken(s for g in gathered for s in g[1])}
+            "num_invalid": sum(g[2] for g in gathered), "num_non_finite": sum(g[3] for g in gathered),
+            "skipped": unique_broken(s for g in gathered for s in g[1])}
 
 
 @dataclass
@@ -132,18 +137,34 @@ class MultiViewResult:
     num_clips: int                        # valid views scored
     failed_views: Dict[int, List[Tuple[int, str]]]  # video index -> [(view index, error)]
     view_logits: Optional[np.ndarray] = None        # (N, 2 + C): video index, view index, logits
+    non_finite_views: Optional[torch.Tensor] = None  # (V,) views whose logits held NaN or inf
 
     @property
     def readable(self) -> torch.Tensor:
         return self.view_counts > 0
 
+    @property
+    def non_finite(self) -> torch.Tensor:
+        """``(V,)`` bool: readable videos with a view whose logits held NaN or inf."""
+        if self.non_finite_views is None:
+            return torch.zeros_like(self.readable)
+        return self.readable & (self.non_finite_views > 0)
+
+    @property
+    def scored(self) -> torch.Tensor:
+        """``(V,)`` bool: the videos every accuracy counts (readable, all logits finite)."""
+        return self.readable & ~self.non_finite
+
     def metrics(self, class_names: List[str]) -> Dict[str, object]:
-        """Clip- and video-level accuracy over readable videos (NaN if there are none)."""
-        ok = self.readable
+        """Clip- and video-level accuracy over the scored videos (NaN if there are none); views
+        and videos with non-finite logits are counted apart, never scored."""
+        ok = self.scored
         scores, labels = self.video_scores[ok], self.video_labels[ok]
         nan = float("nan")
+        bad_views = 0 if self.non_finite_views is None else int(self.non_finite_views.sum())
         out: Dict[str, object] = {
-            "num_videos": int(ok.sum()), "num_unreadable": int((~ok).sum()), "num_clips": self.num_clips,
+            "num_videos": int(ok.sum()), "num_unreadable": int((~self.readable).sum()),
+            "num_non_finite": int(self.non_finite.sum()), "num_non_finite_views": bad_views, "num_clips": self.num_clips,
             "clip_top1": self.clip_hits[1] / self.num_clips if self.num_clips else nan,
             "clip_top5": self.clip_hits[5] / self.num_clips if self.num_clips else nan,
         }
@@ -182,11 +203,14 @@ def score_multiview(model: torch.nn.Module, loader, num_videos: int, num_classes
         aggregation: ``softmax`` (mean of probabilities) | ``sum`` (of logits) | ``max`` (of probabilities).
         num_views: views expected per video; if given, a (video, view) scored twice raises (a
             padding sampler would bias the result).
+    Views whose logits hold NaN or inf count in ``non_finite_views`` of their video, not in the
+    clip accuracy (``num_clips``); their video is left out of the video accuracy.
     """
     net = unwrap_model(model).eval()
     agg = VideoAggregator(num_videos, num_classes, aggregation)
     labels = torch.full((num_videos,), -1, dtype=torch.int64)
     hit1 = hit5 = clips = 0
+    non_finite = torch.zeros(num_videos, dtype=torch.int64)
     failed: List[Tuple[int, int, str]] = []
     seen: List[np.ndarray] = []
     logit_rows: List[np.ndarray] = []
@@ -198,15 +222,17 @@ def score_multiview(model: torch.nn.Module, loader, num_videos: int, num_classes
         failed += [(int(vidx[i]), int(view[i]), str(errors[i])) for i in torch.nonzero(~valid).flatten().tolist()]
         if logits is None:
             continue
-        y = batch["label"][valid].long()
-        hits = topk_correct(logits, y, (1, 5))
-        hit1, hit5, clips = hit1 + int(hits[1].sum()), hit5 + int(hits[5].sum()), clips + len(y)
+        y, bad = batch["label"][valid].long(), non_finite_rows(logits)
+        hits = topk_correct(logits[~bad], y[~bad], (1, 5))
+        hit1, hit5, clips = hit1 + int(hits[1].sum()), hit5 + int(hits[5].sum()), clips + int((~bad).sum())
+        non_finite.index_add_(0, vidx[valid][bad], torch.ones(int(bad.sum()), dtype=torch.int64))
         agg.update(logits, vidx[valid])
         if save_logits:
             logit_rows.append(np.concatenate([vidx[valid, None].numpy(), view[valid, None].numpy(),
                                               logits.numpy()], axis=1).astype(np.float32))
     agg.all_reduce()
     all_reduce_(labels, "max")
+    all_reduce_(non_finite, "sum")
     local_seen = np.concatenate(seen) if seen else np.zeros((0, 2), np.int64)
     local_logits = np.concatenate(logit_rows) if logit_rows else None
     gathered = all_gather_object((hit1, hit5, clips, failed, local_seen, local_logits))
@@ -224,4 +250,5 @@ def score_multiview(model: torch.nn.Module, loader, num_videos: int, num_classes
             view_logits = view_logits[np.lexsort((view_logits[:, 1], view_logits[:, 0]))]
     return MultiViewResult(video_scores=agg.video_scores(), video_labels=labels, view_counts=agg.counts,
                       clip_hits={1: sum(g[0] for g in gathered), 5: sum(g[1] for g in gathered)},
-                      num_clips=sum(g[2] for g in gathered), failed_views=failed_views, view_logits=view_logits)
+                      num_clips=sum(g[2] for g in gathered), failed_views=failed_views, view_logits=view_logits,
+                      non_finite_views=non_finite)

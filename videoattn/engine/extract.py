@@ -11,7 +11,9 @@ resize and crops (``features.num_spatial_crops``, optionally averaged) and the m
     DIR/<id>.json   path, fps, duration (decoded and declared), window starts/ends in seconds,
                     frame indices, samples past the end per window, layer, dtype
     DIR/index.csv   one row per finished video (rank 0, after all ranks finished)
-    DIR/failed.csv  videos that could not be decoded this run (and missing ones), with the reason
+    DIR/failed.csv  videos that could not be decoded this run (and missing ones), with the reason;
+                    also videos whose features or scores held NaN or inf (not written; the tool
+                    then exits 1)
     DIR/truncated.csv  finished videos cut short: features cover only the frames that decode
     DIR/scores/<id>.npy  with ``features.save_scores``: (num_windows, C) class probabilities of
                     each window (softmax of the classifier in the same forward pass, crops averaged
@@ -50,6 +52,7 @@ from videoattn.data.transforms import DeviceNormalizer
 from videoattn.data.windows import Window, WindowStream
 from videoattn.engine.device import autocast_dtype, configure_backends, for_device
 from videoattn.engine.inference import class_names_for, load_inference_model
+from videoattn.engine.metrics import NonFiniteError
 from videoattn.models.resnet3d import ResNet3D
 from videoattn.utils.distributed import (all_gather_object, barrier, get_rank, get_world_size, init_distributed,
                                          is_main_process, main_process_claim)
@@ -61,6 +64,7 @@ log = logging.getLogger(__name__)
 SCORES_DIR = "scores"  # scores/<id>.npy: a subfolder, so no video id can collide with another's scores
 INDEX_COLUMNS = ["video", "path", "num_windows", "fps", "duration_s", "window_s", "stride_s", "feature_shape",
                  "dtype", "layer", "features", "windows"]
+NON_FINITE = "NaN or inf features/scores"  # the failed.csv reason of a video whose outputs are not finite
 TRUNCATED_COLUMNS = ["video", "path", "decoded_frames", "declared_frames", "decoded_s", "declared_s", "num_windows"]
 
 
@@ -294,6 +298,11 @@ def extract_features(cfg: Config, source: str, out_dir: str, checkpoint_path: Op
         elif "done" in item:
             feats, scores = _finish(pending.pop(k), f)
             assert feats.shape[0] == len(item["window"].starts), (paths[k], feats.shape)
+            if _non_finite_reason(feats, scores):
+                failed[k] = _non_finite_reason(feats, scores)
+                log.warning("features: not writing %s: %s", paths[k], failed[k])
+                bar.update(1)
+                continue
             written += 1
             _save_video(out_dir, ids[k], paths[k], item["window"], item["declared_frames"], feats, f, scores)
             bar.update(1)
@@ -304,6 +313,7 @@ def extract_features(cfg: Config, source: str, out_dir: str, checkpoint_path: Op
     gathered = all_gather_object((sorted(failed.items()), written, skipped))
     summary = _report(out_dir, ids, paths, missing, gathered) if is_main_process() else None
     barrier()
+    _raise_if_non_finite(gathered, out_dir)
     return summary
 
 
@@ -312,6 +322,23 @@ def output_names(ids: Sequence[str], save_scores: bool) -> List[str]:
     :mod:`videoattn.utils.outputs`)."""
     names = ["index.csv", "truncated.csv", "failed.csv"] + [i + ext for i in ids for ext in (".npy", ".json")]
     return names + (["classes.txt"] + [os.path.join(SCORES_DIR, i + ".npy") for i in ids] if save_scores else [])
+
+
+def _non_finite_reason(feats: np.ndarray, scores: Optional[np.ndarray]) -> str:
+    """Why a video's outputs are not written ("" if all are finite): the windows whose features
+    (in ``features.dtype``) or class scores hold NaN or inf."""
+    bad = ~np.isfinite(feats.reshape(len(feats), -1)).all(axis=1)
+    if scores is not None:
+        bad |= ~np.isfinite(scores.reshape(len(scores), -1)).all(axis=1)
+    return f"{NON_FINITE} in {int(bad.sum())} of {len(bad)} windows: not written" if bad.any() else ""
+
+
+def _raise_if_non_finite(gathered: list, out_dir: str) -> None:
+    """:class:`NonFiniteError` on every rank if any video's outputs held NaN or inf (they are in failed.csv)."""
+    bad = [reason for g in gathered for _, reason in g[0] if reason.startswith(NON_FINITE)]
+    if bad:
+        raise NonFiniteError(f"{len(bad)} videos had NaN or inf features or scores ({bad[0]}): listed in "
+                             f"{os.path.join(out_dir, 'failed.csv')}, no features written for them")
 
 
 def _plan(out_dir: str, ids: List[str], paths: List[str],

@@ -10,6 +10,7 @@ from typing import Dict, Sequence
 import torch
 
 from videoattn.utils.distributed import all_reduce_
+from videoattn.utils.errors import OneLineError
 
 AGGREGATIONS = ("softmax", "sum", "max")
 
@@ -26,6 +27,16 @@ def topk_correct(logits: torch.Tensor, labels: torch.Tensor, ks: Sequence[int] =
     top = logits.topk(kmax, dim=1).indices                 # (N, kmax)
     hits = top == labels[:, None].to(top.device)          # (N, kmax)
     return {k: hits[:, :min(k, kmax)].any(dim=1) for k in ks}
+
+
+def non_finite_rows(t: torch.Tensor) -> torch.Tensor:
+    """``(N,)`` bool: the rows of ``t (N, ...)`` that hold a NaN or an infinity."""
+    return ~torch.isfinite(t.reshape(t.shape[0], -1)).all(dim=1)
+
+
+class NonFiniteError(OneLineError):
+    """A model output held NaN or inf: the tool wrote its files with those videos marked and left
+    out of every accuracy, and exits with status 1 (its results are incomplete)."""
 
 
 def confusion_matrix(preds: torch.Tensor, labels: torch.Tensor, num_classes: int) -> torch.Tensor:

@@ -37,6 +37,7 @@ from videoattn.data.transforms import DeviceNormalizer
 from videoattn.engine.device import autocast_dtype, configure_backends, for_device
 from videoattn.engine.extract import chunk_outputs, list_inputs, video_ids, window_loader
 from videoattn.engine.inference import class_names_for, load_inference_model
+from videoattn.engine.metrics import NonFiniteError, non_finite_rows
 from videoattn.engine.render import render_timeline, render_video
 from videoattn.engine.tester import score_test_views
 from videoattn.engine.timeline import WindowTopK, segments, timeline_rows, window_topk
@@ -63,6 +64,12 @@ class VideoResult:
     windows: List[WindowTopK] = field(default_factory=list)  # sliding windows, best classes first
     error: str = ""                              # why there is no prediction ("" = predicted)
     notes: List[str] = field(default_factory=list)  # timeline / render problems (not fatal)
+    non_finite_views: int = 0                    # views whose logits held NaN or inf (then no prediction)
+    non_finite_windows: int = 0                  # sliding windows whose scores did (then no timeline)
+
+    @property
+    def non_finite(self) -> bool:
+        return bool(self.non_finite_views or self.non_finite_windows)
 
     @property
     def has_timeline(self) -> bool:
@@ -88,6 +95,10 @@ def score_video_level(cfg: Config, model, device: torch.device, results: List[Vi
         if not bool(scored.readable[v]):
             r.error = "; ".join(sorted({e for _, e in r.failed_views})) or "no view could be decoded"
             continue
+        if bool(scored.non_finite[v]):
+            r.non_finite_views = int(scored.non_finite_views[v])
+            r.error = f"NaN or inf logits in {r.non_finite_views} of {r.num_views} views: not predicted"
+            continue
         top = scored.video_scores[v].float().topk(k)
         r.top = [(i, names[i], float(s)) for i, s in zip(top.indices.tolist(), top.values.tolist())]
 
@@ -109,6 +120,10 @@ def score_windows(cfg: Config, model, device: torch.device, results: List[VideoR
             win = item["window"]
             probs = torch.cat(pending.pop(item["k"]))                 # (W, C)
             r.duration_s, r.window_s = win.num_frames / win.fps, win.window_s
+            r.non_finite_windows = int(non_finite_rows(probs).sum())
+            if r.non_finite_windows:
+                r.notes.append(f"no timeline: NaN or inf scores in {r.non_finite_windows} of {len(probs)} windows")
+                continue
             r.windows = window_topk(probs, win.starts, win.ends, names, k)
         else:  # (w, crops, C) probabilities -> crops averaged
             probs = chunk_outputs(model, item, "pool", device, to_device, amp, scores=True)[1]
@@ -134,13 +149,13 @@ def render_result(out_dir: str, r: VideoResult) -> None:
 # --------------------------------------------------------------------------------------- outputs
 def _prediction_rows(results: Sequence[VideoResult], k: int) -> Tuple[List[str], list]:
     header = ["video", "path"] + [f"pred{i + 1}" for i in range(k)] + [f"score{i + 1}" for i in range(k)] + \
-        ["num_views", "duration_s", "num_windows", "error", "notes"]
+        ["num_views", "duration_s", "num_windows", "error", "notes", "non_finite"]
     rows = []
     for r in results:
         top = r.top[:k] + [("", "", None)] * (k - len(r.top[:k]))
         rows.append([r.video, r.path] + [t[1] for t in top] + ["" if t[2] is None else f"{t[2]:.6g}" for t in top] +
                     [r.num_views, "" if r.duration_s is None else f"{r.duration_s:.3f}",
-                     len(r.windows) if r.has_timeline else 0, r.error, "; ".join(r.notes)])
+                     len(r.windows) if r.has_timeline else 0, r.error, "; ".join(r.notes), int(r.non_finite)])
     return header, rows
 
 
@@ -152,7 +167,8 @@ def _segment_dicts(r: VideoResult) -> List[dict]:
 def _video_json(r: VideoResult, k: int) -> dict:
     out = {"video": r.video, "path": r.path, "ok": not r.error, "error": r.error, "notes": r.notes,
            "top": [{"index": i, "label": n, "score": s} for i, n, s in r.top[:k]], "num_views": r.num_views,
-           "failed_views": [{"view": v, "error": e} for v, e in r.failed_views], "duration_s": r.duration_s}
+           "failed_views": [{"view": v, "error": e} for v, e in r.failed_views], "duration_s": r.duration_s,
+           "non_finite": r.non_finite}
     if r.has_timeline:
         out.update(window_s=r.window_s, num_windows=len(r.windows), segments=_segment_dicts(r))
     return out
@@ -233,13 +249,23 @@ def claim_output(out_dir: str, weights: str, paths: Sequence[str]) -> dict:
     return run
 
 
+def _raise_if_non_finite(results: Sequence[VideoResult], out_dir: str) -> None:
+    bad = [r for r in results if r.non_finite]
+    if bad:
+        raise NonFiniteError(f"{len(bad)} of {len(results)} videos had NaN or inf scores (e.g. {bad[0].path}: "
+                             f"{bad[0].error or bad[0].notes[-1]}); marked non_finite in "
+                             f"{os.path.join(out_dir, 'predictions.csv')}")
+
+
 def predict_videos(cfg: Config, source: str, out_dir: str, checkpoint_path: Optional[str] = None,
                    pretrained: str = "", top_k: int = 5, render: bool = False,
                    trust: bool = False) -> Tuple[List[VideoResult], List[str], int]:
     """Predict every video of ``source`` (a video, a folder, or a list/CSV) into ``out_dir``.
 
     Returns ``(results, missing paths, k)``. Undecodable and missing videos are listed, not
-    fatal; :class:`PredictError` when not a single video could be predicted (after writing the files).
+    fatal; :class:`PredictError` when not a single video could be predicted, :class:`NonFiniteError`
+    when a video's scores held NaN or inf (it is marked ``non_finite``, not predicted), both after
+    writing the files.
     """
     if launch_world_size() > 1:
         raise PredictError("predict runs in one process: start it with python, not torchrun")
@@ -269,6 +295,7 @@ def predict_videos(cfg: Config, source: str, out_dir: str, checkpoint_path: Opti
                views={"num_ensemble_views": cfg.test.num_ensemble_views,
                       "num_spatial_crops": cfg.test.num_spatial_crops})
     write_outputs(out_dir, results, missing, k, run)
+    _raise_if_non_finite(results, out_dir)
     if not any(not r.error for r in results):
         raise PredictError(f"none of the {len(results) + len(missing)} videos could be read; reasons in "
                            f"{os.path.join(out_dir, 'failed.csv')}")

@@ -6,7 +6,7 @@ and, with ``test.save_logits``, ``view_logits.npz``.
 from __future__ import annotations
 
 import os
-from typing import Dict, List
+from typing import Dict, List, Optional
 
 import numpy as np
 import torch
@@ -64,22 +64,26 @@ def write_confusion(csv_path: str, png_path: str, conf: torch.Tensor, class_name
 
 
 def write_predictions(path: str, paths: List[str], scores: torch.Tensor, labels: torch.Tensor,
-                      readable: torch.Tensor, class_names: List[str], k: int = 5) -> None:
-    """Per video: path, label, top-k predicted classes and their aggregated scores; unreadable
-    videos are listed with empty predictions."""
+                      scored: torch.Tensor, class_names: List[str], k: int = 5,
+                      non_finite: Optional[torch.Tensor] = None) -> None:
+    """Per video: path, label, top-k predicted classes and their aggregated scores, and
+    ``non_finite`` (1: a view's logits held NaN or inf); videos not ``scored`` (unreadable, or
+    non-finite) are listed with empty predictions."""
     k = min(k, len(class_names))
     header = ["video", "label", "label_name", "correct"] + \
-        [f"pred{i + 1}" for i in range(k)] + [f"score{i + 1}" for i in range(k)]
+        [f"pred{i + 1}" for i in range(k)] + [f"score{i + 1}" for i in range(k)] + ["non_finite"]
     rows = []
     for v, p in enumerate(paths):
         lab = int(labels[v])
         name = class_names[lab] if 0 <= lab < len(class_names) else ""
-        if not readable[v]:
-            rows.append([p, lab, name, ""] + [""] * (2 * k))
+        flag = int(non_finite is not None and bool(non_finite[v]))
+        if not scored[v]:
+            rows.append([p, lab, name, ""] + [""] * (2 * k) + [flag])
             continue
         top = scores[v].topk(k)
         preds = [class_names[i] for i in top.indices.tolist()]
-        rows.append([p, lab, name, int(top.indices[0] == lab)] + preds + [f"{s:.6g}" for s in top.values.tolist()])
+        rows.append([p, lab, name, int(top.indices[0] == lab)] + preds + [f"{s:.6g}" for s in top.values.tolist()]
+                    + [flag])
     atomic_write_csv(path, header, rows)
 
 
@@ -103,20 +107,22 @@ def write_test_report(out_dir: str, result, class_names: List[str], paths: List[
     """Write every test output under ``out_dir``; return the metrics dict written to metrics.json."""
     os.makedirs(out_dir, exist_ok=True)
     metrics = result.metrics(class_names)
-    readable = result.readable
-    conf = confusion_matrix(result.video_scores[readable].argmax(dim=1) if readable.any() else torch.zeros(0),
-                            result.video_labels[readable], len(class_names))
+    readable, scored = result.readable, result.scored
+    conf = confusion_matrix(result.video_scores[scored].argmax(dim=1) if scored.any() else torch.zeros(0),
+                            result.video_labels[scored], len(class_names))
     unreadable = [{"path": paths[v], "error": "; ".join(sorted({e for _, e in result.failed_views.get(v, [])}))}
                   for v in torch.nonzero(~readable).flatten().tolist()]
     partial = [{"path": paths[v], "failed_views": [view for view, _ in fv], "error": fv[0][1]}
                for v, fv in sorted(result.failed_views.items()) if readable[v]]
-    metrics.update(unreadable=unreadable, partially_readable=partial, **extra)
+    non_finite = [{"path": paths[v], "non_finite_views": int(result.non_finite_views[v])}
+                  for v in torch.nonzero(result.non_finite).flatten().tolist()]
+    metrics.update(unreadable=unreadable, partially_readable=partial, non_finite=non_finite, **extra)
     atomic_write_json(os.path.join(out_dir, "metrics.json"), metrics)
     write_per_class(os.path.join(out_dir, "per_class.csv"), conf, class_names)
     write_confusion(os.path.join(out_dir, "confusion_matrix.csv"), os.path.join(out_dir, "confusion_matrix.png"),
                     conf, class_names)
     write_predictions(os.path.join(out_dir, "predictions.csv"), paths, result.video_scores, result.video_labels,
-                      readable, class_names)
+                      scored, class_names, non_finite=result.non_finite)
     if result.view_logits is not None:
         write_view_logits(os.path.join(out_dir, "view_logits.npz"), result.view_logits, result.video_labels, paths)
     return metrics

@@ -14,11 +14,12 @@ from typing import Dict, Optional
 
 from videoattn.config import Config
 from videoattn.data import VideoClipDataset, build_dataset, build_loader
+from videoattn.data.dataset import missing_report_name
 from videoattn.data.transforms import DeviceNormalizer
 from videoattn.engine.device import autocast_dtype, configure_backends, for_device
 from videoattn.engine.evaluate import MultiViewResult, score_multiview
 from videoattn.engine.inference import check_num_classes, load_inference_model
-from videoattn.data.dataset import missing_report_name
+from videoattn.engine.metrics import NonFiniteError
 from videoattn.engine.report import test_report_files, write_test_report
 from videoattn.utils.distributed import barrier, init_distributed, is_main_process, main_process_claim, per_process_batch
 
@@ -71,9 +72,20 @@ def run_test(cfg: Config, checkpoint_path: Optional[str] = None, trust: bool = F
                  "checkpoint": weights.source, "aggregation": t.aggregation, "num_ensemble_views": t.num_ensemble_views,
                  "num_spatial_crops": t.num_spatial_crops, "world_size": info.world_size}
         metrics = write_test_report(out_dir, result, class_names, paths, extra)
-        log.info("test: %d videos (%d unreadable, %d missing) clip top-1 %.4f | video top-1 %.4f top-5 %.4f "
-                 "| mean class acc %.4f -> %s", metrics["num_videos"], metrics["num_unreadable"],
-                 len(dataset.missing), metrics["clip_top1"], metrics["video_top1"], metrics["video_top5"],
-                 metrics["mean_class_accuracy"], out_dir)
+        log.info("test: %d videos (%d unreadable, %d missing, %d non-finite) clip top-1 %.4f | video top-1 %.4f "
+                 "top-5 %.4f | mean class acc %.4f -> %s", metrics["num_videos"], metrics["num_unreadable"],
+                 len(dataset.missing), metrics["num_non_finite"], metrics["clip_top1"], metrics["video_top1"],
+                 metrics["video_top5"], metrics["mean_class_accuracy"], out_dir)
     barrier()
+    _raise_if_non_finite(result, out_dir)
     return metrics
+
+
+def _raise_if_non_finite(result: MultiViewResult, out_dir: str) -> None:
+    """:class:`NonFiniteError` (every rank: the result is gathered) if any logits were NaN or inf."""
+    bad = int(result.non_finite.sum())
+    if bad:
+        raise NonFiniteError(
+            f"{bad} of {int(result.readable.sum())} readable videos had NaN or inf logits "
+            f"({int(result.non_finite_views.sum())} views): marked non_finite in "
+            f"{os.path.join(out_dir, 'predictions.csv')} and metrics.json, left out of the accuracy")

@@ -30,7 +30,7 @@ from torch import nn
 
 from videoattn.models.inflate import inflate_state_dict
 from videoattn.utils.serialization import CheckpointError, UntrustedCheckpointError, load_file
-from videoattn.utils.state_dict import unwrap_state_dict
+from videoattn.utils.state_dict import check_finite_state, unwrap_state_dict
 
 SOURCES = ("torchvision", "pytorchvideo", "pyslowfast")
 _PTV_BRANCH = {"branch1_conv": "downsample.0", "branch1_norm": "downsample.1",
@@ -141,6 +141,7 @@ def read_state_dict(path: str, trust: bool = False) -> Dict[str, torch.Tensor]:
     """Load the weights in ``path``: a plain state dict, or a checkpoint dict holding
     ``model_state`` (PySlowFast / pytorchvideo / this project), ``state_dict`` or ``model``.
 
+    Weights holding NaN or inf values are refused (:class:`CheckpointError` naming the tensors).
     Read as data only; a whole pickled module (or anything else that needs full unpickling) loads
     only with ``trust=True`` (:mod:`videoattn.utils.serialization`).
     """
@@ -159,6 +160,7 @@ def read_state_dict(path: str, trust: bool = False) -> Dict[str, torch.Tensor]:
                 break
     if not isinstance(obj, dict) or not obj or not all(torch.is_tensor(v) for v in obj.values()):
         raise ValueError(f"{path} holds no state dict (expected tensors, or a dict with 'model_state')")
+    check_finite_state(obj, path)  # NaN/inf weights: refused, named
     return obj
 
 

@@ -36,13 +36,20 @@ class UntrustedCheckpointError(CheckpointError):
     """The file can only be read by full unpickling, which may run code; it was not loaded."""
 
 
-# How the weights-only unpickler names what it refused (a global, or a class it will not build).
-_REFUSED = re.compile(r"GLOBAL ([\w.]+) was not an allowed global|but got <class '([\w.]+)'>")
+# How the weights-only unpickler names what it refused: a global not on the allowlist, a global of a
+# blocked module (torch >= 2.6 words ``os.system`` as "GLOBAL posix.system whose module posix is
+# blocked"), or a class it will not build.
+_REFUSED = re.compile(r"GLOBAL ([\w.]+) was not an allowed global|GLOBAL ([\w.]+) whose module [\w.]+ is blocked"
+                      r"|but got <class '([\w.]+)'>")
+# Globals of these packages are classes and functions of libraries, not what a payload calls (os,
+# posix, builtins, subprocess, ...); the refusal names the others first.
+_LIBRARY_PREFIXES = ("torch.", "numpy.", "videoattn.", "collections.")
+_SHOWN = 4
 
 
 def _refused_globals(path: str, error: Exception) -> List[str]:
     """The globals that full unpickling of ``path`` would import; [] if ``error`` is plain corruption."""
-    named = [a or b for a, b in _REFUSED.findall(str(error))]
+    named = [a or b or c for a, b, c in _REFUSED.findall(str(error))]
     if not named:  # "Unsupported operand", ...: random bytes, not a pickle that asks for code
         return []
     try:  # zip files list every global they reference
@@ -51,6 +58,14 @@ def _refused_globals(path: str, error: Exception) -> List[str]:
         return named
     allowed = {f"{g.__module__}.{g.__qualname__}" for g in SAFE_GLOBALS}
     return [g for g in found if g not in allowed] or named
+
+
+def _telling_first(names: List[str]) -> str:
+    """The first few of ``names``, in an order that does not depend on hashing: the globals outside
+    the known libraries (``posix.system``, ``builtins.open``) first, then alphabetically."""
+    order = sorted(set(names), key=lambda n: (n.startswith(_LIBRARY_PREFIXES), n))
+    more = len(order) - _SHOWN
+    return ", ".join(order[:_SHOWN]) + (f" and {more} more" if more > 0 else "")
 
 
 def load_file(path: str, trust: bool = False, map_location: str = "cpu") -> Any:
@@ -73,10 +88,9 @@ def load_file(path: str, trust: bool = False, map_location: str = "cpu") -> Any:
         names = _refused_globals(path, e)
         if not names:
             raise CheckpointError(f"unreadable checkpoint {path}: not a torch file, or corrupt") from None
-        what = ", ".join(names[:4]) + (" ..." if len(names) > 4 else "")
         raise UntrustedCheckpointError(
             f"refusing to load {path}: it can only be read by full unpickling, which can run arbitrary code "
-            f"(it would import {what}); if you trust its source, pass {TRUST_OPT_IN}") from None
+            f"(it would import {_telling_first(names)}); if you trust its source, pass {TRUST_OPT_IN}") from None
     except Exception as e:  # truncated zip, random bytes, ...
         raise CheckpointError(f"unreadable checkpoint {path}: {type(e).__name__}: {_first_line(e)}") from None
 

@@ -2,9 +2,11 @@
 put in front of parameter and module names."""
 from __future__ import annotations
 
-from typing import Any, Dict
+from typing import Any, Dict, List
 
 import torch
+
+from videoattn.utils.serialization import CheckpointError
 
 WRAPPER_PREFIXES = ("module.", "_orig_mod.")
 
@@ -44,3 +46,19 @@ def to_cpu(obj: Any) -> Any:
     if isinstance(obj, tuple):
         return tuple(to_cpu(v) for v in obj)
     return obj
+
+
+def non_finite_tensors(state: Dict[str, Any]) -> List[str]:
+    """The sorted names of the floating-point tensors in ``state`` that hold a NaN or an infinity."""
+    return sorted(k for k, v in state.items()
+                  if torch.is_tensor(v) and (v.is_floating_point() or v.is_complex()) and not bool(torch.isfinite(v).all()))
+
+
+def check_finite_state(state: Dict[str, Any], source: str) -> None:
+    """Raise :class:`CheckpointError` naming the tensors of ``state`` (weights read from ``source``)
+    that hold NaN or infinite values: whatever such a model computes is not a result."""
+    bad = non_finite_tensors(state)
+    if bad:
+        shown = ", ".join(bad[:4]) + (f" and {len(bad) - 4} more" if len(bad) > 4 else "")
+        raise CheckpointError(f"{source}: {len(bad)} of {len(state)} weight tensors hold NaN or inf values "
+                              f"({shown}); refusing to use them")
