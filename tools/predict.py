@@ -13,13 +13,12 @@ DIR/predictions.csv, predictions.json, timeline.csv, segments.csv, failed.csv an
 DIR/<id>.mp4 (top-3 drawn on every frame) and DIR/<id>_timeline.png. No labels are needed;
 undecodable videos are listed with their reason. See videoattn/engine/predict.py.
 """
-import os
 import sys
 
 from videoattn.cli import add_checkpoint_argument, config_parser, exit_on_user_error, parse_config
 from videoattn.engine.logger import setup_logging
 from videoattn.engine.predict import format_table, predict_videos
-from videoattn.utils.distributed import distributed_run
+from videoattn.utils.distributed import distributed_run, launch_rank
 
 
 def main(argv=None) -> int:
@@ -31,7 +30,7 @@ def main(argv=None) -> int:
     parser.add_argument("--render", action="store_true",
                         help="also write DIR/<id>.mp4 with the current top-3 on every frame and DIR/<id>_timeline.png")
     args, cfg = parse_config(parser, argv)
-    setup_logging(int(os.environ.get("RANK", "0")))
+    setup_logging(launch_rank())
     with exit_on_user_error(interrupted=f"interrupted; {args.output} may hold part of the rendered videos"), \
             distributed_run(cfg, args.output):
         results, missing, k = predict_videos(cfg, args.input, args.output, args.checkpoint, args.pretrained,

@@ -9,6 +9,7 @@ from slurmkit import finish, free_port_job_id, start_tasks
 
 from videoattn.utils.launcher import (LaunchInfo, LauncherError, detect_launcher, env_for, export_env,
                                       parse_nodelist, port_from_job_id)
+from videoattn.utils.rendezvous import REPORT_ENV, report_interval
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -183,3 +184,15 @@ def test_inconsistent_srun_variables_stop_the_worker_with_one_line(tmp_path):
     assert rc == 1 and not os.path.exists(tmp_path / "rank0.json")
     assert err.strip().splitlines() == ["launcher error: incomplete srun environment: SLURM_PROCID, "
                                         "SLURM_LOCALID set but SLURM_NTASKS missing"]
+
+
+def test_wait_report_interval_is_read_from_one_variable_and_checked(monkeypatch):
+    """How often rank 0 says whom it waits for (tests/engine/test_srun_tools.py sets 1 s)."""
+    monkeypatch.delenv(REPORT_ENV, raising=False)
+    assert report_interval() == 60.0
+    monkeypatch.setenv(REPORT_ENV, "2.5")
+    assert report_interval() == 2.5
+    for bad in ("0", "-1", "nan", "inf", "soon"):
+        monkeypatch.setenv(REPORT_ENV, bad)
+        with pytest.raises(LauncherError, match=f"{REPORT_ENV}='{bad}' must be a positive number of seconds"):
+            report_interval()

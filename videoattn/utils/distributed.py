@@ -4,7 +4,9 @@ small collective helpers.
 The launcher is detected from the environment (:mod:`videoattn.utils.launcher`: torchrun's
 ``RANK``/``WORLD_SIZE``/``LOCAL_RANK``, srun's ``SLURM_PROCID``/``SLURM_NTASKS``/``SLURM_LOCALID``
 with the master from the node list, submitit's local executor); its ``env://`` variables are
-exported before ``init_process_group``. Works unchanged in a plain single process.
+exported before ``init_process_group``. Under srun and submitit the processes meet through
+:mod:`videoattn.utils.rendezvous` (rank 0 says whom it waits for, Ctrl-C works, a one-line
+timeout). Works unchanged in a plain single process.
 """
 from __future__ import annotations
 
@@ -13,7 +15,7 @@ import datetime
 import logging
 import re
 from dataclasses import dataclass
-from typing import Any, Iterable, Iterator, List, Optional
+from typing import Any, Iterable, Iterator, List, Optional, Tuple
 
 import torch
 import torch.distributed as dist
@@ -22,6 +24,7 @@ from videoattn.utils.errors import OneLineError
 from videoattn.utils.launcher import LaunchInfo, LauncherError, detect_launcher, export_env
 from videoattn.utils.lock import LockError, folder_lock
 from videoattn.utils.outputs import OutputError, claim_outputs
+from videoattn.utils.rendezvous import open_store, report_interval
 
 logger = logging.getLogger(__name__)
 SINGLE = LaunchInfo("single", 0, 1, 0, "", 0)
@@ -87,23 +90,37 @@ def per_process_batch(global_batch: int, key: str, world_size: Optional[int] = N
     return global_batch // world
 
 
-def init_distributed(device: str = "auto", timeout_s: float = 1800) -> DistInfo:
+def launch_and_device(device: str = "auto") -> Tuple[LaunchInfo, torch.device]:
+    """The launcher detected (its ``env://`` variables exported) and this process's device, before
+    any process group exists. Raises :class:`LauncherError` (one line) on partial or inconsistent
+    launcher variables."""
+    launch = detect_launcher(check_gpus=_uses_cuda(device))
+    export_env(launch)  # env:// (and code that reads RANK / WORLD_SIZE) works under every launcher
+    return launch, resolve_device(device, launch.local_rank)
+
+
+def init_distributed(device: str = "auto", timeout_s: float = 1800, report_s: Optional[float] = None) -> DistInfo:
     """Initialise the default process group from the launcher's variables, once.
 
     ``device``: auto | cpu | cuda. One CUDA device per process, chosen by the local rank.
-    ``timeout_s``: how long a collective waits for the other processes (``dist_timeout_minutes``).
-    Raises :class:`LauncherError` (one line) on partial or inconsistent launcher variables.
+    ``timeout_s``: how long the rendezvous and a collective wait for the other processes
+    (``dist_timeout_minutes``). ``report_s``: seconds between rank 0's "waiting for N more
+    processes" lines (default: :func:`videoattn.utils.rendezvous.report_interval`).
+    Raises :class:`LauncherError` (one line) on partial or inconsistent launcher variables, and
+    :class:`RendezvousError` (one line) when a process never comes.
     """
-    launch = detect_launcher(check_gpus=_uses_cuda(device))
-    export_env(launch)  # env:// (and code that reads RANK / WORLD_SIZE) works under every launcher
-    dev = resolve_device(device, launch.local_rank)
+    launch, dev = launch_and_device(device)
     use_cuda = dev.type == "cuda"
     if use_cuda:
         torch.cuda.set_device(dev)
     if launch.world_size > 1 and not dist.is_initialized():
-        dist.init_process_group(backend="nccl" if use_cuda else "gloo", init_method="env://",
-                                timeout=datetime.timedelta(seconds=timeout_s),
-                                **({"device_id": dev} if use_cuda else {}))
+        group = dict(backend="nccl" if use_cuda else "gloo", timeout=datetime.timedelta(seconds=timeout_s),
+                     **({"device_id": dev} if use_cuda else {}))
+        if launch.launcher == "torchrun":  # its agent gathered every worker before starting them, and hosts the store
+            dist.init_process_group(init_method="env://", **group)
+        else:  # srun / submitit-local: wait for the others in Python (heard, Ctrl-C, one-line timeout)
+            store = open_store(launch, timeout_s, report_interval() if report_s is None else report_s)
+            dist.init_process_group(store=store, rank=launch.rank, world_size=launch.world_size, **group)
     return DistInfo(launch.rank, launch.world_size, launch.local_rank, dev, launch)
 
 
@@ -219,13 +236,14 @@ def main_process_claim(folder: str, tool: str, names: Iterable[str], hint: str =
 
 @contextlib.contextmanager
 def distributed_run(cfg, lock_folder: str) -> Iterator[DistInfo]:
-    """What every tool does around its work: initialise the process group with the
-    ``dist_timeout_minutes`` timeout (logging the launcher detected), lock ``lock_folder``
+    """What every tool does around its work: log the launcher detected, initialise the process
+    group with the ``dist_timeout_minutes`` timeout (saying whom it waits for), lock ``lock_folder``
     (:func:`main_process_lock`), name that key when a collective times out, and tear the group
     down at the end."""
     minutes = cfg.dist_timeout_minutes
+    launch, device = launch_and_device(cfg.device)
+    logger.info("%s, device %s", launch.describe(), device)  # before the wait for the other processes
     info = init_distributed(cfg.device, timeout_s=60 * minutes)
-    logger.info("%s, device %s", info.launch.describe(), info.device)
     try:
         with main_process_lock(lock_folder), named_timeouts(minutes):
             yield info
