@@ -16,7 +16,7 @@ DEMO_DATA ?= data/synthetic
 NPROC ?= 2
 PYTEST_ARGS ?=
 # glibc malloc arenas per decode thread fragment memory over long runs; 2 keeps loader RSS flat
-# (measured by tools/benchmark.py data; figures in the README).
+# (measured by tools/benchmark.py data; figures in docs/benchmarks.md).
 export MALLOC_ARENA_MAX ?= 2
 
 .PHONY: venv test demo clean

@@ -27,8 +27,8 @@ def main(argv=None) -> int:
     p.add_argument("--gop", type=int, default=DEFAULT_GOP, help="frames between keyframes")
     p.add_argument("--crf", type=int, default=23, help="x264 constant rate factor (quality; lower = larger)")
     p.add_argument("--preset", default="veryfast", help="x264 preset")
-    p.add_argument("--cabac", action="store_true", help="x264's CABAC entropy coding: ~11%% smaller files that decode "
-                                                         "~1.45x slower (default: CAVLC, measured in the README)")
+    p.add_argument("--cabac", action="store_true", help="x264's CABAC entropy coding: smaller files that decode "
+                                                         "slower (default: CAVLC; see docs/benchmarks.md)")
     p.add_argument("--layout", choices=("per-label", "flat"), default="per-label")
     p.add_argument("--classes", default="", help="class list file, or 'kinetics400' for the shipped list "
                                                  "(default: the sorted labels of the rows)")

@@ -1,7 +1,8 @@
-"""The README's Kinetics walk-through, end to end with the real tools: a messy download (full-length
-and already-cut videos, a broken file) -> tools/prepare_data.py --classes kinetics400 ->
-tools/check_data.py and tools/train_net.py on configs/kinetics400/I3D_R50.yaml (data.root pointed at
-the prepared folder; only the model and clip sizes shrunk so that an epoch takes seconds on a CPU)."""
+"""The Kinetics walk-through of docs/data.md, end to end with the real tools: a messy download
+(full-length and already-cut videos, a broken file) -> tools/prepare_data.py --classes kinetics400
+-> tools/check_data.py and tools/train_net.py on configs/kinetics400/I3D_R50.yaml (data.root
+pointed at the prepared folder; only the model and clip sizes shrunk so that an epoch takes seconds
+on a CPU)."""
 import csv
 import json
 import os

@@ -240,8 +240,8 @@ def x264_options(job: PrepareJob) -> dict:
     """libx264 options of ``job``: its preset and crf, one thread, and CAVLC unless ``job.cabac``.
 
     CAVLC instead of x264's default CABAC changes only the entropy coding: the same frames at the same
-    crf, some 12% more bytes, but decoding (once per clip per epoch) is much cheaper; measured on
-    360p sources re-encoded at 320p, GOP 32: 42.8 vs 62.2 CPU ms per random 8x8 clip (README)."""
+    crf, more bytes, but decoding (once per clip per epoch) is much cheaper: measured in
+    docs/benchmarks.md (keyframe interval and entropy coding)."""
     options = {"preset": job.preset, "crf": str(job.crf), "threads": "1"}
     if not job.cabac:
         options["x264-params"] = "cabac=0"

@@ -44,7 +44,7 @@ from videoattn.utils.workers import (CRASHED as POOL_CRASHED, OK as POOL_OK, TIM
 MANIFEST, LOCK = ".prepare_manifest.jsonl", ".prepare.lock"
 REPORTS = ("classes.txt", "failed.csv", MANIFEST, LOCK)   # written by the run: no clean copy may take these names
 X264_PRESETS = ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower", "veryslow")
-DEFAULT_GOP = 32  # measured: decode cost flat for 16..32, +10% at 64; 32 is the smallest file there (README)
+DEFAULT_GOP = 32  # measured: decode cost flat for 16..32, +10% at 64; 32 is the smallest file there (docs/)
 
 
 @dataclass

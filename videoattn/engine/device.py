@@ -4,7 +4,7 @@
   (null) keys resolved for the device: CUDA gets uint8
   batches normalised on the GPU (``data.normalize_on_device``) and bf16 autocast
   (``train.mixed_precision`` / ``test.mixed_precision``); the CPU gets channels_last_3d weights and
-  inputs (``model.channels_last``; measured faster there, see the README's model benchmark).
+  inputs (``model.channels_last``; measured faster there, see docs/benchmarks.md, model).
 * :func:`configure_backends`: cuDNN autotuning and TF32 matmuls on CUDA.
 * :func:`autocast_dtype`: a ``mixed_precision`` value -> the autocast dtype (None: off).
 """

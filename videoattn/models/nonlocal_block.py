@@ -29,7 +29,7 @@ from torch import nn
 INSTANTIATIONS = ("embedded_gaussian", "dot_product", "gaussian", "concatenation")
 ATTENTION_PATHS = ("auto", "sdpa", "explicit")
 _CONCAT_CHUNK = 1 << 22  # elements of the (chunk x M) pairwise matrix per step
-# CPU rule, from whole-block forward+backward timings at 8x28x28 (the README's non-local paths table):
+# CPU rule, from whole-block forward+backward timings at 8x28x28 (docs/benchmarks.md, non-local):
 # SDPA was faster with head dim 256 (C = 512) and in inference, the explicit matrix with head dim 512
 # (C = 1024) in training. The explicit path keeps B x N x M matrices for the backward, so it is taken
 # only while one float32 matrix stays under 256 MiB.

@@ -4,7 +4,7 @@ A loader worker allocates and frees the same few multi-MB blocks for every clip 
 the resized crop, the float clip). With glibc's defaults those blocks go back to the kernel after
 each clip (the adaptive mmap threshold and heap trimming), so every clip pays page faults on fresh
 memory again, and per-thread arenas fragment over long runs (measured by ``tools/benchmark.py data``;
-the figures are in the README).
+the figures are in docs/benchmarks.md).
 
 :func:`tune_malloc` keeps freed blocks in the heap for reuse (a steady high-water mark, not growth)
 and caps the arenas. It is a no-op off glibc.
