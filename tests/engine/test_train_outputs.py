@@ -72,9 +72,6 @@ def test_checkpoints_never_replace_or_delete_a_users_file_and_reruns_resume(synt
     own, other = str(tmp_path / "own"), str(tmp_path / "other")
     keep = ["train.keep_last=1", "train.eval_period=0", "train.checkpoint_period=1"]
     _ok(_train(synthetic_root, own, "solver.max_epoch=1", *keep))
-    listed = read_manifest(own)
-    assert all(listed.get(n) == "train_net" for n in ("config.yaml", "train.log", "metrics.jsonl", "tensorboard",
-                                                       "checkpoints/checkpoint_epoch_00001.pyth")), listed
 
     # The user copies a checkpoint in by hand and leaves a file at the next epoch's name.
     copy, junk = ck.epoch_checkpoint_path(other, 1), ck.epoch_checkpoint_path(other, 2)
@@ -97,12 +94,15 @@ def test_checkpoints_never_replace_or_delete_a_users_file_and_reruns_resume(synt
     assert f"deleted {ck.epoch_checkpoint_path(own, 1)}" in log           # its own old checkpoint
     assert [e for e, _ in ck.list_epoch_checkpoints(own)] == [2]
     assert ck.load_checkpoint(ck.epoch_checkpoint_path(own, 2))["epoch"] == 1  # as numbered in test_train_guards
+    listed = read_manifest(own)                                            # what it wrote is listed as its own
+    assert all(listed.get(n) == "train_net" for n in ("config.yaml", "train.log", "metrics.jsonl", "tensorboard",
+                                                       "checkpoints/checkpoint_epoch_00002.pyth")), listed
 
 
 def test_retention_counts_and_deletes_only_listed_checkpoints(tmp_path):
     out = str(tmp_path)
     paths = [ck.epoch_checkpoint_path(out, e) for e in (1, 2, 3, 4)]
-    claim_outputs(out, ck.TOOL, [ck.checkpoint_name(p) for p in paths[1:]])   # epoch 1 is a user's copy
+    claim_outputs(out, "train_net", [os.path.join("checkpoints", os.path.basename(p)) for p in paths[1:]])  # not 1
     for p in paths:
         ck.save_checkpoint(p, ck.make_checkpoint({"w": torch.ones(1)}, {}))
     assert ck.prune_checkpoints(out, keep_last=1) == paths[1:3]
