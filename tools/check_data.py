@@ -5,7 +5,8 @@
 
 Writes DIR/check_<split>.csv (one row per video: status, reason, frames, fps, size, decode time),
 DIR/check_<split>_summary.txt and DIR/<annotation>_clean.<ext> (the good rows only; point
-data.<split>_split at it). Deletes nothing. Exit code 0: every video is fine, 1: some are not,
+data.<split>_split at it). Deletes nothing, and replaces only files it wrote itself (an
+annotation or a user's file of those names is refused in one line). Exit code 0: every video is fine, 1: some are not,
 2: an error stopped the check (bad config or annotation file, unwritable report folder).
 """
 import os
@@ -13,6 +14,7 @@ import sys
 
 from videoattn.cli import config_parser, parse_config
 from videoattn.data.check import run_check, settings_from_config
+from videoattn.utils.errors import OneLineError
 
 ERROR = 2
 
@@ -38,7 +40,7 @@ def main(argv=None) -> int:
         settings = settings_from_config(cfg.data, args.split)
         output = args.output or os.path.join(cfg.output_dir, "check_data")
         return run_check(settings, output, args.workers, args.time_limit, not args.no_progress)
-    except ValueError as e:  # AnnotationError, a bad backend name
+    except (ValueError, OneLineError) as e:  # AnnotationError, a bad backend name, an output not check_data's
         print(f"error: {e}", file=sys.stderr)
     except OSError as e:
         print(f"error: {e.filename}: {e.strerror}" if e.filename else f"error: {e}", file=sys.stderr)

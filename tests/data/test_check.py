@@ -111,3 +111,46 @@ def test_checked_clips_are_the_first_middle_and_last_clip_training_can_draw(prot
     assert first[0] == 0 <= min(int(d[0]) for d in draws) <= 2
     assert last[-1] - 3 <= max(int(d[-1]) for d in draws) <= last[-1] <= frames - 1
     assert first[0] < middle[0] < last[0] and all(len(c) == 8 for c in (first, middle, last))
+
+
+# ---------------------------------------------- issue 19: check_data never replaces a file it did not write
+USER_BYTES = b"the user's own file\n"
+
+
+def _one_line(r, line):
+    assert r.returncode == 2 and r.stderr.strip().splitlines() == [line], r.stdout + r.stderr
+    assert "Traceback" not in r.stdout + r.stderr
+
+
+@pytest.mark.slow
+def test_check_refuses_to_replace_its_input_or_a_users_file_and_reruns_into_its_own_folder(synthetic_root, tmp_path):
+    out = tmp_path / "report"
+    out.mkdir()
+    annotation = out / "check_val.csv"               # the annotation itself has the report's name
+    annotation.write_bytes(open(os.path.join(synthetic_root, "val.csv"), "rb").read())
+    before = annotation.read_bytes()
+    r = _run(synthetic_root, out, "--split", "val", f"data.val_split={annotation}")
+    _one_line(r, f"error: --output {annotation} is the input file {annotation}; not replaced: choose another --output")
+    assert annotation.read_bytes() == before and sorted(os.listdir(out)) == ["check_val.csv"]
+
+    link = out / "val_clean.csv"                      # the clean copy's name: a link to the annotation
+    os.symlink(os.path.join(synthetic_root, "val.csv"), link)
+    r = _run(synthetic_root, out, "--split", "val")
+    _one_line(r, f"error: --output {link} is the input file {os.path.join(synthetic_root, 'val.csv')}; not replaced: "
+                 f"choose another --output")
+    assert os.path.islink(link) and sorted(os.listdir(out)) == ["check_val.csv", "val_clean.csv"]
+
+    os.remove(link)
+    os.remove(annotation)
+    link.write_bytes(USER_BYTES)                      # a user's file of that name
+    r = _run(synthetic_root, out, "--split", "val")
+    _one_line(r, f"error: {link} exists and was not written by check_data; not replaced: move it away or use "
+                 f"another --output")
+    assert link.read_bytes() == USER_BYTES and sorted(os.listdir(out)) == ["val_clean.csv"]
+
+    os.remove(link)
+    for _ in range(2):                                # a rerun into its own folder replaces its own files
+        r = _run(synthetic_root, out, "--split", "val")
+        assert r.returncode == 0 and "16 ok, 0 broken, 0 missing" in r.stdout, r.stdout + r.stderr
+    assert sorted(os.listdir(out)) == [".videoattn-outputs.json", "check_val.csv", "check_val_summary.txt",
+                                       "val_clean.csv"]

@@ -4,12 +4,15 @@ import csv
 import hashlib
 import os
 import re
+import subprocess
+import sys
 from collections import Counter
 
 import av
 import numpy as np
 import pytest
 
+from videoattn.utils.outputs import MANIFEST, read_manifest
 from videoattn.data.synthetic import class_names, make_synthetic_dataset, render_video
 
 NAME = re.compile(r"^[A-Za-z0-9_-]{11}_\d{6}_\d{6}\.(mp4|webm|avi)$")
@@ -56,7 +59,7 @@ def test_deterministic_for_a_seed(tmp_path):
     make_synthetic_dataset(str(tmp_path / "b"), seed=5, **kw)
     make_synthetic_dataset(str(tmp_path / "c"), seed=6, **kw)
     a, b, c = (_digest(tmp_path / x) for x in "abc")
-    assert a == b and len(a) == 4 * 3 + 5
+    assert a == b and len(a) == 4 * 3 + 5 + 1  # + the list of outputs, .videoattn-outputs.json
     assert a != c
 
 
@@ -100,3 +103,37 @@ def test_single_frames_cannot_separate_a_pair_but_frame_order_can(pair):
     best = max(max(np.mean(np.r_[da[:, k] > 0, db[:, k] <= 0]), np.mean(np.r_[da[:, k] <= 0, db[:, k] > 0]))
                for k in range(da.shape[1]))
     assert best >= 0.95
+
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def _make(out):
+    cmd = [sys.executable, os.path.join(REPO, "tools", "make_synthetic_dataset.py"), "--output", str(out),
+           "--classes", "2", "--train-per-class", "1", "--val-per-class", "1", "--min-seconds", "0.3",
+           "--max-seconds", "0.4", "--size-scale", "0.4", "--workers", "1"]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=300,
+                          env=dict(os.environ, PYTHONPATH=REPO, OMP_NUM_THREADS="1"))
+
+
+@pytest.mark.parametrize("name", ["train.csv", "classes.txt"])
+def test_tool_keeps_a_users_file_of_its_names_and_reruns_into_its_own_folder(tmp_path, name):
+    """issue 19: --output pointing at a dataset folder never replaces its train.csv or classes.txt;
+    a rerun (``make demo`` twice) replaces only the files the tool wrote."""
+    out = tmp_path / "data"
+    out.mkdir()
+    (out / name).write_bytes(b"the user's own file\n")
+    r = _make(out)
+    assert r.returncode == 1 and "Traceback" not in r.stderr, r.stdout + r.stderr
+    assert r.stderr.strip().splitlines() == [f"error: {out / name} exists and was not written by "
+                                             f"make_synthetic_dataset; not replaced: move it away or use another "
+                                             f"--output"], r.stderr
+    assert os.listdir(out) == [name] and (out / name).read_bytes() == b"the user's own file\n"
+    os.remove(out / name)
+    first = None
+    for _ in range(2):
+        r = _make(out)
+        assert r.returncode == 0 and "wrote 2 train + 2 val videos" in r.stdout, r.stdout + r.stderr
+        first = first or _digest(out)
+    assert _digest(out) == first and len(first) == 4 + 5 + 1
+    assert sorted(read_manifest(str(out))) == sorted(n for n in first if n != MANIFEST)

@@ -11,6 +11,7 @@ from videoattn.config import config_to_dict, load_config
 from videoattn.engine import checkpoint as ck
 from videoattn.engine.solver import build_optimizer, build_scheduler
 from videoattn.models import build_model
+from videoattn.utils.outputs import claim_outputs
 
 
 def _tiny_cfg(num_classes=5):
@@ -18,8 +19,9 @@ def _tiny_cfg(num_classes=5):
 
 
 def _write(out, epoch, value):
-    ck.save_checkpoint(ck.epoch_checkpoint_path(str(out), epoch),
-                       ck.make_checkpoint({"w": torch.full((3,), float(value))}, {}, epoch=epoch - 1))
+    path = ck.epoch_checkpoint_path(str(out), epoch)
+    claim_outputs(str(out), ck.TOOL, [ck.checkpoint_name(path)])  # as train_net does: its own, prunable
+    ck.save_checkpoint(path, ck.make_checkpoint({"w": torch.full((3,), float(value))}, {}, epoch=epoch - 1))
 
 
 def test_epoch_checkpoint_name_follows_pyslowfast(tmp_path):

@@ -13,6 +13,7 @@ from videoattn.engine.meter import Clock, Meter
 from videoattn.engine.midepoch import Interrupts, capture_part, continue_epoch, resume_iteration
 from videoattn.utils.distributed import DistInfo
 from videoattn.utils.preemption import REQUEUE_EXIT_CODE, TERMINATED_EXIT_CODE
+from videoattn.utils.outputs import claim_outputs
 
 
 def test_sampler_skips_the_first_indices_of_the_same_permutation_for_one_pass():
@@ -34,6 +35,8 @@ def test_sampler_skips_the_first_indices_of_the_same_permutation_for_one_pass():
 
 def _touch(path):
     os.makedirs(os.path.dirname(path), exist_ok=True)
+    out = os.path.dirname(os.path.dirname(path))
+    claim_outputs(out, ck.TOOL, [ck.checkpoint_name(path)])  # as train_net does: its own, prunable
     ck.save_checkpoint(path, {"model_state": {}, "epoch": 0})
 
 

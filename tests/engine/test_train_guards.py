@@ -14,6 +14,7 @@ from ddp_worker import small_overrides
 from evalkit import run
 from test_untrusted_checkpoints import DEMO_CFG
 from videoattn.engine import checkpoint as ck
+from videoattn.utils.outputs import claim_outputs
 
 pytestmark = pytest.mark.slow   # real train_net / test_net processes
 
@@ -58,6 +59,8 @@ def test_retention_never_deletes_the_newest_valid_checkpoint(synthetic_root, tmp
 
 
 def test_prune_counts_complete_files_only(tmp_path):
+    claim_outputs(str(tmp_path), ck.TOOL, [ck.checkpoint_name(ck.epoch_checkpoint_path(str(tmp_path), e))
+                                           for e in (1, 2, 3, 9)])  # train_net's own (listed before saving)
     for e in (1, 2, 3):
         ck.save_checkpoint(ck.epoch_checkpoint_path(str(tmp_path), e), ck.make_checkpoint({"w": torch.ones(1)}, {}))
     data = open(ck.epoch_checkpoint_path(str(tmp_path), 3), "rb").read()

@@ -10,6 +10,7 @@ import torch
 
 from ddp_worker import small_overrides
 from videoattn.engine import checkpoint as ck
+from videoattn.utils.outputs import claim_outputs
 
 pytestmark = pytest.mark.slow   # real training processes, one SIGKILLed
 
@@ -50,6 +51,7 @@ def test_killed_and_resumed_run_ends_with_the_same_weights(synthetic_root, tmp_p
     # A newer checkpoint that a crash left truncated must be skipped, with a warning naming it.
     k = max(done)
     broken = ck.epoch_checkpoint_path(out, k + 1)
+    claim_outputs(out, ck.TOOL, [ck.checkpoint_name(broken)])  # train_net lists a name before writing it
     data = open(ck.epoch_checkpoint_path(out, k), "rb").read()
     with open(broken, "wb") as f:
         f.write(data[: len(data) // 3])

@@ -16,6 +16,7 @@ from videoattn.models.pretrained import PRETRAINED, load_pretrained_weights, ver
 from videoattn.models.resnet3d import ResNet3D
 from videoattn.utils import download
 from videoattn.utils.download import DownloadError, cache_dir, fetch, sidecar_path
+from videoattn.utils.outputs import MANIFEST
 from weightserver import closed_port, serve  # noqa: F401 (fixture)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -131,7 +132,7 @@ def test_pytorchvideo_file_that_does_not_convert_is_rejected(serve, ptv_i3d_stat
     with pytest.raises(DownloadError, match="failed verification: it (does not convert|lacks 1 keys)") as e:
         load_pretrained_weights(ResNet3D(depth=50, num_classes=400), "i3d_r50", cache=str(cache), base_url=server.url)
     assert "the file was removed" in _one_line_error(e)
-    assert sorted(os.listdir(cache)) == ["I3D_8x8_R50.pyth.lock"]  # no file, no sidecar, no temp
+    assert sorted(os.listdir(cache)) == [MANIFEST, "I3D_8x8_R50.pyth.lock"]  # no file, no sidecar, no temp
 
 
 def test_sidecar_catches_a_cached_file_that_changed(serve, ptv_i3d_state, tmp_path):
@@ -182,7 +183,7 @@ def test_torchvision_file_with_its_hash_prefix_is_inflated(serve, tmp_path, monk
     assert info400.classes is None and len(server.requests) == 1
 
 
-def test_wrong_checksum_removes_the_file(serve, tmp_path):
+def test_wrong_checksum_discards_the_download_and_keeps_a_file_put_by_hand(serve, tmp_path):
     root, server = serve()
     name, _ = _torchvision_r18_file(root)
     os.rename(root / name, root / "resnet18-f37072fd.pth")  # the published name, other bytes
@@ -192,11 +193,36 @@ def test_wrong_checksum_removes_the_file(serve, tmp_path):
                                 base_url=server.url)
     assert "does not start with f37072fd" in _one_line_error(e)
     assert sorted(os.listdir(cache)) == ["resnet18-f37072fd.pth.lock"]
-    # a file put into the cache by hand is checked too, and removed when wrong
+    # a file put into the cache by hand is checked too; when wrong it is refused, never removed (issue 19)
     os.rename(root / "resnet18-f37072fd.pth", cache / "resnet18-f37072fd.pth")
-    with pytest.raises(DownloadError, match="the file was removed"):
+    mine = (cache / "resnet18-f37072fd.pth").read_bytes()
+    with pytest.raises(DownloadError, match="not removed \\(it was not downloaded here\\): move it away"):
         fetch(PRETRAINED["resnet18_imagenet"]["url"], str(cache))
-    assert not (cache / "resnet18-f37072fd.pth").exists() and len(server.requests) == 1
+    assert (cache / "resnet18-f37072fd.pth").read_bytes() == mine and len(server.requests) == 1
+
+
+def test_a_pytorchvideo_file_put_by_hand_is_never_removed(ptv_i3d_state, tmp_path):
+    """issue 19: the cache removes only what it downloaded; a file put there by hand that fails
+    verification, or changes after it was verified, is refused in one line and kept."""
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    path = cache / "I3D_8x8_R50.pyth"
+    torch.save({"model_state": {"w": torch.ones(1)}}, path)       # not I3D weights
+    mine = path.read_bytes()
+    with pytest.raises(DownloadError, match="failed verification: .*; not removed \\(it was not downloaded here\\)"):
+        load_pretrained_weights(ResNet3D(depth=50, num_classes=400), "i3d_r50", cache=str(cache),
+                                base_url=f"http://127.0.0.1:{closed_port()}")
+    assert path.read_bytes() == mine and not os.path.exists(sidecar_path(str(path)))
+    torch.save({"model_state": ptv_i3d_state}, path)              # the right file, by hand: verified, recorded
+    load_pretrained_weights(ResNet3D(depth=50, num_classes=400), "i3d_r50", cache=str(cache))
+    sidecar = open(sidecar_path(str(path))).read()
+    state = dict(ptv_i3d_state)
+    state["blocks.6.proj.bias"] = state["blocks.6.proj.bias"] + 1
+    torch.save({"model_state": state}, path)                      # changed by hand after it was verified
+    mine = path.read_bytes()
+    with pytest.raises(DownloadError, match="changed since it was verified .*; not removed"):
+        load_pretrained_weights(ResNet3D(depth=50, num_classes=400), "i3d_r50", cache=str(cache))
+    assert path.read_bytes() == mine and open(sidecar_path(str(path))).read() == sidecar
 
 
 def test_unreachable_server_names_url_and_cache_path(tmp_path):

@@ -188,6 +188,23 @@ def test_wrong_checksum_through_the_tool_removes_the_file(served, tmp_path):
     assert not os.path.exists(tmp_path / "r18.pyth")
 
 
+def test_a_wrong_file_put_by_hand_is_refused_and_kept(tmp_path):
+    """issue 19: the cache removes only files it downloaded; a user's file under the published name
+    that fails the checksum is refused in one line, and kept byte for byte."""
+    cached = tmp_path / "home" / "weights" / "resnet18-f37072fd.pth"
+    cached.parent.mkdir(parents=True)
+    torch.save(torchvision.models.resnet18().state_dict(), cached)  # not the published bytes
+    mine = cached.read_bytes()
+    proc = run(["tools/convert_checkpoint.py", "--pretrained", "resnet18_imagenet", "--config", K400_CFG,
+                "--output", str(tmp_path / "r18.pyth"), "model.preset=", "model.depth=18", "model.num_classes=1000"],
+               env_extra={"VIDEOATTN_HOME": str(tmp_path / "home"),
+                          "VIDEOATTN_WEIGHTS_URL": f"http://127.0.0.1:{closed_port()}"})
+    line = _error_line(proc)
+    assert line.startswith(f"error: checksum mismatch for {cached} from http://127.0.0.1:") and \
+        line.endswith("; not removed (it was not downloaded here): move it away, then run again to download it"), line
+    assert cached.read_bytes() == mine and not os.path.exists(tmp_path / "r18.pyth")
+
+
 # --------------------------------------------------------------------- unreachable / offline
 def test_unreachable_server_then_the_file_put_by_hand(served, synthetic_root, tmp_path):
     home = tmp_path / "home"

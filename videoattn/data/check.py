@@ -30,7 +30,8 @@ from videoattn.config import DataConfig
 from videoattn.data.annotations import Annotations, read_annotations, resolve
 from videoattn.data.decoding import DecodeError, config_backend, open_video
 from videoattn.data.protocols import ClipSpec, Protocol
-from videoattn.utils.io import atomic_write_text
+from videoattn.utils.io import atomic_write_text, make_folder
+from videoattn.utils.outputs import check_not_input, claim_outputs
 from videoattn.utils.workers import OK as POOL_OK, run_tasks
 
 CLIPS = 3  # first, middle, last
@@ -157,10 +158,32 @@ def summary(checks: List[VideoCheck], ann: Annotations, s: CheckSettings, wall: 
     return "\n".join(lines)
 
 
+def clean_name(ann: Annotations) -> str:
+    """The file name of the split's clean annotation: ``<annotation stem>_clean<ext>`` (``.txt`` for a folder)."""
+    stem, ext = os.path.splitext(os.path.basename(os.path.normpath(ann.source)))
+    return f"{stem}_clean{ext}" if ann.format in ("kinetics_csv", "list") else f"{stem}_clean.txt"
+
+
+def output_names(ann: Annotations, split: str) -> List[str]:
+    """What :func:`run_check` writes into its output folder."""
+    return [f"check_{split}.csv", f"check_{split}_summary.txt", clean_name(ann)]
+
+
+def claim_check_outputs(s: CheckSettings, ann: Annotations, output_dir: str) -> None:
+    """Refuse (:class:`videoattn.utils.outputs.OutputError`, one line) before any video is checked
+    an output that is an input of the check (the annotation, the train split or the class list,
+    also through a link) or a file check_data did not write; else list the outputs as check_data's."""
+    names = output_names(ann, s.split)
+    inputs = [ann.source] + [resolve(s.root, f) for f in (s.split_file, s.train_split, s.classes_file) if f]
+    for name in names:
+        check_not_input(os.path.join(output_dir, name), inputs)
+    make_folder(output_dir)
+    claim_outputs(output_dir, "check_data", names, hint="use another --output")
+
+
 def clean_annotation(ann: Annotations, good: set, root: str) -> tuple:
     """(file name, text) of the split's annotation with only the rows whose video is in ``good``."""
-    name = os.path.basename(os.path.normpath(ann.source))
-    stem, ext = os.path.splitext(name)
+    name = clean_name(ann)
     if ann.format == "kinetics_csv":
         with open(ann.source, "r", encoding="utf-8-sig", newline="") as f:
             table = list(csv.reader(f))
@@ -175,17 +198,16 @@ def clean_annotation(ann: Annotations, good: set, root: str) -> tuple:
                 return False
         buf = io.StringIO()
         csv.writer(buf, lineterminator="\n").writerows([table[0]] + [r for r in table[1:] if r and keep(r)])
-        return f"{stem}_clean{ext}", buf.getvalue()
+        return name, buf.getvalue()
     if ann.format == "list":
         with open(ann.source, "r", encoding="utf-8-sig") as f:
             lines = [line for line in f.read().splitlines() if line.strip()]
 
         def path_of(line: str) -> str:
             return resolve(root, (line.rsplit(",", 1) if "," in line else line.rsplit(None, 1))[0].strip())
-        return f"{stem}_clean{ext}", "".join(line + "\n" for line in lines if path_of(line) in good)
+        return name, "".join(line + "\n" for line in lines if path_of(line) in good)
     label_of = dict(ann.videos)
-    return f"{stem}_clean.txt", "".join(f"{os.path.relpath(p, root)} {label_of[p]}\n"
-                                        for p, _ in ann.videos if p in good)
+    return name, "".join(f"{os.path.relpath(p, root)} {label_of[p]}\n" for p, _ in ann.videos if p in good)
 
 
 def run_check(s: CheckSettings, output_dir: str, workers: int = 1, time_limit: float = 300.0,
@@ -201,6 +223,7 @@ def run_check(s: CheckSettings, output_dir: str, workers: int = 1, time_limit: f
     missing = [VideoCheck(m.rsplit(": ", 1)[-1], -1, "missing", f"no video file for {m}") for m in ann.missing]
     if not ann.videos and not missing:
         raise ValueError(f"{s.split}: {ann.source} lists no videos")
+    claim_check_outputs(s, ann, output_dir)
     tasks = [(path, label, s) for path, label in ann.videos]
     checks: List[Optional[VideoCheck]] = [None] * len(tasks)
     bar = tqdm(total=len(tasks), unit="video", desc=f"check {s.split}", disable=not progress, dynamic_ncols=True)
@@ -212,7 +235,6 @@ def run_check(s: CheckSettings, output_dir: str, workers: int = 1, time_limit: f
     text = summary(done, ann, s, time.perf_counter() - started)
     good = {c.path for c in done if c.status == "ok"}
     name, clean = clean_annotation(ann, good, s.root)
-    os.makedirs(output_dir, exist_ok=True)
     atomic_write_text(os.path.join(output_dir, f"check_{s.split}.csv"), _report_csv(done))
     atomic_write_text(os.path.join(output_dir, f"check_{s.split}_summary.txt"), text + "\n")
     atomic_write_text(os.path.join(output_dir, name), clean)

@@ -15,6 +15,9 @@ download::
     out/train.txt, out/val.txt      PySlowFast lists: <path relative to out> <label index>
     out/classes.txt                 one class name per line, in label-index order
 
+Every name is claimed first (:func:`videoattn.utils.outputs.claim_outputs`): a file of one of these
+names that this tool did not write (a dataset's own ``train.csv``) is refused, not replaced.
+
 Note: the left/right classes change meaning under a horizontal flip, so train with
 ``data.random_flip=false`` on this set.
 """
@@ -31,7 +34,8 @@ from typing import Dict, List, Optional, Tuple
 import av
 import numpy as np
 
-from videoattn.utils.io import atomic_path, atomic_write_text
+from videoattn.utils.io import atomic_path, atomic_write_text, make_folder
+from videoattn.utils.outputs import claim_outputs
 
 # Pairs of classes; the second member of each pair is the first one played backwards.
 CLASS_PAIRS: List[Tuple[str, str, str]] = [
@@ -209,8 +213,12 @@ def _plan(num_classes: int, per_class: Dict[str, int], seed: int,
     return plan
 
 
+def _rel(item: dict) -> str:
+    return f"{item['split']}/{item['youtube_id']}_{item['start']:06d}_{item['end']:06d}.{item['ext']}"
+
+
 def _write_one(item: dict, out_dir: str) -> str:
-    rel = f"{item['split']}/{item['youtube_id']}_{item['start']:06d}_{item['end']:06d}.{item['ext']}"
+    rel = _rel(item)
     frames = render_video(item["label"], item["num_frames"], item["width"], item["height"],
                           np.random.default_rng(item["seed"]))
     encode_video(os.path.join(out_dir, rel), frames, item["fps"])
@@ -237,6 +245,9 @@ def make_synthetic_dataset(out_dir: str, num_classes: int = 8, train_per_class: 
     names = sorted(generated)  # label indices follow the sorted names, as Kinetics' class list
     plan = _plan(num_classes, {"train": train_per_class, "val": val_per_class}, seed,
                  min_seconds, max_seconds, size_scale)
+    make_folder(out_dir)
+    claim_outputs(out_dir, "make_synthetic_dataset", ["classes.txt", "train.csv", "train.txt", "val.csv", "val.txt"]
+                  + [_rel(item) for item in plan], hint="use another --output")
     for split in ("train", "val"):
         os.makedirs(os.path.join(out_dir, split), exist_ok=True)
     workers = workers or os.cpu_count() or 1

@@ -21,6 +21,7 @@ from torch import nn
 
 import videoattn
 from videoattn.utils.io import atomic_torch_save
+from videoattn.utils.outputs import read_manifest
 from videoattn.utils.serialization import CheckpointError, UntrustedCheckpointError, load_file
 from videoattn.utils.state_dict import check_finite_state, to_cpu, unwrap_state_dict
 
@@ -66,6 +67,7 @@ def load_checkpoint(path: str, map_location: str = "cpu", trust: bool = False) -
 # --- Training checkpoints: naming, resume, retention, best, fine-tuning, RNG state -----------------
 
 CHECKPOINT_DIR = "checkpoints"
+TOOL = "train_net"   # output_dir's list of outputs (videoattn/utils/outputs.py) names its checkpoints so
 BEST_NAME = "checkpoint_best.pyth"
 _EPOCH_RE = re.compile(r"^checkpoint_epoch_(\d{5,})\.pyth$")
 _MID_EPOCH_RE = re.compile(r"^checkpoint_epoch_(\d{5,})_iter_(\d{6,})\.pyth$")
@@ -74,6 +76,11 @@ Position = Tuple[int, int]   # (epochs completed, batches done in the next epoch
 
 def checkpoint_dir(output_dir: str) -> str:
     return os.path.join(output_dir, CHECKPOINT_DIR)
+
+
+def checkpoint_name(path: str) -> str:
+    """``checkpoints/<file name>``: how output_dir's list of outputs names the checkpoint at ``path``."""
+    return os.path.join(CHECKPOINT_DIR, os.path.basename(path))
 
 
 def epoch_checkpoint_path(output_dir: str, epoch: int) -> str:
@@ -150,11 +157,15 @@ def prune_checkpoints(output_dir: str, keep_last: int) -> List[str]:
     unreadable file, whatever its epoch number, is neither counted nor removed (a warning names
     it), so the newest valid checkpoint is never deleted. Mid-epoch checkpoints are resume points
     only: the newest complete checkpoint supersedes them (they never count towards ``keep_last``).
-    ``checkpoint_best.pyth`` is never touched. Each deletion is logged; returns the removed paths.
+    ``checkpoint_best.pyth`` is never touched. Only files that output_dir's list of outputs names
+    as train_net's are counted or deleted (a checkpoint copied in by hand is kept). Each deletion is
+    logged; returns the removed paths.
     """
-    complete = []
+    own, complete = read_manifest(output_dir), []
     for position, path in list_checkpoints(output_dir):
-        if is_complete_checkpoint(path):
+        if own.get(checkpoint_name(path)) != TOOL:
+            logger.warning("retention: %s was not written by %s; not counted, not deleted", path, TOOL)
+        elif is_complete_checkpoint(path):
             complete.append((position, path))
         else:
             logger.warning("retention: %s is not a complete checkpoint; not counted, not deleted", path)

@@ -31,7 +31,7 @@ from typing import Iterator, Optional, Tuple
 from videoattn.config import config_to_dict
 from videoattn.engine import checkpoint as ckpt_lib
 from videoattn.engine.meter import Clock, Meter
-from videoattn.utils.distributed import DistInfo, all_gather_object
+from videoattn.utils.distributed import DistInfo, all_gather_object, main_process_claim
 from videoattn.utils.preemption import REQUEUE_EXIT_CODE, PreemptionHandler
 
 logger = logging.getLogger(__name__)
@@ -131,8 +131,9 @@ def save_position(state, run, sums: Meter, clock: Clock, skipped: list, loader) 
     """Write a mid-epoch checkpoint at ``state.iteration`` (every rank contributes its part; rank 0
     writes atomically and prunes superseded ones). Returns its path on every rank."""
     cfg, info = run.cfg, run.info
-    parts = all_gather_object(capture_part(sums, clock, skipped, loader))
     path = ckpt_lib.mid_epoch_checkpoint_path(cfg.output_dir, state.epoch + 1, state.iteration)
+    main_process_claim(cfg.output_dir, ckpt_lib.TOOL, [ckpt_lib.checkpoint_name(path)], "use another output_dir")
+    parts = all_gather_object(capture_part(sums, clock, skipped, loader))
     if info.is_main:
         position = {"epoch": state.epoch, "iteration": state.iteration, "seed": cfg.seed,
                     "world_size": info.world_size, "batch_size": loader.batch_size,  # videos per process

@@ -33,6 +33,7 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 
 from videoattn.config import Config, config_to_dict, save_config
 from videoattn.data import build_dataset, build_loader
+from videoattn.data.dataset import missing_report_name
 from videoattn.data.loader import unique_broken, videos_per_batch
 from videoattn.data.transforms import DeviceNormalizer
 from videoattn.engine import checkpoint as ckpt_lib
@@ -50,10 +51,15 @@ from videoattn.models import build_model
 from videoattn.models.builder import compile_model
 from videoattn.models.pretrained import load_pretrained_weights
 from videoattn.utils.distributed import (DistInfo, all_gather_object, barrier, broadcast_object, distributed_run,
-                                         launch_rank, launch_world_size, per_process_batch)
+                                         launch_rank, launch_world_size, main_process_claim, per_process_batch)
 
 logger = logging.getLogger(__name__)
 MAX_LISTED_BROKEN = 20   # broken videos named per epoch summary (all are counted)
+# What train_net writes into output_dir, claimed (videoattn/utils/outputs.py) before the first write;
+# the checkpoints/ files are claimed as they are saved, the best one here too (a refusal comes early).
+OUTPUT_NAMES = ["config.yaml", "train.log", "metrics.jsonl", "tensorboard", missing_report_name("train"),
+                missing_report_name("val"), ckpt_lib.checkpoint_name(ckpt_lib.BEST_NAME)]
+OUTPUT_HINT = "use another output_dir"
 
 
 @dataclass
@@ -108,6 +114,7 @@ def train(cfg: Config) -> TrainResult:
     restore_console = setup_logging(launch_rank())  # no train.log before the lock
     try:
         with distributed_run(cfg, cfg.output_dir) as info:  # output_dir locked: one run at a time
+            main_process_claim(cfg.output_dir, ckpt_lib.TOOL, OUTPUT_NAMES, OUTPUT_HINT)  # a user's train.log stays
             restore_logging = setup_logging(info.rank, cfg.output_dir if info.is_main else None)
             try:
                 return _train(cfg, info)
@@ -344,6 +351,9 @@ def _save_if_due(state: TrainState, run: Run, summary: dict, is_best: bool, stop
     if not (periodic or is_best):
         return None
     path = ckpt_lib.epoch_checkpoint_path(cfg.output_dir, state.epoch) if periodic else None
+    best = ckpt_lib.best_checkpoint_path(cfg.output_dir) if is_best else None
+    main_process_claim(cfg.output_dir, ckpt_lib.TOOL, [ckpt_lib.checkpoint_name(p) for p in (path, best) if p],
+                       OUTPUT_HINT)
     rng = all_gather_object(ckpt_lib.get_rng_state())
     run.interrupts.saved()
     if not run.info.is_main:
@@ -355,7 +365,6 @@ def _save_if_due(state: TrainState, run: Run, summary: dict, is_best: bool, stop
         logger.info("saved %s", path)
         ckpt_lib.prune_checkpoints(cfg.output_dir, cfg.train.keep_last)
     if is_best:
-        best = ckpt_lib.best_checkpoint_path(cfg.output_dir)
         ckpt_lib.save_checkpoint(best, ckpt)
         logger.info("new best val top1 %.2f%%: saved %s", 100 * state.best_top1, best)
     return path

@@ -13,6 +13,10 @@ A file there is used as is; to work offline, put the file there by hand under it
   ``resnet50-0676ba61.pth``) is checked against it on every use; a mismatch removes the file.
   For files published without one, :func:`record_sha256` keeps the sha256 of a verified file in a
   sidecar (``<file>.sha256``, ``sha256sum`` format) and :func:`check_recorded_sha256` re-checks it.
+* **Only its own files are removed**: a download is listed in the cache folder's list of outputs
+  (:mod:`videoattn.utils.outputs`) before it is renamed into place. A bad file that was downloaded
+  here is removed (the next call downloads it afresh); one put there by hand (or by an older
+  version) is refused and kept: the user moves it away.
 * **Mirrors / tests**: ``base_url`` (or ``$VIDEOATTN_WEIGHTS_URL``) replaces everything before the
   file name of the published URL, e.g. ``http://127.0.0.1:8000`` serves ``/<file name>``.
 
@@ -31,10 +35,12 @@ from typing import Callable, Iterator, Optional, Tuple
 
 from videoattn.utils.errors import OneLineError
 from videoattn.utils.io import atomic_path, atomic_write_text
+from videoattn.utils.outputs import claim_files, read_manifest
 
 HOME_ENV = "VIDEOATTN_HOME"
 URL_ENV = "VIDEOATTN_WEIGHTS_URL"
 _CHUNK = 1 << 20
+TOOL = "download"   # how the cache folder's list of outputs names the files downloaded into it
 
 
 class DownloadError(OneLineError):
@@ -157,21 +163,34 @@ def _download(url: str, dest: str, timeout_s: float) -> str:
         if expected and not sha256.startswith(expected):
             raise DownloadError(f"checksum mismatch for {url}: sha256 {sha256[:16]}... does "
                                 f"not start with {expected} (its file name); the download was discarded")
+        claim_files(TOOL, {dest: "set VIDEOATTN_HOME to another folder"})  # listed: a later bad copy may be removed
     return sha256
+
+
+def _remove_if_downloaded(*paths: str) -> str:
+    """Remove ``paths`` (a cached file first, then its sidecar) if the cache downloaded the file;
+    return how the error message ends (removed, or kept because it was put there by hand)."""
+    folder, name = os.path.split(paths[0])
+    if read_manifest(folder).get(name) != TOOL:
+        return "not removed (it was not downloaded here): move it away, then run again to download it"
+    for p in paths:
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(p)
+    return "the file was removed" if len(paths) == 1 else "both were removed, run again to download it afresh"
 
 
 def check_hash_prefix(path: str, url: str = "", actual: Optional[str] = None) -> str:
     """Check ``path`` against the hash prefix its name carries (if any); return its sha256
     (``actual`` if the caller already has it).
 
-    A mismatching file is removed and :class:`DownloadError` raised.
+    :class:`DownloadError` for a mismatching file (removed if it was downloaded here).
     """
     actual = actual or sha256_file(path)
     expected = hash_prefix(os.path.basename(path))
     if expected and not actual.startswith(expected):
-        os.remove(path)
         raise DownloadError(f"checksum mismatch for {path}{' from ' + url if url else ''}: sha256 "
-                            f"{actual[:16]}... does not start with {expected} (its file name); the file was removed")
+                            f"{actual[:16]}... does not start with {expected} (its file name); "
+                            f"{_remove_if_downloaded(path)}")
     return actual
 
 
@@ -198,8 +217,8 @@ def fetch(url: str, cache: Optional[str] = None, base_url: Optional[str] = None,
             try:
                 verify(dest)
             except ValueError as e:
-                os.remove(dest)
-                raise DownloadError(f"{dest} (from {source}) failed verification: {e}; the file was removed") from None
+                raise DownloadError(f"{dest} (from {source}) failed verification: {e}; "
+                                    f"{_remove_if_downloaded(dest)}") from None
             record_sha256(dest, sha256)
         return dest, sha256
 
@@ -209,7 +228,9 @@ def sidecar_path(path: str) -> str:
 
 
 def record_sha256(path: str, sha256: str) -> None:
-    """Write ``<path>.sha256`` (``sha256sum`` format) for a file verified by other means."""
+    """Write ``<path>.sha256`` (``sha256sum`` format) for a file verified by other means (a file of
+    that name that the cache did not write is refused, not replaced)."""
+    claim_files(TOOL, {sidecar_path(path): "set VIDEOATTN_HOME to another folder"})
     atomic_write_text(sidecar_path(path), f"{sha256}  {os.path.basename(path)}\n")
 
 
@@ -227,17 +248,15 @@ def check_recorded_sha256(path: str, actual: Optional[str] = None) -> Optional[s
     """Compare ``path`` (whose sha256 is ``actual``, if known) with its sidecar; return its sha256,
     or None if nothing was recorded yet.
 
-    A file that changed since it was recorded is removed with its sidecar and
-    :class:`DownloadError` raised (the next call downloads it afresh).
+    A file that changed since it was recorded: :class:`DownloadError`; the file and its sidecar are
+    removed if the file was downloaded here (the next call downloads it afresh), else kept.
     """
     recorded = recorded_sha256(path)
     if recorded is None:
         return None
     actual = actual or sha256_file(path)
     if actual != recorded:
-        for p in (path, sidecar_path(path)):
-            with contextlib.suppress(FileNotFoundError):
-                os.remove(p)
         raise DownloadError(f"{path} changed since it was verified (sha256 {actual[:16]}..., recorded "
-                            f"{recorded[:16]}... in {sidecar_path(path)}); both were removed, run again to download it afresh")
+                            f"{recorded[:16]}... in {sidecar_path(path)}); "
+                            f"{_remove_if_downloaded(path, sidecar_path(path))}")
     return actual
