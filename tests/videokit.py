@@ -2,7 +2,7 @@
 independent count of the frames that decode (not part of the library)."""
 import av
 
-from videoattn.data.synthetic import read_frame_index
+from videoattn.datasets.synthetic import read_frame_index
 
 
 def cut_file(src: str, dst: str, fraction: float) -> None:
@@ -53,10 +53,10 @@ def loader_for(cfg, split: str, dataset=None):
 def make_long_video(path: str, labels, frames_each: int, fps: int = 30, width: int = 160, height: int = 120,
                     seed: int = 0) -> str:
     """A real video of synthetic actions one after the other: ``frames_each`` frames of each class
-    in ``labels`` (:func:`videoattn.data.synthetic.render_video`), encoded at ``fps``."""
+    in ``labels`` (:func:`videoattn.datasets.synthetic.render_video`), encoded at ``fps``."""
     import numpy as np
 
-    from videoattn.data.synthetic import encode_video, render_video
+    from videoattn.datasets.synthetic import encode_video, render_video
 
     rng = np.random.default_rng(seed)
     frames = np.concatenate([render_video(label, frames_each, width, height, rng) for label in labels])

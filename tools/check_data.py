@@ -13,7 +13,7 @@ import os
 import sys
 
 from videoattn.cli import config_parser, parse_config
-from videoattn.data.check import run_check, settings_from_config
+from videoattn.datasets.check import run_check, settings_from_config
 from videoattn.utils.errors import OneLineError
 
 ERROR = 2

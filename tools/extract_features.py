@@ -7,13 +7,13 @@
 
 Writes DIR/<video id>.npy (num_windows, D), DIR/<video id>.json (window times), DIR/index.csv and
 DIR/failed.csv (with features.save_scores=true also DIR/scores/<video id>.npy, per-window class
-probabilities, and DIR/classes.txt); re-running skips finished videos. See videoattn/engine/extract.py.
+probabilities, and DIR/classes.txt); re-running skips finished videos. See videoattn/apps/extract.py.
 """
 import sys
 
 from videoattn.cli import add_checkpoint_argument, config_parser, exit_on_user_error, parse_config
 from videoattn.utils.distributed import distributed_run, launch_rank
-from videoattn.engine.extract import extract_features
+from videoattn.apps.extract import extract_features
 from videoattn.engine.logger import setup_logging
 
 

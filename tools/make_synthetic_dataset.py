@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Write the synthetic Kinetics-style dataset (see videoattn/data/synthetic.py).
+"""Write the synthetic Kinetics-style dataset (see videoattn/datasets/synthetic.py).
 
     python tools/make_synthetic_dataset.py --output data/synthetic [--classes 8 --train-per-class 40 --val-per-class 10 --seed 0]
 
@@ -12,7 +12,7 @@ import sys
 import time
 
 from videoattn.cli import exit_on_user_error
-from videoattn.data.synthetic import MAX_CLASSES, make_synthetic_dataset
+from videoattn.datasets.synthetic import MAX_CLASSES, make_synthetic_dataset
 
 
 def main(argv=None) -> int:

@@ -11,13 +11,13 @@ test.num_spatial_crops, test.aggregation); for videos longer than a clip the sco
 windows (features.stride_seconds) and the segments where the top label changes. Writes
 DIR/predictions.csv, predictions.json, timeline.csv, segments.csv, failed.csv and, with --render,
 DIR/<id>.mp4 (top-3 drawn on every frame) and DIR/<id>_timeline.png. No labels are needed;
-undecodable videos are listed with their reason. See videoattn/engine/predict.py.
+undecodable videos are listed with their reason. See videoattn/apps/predict.py.
 """
 import sys
 
 from videoattn.cli import add_checkpoint_argument, config_parser, exit_on_user_error, parse_config
 from videoattn.engine.logger import setup_logging
-from videoattn.engine.predict import format_table, predict_videos
+from videoattn.apps.predict import format_table, predict_videos
 from videoattn.utils.distributed import distributed_run, launch_rank
 
 

@@ -13,7 +13,7 @@ import argparse
 import os
 import sys
 
-from videoattn.data.prepare_run import DEFAULT_GOP, PrepareOptions, run_prepare
+from videoattn.datasets.prepare_run import DEFAULT_GOP, PrepareOptions, run_prepare
 from videoattn.utils.workers import usable_cores
 
 

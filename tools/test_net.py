@@ -7,7 +7,7 @@
     srun --ntasks-per-node=8 --gpus-per-node=8 python tools/test_net.py --config CFG --checkpoint PATH
 
 Writes OUTPUT_DIR/test/{metrics.json, per_class.csv, confusion_matrix.csv, confusion_matrix.png,
-predictions.csv[, view_logits.npz]}. See videoattn/engine/tester.py.
+predictions.csv[, view_logits.npz]}. See videoattn/evaluation/tester.py.
 """
 import os
 import sys
@@ -15,7 +15,7 @@ import sys
 from videoattn.cli import add_checkpoint_argument, config_parser, exit_on_user_error, parse_config
 from videoattn.utils.distributed import distributed_run, launch_rank
 from videoattn.engine.logger import setup_logging
-from videoattn.engine.tester import run_test
+from videoattn.evaluation.tester import run_test
 
 
 def main(argv=None) -> int:

@@ -6,7 +6,7 @@
     torchrun --nproc_per_node=2 tools/train_net.py --config CFG [key=value ...]
     srun --ntasks-per-node=8 --gpus-per-node=8 python tools/train_net.py --config CFG [key=value ...]
 
-``train.batch_size`` is the global batch over all processes; see videoattn/engine/train.py.
+``train.batch_size`` is the global batch over all processes; see videoattn/train/loop.py.
 Exit status: 0 done; 1 error (one line); 130 Ctrl-C; after SIGUSR1 (SLURM's warning before the
 time limit) 75 = "requeue me" and after SIGTERM 143, both with a checkpoint written that a re-run
 resumes from (see videoattn/utils/preemption.py).
@@ -15,7 +15,7 @@ import sys
 
 from videoattn.cli import (add_pretrained_argument, add_trust_argument, config_parser, exit_on_user_error, parse_config,
                            print_line)
-from videoattn.engine.train import train
+from videoattn.train.loop import train
 from videoattn.utils.distributed import launch_rank
 from videoattn.utils.serialization import CheckpointError
 

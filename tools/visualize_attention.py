@@ -6,12 +6,12 @@
         [--query FRAME Y X] [--cbam-layer res3] [--nl-layer res3] [--gif fig.gif] [key=value ...]
 
 FRAME is an input-frame index (0..num_frames-1); Y and X are fractions of the crop in [0, 1].
-See videoattn/engine/visualize.py.
+See videoattn/apps/visualize.py.
 """
 import sys
 
 from videoattn.cli import add_checkpoint_argument, config_parser, exit_on_user_error, parse_config
-from videoattn.engine.visualize import visualize_video
+from videoattn.apps.visualize import visualize_video
 
 
 def main(argv=None) -> int:

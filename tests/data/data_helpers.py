@@ -53,5 +53,5 @@ def patch_avi_frame_count(src: str, dst: str, count: int) -> None:
 
 
 def frame_indices(frames) -> list:
-    from videoattn.data.synthetic import read_frame_index
+    from videoattn.datasets.synthetic import read_frame_index
     return [read_frame_index(f) for f in np.asarray(frames)]

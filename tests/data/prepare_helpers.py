@@ -15,7 +15,7 @@ from fractions import Fraction
 import av
 import numpy as np
 
-from videoattn.data.synthetic import make_indexed_video, read_frame_index
+from videoattn.datasets.synthetic import make_indexed_video, read_frame_index
 
 # x264's own defaults (keyint 250, scene cuts), as a YouTube download: no "g" option
 RAW_X264 = {"preset": "veryfast", "crf": "18", "threads": "1"}  # 3 B-frames, as YouTube encodes
@@ -91,7 +91,7 @@ def video_with_audio(path: str, seconds: float = 2.0, fps: int = 25, size=(128, 
 
 def vfr_indexed_video(path: str, times: list, width: int = 160, height: int = 96) -> None:
     """An mp4 whose frame i (barcode i) is shown at ``times[i]`` seconds (variable frame rate)."""
-    from videoattn.data.synthetic import draw_frame_index
+    from videoattn.datasets.synthetic import draw_frame_index
 
     with av.open(path, "w", format="mp4") as out:
         s = out.add_stream("libx264", rate=30, options=dict(RAW_X264))
@@ -109,7 +109,7 @@ def vfr_indexed_video(path: str, times: list, width: int = 160, height: int = 96
 # ----------------------------------------------------------------------- faults (run in workers)
 def hang_or_prepare(job):
     """Hang (after leaving a half-written temporary file) for sources named '*hang*'."""
-    from videoattn.data.prepare import prepare_video
+    from videoattn.datasets.prepare import prepare_video
 
     if "hang" in os.path.basename(job.source):
         folder, name = os.path.split(job.output)
@@ -122,7 +122,7 @@ def hang_or_prepare(job):
 
 def enospc_or_prepare(job):
     """Outputs named '*full*' fail to write half-way with ENOSPC; the others are prepared."""
-    import videoattn.data.prepare as prepare
+    import videoattn.datasets.prepare as prepare
 
     if "full" in os.path.basename(job.output):
         def write_half_then_fail(path, data):

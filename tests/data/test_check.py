@@ -81,8 +81,8 @@ def test_check_warns_about_a_header_that_declares_more_frames_than_decode(tmp_pa
     does (the frames decord indexed), reports the header's count from Video.declared_frames and
     warns; the complete file gets no warning. Reference counts: a plain PyAV decode of the barcodes."""
     from videokit import cut_file, decodable_indexed_frames
-    from videoattn.data.check import CheckSettings, check_video
-    from videoattn.data.synthetic import make_indexed_video
+    from videoattn.datasets.check import CheckSettings, check_video
+    from videoattn.datasets.synthetic import make_indexed_video
 
     full, cut = str(tmp_path / f"full.{ext}"), str(tmp_path / f"cut.{ext}")
     make_indexed_video(full, 150, 30)
@@ -99,7 +99,7 @@ def test_check_warns_about_a_header_that_declares_more_frames_than_decode(tmp_pa
 @pytest.mark.parametrize("protocol,frames,fps", [("pyslowfast", 300, 30.0), ("pyslowfast", 250, 25.0),
                                                  ("mmaction2", 300, 30.0), ("videoattn", 90, 15.0)])
 def test_checked_clips_are_the_first_middle_and_last_clip_training_can_draw(protocol, frames, fps):
-    from videoattn.data.check import CheckSettings, _clips
+    from videoattn.datasets.check import CheckSettings, _clips
     from videoattn.data.protocols import ClipSpec, Protocol
 
     s = CheckSettings(root="", split="train", split_file="", train_split="", num_frames=8, sampling_rate=8,

@@ -13,7 +13,7 @@ from data_helpers import frame_indices, small_cfg
 from videoattn.data import build_dataset, build_loader, videos_per_batch
 from videoattn.data.dataset import draw_seed
 from videoattn.data.decoding import open_video
-from videoattn.data.synthetic import make_indexed_video
+from videoattn.datasets.synthetic import make_indexed_video
 from videoattn.data.transforms import to_clip, to_tchw
 from videokit import dataset_for
 

@@ -12,7 +12,7 @@ from data_helpers import frame_indices, make_broken, patch_avi_frame_count
 from videoattn.data import decoding
 from videoattn.data.decoding import DecodeError, TruncatedVideoError, open_video
 from videoattn.data.pyav_reader import PyAVReader
-from videoattn.data.synthetic import make_indexed_video
+from videoattn.datasets.synthetic import make_indexed_video
 from videokit import cut_file, decodable_indexed_frames
 
 TOOLS = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "tools")
@@ -174,7 +174,7 @@ def test_broken_files_raise_decode_error(indexed, tmp_path, kind):
 def test_real_decord_failure_width_72_falls_back_to_pyav(tmp_path):
     """decord 0.6 fails on some small widths (72 px: 'DECORDArrayCopyFromTo: The size must exactly
     match'); such a file must still decode, via PyAV, with the right frames."""
-    from videoattn.data.synthetic import encode_video
+    from videoattn.datasets.synthetic import encode_video
 
     path = str(tmp_path / "w72.mp4")
     frames = np.zeros((30, 48, 72, 3), np.uint8)

@@ -13,7 +13,7 @@ import pytest
 
 from data_helpers import make_broken
 from prepare_helpers import long_indexed_video
-from videoattn.data.synthetic import make_indexed_video
+from videoattn.datasets.synthetic import make_indexed_video
 from videoattn.utils.resources import kinetics400_classes
 from videoattn.utils.serialization import load_file
 

@@ -8,7 +8,7 @@ import pytest
 
 from prepare_helpers import (decoded_indices, h264_uses_cabac, keyframe_positions, long_indexed_video,
                              vfr_indexed_video, video_with_audio, zero_frame_video)
-from videoattn.data.prepare import (NO_VIDEO, OUTPUT, PAST_END, UNREADABLE, ZERO_FRAMES, PrepareJob, output_size,
+from videoattn.datasets.prepare import (NO_VIDEO, OUTPUT, PAST_END, UNREADABLE, ZERO_FRAMES, PrepareJob, output_size,
                                     prepare_video)
 
 
@@ -140,7 +140,7 @@ def test_unwritable_output_is_fatal(long_videos, tmp_path):
 def test_disk_full_leaves_no_partial_file(long_videos, tmp_path, monkeypatch):
     import errno
 
-    import videoattn.data.prepare as prepare
+    import videoattn.datasets.prepare as prepare
 
     def full(path, data):  # fault injection: the disk fills up half-way through the write
         with open(path, "wb") as f:
@@ -155,7 +155,7 @@ def test_disk_full_leaves_no_partial_file(long_videos, tmp_path, monkeypatch):
 
 
 def test_prepare_worker_modules_do_not_import_torch():
-    """The prepare worker processes import only videoattn.data.prepare (spawn): with the package's
+    """The prepare worker processes import only videoattn.datasets.prepare (spawn): with the package's
     lazy __init__ (PEP 562) that costs no torch (measured: worker start-up 2.9 s -> 0.14 s on 2 busy
     cores); the package's public names still resolve on first use."""
     import subprocess
@@ -164,7 +164,7 @@ def test_prepare_worker_modules_do_not_import_torch():
     import videoattn.data as data
     from videoattn.data import loader
 
-    code = "import sys, videoattn.data.prepare, videoattn.data.prepare_run; print('torch' in sys.modules)"
+    code = "import sys, videoattn.datasets.prepare, videoattn.datasets.prepare_run; print('torch' in sys.modules)"
     env = dict(os.environ, PYTHONPATH=os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
     assert out.stdout.split() == ["False"], out.stdout + out.stderr

@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 
 from prepare_helpers import long_indexed_video
-from videoattn.data.prepare_run import load_manifest
-from videoattn.data.synthetic import make_indexed_video
+from videoattn.datasets.prepare_run import load_manifest
+from videoattn.datasets.synthetic import make_indexed_video
 from videokit import rotated_video
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))

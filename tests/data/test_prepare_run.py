@@ -12,8 +12,8 @@ from data_helpers import make_broken
 from prepare_helpers import (decoded_indices, enospc_or_prepare, hang_or_prepare, long_indexed_video, video_with_audio,
                              zero_frame_video)
 from videoattn.data.annotations import clear_index_cache, read_annotations
-from videoattn.data.prepare_run import PrepareOptions, load_manifest, output_lock, run_prepare
-from videoattn.data.synthetic import make_indexed_video
+from videoattn.datasets.prepare_run import PrepareOptions, load_manifest, output_lock, run_prepare
+from videoattn.datasets.synthetic import make_indexed_video
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 CLASSES = ["jumping", "running", "walking"]

@@ -19,7 +19,7 @@ from videoattn.data.annotations import Annotations
 from videoattn.data.dataset import VideoClipDataset, draw_seed
 from videoattn.data.decoding import open_video
 from videoattn.data.protocols import ClipSpec, Protocol
-from videoattn.data.synthetic import make_indexed_video
+from videoattn.datasets.synthetic import make_indexed_video
 from videoattn.data.windows import window_layout
 
 sf_defaults = reference("slowfast.config.defaults")

@@ -14,7 +14,7 @@ from reference_helpers import coordinate_frames, normalize_slowfast, reference, 
 from videoattn.data import protocol_spatial as S
 from videoattn.data.decoding import open_video
 from videoattn.data.protocols import ClipSpec, Protocol
-from videoattn.data.synthetic import make_indexed_video
+from videoattn.datasets.synthetic import make_indexed_video
 
 sf_defaults = reference("slowfast.config.defaults")
 sf_kinetics = reference("slowfast.datasets.kinetics")

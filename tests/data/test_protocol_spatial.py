@@ -22,7 +22,7 @@ from torchvision.transforms.v2 import functional as F
 from videoattn.data import protocol_spatial as S
 from videoattn.data.decoding import open_video
 from videoattn.data.protocols import ClipSpec, Protocol
-from videoattn.data.synthetic import make_indexed_video
+from videoattn.datasets.synthetic import make_indexed_video
 
 sf_transform = reference("slowfast.datasets.transform")
 mm_processing = reference("mmaction.datasets.transforms.processing")

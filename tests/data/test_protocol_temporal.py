@@ -18,7 +18,7 @@ from videoattn.data.decoding import open_video
 from videoattn.data.protocol_temporal import (mmaction_clip_indices, pyslowfast_clip_indices,
                                               pyslowfast_clip_size, videoattn_clip_indices)
 from videoattn.data.protocols import ClipSpec, Protocol
-from videoattn.data.synthetic import make_indexed_video
+from videoattn.datasets.synthetic import make_indexed_video
 
 decoder = reference("slowfast.datasets.decoder")
 mm_loading = reference("mmaction.datasets.transforms.loading")

@@ -12,7 +12,7 @@ from data_helpers import frame_indices, small_cfg
 from videoattn.data.annotations import Annotations
 from videoattn.data.dataset import VideoClipDataset
 from videoattn.data.protocol_temporal import videoattn_clip_indices
-from videoattn.data.synthetic import make_indexed_video
+from videoattn.datasets.synthetic import make_indexed_video
 
 
 @pytest.mark.parametrize("fps", [15, 25, 30, 24000 / 1001])

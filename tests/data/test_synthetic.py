@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from videoattn.utils.outputs import MANIFEST, read_manifest
-from videoattn.data.synthetic import class_names, make_synthetic_dataset, render_video
+from videoattn.datasets.synthetic import class_names, make_synthetic_dataset, render_video
 
 NAME = re.compile(r"^[A-Za-z0-9_-]{11}_\d{6}_\d{6}\.(mp4|webm|avi)$")
 

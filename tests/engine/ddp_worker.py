@@ -1,7 +1,7 @@
 """Run under ``torchrun --nproc_per_node=2`` by tests/engine/test_train_ddp.py (not a test itself).
 
     ddp_worker.py grad OUT_DIR              DDP gradient vs single-process gradient; precise-BN pooling
-    ddp_worker.py train OUT_DIR CFG [k=v]   videoattn.engine.train.train(); each rank saves its weights
+    ddp_worker.py train OUT_DIR CFG [k=v]   videoattn.train.loop.train(); each rank saves its weights
 """
 import copy
 import json
@@ -16,8 +16,8 @@ from torch import nn
 from videoattn.config import load_config
 from videoattn.utils.distributed import all_gather_object, init_distributed
 from videoattn.data.transforms import DeviceNormalizer
-from videoattn.engine.precise_bn import update_bn_stats
-from videoattn.engine.train import train, wrap_model
+from videoattn.train.precise_bn import update_bn_stats
+from videoattn.train.loop import train, wrap_model
 from videoattn.models import build_model
 
 

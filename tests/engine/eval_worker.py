@@ -14,9 +14,9 @@ from videokit import loader_for  # noqa: E402
 
 from videoattn.config import load_config  # noqa: E402
 from videoattn.data.transforms import DeviceNormalizer  # noqa: E402
-from videoattn.engine.evaluate import evaluate_clips  # noqa: E402
+from videoattn.evaluation.evaluate import evaluate_clips  # noqa: E402
 from videoattn.engine.inference import build_inference_model  # noqa: E402
-from videoattn.engine.metrics import AGGREGATIONS, VideoAggregator  # noqa: E402
+from videoattn.evaluation.metrics import AGGREGATIONS, VideoAggregator  # noqa: E402
 from videoattn.utils.distributed import cleanup, init_distributed, is_main_process  # noqa: E402
 
 if __name__ == "__main__":

@@ -114,7 +114,7 @@ def _send(sig: str) -> None:
 
 
 def inject_signal_at_update(ranks: str, k: int, sig: str) -> None:
-    import videoattn.engine.train as train
+    import videoattn.train.loop as train
 
     real, calls = train._update, [0]
 
@@ -128,7 +128,7 @@ def inject_signal_at_update(ranks: str, k: int, sig: str) -> None:
 
 
 def inject_signal_in_eval(ranks: str, sig: str) -> None:
-    import videoattn.engine.train as train
+    import videoattn.train.loop as train
 
     real, armed = train.evaluate_clips, [True]
 

@@ -2,7 +2,7 @@
 
     submit_requeue_driver.py OUT_DIR CONFIG
 
-``videoattn.engine.submit.main --local`` (the code path of tools/submit.py) with a stand-in
+``videoattn.train.submit.main --local`` (the code path of tools/submit.py) with a stand-in
 training entry point on 2 tasks: on the first run rank 1 sends itself a real SIGUSR1 at iteration
 3; both ranks agree to stop (PreemptionHandler) and return 75, rank 0 after writing a marker (the
 checkpoint's stand-in). TrainJob then hands the signal to submitit, which requeues the job; the
@@ -10,7 +10,7 @@ second run sees the marker and finishes. Each run writes OUT_DIR/run<k>_rank<r>.
 """
 import sys
 
-from videoattn.engine.submit import main
+from videoattn.train.submit import main
 
 
 def entry(argv):

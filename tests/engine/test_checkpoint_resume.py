@@ -9,7 +9,7 @@ import torch
 
 from videoattn.config import config_to_dict, load_config
 from videoattn.engine import checkpoint as ck
-from videoattn.engine.solver import build_optimizer, build_scheduler
+from videoattn.train.solver import build_optimizer, build_scheduler
 from videoattn.models import build_model
 from videoattn.utils.outputs import claim_outputs
 

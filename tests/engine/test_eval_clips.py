@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from videoattn.data.transforms import DeviceNormalizer
-from videoattn.engine.evaluate import evaluate_clips
+from videoattn.evaluation.evaluate import evaluate_clips
 
 
 class ChannelMean(torch.nn.Module):

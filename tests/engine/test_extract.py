@@ -10,7 +10,7 @@ import torch
 
 from evalkit import BROKEN_ID, check, run, window_views
 from videoattn.config import load_config
-from videoattn.engine.extract import list_inputs, video_ids
+from videoattn.apps.extract import list_inputs, video_ids
 from videoattn.data.protocols import ClipSpec, Protocol
 from videoattn.data.windows import stride_seconds, window_layout
 
@@ -156,7 +156,7 @@ def test_two_ranks_write_the_same_files(resumed, setup):
 
 @pytest.mark.slow
 def test_float16_stage_features_without_crop_averaging(setup):
-    from videoattn.engine.extract import extract_features
+    from videoattn.apps.extract import extract_features
 
     out = str(setup["tmp"] / "res4")
     cfg = load_config(setup["cfg"], ["features.layer=res4", "features.dtype=float16", "features.num_spatial_crops=3",
@@ -186,7 +186,7 @@ def odd(setup):
     to less than a window, a video shorter than one window, x.mp4 next to x.avi, two paths whose
     derived names collide, and a symlink cycle. All frame-indexed (frames show their index)."""
     from videokit import cut_file, decodable_indexed_frames
-    from videoattn.data.synthetic import make_indexed_video
+    from videoattn.datasets.synthetic import make_indexed_video
 
     folder = setup["tmp"] / "odd"
     for sub in ("dup", "p__q", "p/q"):
@@ -214,7 +214,7 @@ def odd(setup):
 @pytest.mark.slow
 def test_video_cut_short_gets_features_only_for_windows_that_decode(odd, setup):
     from videoattn.data import open_video
-    from videoattn.data.synthetic import read_frame_index
+    from videoattn.datasets.synthetic import read_frame_index
     from videoattn.engine.inference import build_inference_model
 
     out, real, cut = odd["out"], odd["real"], str(odd["folder"] / "cut.mp4")
@@ -272,7 +272,7 @@ def test_every_input_gets_its_own_files_and_the_counts_add_up(odd):
 
 @pytest.mark.slow
 def test_another_input_never_overwrites_files_of_the_same_name(odd, setup, tmp_path):
-    from videoattn.data.synthetic import make_indexed_video
+    from videoattn.datasets.synthetic import make_indexed_video
 
     other = tmp_path / "short.mp4"                                   # same name, another video
     make_indexed_video(str(other), 20, 30)
@@ -313,7 +313,7 @@ def test_window_stream_keeps_whole_real_windows_of_a_file_cut_short(setup, tmp_p
     """The decoded windows themselves (no model): whether the reader learns the real end at the
     first chunk, a later one, or from the header (decord), the chunks sent are exactly the whole
     windows of the frames that decode (that those frames are real: test_decoding)."""
-    from videoattn.data.synthetic import make_indexed_video
+    from videoattn.datasets.synthetic import make_indexed_video
     from videokit import cut_file, decodable_indexed_frames
     from videoattn.data.windows import WindowStream
 

@@ -10,7 +10,7 @@ import torch
 
 from evalkit import window_views
 from videoattn.config import load_config
-from videoattn.engine.extract import extract_features, window_features, window_features_and_logits
+from videoattn.apps.extract import extract_features, window_features, window_features_and_logits
 from videokit import make_long_video
 
 pytestmark = pytest.mark.slow
@@ -28,7 +28,7 @@ def setup(setup):
 def test_scores_equal_the_model_and_the_predict_timeline(setup):
     from videoattn.data import open_video
     from videoattn.engine.inference import build_inference_model
-    from videoattn.engine.predict import predict_videos
+    from videoattn.apps.predict import predict_videos
 
     overrides = ["features.save_scores=true", "features.layer=res4", "features.num_spatial_crops=3",
                  "features.stride_seconds=0.4"]

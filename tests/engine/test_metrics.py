@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from videoattn.engine.metrics import (VideoAggregator, confusion_matrix, mean_class_accuracy, per_class_accuracy,
+from videoattn.evaluation.metrics import (VideoAggregator, confusion_matrix, mean_class_accuracy, per_class_accuracy,
                                       topk_correct)
 
 

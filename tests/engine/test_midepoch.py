@@ -9,8 +9,8 @@ import torch
 
 from videoattn.data.samplers import ResumableDistributedSampler
 from videoattn.engine import checkpoint as ck
-from videoattn.engine.meter import Clock, Meter
-from videoattn.engine.midepoch import Interrupts, capture_part, continue_epoch, resume_iteration
+from videoattn.train.meter import Clock, Meter
+from videoattn.train.midepoch import Interrupts, capture_part, continue_epoch, resume_iteration
 from videoattn.utils.distributed import DistInfo
 from videoattn.utils.preemption import REQUEUE_EXIT_CODE, TERMINATED_EXIT_CODE
 from videoattn.utils.outputs import claim_outputs

@@ -19,7 +19,7 @@ import torch
 from evalkit import make_random_checkpoint, run, write_config
 from pyslowfast_names import to_pyslowfast
 from videoattn.config import load_config
-from videoattn.data.synthetic import encode_video
+from videoattn.datasets.synthetic import encode_video
 
 OVERFLOW = ["data.mean=[0.0,0.0,0.0]", "data.std=[1e-40,1e-40,1e-40]"]
 BLACK_ID = "BLACKvideo"

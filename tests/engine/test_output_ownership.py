@@ -8,7 +8,7 @@ import os
 import pytest
 
 from evalkit import check, run
-from videoattn.engine.extract import video_ids
+from videoattn.apps.extract import video_ids
 from videoattn.utils.outputs import MANIFEST, OutputError, claim_outputs, read_manifest
 
 USER_BYTES = b"the user's own file\n"

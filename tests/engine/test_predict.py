@@ -14,8 +14,8 @@ import torch
 
 from evalkit import (BROKEN_ID, MISSING_ID, check, run, window_views)
 from videoattn.config import load_config
-from videoattn.engine.predict import PredictError, VideoResult, claim_output, format_table, render_result
-from videoattn.engine.timeline import window_topk
+from videoattn.apps.predict import PredictError, VideoResult, claim_output, format_table, render_result
+from videoattn.apps.timeline import window_topk
 from videoattn.utils.lock import folder_lock
 from videokit import cut_file, make_long_video
 

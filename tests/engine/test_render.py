@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from videoattn.data.synthetic import encode_video, render_video as synthetic_frames
-from videoattn.engine.render import label_colours, render_timeline, render_video
-from videoattn.engine.timeline import segments, window_topk
+from videoattn.datasets.synthetic import encode_video, render_video as synthetic_frames
+from videoattn.apps.render import label_colours, render_timeline, render_video
+from videoattn.apps.timeline import segments, window_topk
 
 NAMES = ["moving right", "moving left", "growing", "shrinking", "fading in", "fading out"]
 

@@ -1,4 +1,4 @@
-"""LR schedule values and optimiser parameter groups (videoattn/engine/solver.py)."""
+"""LR schedule values and optimiser parameter groups (videoattn/train/solver.py)."""
 import math
 
 import pytest
@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 from videoattn.config import load_config
-from videoattn.engine.solver import build_optimizer, build_scheduler, lr_at_epoch
+from videoattn.train.solver import build_optimizer, build_scheduler, lr_at_epoch
 
 
 def _cfg(*overrides):

@@ -96,7 +96,7 @@ def test_sbatch_script_asks_for_usr1_before_the_limit_and_one_task_per_gpu(tmp_p
     """The parameters, through submitit's own sbatch writer (no srun here to build a SlurmExecutor)."""
     code = f"""
 import argparse, sys
-from videoattn.engine.submit import build_parser, check_args, executor_parameters, import_submitit
+from videoattn.train.submit import build_parser, check_args, executor_parameters, import_submitit
 import_submitit()  # before submitit.slurm: the signal is chosen at import
 from submitit.slurm.slurm import SlurmExecutor, _make_sbatch_string
 args = build_parser().parse_args(sys.argv[1:])
@@ -133,7 +133,7 @@ print(_make_sbatch_string(command="python -m submitit.core._submit F", folder={s
 ])
 def test_usage_errors_are_one_line(tmp_path, capsys, monkeypatch, args, message):
     """Checked before submitit is set up or anything is written (in-process: cheap)."""
-    from videoattn.engine.submit import main
+    from videoattn.train.submit import main
 
     monkeypatch.delenv("SUBMITIT_PREEMPT_SIGNAL", raising=False)
     assert main(["--config", CONFIG, *args, f"output_dir={tmp_path}/o"]) == 1

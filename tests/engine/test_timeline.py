@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 import torch
 
-from videoattn.engine.timeline import segments, timeline_rows, window_at, window_topk
+from videoattn.apps.timeline import segments, timeline_rows, window_at, window_topk
 
 NAMES = ["a", "b", "c", "d", "e"]
 

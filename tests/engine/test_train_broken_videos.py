@@ -11,7 +11,7 @@ from data_helpers import copy_root, make_broken  # noqa: E402  (tests/data's hel
 from ddp_worker import small_overrides  # noqa: E402
 from videoattn.config import load_config  # noqa: E402
 from videoattn.data.annotations import clear_index_cache  # noqa: E402
-from videoattn.engine.train import train  # noqa: E402
+from videoattn.train.loop import train  # noqa: E402
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 CFG = os.path.join(REPO, "configs", "synthetic", "I3D_NL_CBAM_R18.yaml")

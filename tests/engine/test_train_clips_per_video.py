@@ -13,7 +13,7 @@ import torch
 from ddp_worker import small_overrides
 from slurmkit import clean_env, srun
 from videoattn.engine import checkpoint as ck
-from videoattn.engine.midepoch import resume_iteration
+from videoattn.train.midepoch import resume_iteration
 from videoattn.utils.distributed import DistInfo
 
 HERE = os.path.dirname(os.path.abspath(__file__))

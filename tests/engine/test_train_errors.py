@@ -7,7 +7,7 @@ import pytest
 from ddp_worker import small_overrides
 from videoattn.config import load_config
 from videoattn.engine import checkpoint as ck
-from videoattn.engine.train import train
+from videoattn.train.loop import train
 from videoattn.utils.distributed import per_process_batch
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))

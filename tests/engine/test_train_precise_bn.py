@@ -3,7 +3,7 @@ import torch
 from torch import nn
 
 from videoattn.data.transforms import DeviceNormalizer
-from videoattn.engine.precise_bn import update_bn_stats
+from videoattn.train.precise_bn import update_bn_stats
 
 MOVE = DeviceNormalizer([0, 0, 0], [1, 1, 1])  # float clips are only moved to the device
 

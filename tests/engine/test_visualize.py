@@ -10,10 +10,10 @@ from videoattn.config import load_config
 from videoattn.data.annotations import Annotations
 from videoattn.data.dataset import VideoClipDataset
 from videoattn.data.protocols import ClipSpec, Protocol
-from videoattn.data.synthetic import make_indexed_video
+from videoattn.datasets.synthetic import make_indexed_video
 from videoattn.data.windows import window_layout
 from videoattn.engine.inference import build_inference_model
-from videoattn.engine.visualize import compute_attention, load_clip, pick_key, render_grid
+from videoattn.apps.visualize import compute_attention, load_clip, pick_key, render_grid
 
 
 @pytest.fixture(scope="module")

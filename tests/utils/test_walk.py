@@ -2,7 +2,7 @@
 symlink cycles end, a folder reached twice is listed once, excluded folders stay out however reached."""
 import os
 
-from videoattn.data.prepare_rows import index_sources
+from videoattn.datasets.prepare_rows import index_sources
 from videoattn.utils.walk import walk_files
 
 

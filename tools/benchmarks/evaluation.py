@@ -24,13 +24,13 @@ import torch
 
 from videoattn.config import load_config
 from videoattn.data import build_dataset, build_loader, open_video
-from videoattn.data.synthetic import make_synthetic_dataset
+from videoattn.datasets.synthetic import make_synthetic_dataset
 from videoattn.data.transforms import DeviceNormalizer
 from videoattn.data.protocols import ClipSpec, Protocol
 from videoattn.data.windows import stride_seconds
-from videoattn.engine import extract as ex
+from videoattn.apps import extract as ex
 from videoattn.engine.device import for_device
-from videoattn.engine.evaluate import score_multiview
+from videoattn.evaluation.evaluate import score_multiview
 from videoattn.engine.inference import build_inference_model
 from videoattn.utils.distributed import per_process_batch
 

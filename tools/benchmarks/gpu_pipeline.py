@@ -35,7 +35,7 @@ class Pipeline:
 
 def make_dataset(root: str, train_videos: int, val_videos: int, seconds: float, size_scale: float) -> float:
     """Generate the synthetic Kinetics-shaped set (8 classes) under ``root``; returns seconds taken."""
-    from videoattn.data.synthetic import make_synthetic_dataset
+    from videoattn.datasets.synthetic import make_synthetic_dataset
 
     t0 = time.perf_counter()
     make_synthetic_dataset(root, num_classes=8, train_per_class=max(1, train_videos // 8),

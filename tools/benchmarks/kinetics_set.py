@@ -102,7 +102,7 @@ def prepare_set(raw: str, out: str, gop: int, workers: int, short_side: int = 32
     """Run prepare_data's library on the raw set (already cut: kept whole, scaled, re-encoded with a
     keyframe every ``gop`` frames, CAVLC unless ``cabac``) into ``out``; a ``train.txt`` list for
     pytorchvideo is added."""
-    from videoattn.data.prepare_run import PrepareOptions, run_prepare
+    from videoattn.datasets.prepare_run import PrepareOptions, run_prepare
 
     cpu0, t0 = _children_cpu(), time.perf_counter()
     opts = PrepareOptions([os.path.join(raw, "train.csv")], raw, out, short_side=short_side, gop=gop,

@@ -22,9 +22,9 @@ from typing import List, Optional
 import torch
 
 from videoattn.config import load_config
-from videoattn.data.synthetic import make_synthetic_dataset
+from videoattn.datasets.synthetic import make_synthetic_dataset
 from videoattn.engine.device import for_device
-from videoattn.engine.solver import build_optimizer
+from videoattn.train.solver import build_optimizer
 from videoattn.models import build_model
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))

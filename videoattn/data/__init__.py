@@ -5,7 +5,7 @@
     loader = build_loader(dataset, cfg.data, batch_size=8)   # batch: clip (B,3,T,H,W), label, ..., skipped
 
 The names below are imported on first use (PEP 562): importing a torch-free module of this
-package (``videoattn.data.prepare``, ``prepare_run``, ``annotations``) does not import torch, so
+package (``videoattn.datasets.prepare``, ``prepare_run``, ``annotations``) does not import torch, so
 the worker processes of ``tools/prepare_data.py`` start in a fraction of the time.
 """
 import importlib

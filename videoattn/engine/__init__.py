@@ -1,1 +1,3 @@
-"""Training, evaluation, feature extraction, checkpoints and process-group handling."""
+"""What training, evaluation and the model tools share: checkpoint files (:mod:`.checkpoint`),
+loading a model for inference (:mod:`.inference`), device decisions (:mod:`.device`) and logging
+(:mod:`.logger`)."""

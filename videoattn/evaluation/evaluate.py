@@ -18,7 +18,7 @@ from tqdm import tqdm
 
 from videoattn.data.loader import unique_broken
 from videoattn.data.transforms import DeviceNormalizer
-from videoattn.engine.metrics import (VideoAggregator, confusion_matrix, mean_class_accuracy, non_finite_rows,
+from videoattn.evaluation.metrics import (VideoAggregator, confusion_matrix, mean_class_accuracy, non_finite_rows,
                                       topk_correct)
 from videoattn.utils.distributed import all_gather_object, all_reduce_, is_main_process
 from videoattn.utils.state_dict import unwrap_model

@@ -1,16 +1,16 @@
 """Predictions for videos without labels (what ``tools/predict.py`` runs).
 
-Per video (``<id>``: :func:`videoattn.engine.extract.video_ids`):
+Per video (``<id>``: :func:`videoattn.apps.extract.video_ids`):
 
 * the top-k classes and scores from exactly the views ``test_net`` scores: the test dataset's
   ``test.num_ensemble_views`` x ``test.num_spatial_crops`` views, aggregated by ``test.aggregation``
-  (:func:`videoattn.engine.tester.score_test_views`; whatever sampling the dataset does, predict does);
+  (:func:`videoattn.evaluation.tester.score_test_views`; whatever sampling the dataset does, predict does);
 * for a video longer than one clip, a timeline: the class probabilities of the sliding windows
   of feature extraction (:class:`videoattn.data.windows.WindowStream`: ``features.stride_seconds``
   or ``stride_frames``, ``features.num_spatial_crops`` crops averaged) and the segments where the
-  top label changes (:mod:`videoattn.engine.timeline`);
+  top label changes (:mod:`videoattn.apps.timeline`);
 * with ``render``: ``<id>.mp4``, the video with the current top-3 drawn on every frame, and
-  ``<id>_timeline.png`` (:mod:`videoattn.engine.render`); a video no longer than a clip shows its
+  ``<id>_timeline.png`` (:mod:`videoattn.apps.render`); a video no longer than a clip shows its
   video-level top-3 throughout.
 
 Files in the output folder (written atomically): ``predictions.csv``, ``predictions.json``,
@@ -35,12 +35,12 @@ from videoattn.data.annotations import Annotations
 from videoattn.data.dataset import VideoClipDataset
 from videoattn.data.transforms import DeviceNormalizer
 from videoattn.engine.device import autocast_dtype, configure_backends, for_device
-from videoattn.engine.extract import chunk_outputs, list_inputs, video_ids, window_loader
+from videoattn.apps.extract import chunk_outputs, list_inputs, video_ids, window_loader
 from videoattn.engine.inference import class_names_for, load_inference_model
-from videoattn.engine.metrics import NonFiniteError, non_finite_rows
-from videoattn.engine.render import render_timeline, render_video
-from videoattn.engine.tester import score_test_views
-from videoattn.engine.timeline import WindowTopK, segments, timeline_rows, window_topk
+from videoattn.evaluation.metrics import NonFiniteError, non_finite_rows
+from videoattn.apps.render import render_timeline, render_video
+from videoattn.evaluation.tester import score_test_views
+from videoattn.apps.timeline import WindowTopK, segments, timeline_rows, window_topk
 from videoattn.utils.distributed import launch_world_size, resolve_device
 from videoattn.utils.errors import OneLineError
 from videoattn.utils.io import atomic_write_csv, atomic_write_json

@@ -38,15 +38,15 @@ from videoattn.data.loader import unique_broken, videos_per_batch
 from videoattn.data.transforms import DeviceNormalizer
 from videoattn.engine import checkpoint as ckpt_lib
 from videoattn.engine.device import autocast_dtype, configure_backends, for_device
-from videoattn.engine.evaluate import evaluate_clips
+from videoattn.evaluation.evaluate import evaluate_clips
 from videoattn.engine.inference import check_num_classes
 from videoattn.engine.logger import MetricsWriter, Progress, setup_logging
-from videoattn.engine.meter import Clock, Meter
-from videoattn.engine.midepoch import (Interrupts, continue_epoch, interrupt_line, position_of, resume_iteration,
+from videoattn.train.meter import Clock, Meter
+from videoattn.train.midepoch import (Interrupts, continue_epoch, interrupt_line, position_of, resume_iteration,
                                       save_position)
-from videoattn.engine.precise_bn import update_bn_stats
-from videoattn.engine.state import TrainState
-from videoattn.engine.solver import build_optimizer, build_scheduler
+from videoattn.train.precise_bn import update_bn_stats
+from videoattn.train.state import TrainState
+from videoattn.train.solver import build_optimizer, build_scheduler
 from videoattn.models import build_model
 from videoattn.models.builder import compile_model
 from videoattn.models.pretrained import load_pretrained_weights

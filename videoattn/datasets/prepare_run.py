@@ -32,9 +32,9 @@ from dataclasses import dataclass, field
 from typing import Callable, Dict, Iterator, List, Optional, Set, Tuple
 
 from videoattn.data.annotations import load_classes
-from videoattn.data.prepare import (CRASHED, ENCODER, NOT_OURS, TIME_LIMIT, UNREADABLE, PrepareJob, PrepareResult,
+from videoattn.datasets.prepare import (CRASHED, ENCODER, NOT_OURS, TIME_LIMIT, UNREADABLE, PrepareJob, PrepareResult,
                                     prepare_video)
-from videoattn.data.prepare_rows import (Failure, Inputs, InputError, Row, annotation_outputs, check_rows,
+from videoattn.datasets.prepare_rows import (Failure, Inputs, InputError, Row, annotation_outputs, check_rows,
                                          clean_annotation_text, find_source, index_sources, output_relpath,
                                          read_inputs, refuse_overwrites, resolve_classes)
 from videoattn.utils.io import atomic_write_text

@@ -52,7 +52,7 @@ from videoattn.data.transforms import DeviceNormalizer
 from videoattn.data.windows import Window, WindowStream
 from videoattn.engine.device import autocast_dtype, configure_backends, for_device
 from videoattn.engine.inference import class_names_for, load_inference_model
-from videoattn.engine.metrics import NonFiniteError
+from videoattn.evaluation.metrics import NonFiniteError
 from videoattn.models.resnet3d import ResNet3D
 from videoattn.utils.distributed import (all_gather_object, barrier, get_rank, get_world_size, init_distributed,
                                          is_main_process, main_process_claim)

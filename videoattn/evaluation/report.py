@@ -11,7 +11,7 @@ from typing import Dict, List, Optional
 import numpy as np
 import torch
 
-from videoattn.engine.metrics import confusion_matrix, per_class_accuracy
+from videoattn.evaluation.metrics import confusion_matrix, per_class_accuracy
 from videoattn.utils.io import atomic_path, atomic_write_csv, atomic_write_json
 
 

@@ -17,10 +17,10 @@ from videoattn.data import VideoClipDataset, build_dataset, build_loader
 from videoattn.data.dataset import missing_report_name
 from videoattn.data.transforms import DeviceNormalizer
 from videoattn.engine.device import autocast_dtype, configure_backends, for_device
-from videoattn.engine.evaluate import MultiViewResult, score_multiview
+from videoattn.evaluation.evaluate import MultiViewResult, score_multiview
 from videoattn.engine.inference import check_num_classes, load_inference_model
-from videoattn.engine.metrics import NonFiniteError
-from videoattn.engine.report import test_report_files, write_test_report
+from videoattn.evaluation.metrics import NonFiniteError
+from videoattn.evaluation.report import test_report_files, write_test_report
 from videoattn.utils.distributed import barrier, init_distributed, is_main_process, main_process_claim, per_process_batch
 
 log = logging.getLogger(__name__)

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Tuple
 
 from videoattn.data.annotations import VIDEO_EXTENSIONS, list_lines
-from videoattn.data.prepare import BAD_ROW, DUPLICATE, MISSING, NOT_IN_CLASS, WRONG_EXTENSION
+from videoattn.datasets.prepare import BAD_ROW, DUPLICATE, MISSING, NOT_IN_CLASS, WRONG_EXTENSION
 from videoattn.utils.walk import walk_files
 
 CUT_NAME = re.compile(r"^(?P<id>.+)_(?P<start>\d{6})_(?P<end>\d{6})$")

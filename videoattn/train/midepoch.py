@@ -2,7 +2,7 @@
 time limit, SIGTERM on preemption) or save when ``train.checkpoint_period_minutes`` have passed,
 every rank at the same update, and let the next run continue at exactly that iteration.
 
-In the training loop (:mod:`videoattn.engine.train`)::
+In the training loop (:mod:`videoattn.train.loop`)::
 
     with Interrupts(cfg.train.checkpoint_period_minutes, info) as interrupts:   # flag-only handlers
         per update:  finite, (signal, due) = sums.all_finite_and_max("loss_sum", *interrupts.flags())
@@ -30,7 +30,7 @@ from typing import Iterator, Optional, Tuple
 
 from videoattn.config import config_to_dict
 from videoattn.engine import checkpoint as ckpt_lib
-from videoattn.engine.meter import Clock, Meter
+from videoattn.train.meter import Clock, Meter
 from videoattn.utils.distributed import DistInfo, all_gather_object, main_process_claim
 from videoattn.utils.preemption import REQUEUE_EXIT_CODE, PreemptionHandler
 

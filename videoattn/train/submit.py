@@ -30,7 +30,7 @@ import sys
 from typing import Callable, List, Optional, Sequence
 
 from videoattn.config import ConfigError, load_config
-from videoattn.engine.train import train
+from videoattn.train.loop import train
 from videoattn.models.presets import resolve_model_config
 from videoattn.utils.distributed import per_process_batch
 from videoattn.utils.launcher import LauncherError, detect_launcher, export_env

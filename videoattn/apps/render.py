@@ -2,7 +2,7 @@
 
 * :func:`render_video`: the input decoded with PyAV and re-encoded as H.264 (yuv420p) ``.mp4``,
   same frame rate and frame count, with the top-3 labels and scores of the window that holds
-  each frame (:func:`videoattn.engine.timeline.window_at`) in a box at the top left (fewer
+  each frame (:func:`videoattn.apps.timeline.window_at`) in a box at the top left (fewer
   lines on frames too small for three). Odd frame
   sizes are padded by one pixel (edge replicated) to the even sizes yuv420p needs; audio is
   dropped; a display rotation (phone video) is applied: frames are turned upright
@@ -22,7 +22,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 from videoattn.data.orientation import quarter_turns, upright_array
-from videoattn.engine.timeline import WindowTopK, handovers, segments, window_at
+from videoattn.apps.timeline import WindowTopK, handovers, segments, window_at
 from videoattn.utils.io import atomic_path
 
 
@@ -143,9 +143,9 @@ def render_timeline(windows: Sequence[WindowTopK], out_path: str, duration_s: Op
                     title: str = "", width_in: float = 12.0, height_in: float = 2.0, dpi: int = 100) -> Tuple[int, int]:
     """Write a ``width_in x height_in`` inch PNG strip at ``dpi``; return its ``(width, height)`` in pixels.
 
-    Top: one bar per segment (:func:`videoattn.engine.timeline.segments`) coloured by its label,
+    Top: one bar per segment (:func:`videoattn.apps.timeline.segments`) coloured by its label,
     labelled "label score" where it fits; a legend above names every colour. Bottom: each window's
-    top-1 score over the time it holds (:func:`videoattn.engine.timeline.window_at`), as the
+    top-1 score over the time it holds (:func:`videoattn.apps.timeline.window_at`), as the
     rendered video shows it.
     """
     import matplotlib
