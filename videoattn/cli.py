@@ -10,7 +10,7 @@ from typing import Iterator, NoReturn, Optional, Sequence, Tuple
 
 from videoattn.config import Config, ConfigError, load_config
 from videoattn.data.decoding import DecodeError
-from videoattn.models.presets import resolve_model_config
+from videoattn.engine.device import expand_preset
 from videoattn.models.pretrained import PRETRAINED, pretrained_entry
 from videoattn.utils.distributed import cleanup
 from videoattn.utils.errors import OneLineError
@@ -35,7 +35,7 @@ def parse_config(parser: argparse.ArgumentParser,
     args = parser.parse_args(argv)
     try:
         cfg = load_config(args.config, args.opts)
-        cfg.model = resolve_model_config(cfg.model)
+        cfg = expand_preset(cfg)
         if getattr(args, "pretrained", ""):
             cfg.model.pretrained = args.pretrained
         if cfg.model.pretrained:

@@ -50,12 +50,13 @@ from videoattn.config import Config, DataConfig, FeaturesConfig
 from videoattn.data.annotations import ENCODING, VIDEO_EXTENSIONS, read_annotations
 from videoattn.data.transforms import DeviceNormalizer
 from videoattn.data.windows import Window, WindowStream
-from videoattn.engine.device import autocast_dtype, configure_backends, for_device
-from videoattn.engine.inference import class_names_for, load_inference_model
+from videoattn.engine.device import autocast_dtype
+from videoattn.engine.inference import class_names_for
+from videoattn.engine.session import open_session
 from videoattn.evaluation.metrics import NonFiniteError
 from videoattn.models.resnet3d import ResNet3D
-from videoattn.utils.distributed import (all_gather_object, barrier, get_rank, get_world_size, init_distributed,
-                                         is_main_process, main_process_claim)
+from videoattn.utils.distributed import (all_gather_object, barrier, get_rank, get_world_size, is_main_process,
+                                         main_process_claim)
 from videoattn.utils.io import atomic_path, atomic_write_csv, atomic_write_text
 from videoattn.utils.walk import walk_files
 
@@ -268,11 +269,9 @@ def extract_features(cfg: Config, source: str, out_dir: str, checkpoint_path: Op
     name; ``random_init``: none, benchmarks only; ``trust``: allow a checkpoint that needs full
     unpickling, ``--trust-checkpoint``).
     """
-    info = init_distributed(cfg.device, timeout_s=60 * cfg.dist_timeout_minutes)
-    cfg = for_device(cfg, info.device)
-    configure_backends(info.device)
-    model, weights = load_inference_model(cfg, checkpoint_path, info.device, random_init, trust,
-                                          pretrained)  # bad checkpoint: fail first
+    session = open_session(cfg)  # the process group, the device decisions (test.mixed_precision)
+    cfg, info = session.cfg, session.info
+    model, weights = session.load_model(checkpoint_path, random_init, trust, pretrained)  # bad checkpoint: fail first
     paths, missing = list_inputs(cfg.data, source)
     ids = video_ids(paths)
     os.makedirs(out_dir, exist_ok=True)

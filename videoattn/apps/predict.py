@@ -34,14 +34,15 @@ from videoattn.config import Config
 from videoattn.data.annotations import Annotations
 from videoattn.data.dataset import VideoClipDataset
 from videoattn.data.transforms import DeviceNormalizer
-from videoattn.engine.device import autocast_dtype, configure_backends, for_device
+from videoattn.engine.device import autocast_dtype
 from videoattn.apps.extract import chunk_outputs, list_inputs, video_ids, window_loader
-from videoattn.engine.inference import class_names_for, load_inference_model
+from videoattn.engine.inference import class_names_for
+from videoattn.engine.session import RunSession, one_process_session
 from videoattn.evaluation.metrics import NonFiniteError, non_finite_rows
 from videoattn.apps.render import render_timeline, render_video
 from videoattn.evaluation.tester import score_test_views
 from videoattn.apps.timeline import WindowTopK, segments, timeline_rows, window_topk
-from videoattn.utils.distributed import launch_world_size, resolve_device
+from videoattn.utils.distributed import launch_world_size
 from videoattn.utils.errors import OneLineError
 from videoattn.utils.io import atomic_write_csv, atomic_write_json
 from videoattn.utils.outputs import claim_outputs
@@ -82,13 +83,12 @@ class PredictError(OneLineError):
 
 
 # --------------------------------------------------------------------------------------- scoring
-def score_video_level(cfg: Config, model, device: torch.device, results: List[VideoResult], names: Sequence[str],
-                      k: int) -> None:
+def score_video_level(session: RunSession, model, results: List[VideoResult], names: Sequence[str], k: int) -> None:
     """Fill ``top`` / ``num_views`` / ``error`` of every result from test_net's views."""
-    t = cfg.test
+    t = session.cfg.test
     ann = Annotations(videos=[(r.path, -1) for r in results], classes=[], source="--input")
-    dataset = VideoClipDataset(cfg.data, "test", ann, t.num_ensemble_views, t.num_spatial_crops)
-    scored = score_test_views(cfg, model, dataset, device)
+    dataset = VideoClipDataset(session.cfg.data, "test", ann, t.num_ensemble_views, t.num_spatial_crops)
+    scored = score_test_views(session, model, dataset)
     for v, r in enumerate(results):
         r.failed_views = scored.failed_views.get(v, [])
         r.num_views = int(scored.view_counts[v])
@@ -275,10 +275,9 @@ def predict_videos(cfg: Config, source: str, out_dir: str, checkpoint_path: Opti
     if not paths and not missing:
         raise ValueError(f"--input {source}: no videos found")
     _check_folders(source, out_dir, paths)
-    device = resolve_device(cfg.device)
-    cfg = for_device(cfg, device)
-    configure_backends(device)
-    model, weights = load_inference_model(cfg, checkpoint_path, device, trust=trust, pretrained=pretrained)
+    session = one_process_session(cfg)  # the device decisions (test.mixed_precision)
+    cfg, device = session.cfg, session.device
+    model, weights = session.load_model(checkpoint_path, trust=trust, pretrained=pretrained)
     names = class_names_for(cfg.data, cfg.model.num_classes, weights.classes)
     k = min(top_k, len(names))
     ids = video_ids(paths)
@@ -286,7 +285,7 @@ def predict_videos(cfg: Config, source: str, out_dir: str, checkpoint_path: Opti
     run = claim_output(out_dir, weights.source, paths)
     results = [VideoResult(video=i, path=p) for i, p in zip(ids, paths)]
     if results:
-        score_video_level(cfg, model, device, results, names, max(k, min(3, len(names))))
+        score_video_level(session, model, results, names, max(k, min(3, len(names))))
         score_windows(cfg, model, device, results, names, max(k, min(3, len(names))))
     for r in results:
         if render and not r.error:

@@ -21,10 +21,9 @@ from videoattn.config import Config, DataConfig
 from videoattn.data.decoding import config_backend, open_video
 from videoattn.data.protocols import ClipSpec, Protocol
 from videoattn.data.transforms import to_clip, to_tchw
-from videoattn.engine.device import for_device
-from videoattn.engine.inference import class_names_for, load_inference_model
+from videoattn.engine.inference import class_names_for
+from videoattn.engine.session import one_process_session
 from videoattn.models import capture_attention
-from videoattn.utils.distributed import resolve_device
 from videoattn.utils.io import atomic_path
 from videoattn.utils.outputs import claim_files
 
@@ -242,9 +241,9 @@ def visualize_video(cfg: Config, checkpoint: Optional[str], video: str, output: 
                     max_columns: int = 8, trust: bool = False, pretrained: str = "") -> AttentionResult:
     """Load the model and one clip of ``video``; write the PNG grid (and GIF). ``query`` None:
     the centre of the middle frame."""
-    device = resolve_device(cfg.device)
-    cfg = for_device(cfg, device)
-    model, weights = load_inference_model(cfg, checkpoint, device, trust=trust, pretrained=pretrained)
+    session = one_process_session(cfg, precision=None)  # the device decisions; it does not autocast
+    cfg = session.cfg
+    model, weights = session.load_model(checkpoint, trust=trust, pretrained=pretrained)
     clip, times = load_clip(cfg.data, video, start_s)
     if query is None:
         query = (clip.shape[1] // 2, 0.5, 0.5)

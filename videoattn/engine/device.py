@@ -1,5 +1,8 @@
 """Choices that depend on the run's device, made once at start-up.
 
+* :func:`expand_preset`: the config with the model preset expanded, as every tool loads it and
+  every run uses it (the one place a config's preset is resolved; ``build_model`` also resolves
+  the ``model`` section it is given, for library callers).
 * :func:`for_device`: the config as a run uses it: the model preset expanded, and the ``auto``
   (null) keys resolved for the device: CUDA gets uint8
   batches normalised on the GPU (``data.normalize_on_device``) and bf16 autocast
@@ -25,6 +28,12 @@ def _pick(value: Optional[bool], default: bool) -> bool:
     return default if value is None else value
 
 
+def expand_preset(cfg: Config) -> Config:
+    """A copy of ``cfg`` whose ``model`` section has every unset key filled (explicit > ``model.preset``
+    > standard); a ValueError names the nearest preset for an unknown ``model.preset``."""
+    return dataclasses.replace(cfg, model=resolve_model_config(cfg.model))
+
+
 def for_device(cfg: Config, device: torch.device) -> Config:
     """A copy of ``cfg`` with the model preset expanded and the device-dependent unset keys set for
     ``device`` (what a run saves in config.yaml and its checkpoints)."""
@@ -37,8 +46,7 @@ def for_device(cfg: Config, device: torch.device) -> Config:
     return dataclasses.replace(
         cfg,
         data=dataclasses.replace(cfg.data, normalize_on_device=_pick(cfg.data.normalize_on_device, cuda)),
-        model=dataclasses.replace(resolve_model_config(cfg.model),
-                                  channels_last=_pick(cfg.model.channels_last, not cuda)),
+        model=dataclasses.replace(expand_preset(cfg).model, channels_last=_pick(cfg.model.channels_last, not cuda)),
         train=dataclasses.replace(cfg.train, mixed_precision=amp(cfg.train.mixed_precision)),
         test=dataclasses.replace(cfg.test, mixed_precision=amp(cfg.test.mixed_precision)))
 

@@ -15,29 +15,28 @@ from typing import Dict, Optional
 from videoattn.config import Config
 from videoattn.data import VideoClipDataset, build_dataset, build_loader
 from videoattn.data.dataset import missing_report_name
-from videoattn.data.transforms import DeviceNormalizer
-from videoattn.engine.device import autocast_dtype, configure_backends, for_device
+from videoattn.engine.session import RunSession, open_session
 from videoattn.evaluation.evaluate import MultiViewResult, score_multiview
-from videoattn.engine.inference import check_num_classes, load_inference_model
+from videoattn.engine.inference import check_num_classes
 from videoattn.evaluation.metrics import NonFiniteError
 from videoattn.evaluation.report import test_report_files, write_test_report
-from videoattn.utils.distributed import barrier, init_distributed, is_main_process, main_process_claim, per_process_batch
+from videoattn.utils.distributed import barrier, is_main_process, main_process_claim, per_process_batch
 
 log = logging.getLogger(__name__)
 
 
-def score_test_views(cfg: Config, model, dataset: VideoClipDataset, device,
+def score_test_views(session: RunSession, model, dataset: VideoClipDataset,
                      save_logits: bool = False) -> MultiViewResult:
     """Score every view of ``dataset`` (a test dataset with ``test.num_ensemble_views`` x
-    ``test.num_spatial_crops`` views per video) in batches of ``test.batch_size`` and aggregate
-    them per video by ``test.aggregation`` (what ``test_net`` and ``predict`` report). ``cfg``: as
-    :func:`videoattn.engine.device.for_device` returns it for ``device``."""
+    ``test.num_spatial_crops`` views per video) in batches of ``test.batch_size`` on the session's
+    device and aggregate them per video by ``test.aggregation`` (what ``test_net`` and ``predict``
+    report)."""
+    cfg, device = session.cfg, session.device
     t = cfg.test
     loader = build_loader(dataset, cfg.data, per_process_batch(t.batch_size, "test.batch_size"), cfg.seed, device)
-    normalize = DeviceNormalizer(cfg.data.mean, cfg.data.std, cfg.model.channels_last)
-    return score_multiview(model, loader, len(dataset.videos), cfg.model.num_classes, normalize,
+    return score_multiview(model, loader, len(dataset.videos), cfg.model.num_classes, session.normalize,
                            aggregation=t.aggregation, save_logits=save_logits, device=device,
-                           num_views=dataset.num_views, amp=autocast_dtype(t.mixed_precision, device))
+                           num_views=dataset.num_views, amp=session.amp)
 
 
 def run_test(cfg: Config, checkpoint_path: Optional[str] = None, trust: bool = False,
@@ -50,12 +49,11 @@ def run_test(cfg: Config, checkpoint_path: Optional[str] = None, trust: bool = F
     predictions.csv[, view_logits.npz]}`` and the dataset's ``missing_videos`` report; a file of these
     names that test_net did not write is never replaced (:mod:`videoattn.utils.outputs`).
     """
-    info = init_distributed(cfg.device, timeout_s=60 * cfg.dist_timeout_minutes)
-    cfg = for_device(cfg, info.device)
-    configure_backends(info.device)
+    session = open_session(cfg)  # the process group, the device decisions (test.mixed_precision)
+    cfg, info = session.cfg, session.info
     split = cfg.data.test_split or cfg.data.val_split
-    model, weights = load_inference_model(cfg, checkpoint_path, info.device, trust=trust,
-                                          pretrained=pretrained)  # bad checkpoint: fail before decoding
+    model, weights = session.load_model(checkpoint_path, trust=trust,
+                                        pretrained=pretrained)  # bad checkpoint: fail before decoding
     out_dir = os.path.join(cfg.output_dir, "test")
     t = cfg.test
     main_process_claim(out_dir, "test_net", test_report_files(t.save_logits) + [missing_report_name("test")],
@@ -64,7 +62,7 @@ def run_test(cfg: Config, checkpoint_path: Optional[str] = None, trust: bool = F
     num_classes = cfg.model.num_classes
     check_num_classes(dataset.classes, num_classes, f"the class list of {split}")
     class_names = list(dataset.classes) + [f"class_{i}" for i in range(len(dataset.classes), num_classes)]
-    result = score_test_views(cfg, model, dataset, info.device, save_logits=t.save_logits)
+    result = score_test_views(session, model, dataset, save_logits=t.save_logits)
     metrics = None
     if is_main_process():
         paths = [v[0] for v in dataset.videos]

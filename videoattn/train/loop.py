@@ -2,7 +2,8 @@
 
 Read top to bottom, :func:`train` does::
 
-    lock output_dir, init the process group (gloo on CPU, NCCL on CUDA)
+    open the session: lock output_dir, init the process group (gloo on CPU, NCCL on CUDA), logging,
+                      the device decisions (:class:`videoattn.train.session.TrainSession`)
     state = TrainState(model, optimizer, scheduler, scaler)     # + epoch, step, best_top1, iteration
     resume state from output_dir, also mid-epoch (or load fine-tuning weights)
     for each remaining epoch:
@@ -23,7 +24,7 @@ import os
 import random
 import time
 from dataclasses import dataclass, field
-from typing import List, Optional, Tuple
+from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 import torch
@@ -35,23 +36,21 @@ from videoattn.config import Config, config_to_dict, save_config
 from videoattn.data import build_dataset, build_loader
 from videoattn.data.dataset import missing_report_name
 from videoattn.data.loader import unique_broken, videos_per_batch
-from videoattn.data.transforms import DeviceNormalizer
 from videoattn.engine import checkpoint as ckpt_lib
-from videoattn.engine.device import autocast_dtype, configure_backends, for_device
 from videoattn.evaluation.evaluate import evaluate_clips
 from videoattn.engine.inference import check_num_classes
-from videoattn.engine.logger import MetricsWriter, Progress, setup_logging
+from videoattn.engine.logger import MetricsWriter, Progress
 from videoattn.train.meter import Clock, Meter
-from videoattn.train.midepoch import (Interrupts, continue_epoch, interrupt_line, position_of, resume_iteration,
-                                      save_position)
+from videoattn.train.midepoch import continue_epoch, position_of, resume_iteration
 from videoattn.train.precise_bn import update_bn_stats
+from videoattn.train.session import TrainSession
 from videoattn.train.state import TrainState
 from videoattn.train.solver import build_optimizer, build_scheduler
 from videoattn.models import build_model
 from videoattn.models.builder import compile_model
 from videoattn.models.pretrained import load_pretrained_weights
-from videoattn.utils.distributed import (DistInfo, all_gather_object, barrier, broadcast_object, distributed_run,
-                                         launch_rank, launch_world_size, main_process_claim, per_process_batch)
+from videoattn.utils.distributed import (DistInfo, all_gather_object, barrier, broadcast_object, launch_world_size,
+                                         main_process_claim, per_process_batch)
 
 logger = logging.getLogger(__name__)
 MAX_LISTED_BROKEN = 20   # broken videos named per epoch summary (all are counted)
@@ -63,15 +62,24 @@ OUTPUT_HINT = "use another output_dir"
 
 
 @dataclass
-class Run:
-    """What stays fixed during a run: the config, this process, how batches reach the device."""
-    cfg: Config
-    info: DistInfo
-    normalize: DeviceNormalizer
-    amp_dtype: Optional[torch.dtype]
-    writer: Optional[MetricsWriter] = None
-    interrupts: Optional[Interrupts] = None     # preemption signals and the checkpoint timer
-    where: dict = field(default_factory=dict)   # epoch / last checkpoint, for the Ctrl-C line
+class EpochSummary:
+    """An epoch's numbers over all ranks, and its broken videos."""
+    epoch: int                            # 1-based
+    global_step: int
+    loss: float
+    top1: float
+    clips: int
+    clips_per_s: float
+    data_wait_frac: float
+    skipped: int                          # broken training videos (each file once)
+    broken: List[Tuple[str, str]]         # (path, reason) of the epoch's broken videos, training and validation
+    val: Dict[str, float] = field(default_factory=dict)  # the validation metrics, if it validated
+
+    def to_metrics(self) -> dict:
+        """The numbers as logged, saved in checkpoints and kept in :attr:`TrainResult.history`."""
+        return {"epoch": self.epoch, "global_step": self.global_step, "loss": self.loss, "top1": self.top1,
+                "clips": self.clips, "clips_per_s": self.clips_per_s, "data_wait_frac": self.data_wait_frac,
+                "skipped": self.skipped, **{f"val_{k}": v for k, v in self.val.items()}}
 
 
 @dataclass
@@ -111,24 +119,12 @@ def wrap_model(model: nn.Module, sync_bn: bool, info: DistInfo) -> nn.Module:
 def train(cfg: Config) -> TrainResult:
     """Train as configured; every process of a torchrun job calls this. See the module doc."""
     videos_per_batch(cfg.train.batch_size, cfg.data.clips_per_video, launch_world_size())  # before any set-up
-    restore_console = setup_logging(launch_rank())  # no train.log before the lock
-    try:
-        with distributed_run(cfg, cfg.output_dir) as info:  # output_dir locked: one run at a time
-            main_process_claim(cfg.output_dir, ckpt_lib.TOOL, OUTPUT_NAMES, OUTPUT_HINT)  # a user's train.log stays
-            restore_logging = setup_logging(info.rank, cfg.output_dir if info.is_main else None)
-            try:
-                return _train(cfg, info)
-            finally:
-                restore_logging()
-    finally:
-        restore_console()
+    with TrainSession.open(cfg, ckpt_lib.TOOL, OUTPUT_NAMES, OUTPUT_HINT) as session:
+        return _train(session)
 
 
-def _train(cfg: Config, info: DistInfo) -> TrainResult:
-    cfg = for_device(cfg, info.device)
-    configure_backends(info.device)
-    run = Run(cfg, info, DeviceNormalizer(cfg.data.mean, cfg.data.std, cfg.model.channels_last),
-              autocast_dtype(cfg.train.mixed_precision, info.device))
+def _train(session: TrainSession) -> TrainResult:
+    cfg, info = session.cfg, session.info
     if info.is_main:
         save_config(cfg, os.path.join(cfg.output_dir, "config.yaml"))
     logger.info("training on %d process(es) (%s), device %s, global batch %d clips (%d per process, %d per "
@@ -140,34 +136,40 @@ def _train(cfg: Config, info: DistInfo) -> TrainResult:
     updates_per_epoch = -(-len(train_loader) // cfg.train.accumulation_steps)
     optimizer = build_optimizer(model, cfg.solver)
     state = TrainState(model, optimizer, build_scheduler(optimizer, cfg.solver, updates_per_epoch),
-                       torch.amp.GradScaler(info.device.type, enabled=run.amp_dtype == torch.float16))
-    run.where["checkpoint"] = _resume_or_finetune(state, cfg, info, train_loader)
+                       torch.amp.GradScaler(info.device.type, enabled=session.amp == torch.float16))
+    session.position.checkpoint = _resume_or_finetune(state, cfg, info, train_loader)
     net = compile_model(wrap_model(model, cfg.bn.sync, info), cfg.train.compile)
     result = TrainResult(model, 0, state.best_top1)
     if state.epoch >= cfg.solver.max_epoch:
         logger.info("training already complete (%d epochs) in %s", cfg.solver.max_epoch, cfg.output_dir)
         return result
-    with MetricsWriter(cfg.output_dir, enabled=info.is_main) as run.writer, interrupt_line(run.where, train_loader), \
-            Interrupts(cfg.train.checkpoint_period_minutes, info) as run.interrupts:  # ends a TrainingStopped
+    with session.training(train_loader):  # ends a TrainingStopped
         while state.epoch < cfg.solver.max_epoch:
-            run.where.update(epoch=state.epoch, iteration=None)
-            if not state.iteration:  # else a mid-epoch resume: RNG restored where it stopped
-                seed_everything(epoch_seed(cfg.seed, info.rank, state.epoch))
-            train_loader.sampler.set_epoch(state.epoch, skip=state.iteration * train_loader.batch_size)  # videos
-            summary = train_one_epoch(net, train_loader, state, run)
-            state.epoch, state.iteration = state.epoch + 1, 0
-            run.where["iteration"] = len(train_loader)
-            is_best = _validate_if_due(state, run, train_loader, val_loader, summary, result)
-            _log_epoch(summary, state.best_top1, run.writer)
-            stop = run.interrupts.stop_requested()  # a signal during validation: stop after this epoch's save
-            run.where["checkpoint"] = _save_if_due(state, run, summary, is_best, stop) or run.where["checkpoint"]
-            result.history.append({k: v for k, v in summary.items() if k != "skipped_videos"})
-            result.epochs_run += 1
-            barrier()
-            if stop:
-                raise run.interrupts.stopped(f"after epoch {state.epoch}", run.where["checkpoint"])
-    result.best_top1, result.exit_code = state.best_top1, run.interrupts.exit_code
+            _run_epoch(net, train_loader, val_loader, state, session, result)
+    result.best_top1, result.exit_code = state.best_top1, session.exit_code
     return result
+
+
+def _run_epoch(net: nn.Module, train_loader, val_loader, state: TrainState, session: TrainSession,
+               result: TrainResult) -> None:
+    """One epoch: train, validate if due, log, save checkpoints if due; stop after it on a signal."""
+    cfg, position = session.cfg, session.position
+    position.epoch, position.iteration = state.epoch, None
+    if not state.iteration:  # else a mid-epoch resume: RNG restored where it stopped
+        seed_everything(epoch_seed(cfg.seed, session.info.rank, state.epoch))
+    train_loader.sampler.set_epoch(state.epoch, skip=state.iteration * train_loader.batch_size)  # videos
+    summary = train_one_epoch(net, train_loader, state, session)
+    state.epoch, state.iteration = state.epoch + 1, 0
+    position.iteration = len(train_loader)
+    is_best = _validate_if_due(state, session, train_loader, val_loader, summary, result)
+    _log_epoch(summary, state.best_top1, session.writer)
+    stop = session.interrupts.stop_requested()  # a signal during validation: stop after this epoch's save
+    position.checkpoint = _save_if_due(state, session, summary, is_best, stop) or position.checkpoint
+    result.history.append(summary.to_metrics())
+    result.epochs_run += 1
+    barrier()
+    if stop:
+        session.stop_after_epoch(state)
 
 
 def _loaders(cfg: Config, info: DistInfo):
@@ -185,52 +187,50 @@ def _loaders(cfg: Config, info: DistInfo):
     return train_loader, build_loader(val_set, cfg.data, batch, cfg.seed, info.device)
 
 
-def train_one_epoch(net: nn.Module, loader, state: TrainState, run: Run) -> dict:
+def train_one_epoch(net: nn.Module, loader, state: TrainState, session: TrainSession) -> EpochSummary:
     """One pass over ``loader`` (an update every ``train.accumulation_steps`` batches); returns the
     epoch's summary over all ranks. Sums stay on the device; ranks sync once per update (the
-    non-finite-loss check) and at log points."""
-    cfg, info = run.cfg, run.info
+    non-finite-loss check, shared with the interrupt flags) and at log points."""
+    cfg, info = session.cfg, session.info
     net.train()
     start, accum = state.iteration, cfg.train.accumulation_steps
     n = start + len(loader)               # the loader yields the batches after ``start``
     epoch_sums, window = Meter(info.device), Meter(info.device)
     clock = Clock()
     skipped = continue_epoch(state.resume_part, epoch_sums, clock, loader)
-    state.resume_part, run.where["start"] = None, start
+    state.resume_part, session.position.start = None, start
     progress = Progress(loader, n, f"epoch {state.epoch + 1}/{cfg.solver.max_epoch}", info.is_main,
                         cfg.train.log_period, logger, start=start)
     for i, batch in enumerate(progress, start):
         clock.got_batch()
-        clip, label = run.normalize(batch["clip"], info.device), batch["label"].to(info.device, non_blocking=True)
+        clip, label = session.normalize(batch["clip"], info.device), batch["label"].to(info.device, non_blocking=True)
         skipped.extend(batch.get("skipped", []))
         group_size = min(accum, n - (i - i % accum))
         is_update = (i % accum) + 1 == group_size
-        loss, correct = _forward_backward(net, clip, label, group_size, is_update, state, run)
+        loss, correct = _forward_backward(net, clip, label, group_size, is_update, state, session)
         for meter in (epoch_sums, window):
             meter.add(loss_sum=loss.detach() * len(label), correct=correct, clips=len(label), batches=1)
         if is_update:
-            stop, save = _check_finite(epoch_sums, state, run, i, n)
+            flags = session.agree(epoch_sums)  # the update's one all-reduce: finite loss, signals, timer
+            if not flags.finite:
+                raise _non_finite_loss(state, i, n)
             _update(state, cfg.train.clip_grad_norm)
             state.iteration = i + 1
             if state.step % cfg.train.log_period == 0 or i + 1 == n:
-                run.where["loss"] = _write_window(window, clock, state, run, (i + 1) / n)
-            if save:
-                run.where["checkpoint"] = save_position(state, run, epoch_sums, clock, skipped, loader)
-            if stop:
-                raise run.interrupts.stopped(f"in epoch {state.epoch + 1} at iteration {i + 1}/{n}",
-                                             run.where["checkpoint"])
-        progress.set(loss=run.where.get("loss", float("nan")), lr=state.optimizer.param_groups[0]["lr"])
+                session.position.loss = _write_window(window, clock, state, session.writer, (i + 1) / n)
+            session.maybe_checkpoint(flags, state, epoch_sums, clock, skipped, loader, n)
+        progress.set(loss=session.position.loss, lr=state.optimizer.param_groups[0]["lr"])
         clock.wait_for_batch()
     return _epoch_summary(epoch_sums, clock, skipped, state)
 
 
-def _forward_backward(net, clip, label, group_size: int, is_update: bool, state: TrainState, run: Run):
+def _forward_backward(net, clip, label, group_size: int, is_update: bool, state: TrainState, session: TrainSession):
     """Loss ``(,)`` and correct count of one batch; gradients accumulated (DDP syncs them only on
     the batch that completes an update)."""
     ddp = getattr(net, "_orig_mod", net)   # the DDP wrapper inside torch.compile's, if any
     sync = contextlib.nullcontext() if is_update or not isinstance(ddp, DDP) else ddp.no_sync()
     with sync:
-        with torch.autocast(run.info.device.type, dtype=run.amp_dtype, enabled=run.amp_dtype is not None):
+        with torch.autocast(session.device.type, dtype=session.amp, enabled=session.amp is not None):
             logits = net(clip)
         loss = F.cross_entropy(logits.float(), label)
         scaled = loss / group_size
@@ -238,13 +238,9 @@ def _forward_backward(net, clip, label, group_size: int, is_update: bool, state:
     return loss, (logits.argmax(1) == label).sum()
 
 
-def _check_finite(sums: Meter, state: TrainState, run: Run, i: int, n: int) -> Tuple[bool, bool]:
-    """Stop every rank before the update if any rank's loss so far is not finite; else (stop, save):
-    whether a rank got a preemption signal / rank 0's checkpoint timer is due (one sync for all)."""
-    finite, (signal_level, save_due) = sums.all_finite_and_max("loss_sum", *run.interrupts.flags())
-    if finite:
-        return run.interrupts.decide(signal_level, save_due)
-    raise FloatingPointError(
+def _non_finite_loss(state: TrainState, i: int, n: int) -> FloatingPointError:
+    """Every rank stops before the update when any rank's loss so far is not finite."""
+    return FloatingPointError(
         f"non-finite training loss at epoch {state.epoch + 1}, iteration {i + 1}/{n} (global update "
         f"{state.step + 1}); stopping without writing a checkpoint for this epoch. Lower solver.base_lr, "
         f"enable train.clip_grad_norm or check the data.")
@@ -263,28 +259,29 @@ def _update(state: TrainState, clip_grad_norm: float) -> None:
     state.step += 1
 
 
-def _write_window(window: Meter, clock: Clock, state: TrainState, run: Run, epoch_fraction: float) -> float:
+def _write_window(window: Meter, clock: Clock, state: TrainState, writer: MetricsWriter,
+                  epoch_fraction: float) -> float:
     """A ``train`` metrics row for the batches since the last one (all ranks); returns its loss."""
     sums = window.read()                   # the sync point: all ranks, then host floats
     window.reset()
     elapsed, data = clock.window()
     batches = max(sums["batches"], 1)
     loss = sums["loss_sum"] / max(sums["clips"], 1)
-    run.writer.write("train", state.step, state.epoch + epoch_fraction, loss=loss,
-                     lr=state.optimizer.param_groups[0]["lr"], clips_per_s=sums["clips"] / elapsed,
-                     data_wait_frac=data / elapsed, data_time=data / batches, compute_time=(elapsed - data) / batches)
+    writer.write("train", state.step, state.epoch + epoch_fraction, loss=loss,
+                 lr=state.optimizer.param_groups[0]["lr"], clips_per_s=sums["clips"] / elapsed,
+                 data_wait_frac=data / elapsed, data_time=data / batches, compute_time=(elapsed - data) / batches)
     return loss
 
 
-def _epoch_summary(sums: Meter, clock: Clock, skipped: list, state: TrainState) -> dict:
+def _epoch_summary(sums: Meter, clock: Clock, skipped: list, state: TrainState) -> EpochSummary:
     """The epoch's numbers over all ranks, and its broken videos (each file once)."""
     total = sums.read()
     elapsed = max(time.perf_counter() - clock.start, 1e-9)
     broken = unique_broken(s for part in all_gather_object(unique_broken(skipped)) for s in part)
     clips = max(total["clips"], 1)
-    return {"epoch": state.epoch + 1, "global_step": state.step, "loss": total["loss_sum"] / clips,
-            "top1": total["correct"] / clips, "clips": int(total["clips"]), "clips_per_s": total["clips"] / elapsed,
-            "data_wait_frac": clock.data / elapsed, "skipped": len(broken), "skipped_videos": broken}
+    return EpochSummary(epoch=state.epoch + 1, global_step=state.step, loss=total["loss_sum"] / clips,
+                        top1=total["correct"] / clips, clips=int(total["clips"]), clips_per_s=total["clips"] / elapsed,
+                        data_wait_frac=clock.data / elapsed, skipped=len(broken), broken=broken)
 
 
 # ------------------------------------------------------------------ resume, validation, checkpoints
@@ -319,34 +316,35 @@ def _resume_or_finetune(state: TrainState, cfg: Config, info: DistInfo, loader) 
     return path
 
 
-def _validate_if_due(state: TrainState, run: Run, train_loader, val_loader, summary: dict,
+def _validate_if_due(state: TrainState, session: TrainSession, train_loader, val_loader, summary: EpochSummary,
                      result: TrainResult) -> bool:
-    """Validate every ``train.eval_period`` epochs and after the last (precise BN first); adds
-    ``val_*`` to ``summary``; returns whether this is the best validation so far."""
-    cfg = run.cfg
+    """Validate every ``train.eval_period`` epochs and after the last (precise BN first); sets
+    ``summary.val``; returns whether this is the best validation so far."""
+    cfg = session.cfg
     last = state.epoch == cfg.solver.max_epoch
     if val_loader is None or not (state.epoch % cfg.train.eval_period == 0 or last):
         return False
     if cfg.bn.use_precise_stats:
-        update_bn_stats(state.model, train_loader, cfg.bn.num_batches_precise, run.info.device, run.normalize,
-                        run.amp_dtype)
-    val = evaluate_clips(state.model, val_loader, run.info.device, run.normalize, run.amp_dtype)
+        update_bn_stats(state.model, train_loader, cfg.bn.num_batches_precise, session.device, session.normalize,
+                        session.amp)
+    val = evaluate_clips(state.model, val_loader, session.device, session.normalize, session.amp)
     val_skipped = val.pop("skipped")
     val["skipped"] = len(val_skipped)
-    summary["skipped_videos"] = unique_broken(summary["skipped_videos"] + val_skipped)
+    summary.broken = unique_broken(summary.broken + val_skipped)
     result.last_val = val
     is_best = val["top1"] > state.best_top1
     state.best_top1 = max(state.best_top1, val["top1"])
-    summary.update({f"val_{k}": v for k, v in val.items()})
-    run.writer.write("val", state.step, state.epoch, **val)
+    summary.val = dict(val)
+    session.writer.write("val", state.step, state.epoch, **val)
     return is_best
 
 
-def _save_if_due(state: TrainState, run: Run, summary: dict, is_best: bool, stopping: bool) -> Optional[str]:
+def _save_if_due(state: TrainState, session: TrainSession, summary: EpochSummary, is_best: bool,
+                 stopping: bool) -> Optional[str]:
     """Periodic (every ``train.checkpoint_period`` epochs, the last, and when ``stopping``) and best
     checkpoints. Every rank contributes its RNG state; rank 0 writes (atomically) and prunes.
     Returns the periodic checkpoint's path (on every rank), else None."""
-    cfg = run.cfg
+    cfg, info = session.cfg, session.info
     periodic = state.epoch % cfg.train.checkpoint_period == 0 or state.epoch == cfg.solver.max_epoch or stopping
     if not (periodic or is_best):
         return None
@@ -355,11 +353,10 @@ def _save_if_due(state: TrainState, run: Run, summary: dict, is_best: bool, stop
     main_process_claim(cfg.output_dir, ckpt_lib.TOOL, [ckpt_lib.checkpoint_name(p) for p in (path, best) if p],
                        OUTPUT_HINT)
     rng = all_gather_object(ckpt_lib.get_rng_state())
-    run.interrupts.saved()
-    if not run.info.is_main:
+    session.interrupts.saved()
+    if not info.is_main:
         return path
-    ckpt = state.checkpoint(config_to_dict(cfg), rng, world_size=run.info.world_size,
-                            metrics={k: v for k, v in summary.items() if k != "skipped_videos"})
+    ckpt = state.checkpoint(config_to_dict(cfg), rng, world_size=info.world_size, metrics=summary.to_metrics())
     if periodic:
         ckpt_lib.save_checkpoint(path, ckpt)
         logger.info("saved %s", path)
@@ -370,17 +367,18 @@ def _save_if_due(state: TrainState, run: Run, summary: dict, is_best: bool, stop
     return path
 
 
-def _log_epoch(summary: dict, best_top1: float, writer: MetricsWriter) -> None:
-    skipped = summary.pop("skipped_videos")
-    val = f", val top1 {100 * summary['val_top1']:.2f}% top5 {100 * summary['val_top5']:.2f}% " \
-          f"loss {summary['val_loss']:.4f} (best {100 * best_top1:.2f}%)" if "val_top1" in summary else ""
+def _log_epoch(summary: EpochSummary, best_top1: float, writer: MetricsWriter) -> None:
+    """The epoch's log line, its broken videos (the first :data:`MAX_LISTED_BROKEN`) and metrics row."""
+    val = summary.val
+    val_line = f", val top1 {100 * val['top1']:.2f}% top5 {100 * val['top5']:.2f}% loss {val['loss']:.4f} " \
+               f"(best {100 * best_top1:.2f}%)" if val else ""
     logger.info("epoch %d: train loss %.4f top1 %.2f%%, %.1f clips/s, data wait %.0f%%, %d broken videos "
-                "skipped%s", summary["epoch"], summary["loss"], 100 * summary["top1"], summary["clips_per_s"],
-                100 * summary["data_wait_frac"], len(skipped), val)
-    for path, reason in skipped[:MAX_LISTED_BROKEN]:
+                "skipped%s", summary.epoch, summary.loss, 100 * summary.top1, summary.clips_per_s,
+                100 * summary.data_wait_frac, len(summary.broken), val_line)
+    for path, reason in summary.broken[:MAX_LISTED_BROKEN]:
         logger.warning("skipped broken video %s: %s", path, reason)
-    if len(skipped) > MAX_LISTED_BROKEN:
-        logger.warning("... and %d more broken videos this epoch", len(skipped) - MAX_LISTED_BROKEN)
-    writer.write("epoch", summary["global_step"], summary["epoch"],
-                 **{k: v for k, v in summary.items() if k not in ("epoch", "global_step")})
-    summary["skipped_videos"] = skipped
+    if len(summary.broken) > MAX_LISTED_BROKEN:
+        logger.warning("... and %d more broken videos this epoch", len(summary.broken) - MAX_LISTED_BROKEN)
+    metrics = summary.to_metrics()
+    writer.write("epoch", summary.global_step, summary.epoch,
+                 **{k: v for k, v in metrics.items() if k not in ("epoch", "global_step")})

@@ -2,7 +2,7 @@
 time limit, SIGTERM on preemption) or save when ``train.checkpoint_period_minutes`` have passed,
 every rank at the same update, and let the next run continue at exactly that iteration.
 
-In the training loop (:mod:`videoattn.train.loop`)::
+In the training loop (:mod:`videoattn.train.loop`, through :class:`videoattn.train.session.TrainSession`)::
 
     with Interrupts(cfg.train.checkpoint_period_minutes, info) as interrupts:   # flag-only handlers
         per update:  finite, (signal, due) = sums.all_finite_and_max("loss_sum", *interrupts.flags())
@@ -22,15 +22,15 @@ workers, their augmentation RNG is not saved).
 """
 from __future__ import annotations
 
-import contextlib
 import logging
 import signal
 import time
-from typing import Iterator, Optional, Tuple
+from typing import Optional, Tuple
 
-from videoattn.config import config_to_dict
+from videoattn.config import Config, config_to_dict
 from videoattn.engine import checkpoint as ckpt_lib
 from videoattn.train.meter import Clock, Meter
+from videoattn.train.state import TrainState
 from videoattn.utils.distributed import DistInfo, all_gather_object, main_process_claim
 from videoattn.utils.preemption import REQUEUE_EXIT_CODE, PreemptionHandler
 
@@ -127,10 +127,10 @@ def continue_epoch(part: Optional[dict], sums: Meter, clock: Clock, loader) -> l
     return [tuple(s) for s in part["skipped"]]
 
 
-def save_position(state, run, sums: Meter, clock: Clock, skipped: list, loader) -> str:
+def save_position(state: TrainState, cfg: Config, info: DistInfo, sums: Meter, clock: Clock, skipped: list,
+                  loader) -> str:
     """Write a mid-epoch checkpoint at ``state.iteration`` (every rank contributes its part; rank 0
     writes atomically and prunes superseded ones). Returns its path on every rank."""
-    cfg, info = run.cfg, run.info
     path = ckpt_lib.mid_epoch_checkpoint_path(cfg.output_dir, state.epoch + 1, state.iteration)
     main_process_claim(cfg.output_dir, ckpt_lib.TOOL, [ckpt_lib.checkpoint_name(path)], "use another output_dir")
     parts = all_gather_object(capture_part(sums, clock, skipped, loader))
@@ -144,7 +144,6 @@ def save_position(state, run, sums: Meter, clock: Clock, skipped: list, loader) 
         ckpt_lib.save_checkpoint(path, ckpt)
         logger.info("saved %s (epoch %d, iteration %d)", path, state.epoch + 1, state.iteration)
         ckpt_lib.prune_checkpoints(cfg.output_dir, cfg.train.keep_last)
-    run.interrupts.saved()
     return path
 
 
@@ -176,16 +175,3 @@ def position_of(ckpt: dict) -> Optional[dict]:
     """The ``position`` of a mid-epoch checkpoint (None for an end-of-epoch one)."""
     position = ckpt.get("position")
     return position if isinstance(position, dict) and position.get("ranks") else None
-
-
-@contextlib.contextmanager
-def interrupt_line(where: dict, loader) -> Iterator[None]:
-    """Ctrl-C in the epoch loop -> ``KeyboardInterrupt("interrupted at epoch E, iteration I/N; last
-    checkpoint: PATH")`` (the checkpoint, periodic or mid-epoch, a re-run resumes from, or "none")."""
-    try:
-        yield
-    except KeyboardInterrupt:
-        i = where["iteration"] if where.get("iteration") is not None else \
-            where.get("start", 0) + getattr(loader, "position", 0)
-        raise KeyboardInterrupt(f"interrupted at epoch {where['epoch'] + 1}, iteration {i}/{len(loader)}; "
-                                f"last checkpoint: {where.get('checkpoint') or 'none'}") from None

@@ -31,7 +31,7 @@ from typing import Callable, List, Optional, Sequence
 
 from videoattn.config import ConfigError, load_config
 from videoattn.train.loop import train
-from videoattn.models.presets import resolve_model_config
+from videoattn.engine.device import expand_preset
 from videoattn.utils.distributed import per_process_batch
 from videoattn.utils.launcher import LauncherError, detect_launcher, export_env
 from videoattn.utils.preemption import REQUEUE_EXIT_CODE
@@ -100,9 +100,7 @@ def run_training(argv: Sequence[str]) -> int:
     key=value ...``) in this task. Returns 0, or 75 / 143 when it stopped on a signal with a
     checkpoint written; an error is raised (submitit reports it to the submitter)."""
     config, overrides = argv[1], list(argv[2:])
-    cfg = load_config(config, overrides)
-    cfg.model = resolve_model_config(cfg.model)
-    return train(cfg).exit_code
+    return train(load_config(config, overrides)).exit_code  # the run's session expands the preset
 
 
 class TrainJob:
@@ -196,7 +194,7 @@ def submit(args: argparse.Namespace, tasks: int, output_dir: str, entry: Optiona
 def load_output_dir(args: argparse.Namespace, tasks: int) -> str:
     """Load the config as the job will (a bad key fails here, not in the queue); absolute output_dir."""
     cfg = load_config(args.config, args.opts)
-    resolve_model_config(cfg.model)
+    expand_preset(cfg)  # an unknown model.preset fails here too
     per_process_batch(cfg.train.batch_size, "train.batch_size", args.nodes * tasks)
     return os.path.abspath(cfg.output_dir)
 
