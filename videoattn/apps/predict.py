@@ -26,7 +26,7 @@ import json
 import logging
 import os
 from dataclasses import dataclass, field
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import List, Optional, Sequence, Tuple
 
 import torch
 
@@ -34,6 +34,7 @@ from videoattn.config import Config
 from videoattn.data.annotations import Annotations
 from videoattn.data.dataset import VideoClipDataset
 from videoattn.data.transforms import DeviceNormalizer
+from videoattn.data.windows import WindowError, per_video
 from videoattn.engine.device import autocast_dtype, configure_backends, for_device
 from videoattn.apps.extract import chunk_outputs, list_inputs, video_ids, window_loader
 from videoattn.engine.inference import class_names_for, load_inference_model
@@ -108,26 +109,22 @@ def score_windows(cfg: Config, model, device: torch.device, results: List[VideoR
                   k: int) -> None:
     """Fill ``windows`` / ``duration_s`` of the predicted results (sliding windows, one pass)."""
     todo = [(j, r.path) for j, r in enumerate(results) if not r.error]
-    pending: Dict[int, List[torch.Tensor]] = {}
     to_device = DeviceNormalizer(cfg.data.mean, cfg.data.std, cfg.model.channels_last)
     amp = autocast_dtype(cfg.test.mixed_precision, device)
-    for item in (window_loader(todo, cfg.data, cfg.features, device) if todo else []):
-        r = results[item["k"]]
-        if "error" in item:
-            pending.pop(item["k"], None)
-            r.notes.append(f"no timeline: {item['error']}")
-        elif "done" in item:
-            win = item["window"]
-            probs = torch.cat(pending.pop(item["k"]))                 # (W, C)
-            r.duration_s, r.window_s = win.num_frames / win.fps, win.window_s
-            r.non_finite_windows = int(non_finite_rows(probs).sum())
-            if r.non_finite_windows:
-                r.notes.append(f"no timeline: NaN or inf scores in {r.non_finite_windows} of {len(probs)} windows")
-                continue
-            r.windows = window_topk(probs, win.starts, win.ends, names, k)
-        else:  # (w, crops, C) probabilities -> crops averaged
-            probs = chunk_outputs(model, item, "pool", device, to_device, amp, scores=True)[1]
-            pending.setdefault(item["k"], []).append(probs.mean(dim=1))
+    videos = per_video(window_loader(todo, cfg.data, cfg.features, device) if todo else [],  # (w, crops, C) -> (w, C)
+                       lambda c: chunk_outputs(model, c, "pool", device, to_device, amp, scores=True)[1].mean(dim=1))
+    for got in videos:
+        r = results[got.k]
+        if isinstance(got, WindowError):
+            r.notes.append(f"no timeline: {got.error}")
+            continue
+        win, probs = got.window, torch.cat(got.outputs)                  # (W, C)
+        r.duration_s, r.window_s = win.num_frames / win.fps, win.window_s
+        r.non_finite_windows = int(non_finite_rows(probs).sum())
+        if r.non_finite_windows:
+            r.notes.append(f"no timeline: NaN or inf scores in {r.non_finite_windows} of {len(probs)} windows")
+            continue
+        r.windows = window_topk(probs, win.starts, win.ends, names, k)
 
 
 # ------------------------------------------------------------------------------------- rendering
