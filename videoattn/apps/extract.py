@@ -59,6 +59,7 @@ from videoattn.utils.distributed import (all_gather_object, barrier, get_rank, g
                                          is_main_process, main_process_claim)
 from videoattn.utils.io import atomic_path, atomic_write_csv, atomic_write_text
 from videoattn.utils.walk import walk_files
+from videoattn.utils.errors import InputNotFound, UsageError
 
 log = logging.getLogger(__name__)
 
@@ -103,7 +104,7 @@ def video_ids(paths: Sequence[str]) -> List[str]:
         ids = [level(p) if counts[i] > 1 else i for p, i in zip(absolute, ids)]
     if len(set(ids)) != len(ids):
         dup = [p for p, i in zip(paths, ids) if ids.count(i) > 1]
-        raise ValueError(f"inputs name the same file more than once: {dup[:4]}")
+        raise UsageError(f"inputs name the same file more than once: {dup[:4]}")
     return ids
 
 
@@ -134,7 +135,7 @@ def list_inputs(data: DataConfig, source: str) -> Tuple[List[str], List[str]]:
     if source.lower().endswith(VIDEO_EXTENSIONS):
         return ([source], []) if os.path.isfile(source) else ([], [source])
     if not os.path.isfile(source):
-        raise FileNotFoundError(f"--input {source}: no such video, folder or list file")
+        raise InputNotFound(f"--input {source}: no such video, folder or list file")
     with open(source, encoding=ENCODING) as f:
         lines = [ln.strip() for ln in f if ln.strip()]
     if lines and all(ln.lower().endswith(VIDEO_EXTENSIONS) for ln in lines):

@@ -43,7 +43,7 @@ from videoattn.apps.render import render_timeline, render_video
 from videoattn.evaluation.tester import score_test_views
 from videoattn.apps.timeline import WindowTopK, segments, timeline_rows, window_topk
 from videoattn.utils.distributed import launch_world_size, resolve_device
-from videoattn.utils.errors import OneLineError
+from videoattn.utils.errors import OneLineError, UsageError
 from videoattn.utils.io import atomic_write_csv, atomic_write_json
 from videoattn.utils.outputs import claim_outputs
 
@@ -215,10 +215,10 @@ def _check_folders(source: str, out_dir: str, paths: Sequence[str]) -> None:
     """The output folder may neither be (in) the input folder nor hold an input video."""
     out = os.path.realpath(out_dir)
     if os.path.isdir(source) and (out + os.sep).startswith(os.path.realpath(source) + os.sep):
-        raise ValueError(f"--output {out_dir} is inside --input {source}: its rendered videos would become inputs")
+        raise UsageError(f"--output {out_dir} is inside --input {source}: its rendered videos would become inputs")
     inside = [p for p in paths if os.path.dirname(os.path.realpath(p)) == out]
     if inside:
-        raise ValueError(f"--output {out_dir} holds input videos (e.g. {inside[0]}); use another folder")
+        raise UsageError(f"--output {out_dir} holds input videos (e.g. {inside[0]}); use another folder")
 
 
 def output_names(ids: Sequence[str], render: bool) -> List[str]:
@@ -267,10 +267,10 @@ def predict_videos(cfg: Config, source: str, out_dir: str, checkpoint_path: Opti
     if launch_world_size() > 1:
         raise PredictError("predict runs in one process: start it with python, not torchrun")
     if top_k < 1:
-        raise ValueError(f"--top-k must be >= 1, got {top_k}")
+        raise UsageError(f"--top-k must be >= 1, got {top_k}")
     paths, missing = list_inputs(cfg.data, source)
     if not paths and not missing:
-        raise ValueError(f"--input {source}: no videos found")
+        raise UsageError(f"--input {source}: no videos found")
     _check_folders(source, out_dir, paths)
     device = resolve_device(cfg.device)
     cfg = for_device(cfg, device)

@@ -39,6 +39,7 @@ from videoattn.data.transforms import DeviceNormalizer
 from videoattn.engine import checkpoint as ckpt_lib
 from videoattn.engine.device import autocast_dtype, configure_backends, for_device
 from videoattn.evaluation.evaluate import evaluate_clips
+from videoattn.evaluation.metrics import NonFiniteLossError
 from videoattn.engine.inference import check_num_classes
 from videoattn.engine.logger import MetricsWriter, Progress, setup_logging
 from videoattn.train.meter import Clock, Meter
@@ -52,6 +53,7 @@ from videoattn.models.builder import compile_model
 from videoattn.models.pretrained import load_pretrained_weights
 from videoattn.utils.distributed import (DistInfo, all_gather_object, barrier, broadcast_object, distributed_run,
                                          launch_rank, launch_world_size, main_process_claim, per_process_batch)
+from videoattn.utils.errors import UsageError
 
 logger = logging.getLogger(__name__)
 MAX_LISTED_BROKEN = 20   # broken videos named per epoch summary (all are counted)
@@ -244,7 +246,7 @@ def _check_finite(sums: Meter, state: TrainState, run: Run, i: int, n: int) -> T
     finite, (signal_level, save_due) = sums.all_finite_and_max("loss_sum", *run.interrupts.flags())
     if finite:
         return run.interrupts.decide(signal_level, save_due)
-    raise FloatingPointError(
+    raise NonFiniteLossError(
         f"non-finite training loss at epoch {state.epoch + 1}, iteration {i + 1}/{n} (global update "
         f"{state.step + 1}); stopping without writing a checkpoint for this epoch. Lower solver.base_lr, "
         f"enable train.clip_grad_norm or check the data.")
@@ -297,7 +299,7 @@ def _resume_or_finetune(state: TrainState, cfg: Config, info: DistInfo, loader) 
     path = broadcast_object(found[0] if found else None)
     if path is None:
         if cfg.train.checkpoint_file and cfg.model.pretrained:
-            raise ValueError(f"train.checkpoint_file={cfg.train.checkpoint_file} and model.pretrained="
+            raise UsageError(f"train.checkpoint_file={cfg.train.checkpoint_file} and model.pretrained="
                              f"{cfg.model.pretrained} both name initial weights; set one of them")
         if cfg.train.checkpoint_file:
             ckpt_lib.load_pretrained(state.model, cfg.train.checkpoint_file, trust)
