@@ -40,7 +40,7 @@ def main(argv=None) -> int:
         settings = settings_from_config(cfg.data, args.split)
         output = args.output or os.path.join(cfg.output_dir, "check_data")
         return run_check(settings, output, args.workers, args.time_limit, not args.no_progress)
-    except (ValueError, OneLineError) as e:  # AnnotationError, a bad backend name, an output not check_data's
+    except OneLineError as e:  # AnnotationError, a bad backend name, an output not check_data's
         print(f"error: {e}", file=sys.stderr)
     except OSError as e:
         print(f"error: {e.filename}: {e.strerror}" if e.filename else f"error: {e}", file=sys.stderr)

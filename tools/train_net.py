@@ -17,7 +17,12 @@ from videoattn.cli import (add_pretrained_argument, add_trust_argument, config_p
                            print_line)
 from videoattn.train.loop import train
 from videoattn.utils.distributed import launch_rank
+from videoattn.utils.errors import OneLineError
 from videoattn.utils.serialization import CheckpointError
+
+# User errors named with their rank and type (each rank may meet its own): a bad setting, annotation
+# or launcher variable (ValueError), a non-finite loss (FloatingPointError), unusable weights.
+PER_RANK = (ValueError, FloatingPointError, CheckpointError)
 
 
 def main(argv=None) -> int:
@@ -33,7 +38,9 @@ def main(argv=None) -> int:
     with exit_on_user_error(distributed=False):  # locked/unwritable output_dir, disk full, timeout, Ctrl-C
         try:
             return train(cfg).exit_code  # 75 / 143: stopped on a signal, checkpoint written
-        except (ValueError, FloatingPointError, CheckpointError) as e:
+        except OneLineError as e:
+            if not isinstance(e, PER_RANK):  # a locked or unwritable output, a download, a timeout: "error: ..."
+                raise
             print_line(f"error (rank {launch_rank()}): {type(e).__name__}: {e}")
             return 1
 

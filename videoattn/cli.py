@@ -8,14 +8,11 @@ import os
 import sys
 from typing import Iterator, NoReturn, Optional, Sequence, Tuple
 
-from videoattn.config import Config, ConfigError, load_config
-from videoattn.data.decoding import DecodeError
+from videoattn.config import Config, load_config
 from videoattn.engine.device import expand_preset
 from videoattn.models.pretrained import PRETRAINED, pretrained_entry
 from videoattn.utils.distributed import cleanup
 from videoattn.utils.errors import OneLineError
-from videoattn.utils.io import WriteError
-from videoattn.utils.serialization import CheckpointError
 
 
 def config_parser(description: str) -> argparse.ArgumentParser:
@@ -40,7 +37,7 @@ def parse_config(parser: argparse.ArgumentParser,
             cfg.model.pretrained = args.pretrained
         if cfg.model.pretrained:
             pretrained_entry(cfg.model.pretrained)  # an unknown name fails here, before any work
-    except (ConfigError, ValueError) as e:
+    except OneLineError as e:  # ConfigError, an unknown preset or pretrained name (UsageError)
         sys.exit(f"config error: {e}")
     return args, cfg
 
@@ -90,22 +87,17 @@ def exit_with(line: str, status: int = 1) -> NoReturn:
 
 @contextlib.contextmanager
 def exit_on_user_error(distributed: bool = True, interrupted: str = "interrupted") -> Iterator[None]:
-    """Turn a bad checkpoint, undecodable video, missing file, bad annotation, a locked or unwritable
-    output, a full disk or a collective's timeout into a one-line exit (no traceback, status 1), and
-    Ctrl-C into the line ``str(KeyboardInterrupt)`` or ``interrupted`` (status 130); tear down the
-    process group afterwards when ``distributed``."""
+    """Turn a user error (:class:`OneLineError`: a bad checkpoint, undecodable video, missing input,
+    bad annotation or setting, a locked or unwritable output, a full disk, a collective's timeout)
+    into the one line ``<prefix>: <message>`` (no traceback, status 1), and Ctrl-C into the line
+    ``str(KeyboardInterrupt)`` or ``interrupted`` (status 130); tear down the process group
+    afterwards when ``distributed``. Any other exception is a bug: it passes with its traceback."""
     try:
         yield
     except KeyboardInterrupt as e:
         exit_with(str(e) or interrupted, 130)
-    except (OneLineError, WriteError) as e:
-        exit_with(f"error: {e}")
-    except CheckpointError as e:
-        exit_with(f"checkpoint error: {e}")
-    except DecodeError as e:
-        exit_with(f"video error: {e}")
-    except (FileNotFoundError, ValueError) as e:  # AnnotationError and DecodeError set-up problems are ValueErrors
-        exit_with(f"error: {e}")
+    except OneLineError as e:
+        exit_with(f"{e.prefix}: {e}")
     finally:
         if distributed:
             cleanup()

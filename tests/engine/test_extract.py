@@ -315,7 +315,7 @@ def test_window_stream_keeps_whole_real_windows_of_a_file_cut_short(setup, tmp_p
     windows of the frames that decode (that those frames are real: test_decoding)."""
     from videoattn.datasets.synthetic import make_indexed_video
     from videokit import cut_file, decodable_indexed_frames
-    from videoattn.data.windows import WindowStream
+    from videoattn.data.windows import WindowChunk, WindowDone, WindowStream
 
     full, cut = str(tmp_path / f"full.{ext}"), str(tmp_path / f"cut.{ext}")
     make_indexed_video(full, 150, 30, container_options={"movflags": "+faststart"} if ext == "mp4" else None)
@@ -326,6 +326,7 @@ def test_window_stream_keeps_whole_real_windows_of_a_file_cut_short(setup, tmp_p
         cfg = load_config(setup["cfg"], [f"features.batch_size={bs}", "data.test_crop_size=64"])
         items = list(WindowStream([(0, cut)], cfg.data, cfg.features))
         done = items[-1]
-        assert done["done"] and done["window"].indices == whole.indices and done["declared_frames"] == 150
-        assert sum(it["num_windows"] for it in items[:-1]) == len(whole.starts)
-        assert [it["chunk"] for it in items[:-1]] == list(range(len(items) - 1))
+        assert isinstance(done, WindowDone) and done.window.indices == whole.indices and done.declared_frames == 150
+        assert all(isinstance(it, WindowChunk) for it in items[:-1])
+        assert sum(it.num_windows for it in items[:-1]) == len(whole.starts)
+        assert [it.chunk for it in items[:-1]] == list(range(len(items) - 1))

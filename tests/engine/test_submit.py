@@ -162,4 +162,5 @@ def test_a_failing_job_is_one_line_naming_the_remote_error(tmp_path):
                 "device=cpu", "train.batch_size=8"])
     assert proc.returncode == 1 and "Traceback" not in proc.stderr
     (line,) = proc.stderr.strip().splitlines()
-    assert line.startswith(f"error: job {job_id_of(proc)} failed: FileNotFoundError: ") and "missing/train.csv" in line
+    assert line.startswith(f"error: job {job_id_of(proc)} failed: videoattn.utils.errors.InputNotFound: annotation "
+                           "file or folder not found: ") and "missing/train.csv" in line

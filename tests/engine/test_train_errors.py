@@ -56,5 +56,5 @@ def test_non_finite_loss_stops_with_the_iteration_and_writes_no_checkpoint(synth
     assert ck.list_epoch_checkpoints(out) == [] and not os.path.exists(ck.best_checkpoint_path(out))
     # Via the command line: a one-line error and exit status 1, still nothing written.
     assert main(["--config", CFG, *small_overrides(synthetic_root, out, "solver.base_lr=1e38")]) == 1
-    assert "FloatingPointError: non-finite training loss" in capsys.readouterr().err
+    assert "NonFiniteLossError: non-finite training loss" in capsys.readouterr().err
     assert ck.list_epoch_checkpoints(out) == []

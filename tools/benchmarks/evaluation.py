@@ -106,7 +106,7 @@ def _features_row(cfg, source: str, iters: int, tmp: str) -> Dict[str, float]:
     def decode_only():
         nonlocal windows
         for item in ex.window_loader(list(enumerate(paths)), cfg.data, cfg.features):
-            windows += item.get("num_windows", 0)
+            windows += getattr(item, "num_windows", 0)  # a WindowChunk
 
     _, dt_data = _timed(decode_only)
     model_windows_s = _model_only(model, shape, iters, "extract")

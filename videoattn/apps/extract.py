@@ -39,7 +39,8 @@ import logging
 import os
 import sys
 from collections import Counter
-from typing import Dict, List, Optional, Sequence, Tuple
+from dataclasses import dataclass
+from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
@@ -49,8 +50,7 @@ from tqdm import tqdm
 from videoattn.config import Config, DataConfig, FeaturesConfig
 from videoattn.data.annotations import ENCODING, VIDEO_EXTENSIONS, read_annotations
 from videoattn.data.transforms import DeviceNormalizer
-from videoattn.data.windows import Window, WindowStream
-from videoattn.engine.device import autocast_dtype
+from videoattn.data.windows import VideoOutputs, Window, WindowChunk, WindowError, WindowStream, per_video
 from videoattn.engine.inference import class_names_for
 from videoattn.engine.session import open_session
 from videoattn.evaluation.metrics import NonFiniteError
@@ -59,6 +59,7 @@ from videoattn.utils.distributed import (all_gather_object, barrier, get_rank, g
                                          main_process_claim)
 from videoattn.utils.io import atomic_path, atomic_write_csv, atomic_write_text
 from videoattn.utils.walk import walk_files
+from videoattn.utils.errors import InputNotFound, UsageError
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +68,14 @@ INDEX_COLUMNS = ["video", "path", "num_windows", "fps", "duration_s", "window_s"
                  "dtype", "layer", "features", "windows"]
 NON_FINITE = "NaN or inf features/scores"  # the failed.csv reason of a video whose outputs are not finite
 TRUNCATED_COLUMNS = ["video", "path", "decoded_frames", "declared_frames", "decoded_s", "declared_s", "num_windows"]
+
+
+@dataclass
+class RankTally:
+    """What one rank reports after its shard (gathered on every rank)."""
+    failed: List[Tuple[int, str]]  # (video index, reason), sorted
+    written: int                   # videos written by this run
+    skipped: int                   # videos already done by an earlier run
 
 
 def video_ids(paths: Sequence[str]) -> List[str]:
@@ -95,7 +104,7 @@ def video_ids(paths: Sequence[str]) -> List[str]:
         ids = [level(p) if counts[i] > 1 else i for p, i in zip(absolute, ids)]
     if len(set(ids)) != len(ids):
         dup = [p for p, i in zip(paths, ids) if ids.count(i) > 1]
-        raise ValueError(f"inputs name the same file more than once: {dup[:4]}")
+        raise UsageError(f"inputs name the same file more than once: {dup[:4]}")
     return ids
 
 
@@ -126,7 +135,7 @@ def list_inputs(data: DataConfig, source: str) -> Tuple[List[str], List[str]]:
     if source.lower().endswith(VIDEO_EXTENSIONS):
         return ([source], []) if os.path.isfile(source) else ([], [source])
     if not os.path.isfile(source):
-        raise FileNotFoundError(f"--input {source}: no such video, folder or list file")
+        raise InputNotFound(f"--input {source}: no such video, folder or list file")
     with open(source, encoding=ENCODING) as f:
         lines = [ln.strip() for ln in f if ln.strip()]
     if lines and all(ln.lower().endswith(VIDEO_EXTENSIONS) for ln in lines):
@@ -222,20 +231,20 @@ def window_features_and_logits(model: ResNet3D, x: torch.Tensor, layer: str) -> 
     return feats, logits
 
 
-def chunk_outputs(model: ResNet3D, item: dict, layer: str, device: torch.device, to_device: DeviceNormalizer,
+def chunk_outputs(model: ResNet3D, item: WindowChunk, layer: str, device: torch.device, to_device: DeviceNormalizer,
                   amp: Optional[torch.dtype] = None,
                   scores: bool = False) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
     """``(w, crops, D)`` float32 features of one chunk of windows and, with ``scores``, their
     ``(w, crops, C)`` class probabilities (``amp``: autocast dtype or None)."""
-    x = to_device(item["clips"], device)
+    x = to_device(item.clips, device)
     with torch.autocast(device.type, dtype=amp, enabled=amp is not None):
         if not scores:
             feats = window_features(model, x, layer).float().cpu()
-            return feats.reshape(item["num_windows"], -1, feats.shape[-1]), None
+            return feats.reshape(item.num_windows, -1, feats.shape[-1]), None
         feats, logits = window_features_and_logits(model, x, layer)
     probs = logits.float().softmax(dim=1).cpu()
-    return (feats.float().cpu().reshape(item["num_windows"], -1, feats.shape[-1]),
-            probs.reshape(item["num_windows"], -1, probs.shape[-1]))
+    return (feats.float().cpu().reshape(item.num_windows, -1, feats.shape[-1]),
+            probs.reshape(item.num_windows, -1, probs.shape[-1]))
 
 
 def _finish(chunks: List[Tuple[torch.Tensor, Optional[torch.Tensor]]],
@@ -281,39 +290,40 @@ def extract_features(cfg: Config, source: str, out_dir: str, checkpoint_path: Op
         names = class_names_for(cfg.data, cfg.model.num_classes, weights.classes)
         atomic_write_text(os.path.join(out_dir, "classes.txt"), "".join(n + "\n" for n in names))
     todo, skipped, failed = _plan(out_dir, ids, paths, f.save_scores)
-    pending: Dict[int, List[torch.Tensor]] = {}
-    written = 0
     bar = tqdm(total=len(todo), desc="features", unit="video", dynamic_ncols=True,
                disable=not (is_main_process() and sys.stderr.isatty()))
-    to_device = DeviceNormalizer(cfg.data.mean, cfg.data.std, cfg.model.channels_last)
-    amp = autocast_dtype(cfg.test.mixed_precision, info.device)
-    for item in (window_loader(todo, cfg.data, f, info.device) if todo else []):
-        k = item["k"]
-        if "error" in item:
-            log.warning("features: skipping %s: %s", paths[k], item["error"])
-            failed[k] = item["error"]
-            pending.pop(k, None)
-            bar.update(1)
-        elif "done" in item:
-            feats, scores = _finish(pending.pop(k), f)
-            assert feats.shape[0] == len(item["window"].starts), (paths[k], feats.shape)
-            if _non_finite_reason(feats, scores):
-                failed[k] = _non_finite_reason(feats, scores)
-                log.warning("features: not writing %s: %s", paths[k], failed[k])
-                bar.update(1)
-                continue
-            written += 1
-            _save_video(out_dir, ids[k], paths[k], item["window"], item["declared_frames"], feats, f, scores)
-            bar.update(1)
-        else:
-            pending.setdefault(k, []).append(chunk_outputs(model, item, f.layer, info.device, to_device, amp,
-                                                           f.save_scores))
+    videos = per_video(window_loader(todo, cfg.data, f, info.device) if todo else [],
+                       lambda c: chunk_outputs(model, c, f.layer, info.device, session.normalize, session.amp,
+                                               f.save_scores))
+    written = 0
+    for got in videos:
+        written += _write_video(got, out_dir, ids, paths, f, failed)
+        bar.update(1)
     bar.close()
-    gathered = all_gather_object((sorted(failed.items()), written, skipped))
+    gathered = all_gather_object(RankTally(sorted(failed.items()), written, skipped))
     summary = _report(out_dir, ids, paths, missing, gathered) if is_main_process() else None
     barrier()
     _raise_if_non_finite(gathered, out_dir)
     return summary
+
+
+def _write_video(got: Union[VideoOutputs, WindowError], out_dir: str, ids: List[str], paths: List[str], f: FeaturesConfig,
+                 failed: Dict[int, str]) -> int:
+    """Write one video's files from :func:`per_video`'s ``got`` (1), or record in ``failed`` why
+    not (0): it could not be decoded, or its outputs are not finite."""
+    k = got.k
+    if isinstance(got, WindowError):
+        log.warning("features: skipping %s: %s", paths[k], got.error)
+        failed[k] = got.error
+        return 0
+    feats, scores = _finish(got.outputs, f)
+    assert feats.shape[0] == len(got.window.starts), (paths[k], feats.shape)
+    if _non_finite_reason(feats, scores):
+        failed[k] = _non_finite_reason(feats, scores)
+        log.warning("features: not writing %s: %s", paths[k], failed[k])
+        return 0
+    _save_video(out_dir, ids[k], paths[k], got.window, got.declared_frames, feats, f, scores)
+    return 1
 
 
 def output_names(ids: Sequence[str], save_scores: bool) -> List[str]:
@@ -332,9 +342,9 @@ def _non_finite_reason(feats: np.ndarray, scores: Optional[np.ndarray]) -> str:
     return f"{NON_FINITE} in {int(bad.sum())} of {len(bad)} windows: not written" if bad.any() else ""
 
 
-def _raise_if_non_finite(gathered: list, out_dir: str) -> None:
+def _raise_if_non_finite(gathered: List[RankTally], out_dir: str) -> None:
     """:class:`NonFiniteError` on every rank if any video's outputs held NaN or inf (they are in failed.csv)."""
-    bad = [reason for g in gathered for _, reason in g[0] if reason.startswith(NON_FINITE)]
+    bad = [reason for g in gathered for _, reason in g.failed if reason.startswith(NON_FINITE)]
     if bad:
         raise NonFiniteError(f"{len(bad)} videos had NaN or inf features or scores ({bad[0]}): listed in "
                              f"{os.path.join(out_dir, 'failed.csv')}, no features written for them")
@@ -363,9 +373,10 @@ def _plan(out_dir: str, ids: List[str], paths: List[str],
     return todo, skipped, refused
 
 
-def _report(out_dir: str, ids: List[str], paths: List[str], missing: List[str], gathered: list) -> Dict[str, object]:
+def _report(out_dir: str, ids: List[str], paths: List[str], missing: List[str],
+            gathered: List[RankTally]) -> Dict[str, object]:
     """Rank 0: ``index.csv``, ``failed.csv``, ``truncated.csv`` and the summary (one log line)."""
-    all_failed = sorted(f for g in gathered for f in g[0])
+    all_failed = sorted(f for g in gathered for f in g.failed)
     failed_set = {k for k, _ in all_failed}
     rows, short = [], []
     for k, vid in enumerate(ids):
@@ -378,8 +389,8 @@ def _report(out_dir: str, ids: List[str], paths: List[str], missing: List[str], 
     fail_rows = [[ids[k], paths[k], reason] for k, reason in all_failed] + \
                 [["", m, "missing: file not found"] for m in missing]
     atomic_write_csv(os.path.join(out_dir, "failed.csv"), ["video", "path", "reason"], fail_rows)
-    summary = {"num_videos": len(paths) + len(missing), "num_done": len(rows), "num_written": sum(g[1] for g in gathered),
-               "num_skipped_done": sum(g[2] for g in gathered), "num_failed": len(all_failed),
+    summary = {"num_videos": len(paths) + len(missing), "num_done": len(rows), "num_written": sum(g.written for g in gathered),
+               "num_skipped_done": sum(g.skipped for g in gathered), "num_failed": len(all_failed),
                "num_missing": len(missing), "num_truncated": len(short), "failed": fail_rows, "output": out_dir}
     log.info("features: %d of %d videos done (%d written now, %d already there), %d failed, %d missing%s -> %s",
              len(rows), summary["num_videos"], summary["num_written"], summary["num_skipped_done"], len(all_failed),

@@ -26,15 +26,14 @@ import json
 import logging
 import os
 from dataclasses import dataclass, field
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import List, Optional, Sequence, Tuple
 
 import torch
 
 from videoattn.config import Config
 from videoattn.data.annotations import Annotations
 from videoattn.data.dataset import VideoClipDataset
-from videoattn.data.transforms import DeviceNormalizer
-from videoattn.engine.device import autocast_dtype
+from videoattn.data.windows import WindowError, per_video
 from videoattn.apps.extract import chunk_outputs, list_inputs, video_ids, window_loader
 from videoattn.engine.inference import class_names_for
 from videoattn.engine.session import RunSession, one_process_session
@@ -43,7 +42,7 @@ from videoattn.apps.render import render_timeline, render_video
 from videoattn.evaluation.tester import score_test_views
 from videoattn.apps.timeline import WindowTopK, segments, timeline_rows, window_topk
 from videoattn.utils.distributed import launch_world_size
-from videoattn.utils.errors import OneLineError
+from videoattn.utils.errors import OneLineError, UsageError
 from videoattn.utils.io import atomic_write_csv, atomic_write_json
 from videoattn.utils.outputs import claim_outputs
 
@@ -104,30 +103,25 @@ def score_video_level(session: RunSession, model, results: List[VideoResult], na
 
 
 @torch.inference_mode()
-def score_windows(cfg: Config, model, device: torch.device, results: List[VideoResult], names: Sequence[str],
-                  k: int) -> None:
+def score_windows(session: RunSession, model, results: List[VideoResult], names: Sequence[str], k: int) -> None:
     """Fill ``windows`` / ``duration_s`` of the predicted results (sliding windows, one pass)."""
     todo = [(j, r.path) for j, r in enumerate(results) if not r.error]
-    pending: Dict[int, List[torch.Tensor]] = {}
-    to_device = DeviceNormalizer(cfg.data.mean, cfg.data.std, cfg.model.channels_last)
-    amp = autocast_dtype(cfg.test.mixed_precision, device)
-    for item in (window_loader(todo, cfg.data, cfg.features, device) if todo else []):
-        r = results[item["k"]]
-        if "error" in item:
-            pending.pop(item["k"], None)
-            r.notes.append(f"no timeline: {item['error']}")
-        elif "done" in item:
-            win = item["window"]
-            probs = torch.cat(pending.pop(item["k"]))                 # (W, C)
-            r.duration_s, r.window_s = win.num_frames / win.fps, win.window_s
-            r.non_finite_windows = int(non_finite_rows(probs).sum())
-            if r.non_finite_windows:
-                r.notes.append(f"no timeline: NaN or inf scores in {r.non_finite_windows} of {len(probs)} windows")
-                continue
-            r.windows = window_topk(probs, win.starts, win.ends, names, k)
-        else:  # (w, crops, C) probabilities -> crops averaged
-            probs = chunk_outputs(model, item, "pool", device, to_device, amp, scores=True)[1]
-            pending.setdefault(item["k"], []).append(probs.mean(dim=1))
+    cfg = session.cfg
+    videos = per_video(window_loader(todo, cfg.data, cfg.features, device) if todo else [],  # (w, crops, C) -> (w, C)
+                       lambda c: chunk_outputs(model, c, "pool", device, session.normalize, session.amp,
+                                               scores=True)[1].mean(dim=1))
+    for got in videos:
+        r = results[got.k]
+        if isinstance(got, WindowError):
+            r.notes.append(f"no timeline: {got.error}")
+            continue
+        win, probs = got.window, torch.cat(got.outputs)                  # (W, C)
+        r.duration_s, r.window_s = win.num_frames / win.fps, win.window_s
+        r.non_finite_windows = int(non_finite_rows(probs).sum())
+        if r.non_finite_windows:
+            r.notes.append(f"no timeline: NaN or inf scores in {r.non_finite_windows} of {len(probs)} windows")
+            continue
+        r.windows = window_topk(probs, win.starts, win.ends, names, k)
 
 
 # ------------------------------------------------------------------------------------- rendering
@@ -218,10 +212,10 @@ def _check_folders(source: str, out_dir: str, paths: Sequence[str]) -> None:
     """The output folder may neither be (in) the input folder nor hold an input video."""
     out = os.path.realpath(out_dir)
     if os.path.isdir(source) and (out + os.sep).startswith(os.path.realpath(source) + os.sep):
-        raise ValueError(f"--output {out_dir} is inside --input {source}: its rendered videos would become inputs")
+        raise UsageError(f"--output {out_dir} is inside --input {source}: its rendered videos would become inputs")
     inside = [p for p in paths if os.path.dirname(os.path.realpath(p)) == out]
     if inside:
-        raise ValueError(f"--output {out_dir} holds input videos (e.g. {inside[0]}); use another folder")
+        raise UsageError(f"--output {out_dir} holds input videos (e.g. {inside[0]}); use another folder")
 
 
 def output_names(ids: Sequence[str], render: bool) -> List[str]:
@@ -270,13 +264,13 @@ def predict_videos(cfg: Config, source: str, out_dir: str, checkpoint_path: Opti
     if launch_world_size() > 1:
         raise PredictError("predict runs in one process: start it with python, not torchrun")
     if top_k < 1:
-        raise ValueError(f"--top-k must be >= 1, got {top_k}")
+        raise UsageError(f"--top-k must be >= 1, got {top_k}")
     paths, missing = list_inputs(cfg.data, source)
     if not paths and not missing:
-        raise ValueError(f"--input {source}: no videos found")
+        raise UsageError(f"--input {source}: no videos found")
     _check_folders(source, out_dir, paths)
     session = one_process_session(cfg)  # the device decisions (test.mixed_precision)
-    cfg, device = session.cfg, session.device
+    cfg = session.cfg
     model, weights = session.load_model(checkpoint_path, trust=trust, pretrained=pretrained)
     names = class_names_for(cfg.data, cfg.model.num_classes, weights.classes)
     k = min(top_k, len(names))
@@ -286,7 +280,7 @@ def predict_videos(cfg: Config, source: str, out_dir: str, checkpoint_path: Opti
     results = [VideoResult(video=i, path=p) for i, p in zip(ids, paths)]
     if results:
         score_video_level(session, model, results, names, max(k, min(3, len(names))))
-        score_windows(cfg, model, device, results, names, max(k, min(3, len(names))))
+        score_windows(session, model, results, names, max(k, min(3, len(names))))
     for r in results:
         if render and not r.error:
             render_result(out_dir, r)

@@ -26,6 +26,7 @@ from videoattn.engine.session import one_process_session
 from videoattn.models import capture_attention
 from videoattn.utils.io import atomic_path
 from videoattn.utils.outputs import claim_files
+from videoattn.utils.errors import UsageError
 
 
 @dataclass
@@ -57,7 +58,7 @@ def pick_key(keys: Sequence[str], layer: str, kind: str) -> Optional[str]:
         return layer
     match = [k for k in kinds if k.split(".")[0] == layer]
     if not match:
-        raise ValueError(f"no {kind} attention at '{layer}'; this model has: {', '.join(kinds)}")
+        raise UsageError(f"no {kind} attention at '{layer}'; this model has: {', '.join(kinds)}")
     return match[-1]
 
 
@@ -69,14 +70,14 @@ def compute_attention(model: torch.nn.Module, clip: torch.Tensor, query: Tuple[i
     T = clip.shape[1]
     frame, qy, qx = query
     if not (0 <= frame < T and 0 <= qy <= 1 and 0 <= qx <= 1):
-        raise ValueError(f"query (frame, y, x) = {query}: frame must be in [0, {T}), y and x in [0, 1]")
+        raise UsageError(f"query (frame, y, x) = {query}: frame must be in [0, {T}), y and x in [0, 1]")
     device = next(model.parameters()).device
     with capture_attention(model, queries=[((frame + 0.5) / T, qy, qx)]) as maps:
         logits = model(clip[None].to(device))
     cbam_key = pick_key(list(maps), cbam_layer, "cbam")
     nl_key = pick_key(list(maps), nl_layer, "nonlocal")
     if cbam_key is None and nl_key is None:
-        raise ValueError("this model has neither CBAM nor non-local blocks: nothing to visualise")
+        raise UsageError("this model has neither CBAM nor non-local blocks: nothing to visualise")
     m = torch.tensor(mean)[:, None, None, None]
     s = torch.tensor(std)[:, None, None, None]
     frames = (clip.cpu() * s + m).clamp(0, 1).permute(1, 2, 3, 0).numpy()
@@ -223,7 +224,7 @@ def load_clip(data: DataConfig, video: str, start_s: Optional[float] = None) -> 
     try:
         n, fps = reader.num_frames, reader.fps
         if start_s is not None and not 0 <= start_s < n / fps:
-            raise ValueError(f"--start {start_s:g} s is outside {video} ({n / fps:.2f} s long)")
+            raise UsageError(f"--start {start_s:g} s is outside {video} ({n / fps:.2f} s long)")
         if start_s is None:
             idx = protocol.test_indices(n, fps, 0, spec)
         else:

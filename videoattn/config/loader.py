@@ -19,6 +19,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 from videoattn.config.schema import NOT_FINITE, Config, finite
 from videoattn.utils.io import atomic_write_text
+from videoattn.utils.errors import OneLineError
 
 BASE_KEY = "_base_"
 # A config holds a few hundred values; YAML aliases that expand one past this many are refused before
@@ -26,8 +27,9 @@ BASE_KEY = "_base_"
 MAX_EXPANDED_VALUES = 10_000
 
 
-class ConfigError(ValueError):
+class ConfigError(OneLineError, ValueError):
     """A config file or override names an unknown key, has a wrong type or is malformed."""
+    prefix = "config error"
 
 
 def _fields(dc: Any) -> dict:

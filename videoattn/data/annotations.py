@@ -27,6 +27,7 @@ from typing import Dict, Iterator, List, Optional, Tuple
 
 from videoattn.utils.resources import kinetics400_classes
 from videoattn.utils.walk import walk_files
+from videoattn.utils.errors import InputNotFound, OneLineError
 
 log = logging.getLogger(__name__)
 ENCODING = "utf-8-sig"   # UTF-8, skipping a byte-order mark if there is one
@@ -35,7 +36,7 @@ KINETICS_COLUMNS = ("label", "youtube_id", "time_start", "time_end")
 KINETICS_REQUIRED = ("youtube_id", "time_start", "time_end")   # "label" too, where labels are needed
 
 
-class AnnotationError(ValueError):
+class AnnotationError(OneLineError, ValueError):
     """A malformed annotation file or line (message starts with ``file:line``)."""
 
 
@@ -79,6 +80,8 @@ def clear_index_cache() -> None:
 
 # ------------------------------------------------------------------------------------------ classes
 def read_classes_file(path: str) -> List[str]:
+    if not os.path.isfile(path):
+        raise InputNotFound(f"class list file not found: {path}")
     with open(path, "r", encoding=ENCODING) as f:
         names = [line.strip() for line in f]
     names = [n for n in names if n]
@@ -270,7 +273,7 @@ def read_annotations(root: str, split_file: str, train_split: str, classes_file:
     """
     path = resolve(root, split_file)
     if not os.path.exists(path):
-        raise FileNotFoundError(f"annotation file or folder not found: {path}")
+        raise InputNotFound(f"annotation file or folder not found: {path}")
     classes = None
     if labels:
         classes = load_classes(root, classes_file) if classes_file else default_classes(root, train_split)

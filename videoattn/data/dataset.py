@@ -33,6 +33,7 @@ from videoattn.data.protocols import ClipSpec, Protocol
 from videoattn.config import DataConfig
 from videoattn.utils.distributed import is_main_process
 from videoattn.utils.io import atomic_write_text
+from videoattn.utils.errors import UsageError
 
 log = logging.getLogger(__name__)
 SPLITS = ("train", "val", "test")
@@ -228,6 +229,6 @@ def build_dataset(data: DataConfig, split: str, num_clips: int = 1, num_crops: i
         log.warning("%s: %d of %d annotated videos are missing under %s%s", split, len(dataset.missing),
                     len(dataset.missing) + len(dataset.videos), data.root, f"; listed in {report}" if report else "")
     if not dataset.videos:
-        raise ValueError(f"{split}: no videos found for {ann.source} under {data.root} "
+        raise UsageError(f"{split}: no videos found for {ann.source} under {data.root} "
                          f"({len(dataset.missing)} annotated files missing)")
     return dataset

@@ -6,9 +6,12 @@ import queue
 import threading
 from typing import Callable, Optional
 
+from videoattn.utils.errors import OneLineError
 
-class DecodeError(RuntimeError):
+
+class DecodeError(OneLineError):
     """A video cannot be opened or decoded. ``path`` and ``reason`` are attributes."""
+    prefix = "video error"
 
     def __init__(self, path: str, reason: str):
         super().__init__(f"{path}: {reason}")

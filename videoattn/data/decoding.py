@@ -26,6 +26,7 @@ import torch
 
 from videoattn.data.decode_guard import DecodeError, TruncatedVideoError, run_with_timeout, short_reason
 from videoattn.data.pyav_reader import PyAVReader, declared_count
+from videoattn.utils.errors import UsageError
 
 try:
     import decord
@@ -40,7 +41,7 @@ def config_backend(data) -> str:
     """``open_video``'s backend for ``data.decoding_backend``; ValueError naming the choices."""
     name = data.decoding_backend
     if name not in BACKENDS:
-        raise ValueError(f"data.decoding_backend must be one of {sorted(BACKENDS)}, got {name!r}")
+        raise UsageError(f"data.decoding_backend must be one of {sorted(BACKENDS)}, got {name!r}")
     return BACKENDS[name]
 
 

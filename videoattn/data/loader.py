@@ -15,6 +15,7 @@ from videoattn.data.samplers import ResumableDistributedSampler, ShardSampler
 from videoattn.utils.distributed import get_rank, get_world_size, per_process_batch
 from videoattn.utils.malloc import tune_malloc
 from videoattn.utils.preemption import ignore_signals
+from videoattn.utils.errors import UsageError
 
 
 def collate(items: List[dict]) -> dict:
@@ -48,7 +49,7 @@ def flatten_clips(batch: dict, n: int) -> dict:
 
 def videos_per_batch(global_batch: int, clips_per_video: int, world_size: Optional[int] = None) -> int:
     """Training videos each process loads per step: ``train.batch_size`` (the global number of
-    clips per optimizer step) / processes / ``data.clips_per_video``; a one-line ValueError naming
+    clips per optimizer step) / processes / ``data.clips_per_video``; a one-line UsageError naming
     both values unless they divide.
 
     So LR scaling, BatchNorm and memory per step do not depend on ``clips_per_video``; an epoch
@@ -59,7 +60,7 @@ def videos_per_batch(global_batch: int, clips_per_video: int, world_size: Option
     if per_process % clips_per_video:
         world = global_batch // per_process
         good = max(1, global_batch // (world * clips_per_video)) * world * clips_per_video
-        raise ValueError(f"data.clips_per_video={clips_per_video} must divide the clips per process, train.batch_size="
+        raise UsageError(f"data.clips_per_video={clips_per_video} must divide the clips per process, train.batch_size="
                          f"{global_batch} / {world} process(es) = {per_process} (each process loads whole videos); "
                          f"e.g. train.batch_size={good}")
     return per_process // clips_per_video

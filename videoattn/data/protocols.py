@@ -35,6 +35,7 @@ import torch
 
 from videoattn.data import protocol_spatial as S
 from videoattn.data import protocol_temporal as T
+from videoattn.utils.errors import UsageError
 
 PROTOCOLS = ("pyslowfast", "mmaction2", "videoattn")
 VAL_MODES = ("random", "centre")
@@ -72,11 +73,11 @@ class Protocol:
 
     def __post_init__(self):
         if self.name not in PROTOCOLS:
-            raise ValueError(f"data.protocol must be one of {', '.join(PROTOCOLS)}, got {self.name!r}")
+            raise UsageError(f"data.protocol must be one of {', '.join(PROTOCOLS)}, got {self.name!r}")
         if self.val is None:
             object.__setattr__(self, "val", DEFAULT_VAL[self.name])
         if self.val not in VAL_MODES:
-            raise ValueError(f"data.val_mode must be one of {', '.join(VAL_MODES)}, got {self.val!r}")
+            raise UsageError(f"data.val_mode must be one of {', '.join(VAL_MODES)}, got {self.val!r}")
 
     @classmethod
     def from_data(cls, data) -> "Protocol":
@@ -84,18 +85,18 @@ class Protocol:
         return cls(data.protocol, data.val_mode or None)
 
     def check(self, spec: ClipSpec, split: str) -> None:
-        """A one-line ValueError, naming the keys, if ``split``'s crops cannot fit its resized frames."""
+        """A one-line UsageError, naming the keys, if ``split``'s crops cannot fit its resized frames."""
         lo, crop, test = spec.train_jitter_scales[0], spec.train_crop_size, spec.test_crop_size
         if split in ("train", "val") and lo < crop:
-            raise ValueError(f"data.train_jitter_scales[0]={lo} must be >= data.train_crop_size={crop}: "
+            raise UsageError(f"data.train_jitter_scales[0]={lo} must be >= data.train_crop_size={crop}: "
                              f"{split} crops train_crop_size from frames whose short side is in train_jitter_scales")
         if split != "test" or (spec.num_spatial_crops == 3 and self.name != "mmaction2"):
             return
         if spec.num_spatial_crops == 3 and test != lo:
-            raise ValueError(f"protocol mmaction2 with 3 crops needs data.test_crop_size={test} equal to "
+            raise UsageError(f"protocol mmaction2 with 3 crops needs data.test_crop_size={test} equal to "
                              f"data.train_jitter_scales[0]={lo} (ThreeCrop spans the resized short side)")
         if spec.num_spatial_crops == 1 and lo < test:
-            raise ValueError(f"data.train_jitter_scales[0]={lo} must be >= data.test_crop_size={test}: one test "
+            raise UsageError(f"data.train_jitter_scales[0]={lo} must be >= data.test_crop_size={test}: one test "
                              f"crop is cut from frames resized to short side train_jitter_scales[0]")
 
     # ------------------------------------------------------------------------------ temporal

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Iterator, List, Sequence, Tuple
+from typing import Callable, Dict, Generic, Iterable, Iterator, List, Sequence, Tuple, TypeVar, Union
 
 import torch
 from torch.utils.data import IterableDataset, get_worker_info
@@ -81,16 +81,72 @@ def stride_seconds(data: DataConfig, features: FeaturesConfig) -> float:
     return 0.0
 
 
+@dataclass
+class WindowChunk:
+    """Up to ``features.batch_size`` decoded windows of video ``k`` (its ``chunk``-th chunk)."""
+    k: int
+    chunk: int
+    clips: torch.Tensor  # (num_windows * crops, 3, T, S, S) float32
+    num_windows: int
+
+    def pin_memory(self) -> "WindowChunk":
+        """Called by a DataLoader with ``pin_memory`` (it pins tensors it finds, not dataclass fields)."""
+        return WindowChunk(self.k, self.chunk, self.clips.pin_memory(), self.num_windows)
+
+
+@dataclass
+class WindowDone:
+    """Video ``k`` is complete: its layout (all its chunks came before) and the frames it declares."""
+    k: int
+    window: Window
+    declared_frames: int
+
+
+@dataclass
+class WindowError:
+    """Video ``k`` could not be decoded (``"<type>: <reason>"``); its earlier chunks are void."""
+    k: int
+    error: str
+
+
+WindowItem = Union[WindowChunk, WindowDone, WindowError]
+T = TypeVar("T")
+
+
+@dataclass
+class VideoOutputs(Generic[T]):
+    """What :func:`per_video` gives for a complete video: ``outputs`` holds one result per chunk, in order."""
+    k: int
+    window: Window
+    declared_frames: int
+    outputs: List[T]
+
+
+def per_video(items: Iterable[WindowItem], run: Callable[[WindowChunk], T]
+              ) -> Iterator[Union[VideoOutputs[T], WindowError]]:
+    """The one consumer of a :class:`WindowStream`: ``run`` each chunk as it arrives, and yield per
+    video either its :class:`VideoOutputs` (when its :class:`WindowDone` arrives) or its
+    :class:`WindowError` (the results of its earlier chunks dropped)."""
+    pending: Dict[int, List[T]] = {}
+    for item in items:
+        if isinstance(item, WindowChunk):
+            pending.setdefault(item.k, []).append(run(item))
+        elif isinstance(item, WindowDone):
+            yield VideoOutputs(item.k, item.window, item.declared_frames, pending.pop(item.k))
+        else:
+            pending.pop(item.k, None)
+            yield item
+
+
 class WindowStream(IterableDataset):
     """Yields, per video, its windows in chunks of ``features.batch_size``, then its layout.
 
-    Items (dicts): ``{"k", "chunk", "clips": (w * crops, 3, T, S, S) float32, "num_windows": w}``
-    per chunk, then ``{"k", "done": True, "window": Window, "declared_frames": int}``; or, for a
-    video that cannot be decoded, ``{"k", "error": "<type>: <reason>"}`` (its earlier chunks, if
-    any, are then void). A video cut short keeps the whole windows of its decodable frames (the
-    layout over fewer frames is a prefix of the first one, so chunks already sent stay valid).
-    DataLoader workers split the videos between them; items of one video come from one worker
-    in order.
+    Items: a :class:`WindowChunk` per chunk, then a :class:`WindowDone`; or, for a video that
+    cannot be decoded, a :class:`WindowError` (its earlier chunks, if any, are then void). A
+    video cut short keeps the whole windows of its decodable frames (the layout over fewer
+    frames is a prefix of the first one, so chunks already sent stay valid). DataLoader workers
+    split the videos between them; items of one video come from one worker in order;
+    :func:`per_video` consumes them.
     """
 
     def __init__(self, videos: Sequence[Tuple[int, str]], data: DataConfig, features: FeaturesConfig):
@@ -101,14 +157,14 @@ class WindowStream(IterableDataset):
         self.spec = ClipSpec.from_data(data, 1, features.num_spatial_crops)
         self.protocol.check(self.spec, "test")
 
-    def __iter__(self) -> Iterator[dict]:
+    def __iter__(self) -> Iterator[WindowItem]:
         info = get_worker_info()
         mine = self.videos[info.id::info.num_workers] if info is not None else self.videos
         for k, path in mine:
             try:
                 yield from self._video_items(k, path)
             except Exception as e:  # DecodeError, truncated file, zero frames: reported by the caller
-                yield {"k": k, "error": f"{type(e).__name__}: {e}"}
+                yield WindowError(k, f"{type(e).__name__}: {e}")
 
     def _layout(self, reader, declared: int) -> Window:
         """Windows over the frames that decode; for a video cut short only whole windows."""
@@ -125,7 +181,7 @@ class WindowStream(IterableDataset):
         return [to_clip(self.protocol.test_crop(resized, c, self.spec), self.data)
                 for c in range(self.spec.num_spatial_crops)]
 
-    def _video_items(self, k: int, path: str) -> Iterator[dict]:
+    def _video_items(self, k: int, path: str) -> Iterator[WindowItem]:
         d, f = self.data, self.features
         bs = f.batch_size
         reader = open_video(path, num_threads=d.decode_threads, timeout=d.decode_timeout, backend=self.backend)
@@ -146,8 +202,8 @@ class WindowStream(IterableDataset):
                     continue
                 pos = {i: j for j, i in enumerate(unique)}
                 views = [v for w in chunk for v in self._views(frames[[pos[i] for i in w]])]
-                yield {"k": k, "chunk": c, "clips": torch.stack(views), "num_windows": len(chunk)}
+                yield WindowChunk(k, c, torch.stack(views), len(chunk))
                 c += 1
-            yield {"k": k, "done": True, "window": win, "declared_frames": declared}
+            yield WindowDone(k, win, declared)
         finally:
             reader.close()

@@ -33,6 +33,7 @@ from videoattn.data.protocols import ClipSpec, Protocol
 from videoattn.utils.io import atomic_write_text, make_folder
 from videoattn.utils.outputs import check_not_input, claim_outputs
 from videoattn.utils.workers import OK as POOL_OK, run_tasks
+from videoattn.utils.errors import UsageError
 
 CLIPS = 3  # first, middle, last
 COLUMNS = ["path", "label", "status", "reason", "backend", "frames", "declared_frames", "fps", "width", "height",
@@ -222,7 +223,7 @@ def run_check(s: CheckSettings, output_dir: str, workers: int = 1, time_limit: f
     # ann.missing: "file:line: <expected name> (<label>)"
     missing = [VideoCheck(m.rsplit(": ", 1)[-1], -1, "missing", f"no video file for {m}") for m in ann.missing]
     if not ann.videos and not missing:
-        raise ValueError(f"{s.split}: {ann.source} lists no videos")
+        raise UsageError(f"{s.split}: {ann.source} lists no videos")
     claim_check_outputs(s, ann, output_dir)
     tasks = [(path, label, s) for path, label in ann.videos]
     checks: List[Optional[VideoCheck]] = [None] * len(tasks)

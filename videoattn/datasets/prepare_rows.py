@@ -27,11 +27,12 @@ from typing import Dict, List, Optional, Tuple
 from videoattn.data.annotations import VIDEO_EXTENSIONS, list_lines
 from videoattn.datasets.prepare import BAD_ROW, DUPLICATE, MISSING, NOT_IN_CLASS, WRONG_EXTENSION
 from videoattn.utils.walk import walk_files
+from videoattn.utils.errors import OneLineError
 
 CUT_NAME = re.compile(r"^(?P<id>.+)_(?P<start>\d{6})_(?P<end>\d{6})$")
 
 
-class InputError(ValueError):
+class InputError(OneLineError, ValueError):
     """An input that stops the whole run (unreadable annotation file, unknown format...)."""
 
 

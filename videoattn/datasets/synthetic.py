@@ -36,6 +36,7 @@ import numpy as np
 
 from videoattn.utils.io import atomic_path, atomic_write_text, make_folder
 from videoattn.utils.outputs import claim_outputs
+from videoattn.utils.errors import UsageError
 
 # Pairs of classes; the second member of each pair is the first one played backwards.
 CLASS_PAIRS: List[Tuple[str, str, str]] = [
@@ -67,7 +68,7 @@ _ID_ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_
 def class_names(num_classes: int) -> List[str]:
     """The first ``num_classes`` class names (pairs are kept together when num_classes is even)."""
     if not 2 <= num_classes <= MAX_CLASSES:
-        raise ValueError(f"num_classes must be in [2, {MAX_CLASSES}], got {num_classes}")
+        raise UsageError(f"num_classes must be in [2, {MAX_CLASSES}], got {num_classes}")
     names = [n for a, b, _ in CLASS_PAIRS for n in (a, b)]
     return names[:num_classes]
 

@@ -20,6 +20,7 @@ import torch
 
 from videoattn.config import Config
 from videoattn.models.presets import resolve_model_config
+from videoattn.utils.errors import UsageError
 
 AMP_DTYPES = {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -54,7 +55,7 @@ def for_device(cfg: Config, device: torch.device) -> Config:
 def autocast_dtype(mode: str, device: torch.device) -> Optional[torch.dtype]:
     """``none`` | ``bf16`` | ``fp16`` -> the autocast dtype; fp16 needs CUDA."""
     if device.type == "cpu" and mode == "fp16":
-        raise ValueError("mixed_precision=fp16 needs CUDA; on CPU use bf16 or none")
+        raise UsageError("mixed_precision=fp16 needs CUDA; on CPU use bf16 or none")
     return AMP_DTYPES[mode]
 
 

@@ -16,6 +16,7 @@ from videoattn.engine.checkpoint import (HEAD_PREFIX, CheckpointError, best_chec
 from videoattn.models import build_model
 from videoattn.models.pretrained import load_pretrained_weights, pretrained_entry
 from videoattn.utils.state_dict import unwrap_state_dict
+from videoattn.utils.errors import UsageError
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +60,7 @@ def load_weights(model: torch.nn.Module, checkpoint_path: str, trust: bool = Fal
 
 
 def check_num_classes(classes: Sequence[str], num_classes: int, source: str) -> None:
-    """One-line ValueError unless the class list fits ``model.num_classes``.
+    """One-line UsageError unless the class list fits ``model.num_classes``.
 
     Named classes (a classes file, CSV labels, class folders) must number exactly
     ``num_classes``; classes inferred from a list's label indices ("0".."N-1") may be fewer.
@@ -68,7 +69,7 @@ def check_num_classes(classes: Sequence[str], num_classes: int, source: str) -> 
     if len(classes) == num_classes or (inferred and len(classes) < num_classes):
         return
     what = f"label indices up to {len(classes) - 1}" if inferred else f"{len(classes)} classes"
-    raise ValueError(f"model.num_classes={num_classes} but {source} has {what}; "
+    raise UsageError(f"model.num_classes={num_classes} but {source} has {what}; "
                      f"set model.num_classes={len(classes)}" + (" or more" if inferred else ""))
 
 
@@ -148,7 +149,7 @@ def class_names_for(data: DataConfig, num_classes: int, fallback: Optional[Seque
     """``num_classes`` names to show: ``data.classes_file`` or the training split's labels; where the
     dataset has none (or only label indices "0".."N-1"), ``fallback`` (the names the weights
     bring, see :class:`LoadedWeights`); missing names are ``class_<i>``. A class list longer than
-    ``num_classes`` is a one-line ValueError (the names would not match the outputs)."""
+    ``num_classes`` is a one-line UsageError (the names would not match the outputs)."""
     try:
         names = load_classes(data.root, data.classes_file) if data.classes_file \
             else default_classes(data.root, data.train_split) or []
@@ -158,6 +159,6 @@ def class_names_for(data: DataConfig, num_classes: int, fallback: Optional[Seque
     if fallback and (not names or inferred):
         names = list(fallback)
     elif len(names) > num_classes and not inferred:
-        raise ValueError(f"model.num_classes={num_classes} but the class list "
+        raise UsageError(f"model.num_classes={num_classes} but the class list "
                          f"({data.classes_file or 'labels of ' + data.train_split}) has {len(names)} classes")
     return names[:num_classes] + [f"class_{i}" for i in range(len(names), num_classes)]

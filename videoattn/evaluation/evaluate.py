@@ -70,6 +70,26 @@ def _arrived(batch: dict, valid: torch.Tensor, logits) -> Tuple[dict, torch.Tens
     return batch, valid, host
 
 
+@dataclass
+class ClipTally:
+    """One rank's share of :func:`evaluate_clips` (gathered on every rank)."""
+    records: np.ndarray  # (N, 5) float64: video index, view index, loss, top-1 hit, top-5 hit
+    skipped: list        # (path, reason) of broken videos the loader replaced
+    invalid: int         # items marked unreadable
+    non_finite: int      # clips whose logits held NaN or inf
+
+
+@dataclass
+class ViewTally:
+    """One rank's share of :func:`score_multiview` (gathered on every rank)."""
+    hit1: int
+    hit5: int
+    clips: int                         # valid views scored, NaN/inf logits left out
+    failed: List[Tuple[int, int, str]]  # (video index, view index, error) of views that did not decode
+    seen: np.ndarray                   # (N, 2) (video index, view index) pairs scored
+    logits: Optional[np.ndarray]       # (N, 2 + C) with save_logits, else None
+
+
 def _unique_rows(parts: List[np.ndarray]) -> np.ndarray:
     """Concatenate per-rank record arrays whose first two columns are (video_index, view_index),
     keeping the first occurrence of each key (a padding sampler would otherwise count twice)."""
@@ -117,14 +137,14 @@ def evaluate_clips(model: torch.nn.Module, loader, device: torch.device, normali
     finally:
         net.train(was_training)
     local = np.concatenate(records) if records else np.zeros((0, 5))
-    gathered = all_gather_object((local, skipped, invalid, non_finite))
-    rows = _unique_rows([g[0] for g in gathered])
+    gathered = all_gather_object(ClipTally(local, skipped, invalid, non_finite))
+    rows = _unique_rows([g.records for g in gathered])
     n = len(rows)
     nan = float("nan")
     return {"top1": float(rows[:, 3].mean()) if n else nan, "top5": float(rows[:, 4].mean()) if n else nan,
             "loss": float(rows[:, 2].mean()) if n else nan, "num_clips": n,
-            "num_invalid": sum(g[2] for g in gathered), "num_non_finite": sum(g[3] for g in gathered),
-            "skipped": unique_broken(s for g in gathered for s in g[1])}
+            "num_invalid": sum(g.invalid for g in gathered), "num_non_finite": sum(g.non_finite for g in gathered),
+            "skipped": unique_broken(s for g in gathered for s in g.skipped)}
 
 
 @dataclass
@@ -190,6 +210,20 @@ def _check_each_view_once(seen: np.ndarray, expected: int) -> None:
         raise RuntimeError(f"the test loader yielded {len(keys)} views, expected {expected}")
 
 
+def _merge_views(gathered: List[ViewTally]) -> Tuple[Dict[int, List[Tuple[int, str]]], Optional[np.ndarray]]:
+    """(video index -> [(view index, error)] of views that did not decode, every rank's view logits
+    sorted by (video, view) or None if none were kept)."""
+    failed_views: Dict[int, List[Tuple[int, str]]] = {}
+    for g in gathered:
+        for v, view, err in g.failed:
+            failed_views.setdefault(v, []).append((view, err))
+    parts = [g.logits for g in gathered if g.logits is not None]
+    if not parts:
+        return failed_views, None
+    view_logits = np.concatenate(parts)
+    return failed_views, view_logits[np.lexsort((view_logits[:, 1], view_logits[:, 0]))]
+
+
 @torch.inference_mode()
 def score_multiview(model: torch.nn.Module, loader, num_videos: int, num_classes: int, normalize: DeviceNormalizer,
                     aggregation: str = "softmax", save_logits: bool = False,
@@ -235,20 +269,11 @@ def score_multiview(model: torch.nn.Module, loader, num_videos: int, num_classes
     all_reduce_(non_finite, "sum")
     local_seen = np.concatenate(seen) if seen else np.zeros((0, 2), np.int64)
     local_logits = np.concatenate(logit_rows) if logit_rows else None
-    gathered = all_gather_object((hit1, hit5, clips, failed, local_seen, local_logits))
+    gathered = all_gather_object(ViewTally(hit1, hit5, clips, failed, local_seen, local_logits))
     if num_views is not None:
-        _check_each_view_once(np.concatenate([g[4] for g in gathered]), num_videos * num_views)
-    failed_views: Dict[int, List[Tuple[int, str]]] = {}
-    for g in gathered:
-        for v, view, err in g[3]:
-            failed_views.setdefault(v, []).append((view, err))
-    view_logits = None
-    if save_logits:
-        parts = [g[5] for g in gathered if g[5] is not None]
-        if parts:
-            view_logits = np.concatenate(parts)
-            view_logits = view_logits[np.lexsort((view_logits[:, 1], view_logits[:, 0]))]
+        _check_each_view_once(np.concatenate([g.seen for g in gathered]), num_videos * num_views)
+    failed_views, view_logits = _merge_views(gathered)
     return MultiViewResult(video_scores=agg.video_scores(), video_labels=labels, view_counts=agg.counts,
-                      clip_hits={1: sum(g[0] for g in gathered), 5: sum(g[1] for g in gathered)},
-                      num_clips=sum(g[2] for g in gathered), failed_views=failed_views, view_logits=view_logits,
+                      clip_hits={1: sum(g.hit1 for g in gathered), 5: sum(g.hit5 for g in gathered)},
+                      num_clips=sum(g.clips for g in gathered), failed_views=failed_views, view_logits=view_logits,
                       non_finite_views=non_finite)

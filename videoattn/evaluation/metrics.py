@@ -10,7 +10,7 @@ from typing import Dict, Sequence
 import torch
 
 from videoattn.utils.distributed import all_reduce_
-from videoattn.utils.errors import OneLineError
+from videoattn.utils.errors import OneLineError, UsageError
 
 AGGREGATIONS = ("softmax", "sum", "max")
 
@@ -37,6 +37,10 @@ def non_finite_rows(t: torch.Tensor) -> torch.Tensor:
 class NonFiniteError(OneLineError):
     """A model output held NaN or inf: the tool wrote its files with those videos marked and left
     out of every accuracy, and exits with status 1 (its results are incomplete)."""
+
+
+class NonFiniteLossError(NonFiniteError, FloatingPointError):
+    """The training loss of some rank is NaN or inf: training stops before the update."""
 
 
 def confusion_matrix(preds: torch.Tensor, labels: torch.Tensor, num_classes: int) -> torch.Tensor:
@@ -67,7 +71,7 @@ def mean_class_accuracy(conf: torch.Tensor) -> float:
 def view_scores(logits: torch.Tensor, method: str) -> torch.Tensor:
     """The per-view score that ``method`` aggregates: softmax probabilities or raw logits. ``(N, C)``."""
     if method not in AGGREGATIONS:
-        raise ValueError(f"unknown aggregation '{method}' (valid: {', '.join(AGGREGATIONS)})")
+        raise UsageError(f"unknown aggregation '{method}' (valid: {', '.join(AGGREGATIONS)})")
     return logits.float().softmax(dim=1) if method in ("softmax", "max") else logits.float()
 
 

@@ -11,6 +11,8 @@ import torch
 from einops import rearrange
 from torch import nn
 
+from videoattn.utils.errors import UsageError
+
 
 class ChannelGate(nn.Module):
     """Per-frame channel weights ``sigmoid(MLP(avgpool_hw x) + MLP(maxpool_hw x))``.
@@ -40,7 +42,7 @@ class SpatialGate(nn.Module):
     def __init__(self, kernel_size: int = 7):
         super().__init__()
         if kernel_size % 2 != 1:
-            raise ValueError(f"CBAM spatial kernel_size must be odd, got {kernel_size}")
+            raise UsageError(f"CBAM spatial kernel_size must be odd, got {kernel_size}")
         self.conv = nn.Conv2d(2, 1, kernel_size, padding=kernel_size // 2, bias=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

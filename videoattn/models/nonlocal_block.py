@@ -26,6 +26,8 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 
+from videoattn.utils.errors import UsageError
+
 INSTANTIATIONS = ("embedded_gaussian", "dot_product", "gaussian", "concatenation")
 ATTENTION_PATHS = ("auto", "sdpa", "explicit")
 _CONCAT_CHUNK = 1 << 22  # elements of the (chunk x M) pairwise matrix per step
@@ -79,10 +81,10 @@ class NonLocal3d(nn.Module):
                  subsample: Sequence[int] = (1, 2, 2), path: str = "auto"):
         super().__init__()
         if instantiation not in INSTANTIATIONS:
-            raise ValueError(f"unknown non-local instantiation '{instantiation}'; "
+            raise UsageError(f"unknown non-local instantiation '{instantiation}'; "
                              f"choose one of {', '.join(INSTANTIATIONS)}")
         if path not in ATTENTION_PATHS:
-            raise ValueError(f"unknown non-local path '{path}'; choose one of {', '.join(ATTENTION_PATHS)}")
+            raise UsageError(f"unknown non-local path '{path}'; choose one of {', '.join(ATTENTION_PATHS)}")
         self.instantiation, self.path = instantiation, path
         self.dim, self.inter_dim = dim, inter_dim
         if instantiation != "gaussian":

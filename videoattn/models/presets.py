@@ -14,6 +14,7 @@ import difflib
 from typing import Any, Dict
 
 from videoattn.config.schema import ModelConfig
+from videoattn.utils.errors import UsageError
 
 # The value of every preset-able key that neither the preset nor the config sets.
 STANDARD: Dict[str, Any] = {
@@ -69,5 +70,5 @@ def resolve_model_config(model: ModelConfig) -> ModelConfig:
     if model.preset and model.preset not in PRESETS:
         near = difflib.get_close_matches(model.preset, list(PRESETS), n=1, cutoff=0.3)
         hint = f"; did you mean '{near[0]}'?" if near else ""
-        raise ValueError(f"unknown model.preset '{model.preset}'{hint} (presets: {', '.join(PRESETS)})")
+        raise UsageError(f"unknown model.preset '{model.preset}'{hint} (presets: {', '.join(PRESETS)})")
     return _fill(model, PRESETS.get(model.preset, {}), STANDARD)

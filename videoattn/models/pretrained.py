@@ -36,6 +36,7 @@ from videoattn.utils import download
 from videoattn.utils.download import DownloadError  # noqa: F401  (raised by fetch_pretrained)
 from videoattn.utils.resources import kinetics400_classes
 from videoattn.utils.serialization import CheckpointError
+from videoattn.utils.errors import UsageError
 
 with warnings.catch_warnings():  # pytorchvideo's import warns about torch.jit.script
     warnings.simplefilter("ignore", FutureWarning)
@@ -71,7 +72,7 @@ def pretrained_entry(name: str, registry: Optional[Dict[str, dict]] = None) -> d
     """The registry entry for ``name``; ``ValueError`` (one line, listing the names) if unknown."""
     registry = PRETRAINED if registry is None else registry
     if name not in registry:
-        raise ValueError(f"unknown pretrained weights '{name}'; choose one of {', '.join(sorted(registry))}")
+        raise UsageError(f"unknown pretrained weights '{name}'; choose one of {', '.join(sorted(registry))}")
     return registry[name]
 
 
@@ -162,7 +163,7 @@ def load_pretrained_weights(model: nn.Module, name: str, cache: Optional[str] = 
         else:
             converted, notes = convert_state_dict(entry["source"], state, model, inflation)
     except ValueError as e:
-        raise ValueError(f"{e}; {layout_hint(name, entry)}") from None
+        raise UsageError(f"{e}; {layout_hint(name, entry)}") from None
     model.load_state_dict(converted, strict=False)
     head_loaded = any(k.startswith("head.") for k in converted)
     return PretrainedInfo(name=name, source=entry["source"], url=entry["url"], path=path, sha256=sha256,

@@ -19,6 +19,7 @@ from torch import nn
 
 from videoattn.models.cbam import CBAM
 from videoattn.models.nonlocal_block import NonLocal3d
+from videoattn.utils.errors import UsageError
 
 # stem: temporal kernel of the stem conv; stages: per-stage basis of temporal kernels cycled
 # over blocks (PySlowFast _TEMPORAL_KERNEL_BASIS); pool1: temporal max-pool after res2.
@@ -168,14 +169,14 @@ class ResNet3D(nn.Module):
                  cbam_stages: Sequence[int] = (), cbam_reduction: int = 16, cbam_kernel_size: int = 7):
         super().__init__()
         if depth not in STAGE_DEPTHS:
-            raise ValueError(f"unsupported ResNet depth {depth}; choose one of {sorted(STAGE_DEPTHS)}")
+            raise UsageError(f"unsupported ResNet depth {depth}; choose one of {sorted(STAGE_DEPTHS)}")
         if temporal not in TEMPORAL_PATTERNS:
-            raise ValueError(f"unknown temporal pattern '{temporal}'; choose one of {', '.join(TEMPORAL_PATTERNS)}")
+            raise UsageError(f"unknown temporal pattern '{temporal}'; choose one of {', '.join(TEMPORAL_PATTERNS)}")
         if len(nonlocal_locations) != 4:
-            raise ValueError(f"model.non_local.locations needs one list per stage res2..res5, got {nonlocal_locations}")
+            raise UsageError(f"model.non_local.locations needs one list per stage res2..res5, got {nonlocal_locations}")
         bad = [s for s in cbam_stages if s not in (2, 3, 4, 5)]
         if bad:
-            raise ValueError(f"model.cbam.stages must name stages 2..5, got {list(cbam_stages)}")
+            raise UsageError(f"model.cbam.stages must name stages 2..5, got {list(cbam_stages)}")
         pattern = TEMPORAL_PATTERNS[temporal]
         block = BasicBlock if depth < 50 else Bottleneck
 
@@ -185,7 +186,7 @@ class ResNet3D(nn.Module):
             basis, width = pattern["stages"][i], base_channels * 2 ** i
             nl_at = set(int(j) for j in nonlocal_locations[i])
             if any(j >= n_blocks or j < 0 for j in nl_at):
-                raise ValueError(f"non-local location {sorted(nl_at)} out of range for {name} "
+                raise UsageError(f"non-local location {sorted(nl_at)} out of range for {name} "
                                  f"with {n_blocks} blocks")
             blocks: List[nn.Module] = []
             for j in range(n_blocks):
@@ -229,7 +230,7 @@ class ResNet3D(nn.Module):
         """
         bad = [layer for layer in layers if layer not in STAGES]
         if bad or not layers:
-            raise ValueError(f"unknown layer(s) {bad or list(layers)}; choose from {', '.join(STAGES)}")
+            raise UsageError(f"unknown layer(s) {bad or list(layers)}; choose from {', '.join(STAGES)}")
         last = max(STAGES.index(layer) for layer in layers)
         out: Dict[str, torch.Tensor] = {}
         x = self.stem(x)

@@ -38,6 +38,7 @@ from videoattn.data.dataset import missing_report_name
 from videoattn.data.loader import unique_broken, videos_per_batch
 from videoattn.engine import checkpoint as ckpt_lib
 from videoattn.evaluation.evaluate import evaluate_clips
+from videoattn.evaluation.metrics import NonFiniteLossError
 from videoattn.engine.inference import check_num_classes
 from videoattn.engine.logger import MetricsWriter, Progress
 from videoattn.train.meter import Clock, Meter
@@ -51,6 +52,7 @@ from videoattn.models.builder import compile_model
 from videoattn.models.pretrained import load_pretrained_weights
 from videoattn.utils.distributed import (DistInfo, all_gather_object, barrier, broadcast_object, launch_world_size,
                                          main_process_claim, per_process_batch)
+from videoattn.utils.errors import UsageError
 
 logger = logging.getLogger(__name__)
 MAX_LISTED_BROKEN = 20   # broken videos named per epoch summary (all are counted)
@@ -238,9 +240,9 @@ def _forward_backward(net, clip, label, group_size: int, is_update: bool, state:
     return loss, (logits.argmax(1) == label).sum()
 
 
-def _non_finite_loss(state: TrainState, i: int, n: int) -> FloatingPointError:
+def _non_finite_loss(state: TrainState, i: int, n: int) -> NonFiniteLossError:
     """Every rank stops before the update when any rank's loss so far is not finite."""
-    return FloatingPointError(
+    return NonFiniteLossError(
         f"non-finite training loss at epoch {state.epoch + 1}, iteration {i + 1}/{n} (global update "
         f"{state.step + 1}); stopping without writing a checkpoint for this epoch. Lower solver.base_lr, "
         f"enable train.clip_grad_norm or check the data.")
@@ -294,7 +296,7 @@ def _resume_or_finetune(state: TrainState, cfg: Config, info: DistInfo, loader) 
     path = broadcast_object(found[0] if found else None)
     if path is None:
         if cfg.train.checkpoint_file and cfg.model.pretrained:
-            raise ValueError(f"train.checkpoint_file={cfg.train.checkpoint_file} and model.pretrained="
+            raise UsageError(f"train.checkpoint_file={cfg.train.checkpoint_file} and model.pretrained="
                              f"{cfg.model.pretrained} both name initial weights; set one of them")
         if cfg.train.checkpoint_file:
             ckpt_lib.load_pretrained(state.model, cfg.train.checkpoint_file, trust)

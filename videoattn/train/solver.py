@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 from videoattn.config import SolverConfig
+from videoattn.utils.errors import UsageError
 
 LR_POLICIES = ("cosine", "steps")
 
@@ -30,7 +31,7 @@ def _policy_lr(solver: SolverConfig, epoch: float) -> float:
             (1.0 + math.cos(math.pi * epoch / solver.max_epoch)) * 0.5
     if solver.lr_policy == "steps":
         return solver.base_lr * solver.gamma ** sum(1 for s in solver.steps if epoch >= s)
-    raise ValueError(f"unknown solver.lr_policy '{solver.lr_policy}' (choose from {', '.join(LR_POLICIES)})")
+    raise UsageError(f"unknown solver.lr_policy '{solver.lr_policy}' (choose from {', '.join(LR_POLICIES)})")
 
 
 def lr_at_epoch(solver: SolverConfig, epoch: float) -> float:
@@ -71,7 +72,7 @@ def build_scheduler(optimizer: torch.optim.Optimizer, s: SolverConfig,
     next update, i.e. ``lr_at_epoch(s, updates_done / updates_per_epoch)``.
     """
     if updates_per_epoch < 1:
-        raise ValueError("the training loader yields no batches (updates_per_epoch=0)")
+        raise UsageError("the training loader yields no batches (updates_per_epoch=0)")
     for g in optimizer.param_groups:
         g["lr"] = s.base_lr  # LambdaLR scales each group's initial lr by the factor below
 

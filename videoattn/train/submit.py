@@ -33,7 +33,8 @@ from videoattn.config import ConfigError, load_config
 from videoattn.train.loop import train
 from videoattn.engine.device import expand_preset
 from videoattn.utils.distributed import per_process_batch
-from videoattn.utils.launcher import LauncherError, detect_launcher, export_env
+from videoattn.utils.launcher import detect_launcher, export_env
+from videoattn.utils.errors import OneLineError, UsageError
 from videoattn.utils.preemption import REQUEUE_EXIT_CODE
 
 PREEMPT_SIGNAL = "USR1"
@@ -74,19 +75,19 @@ def check_args(args: argparse.Namespace) -> int:
                              ("--tasks-per-node", tasks, 1), ("--time", args.time, 1),
                              ("--signal-delay", args.signal_delay, 0), ("--max-timeouts", args.max_timeouts, 0)):
         if value < low:
-            raise ValueError(f"{name}={value} must be >= {low}")
+            raise UsageError(f"{name}={value} must be >= {low}")
     if args.cpus_per_task is not None and args.cpus_per_task < 1:
-        raise ValueError(f"--cpus-per-task={args.cpus_per_task} must be >= 1")
+        raise UsageError(f"--cpus-per-task={args.cpus_per_task} must be >= 1")
     if args.gpus_per_node and tasks != args.gpus_per_node:
-        raise ValueError(f"--tasks-per-node={tasks} must equal --gpus-per-node={args.gpus_per_node} (one task per GPU)")
+        raise UsageError(f"--tasks-per-node={tasks} must equal --gpus-per-node={args.gpus_per_node} (one task per GPU)")
     if args.signal_delay >= 60 * args.time:
-        raise ValueError(f"--signal-delay={args.signal_delay}s must be shorter than --time={args.time} min")
+        raise UsageError(f"--signal-delay={args.signal_delay}s must be shorter than --time={args.time} min")
     if args.mem and not re.fullmatch(r"\d+[KMGT]?", args.mem, re.IGNORECASE):
-        raise ValueError(f"--mem='{args.mem}': use sbatch's syntax, e.g. 480G, 64000M or 0")
+        raise UsageError(f"--mem='{args.mem}': use sbatch's syntax, e.g. 480G, 64000M or 0")
     if args.local and args.nodes != 1:
-        raise ValueError("--local runs on this machine: use --nodes 1")
+        raise UsageError("--local runs on this machine: use --nodes 1")
     if not args.local and not args.partition:
-        raise ValueError("--partition is required (or --local to run here)")
+        raise UsageError("--partition is required (or --local to run here)")
     return tasks
 
 
@@ -177,7 +178,7 @@ def make_executor(args: argparse.Namespace, tasks: int, folder: str):
         ex = submitit.AutoExecutor(folder, cluster="local" if args.local else "slurm",
                                    slurm_max_num_timeout=args.max_timeouts, local_max_num_timeout=args.max_timeouts)
     except RuntimeError as e:  # no srun on this machine
-        raise RuntimeError(f"cannot submit to SLURM here ({e}); use --local to run on this machine") from None
+        raise OneLineError(f"cannot submit to SLURM here ({e}); use --local to run on this machine") from None
     ex.update_parameters(**executor_parameters(args, tasks))
     return ex
 
@@ -188,7 +189,7 @@ def submit(args: argparse.Namespace, tasks: int, output_dir: str, entry: Optiona
     try:
         return ex.submit(TrainJob(job_argv(args, output_dir), entry))
     except FileNotFoundError as e:  # srun but no sbatch here
-        raise RuntimeError(f"cannot submit to SLURM here ({e}); use --local to run on this machine") from None
+        raise OneLineError(f"cannot submit to SLURM here ({e}); use --local to run on this machine") from None
 
 
 def load_output_dir(args: argparse.Namespace, tasks: int) -> str:
@@ -209,7 +210,7 @@ def main(argv: Optional[Sequence[str]] = None, entry: Optional[Entry] = None) ->
     except ConfigError as e:
         print(f"config error: {e}", file=sys.stderr)
         return 1
-    except (ValueError, RuntimeError, LauncherError) as e:
+    except OneLineError as e:  # bad arguments or config values, no SLURM here, a locked output_dir
         print(f"error: {e}", file=sys.stderr)
         return 1
     print(f"submitted job {job.job_id} ({'local' if args.local else 'slurm'}): {args.nodes} node(s) x "

@@ -20,7 +20,7 @@ from typing import Any, Iterable, Iterator, List, Optional, Tuple
 import torch
 import torch.distributed as dist
 
-from videoattn.utils.errors import OneLineError
+from videoattn.utils.errors import OneLineError, UsageError
 from videoattn.utils.launcher import LaunchInfo, LauncherError, detect_launcher, export_env
 from videoattn.utils.lock import LockError, folder_lock
 from videoattn.utils.outputs import OutputError, claim_outputs
@@ -57,7 +57,7 @@ def resolve_device(device: str = "auto", local_rank: int = 0) -> torch.device:
     if count == 1:
         return torch.device("cuda", 0)
     if local_rank >= count:
-        raise ValueError(f"local rank {local_rank} has no GPU: this process sees {count}; start one process per "
+        raise UsageError(f"local rank {local_rank} has no GPU: this process sees {count}; start one process per "
                          f"GPU (--ntasks-per-node / --nproc_per_node = GPUs per node)")
     return torch.device("cuda", local_rank)
 
@@ -82,10 +82,10 @@ def launch_rank() -> int:
 
 
 def per_process_batch(global_batch: int, key: str, world_size: Optional[int] = None) -> int:
-    """``global_batch // world_size``; a one-line ValueError naming ``key`` unless it divides."""
+    """``global_batch // world_size``; a one-line UsageError naming ``key`` unless it divides."""
     world = world_size or get_world_size()
     if global_batch < world or global_batch % world:
-        raise ValueError(f"{key}={global_batch} is the global batch and must be a positive multiple of the "
+        raise UsageError(f"{key}={global_batch} is the global batch and must be a positive multiple of the "
                          f"number of processes ({world}); e.g. {key}={max(1, global_batch // world) * world}")
     return global_batch // world
 

@@ -16,8 +16,10 @@ import os
 import secrets
 from typing import Any, BinaryIO, Iterable, Iterator, Optional, Sequence
 
+from videoattn.utils.errors import OneLineError
 
-class WriteError(OSError):
+
+class WriteError(OneLineError, OSError):
     """Writing an output file failed; ``str()`` is one line naming the file and the OS error."""
 
     def __init__(self, path: str, cause: OSError):

@@ -28,13 +28,15 @@ import re
 from dataclasses import dataclass
 from typing import Dict, List, Mapping, MutableMapping, Optional
 
+from videoattn.utils.errors import OneLineError
+
 TORCHRUN_VARS = ("RANK", "WORLD_SIZE", "LOCAL_RANK")
 SLURM_VARS = ("SLURM_PROCID", "SLURM_NTASKS", "SLURM_LOCALID")
 LOCAL_VARS = ("SUBMITIT_LOCAL_GLOBALID", "SUBMITIT_LOCAL_NTASKS", "SUBMITIT_LOCAL_LOCALID")
 PORT_BASE, PORT_SPAN = 10000, 20000
 
 
-class LauncherError(ValueError):
+class LauncherError(OneLineError, ValueError):
     """Partial or inconsistent launcher variables; the message is one line naming them."""
 
 

@@ -20,6 +20,8 @@ from typing import Any, List
 import numpy as np
 import torch
 
+from videoattn.utils.errors import OneLineError
+
 TRUST_OPT_IN = "--trust-checkpoint"
 _np_core = getattr(np, "_core", None) or np.core  # numpy 2.x | 1.x
 # Checkpoints of videoattn 0.1.0 hold np.random.get_state() (a uint32 ndarray unpickles through
@@ -28,8 +30,9 @@ SAFE_GLOBALS = [_np_core.multiarray._reconstruct, np.ndarray, np.dtype, type(np.
                 torch.torch_version.TorchVersion]
 
 
-class CheckpointError(RuntimeError):
+class CheckpointError(OneLineError):
     """A checkpoint or weights file is missing, unreadable, unsafe or not what was expected."""
+    prefix = "checkpoint error"
 
 
 class UntrustedCheckpointError(CheckpointError):
