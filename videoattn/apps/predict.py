@@ -106,7 +106,7 @@ def score_video_level(session: RunSession, model, results: List[VideoResult], na
 def score_windows(session: RunSession, model, results: List[VideoResult], names: Sequence[str], k: int) -> None:
     """Fill ``windows`` / ``duration_s`` of the predicted results (sliding windows, one pass)."""
     todo = [(j, r.path) for j, r in enumerate(results) if not r.error]
-    cfg = session.cfg
+    cfg, device = session.cfg, session.device
     videos = per_video(window_loader(todo, cfg.data, cfg.features, device) if todo else [],  # (w, crops, C) -> (w, C)
                        lambda c: chunk_outputs(model, c, "pool", device, session.normalize, session.amp,
                                                scores=True)[1].mean(dim=1))
