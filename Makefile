@@ -15,6 +15,9 @@ DEMO_OUT ?= output/demo
 DEMO_DATA ?= data/synthetic
 NPROC ?= 2
 PYTEST_ARGS ?=
+# pytest-xdist workers for `make test` (a file's tests stay on one worker, see tests/conftest.py);
+# PYTEST_WORKERS=0 runs the suite in this one process.
+PYTEST_WORKERS ?= 2
 # glibc malloc arenas per decode thread fragment memory over long runs; 2 keeps loader RSS flat
 # (measured by tools/benchmark.py data; figures in docs/benchmarks.md).
 export MALLOC_ARENA_MAX ?= 2
@@ -37,7 +40,7 @@ venv: $(STAMP)
 		$(PY) -m pip install --no-deps --no-build-isolation -e .
 
 test: venv
-	$(PY) -m pytest tests $(PYTEST_ARGS)
+	$(PY) -m pytest tests -n $(PYTEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
 demo: venv
 	$(PY) tools/make_synthetic_dataset.py --output $(DEMO_DATA) --train-per-class 60 --val-per-class 20

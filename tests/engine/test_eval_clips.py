@@ -84,6 +84,7 @@ def test_checkpoint_of_another_architecture_fails_clearly(tmp_path):
 
 @pytest.mark.slow
 def test_test_net_reports_a_missing_checkpoint_without_traceback(tmp_path):
+    import os
     import subprocess
     import sys
     from evalkit import REPO
@@ -91,8 +92,9 @@ def test_test_net_reports_a_missing_checkpoint_without_traceback(tmp_path):
     cfg = tmp_path / "c.yaml"
     cfg.write_text("model:\n  preset: C2D_R18\n")
     proc = subprocess.run([sys.executable, "tools/test_net.py", "--config", str(cfg), "--checkpoint",
-                           str(tmp_path / "nope.pyth"), f"data.root={tmp_path}", "data.val_split=val.csv"],
-                          cwd=REPO, capture_output=True, text=True)
+                           str(tmp_path / "nope.pyth"), f"data.root={tmp_path}", "data.val_split=val.csv",
+                           f"output_dir={tmp_path / 'out'}"],  # not the repo's output/
+                          cwd=REPO, env=dict(os.environ, PYTHONPATH=REPO), capture_output=True, text=True)
     assert proc.returncode != 0 and "Traceback" not in proc.stderr
     assert "checkpoint error: checkpoint not found" in proc.stderr
 

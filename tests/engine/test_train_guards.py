@@ -7,6 +7,7 @@
 """
 import pytest
 import os
+import shutil
 
 import torch
 
@@ -79,17 +80,24 @@ def test_num_classes_must_match_the_class_list(synthetic_root, tmp_path):
         assert ck.list_epoch_checkpoints(out) == []
 
 
-def test_testing_a_checkpoint_of_another_class_count_is_one_line(synthetic_root, tmp_path):
-    out = str(tmp_path / "run")
+@pytest.fixture(scope="module")
+def one_epoch_run(synthetic_root, tmp_path_factory):
+    """The output folder of one real 1-epoch train_net run, shared by the tests below (read-only)."""
+    out = str(tmp_path_factory.mktemp("guards") / "run")
     _ok(_train(synthetic_root, out, "solver.max_epoch=1", "train.eval_period=0"))
-    proc = run(["tools/test_net.py", "--config", DEMO_CFG, "--checkpoint", ck.epoch_checkpoint_path(out, 1),
+    return out
+
+
+def test_testing_a_checkpoint_of_another_class_count_is_one_line(synthetic_root, one_epoch_run, tmp_path):
+    checkpoint = ck.epoch_checkpoint_path(one_epoch_run, 1)
+    proc = run(["tools/test_net.py", "--config", DEMO_CFG, "--checkpoint", checkpoint,
                 *small_overrides(synthetic_root, str(tmp_path / "test"), "model.num_classes=6")])
     _one_line_error(proc, "8-class head", "model.num_classes=6")
 
 
-def test_resuming_with_another_architecture_is_one_line(synthetic_root, tmp_path):
+def test_resuming_with_another_architecture_is_one_line(synthetic_root, one_epoch_run, tmp_path):
     out = str(tmp_path / "run")
-    _ok(_train(synthetic_root, out, "solver.max_epoch=1", "train.eval_period=0"))
+    shutil.copytree(one_epoch_run, out)  # the run resumes in its own copy of the trained folder
     proc = _train(synthetic_root, out, "solver.max_epoch=2", "model.base_channels=16")
     _one_line_error(proc, ck.epoch_checkpoint_path(out, 1), "auto-resume", "does not match the configured model")
     assert [e for e, _ in ck.list_epoch_checkpoints(out)] == [1]
