@@ -39,7 +39,9 @@ venv: $(STAMP)
 	@$(PY) -m pip install -q --no-deps --no-build-isolation -e . >/dev/null 2>&1 || \
 		$(PY) -m pip install --no-deps --no-build-isolation -e .
 
+# ruff (lint + format, configured in pyproject.toml) first: a style slip fails in seconds, not after the suite
 test: venv
+	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .
 	$(PY) -m pytest tests -n $(PYTEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
 demo: venv

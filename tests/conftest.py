@@ -10,6 +10,7 @@ Under xdist (``make test`` runs ``-n 2 --dist loadfile``: a file's tests stay on
 module fixtures are built once) each worker runs its in-process torch on one thread, and the files
 that start tool processes are handed out first, so that no long file is left for the end.
 """
+
 import fcntl
 import os
 import shutil
@@ -43,9 +44,20 @@ def built_once(tmp_path_factory, name: str, build) -> str:
 def synthetic_root(tmp_path_factory) -> str:
     from videoattn.datasets.synthetic import make_synthetic_dataset
 
-    return built_once(tmp_path_factory, "synthetic", lambda root: make_synthetic_dataset(
-        root, num_classes=8, train_per_class=3, val_per_class=2, seed=0, min_seconds=1.0, max_seconds=1.6,
-        size_scale=0.5))
+    return built_once(
+        tmp_path_factory,
+        "synthetic",
+        lambda root: make_synthetic_dataset(
+            root,
+            num_classes=8,
+            train_per_class=3,
+            val_per_class=2,
+            seed=0,
+            min_seconds=1.0,
+            max_seconds=1.6,
+            size_scale=0.5,
+        ),
+    )
 
 
 def pytest_configure(config):

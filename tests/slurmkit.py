@@ -1,6 +1,7 @@
 """Start processes the way ``srun`` starts a job step's tasks on one node: each with SLURM's
 variables (``SLURM_PROCID``, ``SLURM_NTASKS``, ``SLURM_LOCALID``, the node lists, the job id) and no
 torchrun variables. Test helper, not part of the library."""
+
 import os
 import socket
 import subprocess
@@ -25,25 +26,44 @@ def free_port_job_id() -> str:
 
 def clean_env(**extra) -> dict:
     """This environment minus every launcher variable, plus ``extra``."""
-    env = {k: v for k, v in os.environ.items()
-           if k not in LAUNCHER_VARS and not k.startswith(("SLURM_", "SUBMITIT_", "TORCHELASTIC_"))}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in LAUNCHER_VARS and not k.startswith(("SLURM_", "SUBMITIT_", "TORCHELASTIC_"))
+    }
     env.update(OMP_NUM_THREADS="1", PYTHONPATH=REPO, **extra)
     return env
 
 
 def srun_env(rank: int, ntasks: int, job_id: str, **extra) -> dict:
     """The environment of task ``rank`` of ``ntasks`` on one node (``localhost``)."""
-    slurm = dict(SLURM_PROCID=str(rank), SLURM_NTASKS=str(ntasks), SLURM_LOCALID=str(rank), SLURM_NODEID="0",
-                 SLURM_JOB_ID=job_id, SLURM_JOB_NODELIST="localhost", SLURM_STEP_NODELIST="localhost",
-                 SLURM_NTASKS_PER_NODE=str(ntasks))
+    slurm = dict(
+        SLURM_PROCID=str(rank),
+        SLURM_NTASKS=str(ntasks),
+        SLURM_LOCALID=str(rank),
+        SLURM_NODEID="0",
+        SLURM_JOB_ID=job_id,
+        SLURM_JOB_NODELIST="localhost",
+        SLURM_STEP_NODELIST="localhost",
+        SLURM_NTASKS_PER_NODE=str(ntasks),
+    )
     return clean_env(**{**slurm, **extra})
 
 
 def start_tasks(args: Sequence[str], ntasks: int = 2, job_id: str = "", **extra) -> List[subprocess.Popen]:
     """``python args...`` as ``ntasks`` srun tasks (stdout/stderr piped, text)."""
     job_id = job_id or free_port_job_id()
-    return [subprocess.Popen([sys.executable, *map(str, args)], env=srun_env(rank, ntasks, job_id, **extra), cwd=REPO,
-                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for rank in range(ntasks)]
+    return [
+        subprocess.Popen(
+            [sys.executable, *map(str, args)],
+            env=srun_env(rank, ntasks, job_id, **extra),
+            cwd=REPO,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for rank in range(ntasks)
+    ]
 
 
 def finish(procs: Sequence[subprocess.Popen], timeout: float = 300) -> List[Tuple[int, str, str]]:

@@ -1,5 +1,6 @@
 """tools/benchmark.py data --quick: every code path of the data suite (raw set, prepare, our loader,
 the decode-only bound, the peers' loaders, the GOP sweep, the memory check) on a tiny set."""
+
 import os
 import re
 import subprocess
@@ -8,34 +9,66 @@ import sys
 import pytest
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-ROWS = ["ours, raw", "ours, raw, normalize_on_device", "ours, raw, decoding_backend=pyav", "ours, raw, clips_per_video=2",
-        "ours, prepared",
-        "ours, prepared, normalize_on_device", "decode-only bound, raw", "decode-only bound, prepared",
-        "PySlowFast PyAV decoder (decode only), raw"]
-PEER_ROWS = {"pytorchvideo": ["pytorchvideo Kinetics (decord), raw", "pytorchvideo Kinetics (decord, threads=1), raw",
-                              "pytorchvideo Kinetics (decord), prepared"],
-             "mmaction2": ["mmaction2 VideoDataset (decord), raw", "mmaction2 VideoDataset (decord), prepared"]}
+ROWS = [
+    "ours, raw",
+    "ours, raw, normalize_on_device",
+    "ours, raw, decoding_backend=pyav",
+    "ours, raw, clips_per_video=2",
+    "ours, prepared",
+    "ours, prepared, normalize_on_device",
+    "decode-only bound, raw",
+    "decode-only bound, prepared",
+    "PySlowFast PyAV decoder (decode only), raw",
+]
+PEER_ROWS = {
+    "pytorchvideo": [
+        "pytorchvideo Kinetics (decord), raw",
+        "pytorchvideo Kinetics (decord, threads=1), raw",
+        "pytorchvideo Kinetics (decord), prepared",
+    ],
+    "mmaction2": ["mmaction2 VideoDataset (decord), raw", "mmaction2 VideoDataset (decord), prepared"],
+}
 
 
 @pytest.mark.slow
 def test_data_benchmark_quick_runs_every_row(tmp_path):
-    cmd = [sys.executable, os.path.join(REPO, "tools", "benchmark.py"), "data", "--quick", "--gops", "16",
-           "--rss", "4", "8", "--data-dir", str(tmp_path / "raw")]
-    r = subprocess.run(cmd, env=dict(os.environ, PYTHONPATH=REPO, OMP_NUM_THREADS="1"), capture_output=True,
-                       text=True, timeout=600, cwd=str(tmp_path))
+    cmd = [
+        sys.executable,
+        os.path.join(REPO, "tools", "benchmark.py"),
+        "data",
+        "--quick",
+        "--gops",
+        "16",
+        "--rss",
+        "4",
+        "8",
+        "--data-dir",
+        str(tmp_path / "raw"),
+    ]
+    r = subprocess.run(
+        cmd,
+        env=dict(os.environ, PYTHONPATH=REPO, OMP_NUM_THREADS="1"),
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=str(tmp_path),
+    )
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     out = r.stdout
     main_table = out.split("| pipeline ", 1)[1].split("\n\n", 1)[0]
-    table = {m[1].strip(): (float(m[2]), float(m[3])) for m in
-             re.finditer(r"^\| ([^|]+?) +\| +([\d.]+) \| +([\d.]+) \|", main_table, re.M)}
+    table = {
+        m[1].strip(): (float(m[2]), float(m[3]))
+        for m in re.finditer(r"^\| ([^|]+?) +\| +([\d.]+) \| +([\d.]+) \|", main_table, re.M)
+    }
     expected = list(ROWS)
     for peer, rows in PEER_ROWS.items():
         if f"peer not measured: {peer}" not in out:
             expected += rows
     assert sorted(table) == sorted(expected), out
     assert all(per_core > 0 and wall > 0 for per_core, wall in table.values())
-    assert re.search(r"^clips_per_video=2 vs 1 \(ours, raw, per core\): [\d.]+x \([\d.]+ vs [\d.]+ clips/CPU-s\)$",
-                     out, re.M)
+    assert re.search(
+        r"^clips_per_video=2 vs 1 \(ours, raw, per core\): [\d.]+x \([\d.]+ vs [\d.]+ clips/CPU-s\)$", out, re.M
+    )
     assert "ours drew the same clips on raw and prepared files: True" in out
     assert re.search(r"preparation .*: 4 videos in [\d.]+ s wall, [\d.]+ CPU s: [\d.]+ videos/s per core", out)
     assert re.search(r"prepared vs raw \(ours, per core\): [\d.]+x", out)

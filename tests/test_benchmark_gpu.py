@@ -1,5 +1,6 @@
 """tools/benchmarks/gpu.py: the whole script, run for real on CPU with ``--quick`` (tiny sizes, 2 gloo
 processes, real tools on real videos); the JSON must hold every section with consistent numbers."""
+
 import importlib.util
 import json
 import os
@@ -8,7 +9,7 @@ import sys
 
 import pytest
 
-pytestmark = pytest.mark.slow   # runs the whole GPU benchmark script on the CPU
+pytestmark = pytest.mark.slow  # runs the whole GPU benchmark script on the CPU
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCRIPT = os.path.join(REPO, "tools", "benchmarks", "gpu.py")
@@ -16,8 +17,9 @@ SCRIPT = os.path.join(REPO, "tools", "benchmarks", "gpu.py")
 
 def _run(*args, timeout=900):
     env = dict(os.environ, PYTHONPATH=REPO, OMP_NUM_THREADS="1")
-    return subprocess.run([sys.executable, SCRIPT, *args], cwd=REPO, env=env, capture_output=True, text=True,
-                          timeout=timeout)
+    return subprocess.run(
+        [sys.executable, SCRIPT, *args], cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout
+    )
 
 
 @pytest.fixture(scope="module")
@@ -30,7 +32,9 @@ def quick(tmp_path_factory):
 
 
 def _gm():
-    spec = importlib.util.spec_from_file_location("gpu_model", os.path.join(REPO, "tools", "benchmarks", "gpu_model.py"))
+    spec = importlib.util.spec_from_file_location(
+        "gpu_model", os.path.join(REPO, "tools", "benchmarks", "gpu_model.py")
+    )
     module = importlib.util.module_from_spec(spec)
     sys.modules.setdefault("gpu_model", module)  # dataclasses look their module up there
     spec.loader.exec_module(module)
@@ -54,7 +58,8 @@ def test_train_step_rows_are_consistent(quick):
     s = data["meta"]["settings"]["step"]
     assert len(steps["rows"]) == 8
     assert {(r["model"], r["channels_last"]) for r in steps["rows"]} == {
-        (m, cl) for m in ("I3D_R50", "I3D_NL_R50", "I3D_NL_CBAM_R50", "pytorchvideo i3d_r50") for cl in (False, True)}
+        (m, cl) for m in ("I3D_R50", "I3D_NL_R50", "I3D_NL_CBAM_R50", "pytorchvideo i3d_r50") for cl in (False, True)
+    }
     # same layout at the same width: the baseline really is the twin of I3D_R50
     assert steps["models"]["I3D_R50"]["params"] == steps["models"]["pytorchvideo i3d_r50"]["params"]
     assert steps["models"]["I3D_R50"]["macs_per_clip"] == steps["models"]["pytorchvideo i3d_r50"]["macs_per_clip"]
@@ -74,8 +79,8 @@ def test_nonlocal_section(quick):
     assert {(k["C"], k["dtype"]) for k in nl["kernels"]} == {(c, d) for c in (32, 64) for d in ("bfloat16", "float32")}
     for k in nl["kernels"]:
         for p in ("fwd", "fwd+bwd"):
-            assert k[p]["backends"]["math"] == "ok"       # the reference kernel always runs
-            assert k[p]["default"], k                     # the profiler saw which kernel ran
+            assert k[p]["backends"]["math"] == "ok"  # the reference kernel always runs
+            assert k[p]["default"], k  # the profiler saw which kernel ran
     rows = nl["rows"]
     assert len(rows) == 2 * 2 * 2 * 2  # C x subsample x dtype x pass
     B, T, H, W = nl["shape_BTHW"]
@@ -87,7 +92,8 @@ def test_nonlocal_section(quick):
         assert r["auto_vs_explicit"] == pytest.approx(r[f"{r['auto_path']}_ms"] / r["explicit_ms"], rel=0.01)
     cpu = nl["cpu_rows"]  # the host-CPU rule check: batch 1 and 4, forward+backward
     assert [(r["C"], r["B"], r["pass"], r["device"]) for r in cpu] == [
-        (c, b, "fwd+bwd", "cpu") for c in (32, 64) for b in (1, 4)]
+        (c, b, "fwd+bwd", "cpu") for c in (32, 64) for b in (1, 4)
+    ]
     assert all(r["explicit_ms"] > 0 and r["sdpa_ms"] > 0 for r in cpu)
 
 

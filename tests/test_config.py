@@ -1,5 +1,6 @@
 """Config loading: schema defaults, _base_ files, overrides, file:line errors; and presets, which
 the model layer expands (videoattn.models.presets)."""
+
 import dataclasses
 import glob
 import os
@@ -26,71 +27,91 @@ def test_defaults_equal_schema_dataclass():
 
 
 def test_yaml_and_overrides_merge_in_order(tmp_path):
-    path = _write(tmp_path, "a.yaml", """
+    path = _write(
+        tmp_path,
+        "a.yaml",
+        """
         solver:
           base_lr: 0.2
           max_epoch: 7
         data:
           num_frames: 16
-        """)
+        """,
+    )
     cfg = load_config(path, ["solver.base_lr=0.05", "data.train_jitter_scales=[128,160]"])
-    assert cfg.solver.base_lr == 0.05          # override beats file
-    assert cfg.solver.max_epoch == 7           # file beats default
+    assert cfg.solver.base_lr == 0.05  # override beats file
+    assert cfg.solver.max_epoch == 7  # file beats default
     assert cfg.data.num_frames == 16
     assert list(cfg.data.train_jitter_scales) == [128, 160]
     assert cfg.data.sampling_rate == Config().data.sampling_rate
 
 
 def test_preset_fills_model_keys_and_file_wins(tmp_path):
-    path = _write(tmp_path, "p.yaml", """
+    path = _write(
+        tmp_path,
+        "p.yaml",
+        """
         model:
           preset: I3D_NL_CBAM_R18
           num_classes: 5
           cbam:
             reduction: 2
-        """)
+        """,
+    )
     loaded = load_config(path)
-    assert loaded.model.depth is None and loaded.model.cbam.reduction == 2   # the loader knows no presets
+    assert loaded.model.depth is None and loaded.model.cbam.reduction == 2  # the loader knows no presets
     cfg = dataclasses.replace(loaded, model=resolve_model_config(loaded.model))
     preset = PRESETS["I3D_NL_CBAM_R18"]
     assert cfg.model.depth == preset["depth"]
     assert cfg.model.base_channels == preset["base_channels"]
     assert [list(x) for x in cfg.model.non_local.locations] == preset["non_local"]["locations"]
     assert cfg.model.num_classes == 5
-    assert cfg.model.cbam.reduction == 2        # file beats preset
+    assert cfg.model.cbam.reduction == 2  # file beats preset
     assert cfg.model.preset == "I3D_NL_CBAM_R18"
-    assert cfg.model.cbam.kernel_size == STANDARD["cbam"]["kernel_size"]   # neither file nor preset: standard
+    assert cfg.model.cbam.kernel_size == STANDARD["cbam"]["kernel_size"]  # neither file nor preset: standard
     plain = resolve_model_config(load_config(None, ["model.depth=101"]).model)
     assert (plain.depth, plain.base_channels, plain.temporal) == (101, 64, "i3d")
 
 
 def test_base_file_inheritance(tmp_path):
-    _write(tmp_path, "base.yaml", """
+    _write(
+        tmp_path,
+        "base.yaml",
+        """
         data:
           root: /videos
           num_frames: 4
-        """)
-    child = _write(tmp_path, "child.yaml", """
+        """,
+    )
+    child = _write(
+        tmp_path,
+        "child.yaml",
+        """
         _base_: base.yaml
         data:
           num_frames: 6
-        """)
+        """,
+    )
     cfg = load_config(child)
     assert cfg.data.root == "/videos" and cfg.data.num_frames == 6
 
 
 def test_unknown_key_names_file_line_and_nearest(tmp_path):
-    path = _write(tmp_path, "typo.yaml", """
+    path = _write(
+        tmp_path,
+        "typo.yaml",
+        """
         solver:
           base_lr: 0.1
         model:
           depth: 50
           num_clases: 5
-        """)
+        """,
+    )
     with pytest.raises(ConfigError) as e:
         load_config(path)
     msg = str(e.value)
-    assert f"{path}:6" in msg                 # line of the typo (after the leading blank line)
+    assert f"{path}:6" in msg  # line of the typo (after the leading blank line)
     assert "model.num_clases" in msg and "did you mean 'model.num_classes'" in msg
 
 
@@ -176,31 +197,53 @@ def test_kinetics400_configs_share_the_base_recipe():
 
 # ------------------------------------------------------------------------------ value ranges
 BAD_VALUES = [
-    ("data.num_frames", "0", ">= 1"), ("data.num_frames", "-4", ">= 1"), ("data.sampling_rate", "0", ">= 1"),
-    ("data.target_fps", "0", "> 0"), ("solver.max_epoch", "0", ">= 1"),
+    ("data.num_frames", "0", ">= 1"),
+    ("data.num_frames", "-4", ">= 1"),
+    ("data.sampling_rate", "0", ">= 1"),
+    ("data.target_fps", "0", "> 0"),
+    ("solver.max_epoch", "0", ">= 1"),
     ("data.train_jitter_scales", "[320, 256]", "[min, max] with 1 <= min <= max"),
-    ("data.train_jitter_scales", "[256]", "[min, max]"), ("data.train_crop_size", "0", ">= 1"),
-    ("data.test_crop_size", "-1", ">= 1"), ("data.num_workers", "-1", ">= 0"), ("data.num_retries", "-1", ">= 0"),
-    ("data.decode_timeout", "-5", ">= 0"), ("data.prefetch_factor", "0", ">= 1"),
-    ("data.mean", "[0.5, 0.5]", "3 values"), ("data.std", "[0.2, 0.0, 0.2]", "3 values, each > 0"),
-    ("data.decoding_backend", "opencv", "one of decord | pyav"), ("solver.base_lr", "0", "> 0"),
-    ("solver.momentum", "1.0", "in [0, 1)"), ("solver.lr_policy", "linear", "one of cosine | steps"),
-    ("solver.weight_decay", "-0.1", ">= 0"), ("model.dropout", "1.0", "in [0, 1)"), ("model.num_classes", "0", ">= 1"),
-    ("model.depth", "20", "one of 18 | 34 | 50 | 101 | 152"), ("model.temporal", "3d", "one of i3d | c2d | slow"),
-    ("model.non_local.instantiation", "softmax", "one of embedded_gaussian"), ("model.cbam.kernel_size", "4", "odd"),
-    ("model.cbam.stages", "[1, 3]", "a list of values, each a stage in 2..5"), ("train.batch_size", "0", ">= 1"),
-    ("train.mixed_precision", "fp8", "one of auto | none | bf16 | fp16"), ("train.accumulation_steps", "0", ">= 1"),
-    ("test.num_spatial_crops", "2", "one of 1 | 3"), ("test.num_ensemble_views", "0", ">= 1"),
-    ("test.aggregation", "mean", "one of softmax | sum | max"), ("features.layer", "res6", "one of pool"),
-    ("features.dtype", "int8", "one of float32 | float16"), ("features.num_spatial_crops", "5", "one of 1 | 3"),
-    ("features.batch_size", "0", ">= 1"), ("device", "tpu", "one of auto | cpu | cuda"),
+    ("data.train_jitter_scales", "[256]", "[min, max]"),
+    ("data.train_crop_size", "0", ">= 1"),
+    ("data.test_crop_size", "-1", ">= 1"),
+    ("data.num_workers", "-1", ">= 0"),
+    ("data.num_retries", "-1", ">= 0"),
+    ("data.decode_timeout", "-5", ">= 0"),
+    ("data.prefetch_factor", "0", ">= 1"),
+    ("data.mean", "[0.5, 0.5]", "3 values"),
+    ("data.std", "[0.2, 0.0, 0.2]", "3 values, each > 0"),
+    ("data.decoding_backend", "opencv", "one of decord | pyav"),
+    ("solver.base_lr", "0", "> 0"),
+    ("solver.momentum", "1.0", "in [0, 1)"),
+    ("solver.lr_policy", "linear", "one of cosine | steps"),
+    ("solver.weight_decay", "-0.1", ">= 0"),
+    ("model.dropout", "1.0", "in [0, 1)"),
+    ("model.num_classes", "0", ">= 1"),
+    ("model.depth", "20", "one of 18 | 34 | 50 | 101 | 152"),
+    ("model.temporal", "3d", "one of i3d | c2d | slow"),
+    ("model.non_local.instantiation", "softmax", "one of embedded_gaussian"),
+    ("model.cbam.kernel_size", "4", "odd"),
+    ("model.cbam.stages", "[1, 3]", "a list of values, each a stage in 2..5"),
+    ("train.batch_size", "0", ">= 1"),
+    ("train.mixed_precision", "fp8", "one of auto | none | bf16 | fp16"),
+    ("train.accumulation_steps", "0", ">= 1"),
+    ("test.num_spatial_crops", "2", "one of 1 | 3"),
+    ("test.num_ensemble_views", "0", ">= 1"),
+    ("test.aggregation", "mean", "one of softmax | sum | max"),
+    ("features.layer", "res6", "one of pool"),
+    ("features.dtype", "int8", "one of float32 | float16"),
+    ("features.num_spatial_crops", "5", "one of 1 | 3"),
+    ("features.batch_size", "0", ">= 1"),
+    ("device", "tpu", "one of auto | cpu | cuda"),
 ]
 
 
 @pytest.mark.parametrize("key, value, must", BAD_VALUES, ids=[f"{k}={v}" for k, v, _ in BAD_VALUES])
 def test_value_out_of_range_names_file_line_or_override(tmp_path, key, value, must):
     *sections, name = key.split(".")
-    lines = ["seed: 1"] + [f"{'  ' * i}{s}:" for i, s in enumerate(sections)] + [f"{'  ' * len(sections)}{name}: {value}"]
+    lines = (
+        ["seed: 1"] + [f"{'  ' * i}{s}:" for i, s in enumerate(sections)] + [f"{'  ' * len(sections)}{name}: {value}"]
+    )
     path = _write(tmp_path, "bad.yaml", "\n".join(lines) + "\n")
     with pytest.raises(ConfigError) as e:
         load_config(path)
@@ -215,10 +258,13 @@ def test_value_message_exactly_and_where_the_final_value_came_from(tmp_path):
     child = _write(tmp_path, "child.yaml", "_base_: base.yaml\nsolver:\n  base_lr: 0.1\n")
     with pytest.raises(ConfigError) as e:
         load_config(child)
-    assert str(e.value) == f"{base}:3: data.num_frames=0 must be >= 1"          # the line that set it
-    assert load_config(child, ["data.num_frames=4"]).data.num_frames == 4      # an override repairs it
-    with pytest.raises(ConfigError, match=r"^override 'data.train_jitter_scales=\[320,256\]': "
-                                          r"data.train_jitter_scales=\[320, 256\] must be \[min, max\]"):
+    assert str(e.value) == f"{base}:3: data.num_frames=0 must be >= 1"  # the line that set it
+    assert load_config(child, ["data.num_frames=4"]).data.num_frames == 4  # an override repairs it
+    with pytest.raises(
+        ConfigError,
+        match=r"^override 'data.train_jitter_scales=\[320,256\]': "
+        r"data.train_jitter_scales=\[320, 256\] must be \[min, max\]",
+    ):
         load_config(None, ["data.train_jitter_scales=[320,256]"])
 
 
@@ -232,30 +278,43 @@ def test_base_cycle_is_one_line_naming_the_cycle(tmp_path):
     self_loop = _write(tmp_path, "self.yaml", "_base_: self.yaml\n")
     with pytest.raises(ConfigError, match="_base_ cycle: self.yaml -> self.yaml"):
         load_config(self_loop)
-    _write(tmp_path, "d.yaml", "_base_: [c2.yaml, c2.yaml]\n")               # the same base twice: no cycle
+    _write(tmp_path, "d.yaml", "_base_: [c2.yaml, c2.yaml]\n")  # the same base twice: no cycle
     _write(tmp_path, "c2.yaml", "data:\n  num_frames: 6\n")
     assert load_config(str(tmp_path / "d.yaml")).data.num_frames == 6
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("config_text, opts, message", [
-    ("_base_: loop.yaml\n", [], "_base_ cycle: loop.yaml -> loop.yaml"),
-    ("model:\n  preset: I3D_NL_R5\n", [], "unknown model.preset 'I3D_NL_R5'; did you mean 'I3D_NL_R50'?"),
-    ("model:\n  preset: I3D_NL_CBAM_R18\n", ["data.sampling_rate=0"],
-     "override 'data.sampling_rate=0': data.sampling_rate=0 must be >= 1"),
-])
+@pytest.mark.parametrize(
+    "config_text, opts, message",
+    [
+        ("_base_: loop.yaml\n", [], "_base_ cycle: loop.yaml -> loop.yaml"),
+        ("model:\n  preset: I3D_NL_R5\n", [], "unknown model.preset 'I3D_NL_R5'; did you mean 'I3D_NL_R50'?"),
+        (
+            "model:\n  preset: I3D_NL_CBAM_R18\n",
+            ["data.sampling_rate=0"],
+            "override 'data.sampling_rate=0': data.sampling_rate=0 must be >= 1",
+        ),
+    ],
+)
 def test_tool_exits_with_the_one_line(tmp_path, config_text, opts, message):
     import subprocess
     import sys
 
     path = _write(tmp_path, "loop.yaml", config_text)
     repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    proc = subprocess.run([sys.executable, "tools/train_net.py", "--config", path, f"output_dir={tmp_path}/out", *opts],
-                          cwd=repo, env=dict(os.environ, PYTHONPATH=repo), capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [sys.executable, "tools/train_net.py", "--config", path, f"output_dir={tmp_path}/out", *opts],
+        cwd=repo,
+        env=dict(os.environ, PYTHONPATH=repo),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode != 0 and "Traceback" not in proc.stderr
     lines = proc.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith(f"config error: {path}: {message}" if "cycle" in message
-                                                   else f"config error: {message}"), lines
+    assert len(lines) == 1 and lines[0].startswith(
+        f"config error: {path}: {message}" if "cycle" in message else f"config error: {message}"
+    ), lines
     assert not os.path.exists(f"{tmp_path}/out")
 
 
@@ -265,8 +324,14 @@ def _train_net_line(tmp_path, path, opts=()) -> str:
     import sys
 
     repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    proc = subprocess.run([sys.executable, "tools/train_net.py", "--config", path, f"output_dir={tmp_path}/out", *opts],
-                          cwd=repo, env=dict(os.environ, PYTHONPATH=repo), capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [sys.executable, "tools/train_net.py", "--config", path, f"output_dir={tmp_path}/out", *opts],
+        cwd=repo,
+        env=dict(os.environ, PYTHONPATH=repo),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     lines = proc.stderr.strip().splitlines()
     assert proc.returncode != 0 and "Traceback" not in proc.stderr and len(lines) == 1, proc.stderr[-3000:]
     assert not os.path.exists(f"{tmp_path}/out")
@@ -274,15 +339,22 @@ def _train_net_line(tmp_path, path, opts=()) -> str:
 
 
 # ------------------------------------------------------------------------------ non-finite values (issue 19.5)
-NON_FINITE = [("solver.base_lr", "inf", "inf"), ("solver.base_lr", "1e400", "inf"),
-              ("data.mean", "[nan, 0.45, 0.45]", "[nan, 0.45, 0.45]"), ("data.std", "[.inf, 0.2, 0.2]", "[inf, 0.2, 0.2]"),
-              ("solver.warmup_epochs", ".nan", "nan"), ("model.non_local.inter_ratio", "inf", "inf")]
+NON_FINITE = [
+    ("solver.base_lr", "inf", "inf"),
+    ("solver.base_lr", "1e400", "inf"),
+    ("data.mean", "[nan, 0.45, 0.45]", "[nan, 0.45, 0.45]"),
+    ("data.std", "[.inf, 0.2, 0.2]", "[inf, 0.2, 0.2]"),
+    ("solver.warmup_epochs", ".nan", "nan"),
+    ("model.non_local.inter_ratio", "inf", "inf"),
+]
 
 
 @pytest.mark.parametrize("key, value, shown", NON_FINITE, ids=[f"{k}={v}" for k, v, _ in NON_FINITE])
 def test_non_finite_values_are_refused_by_the_range_rules(tmp_path, key, value, shown):
     *sections, name = key.split(".")
-    lines = ["seed: 1"] + [f"{'  ' * i}{s}:" for i, s in enumerate(sections)] + [f"{'  ' * len(sections)}{name}: {value}"]
+    lines = (
+        ["seed: 1"] + [f"{'  ' * i}{s}:" for i, s in enumerate(sections)] + [f"{'  ' * len(sections)}{name}: {value}"]
+    )
     path = _write(tmp_path, "nan.yaml", "\n".join(lines) + "\n")
     with pytest.raises(ConfigError) as e:
         load_config(path)
@@ -295,25 +367,33 @@ def test_non_finite_values_are_refused_by_the_range_rules(tmp_path, key, value, 
 @pytest.mark.slow
 def test_tool_refuses_non_finite_values_in_one_line(tmp_path):
     path = _write(tmp_path, "nan.yaml", "model:\n  preset: I3D_NL_CBAM_R18\ndata:\n  mean: [nan, 0.45, 0.45]\n")
-    assert _train_net_line(tmp_path, path) == \
-        f"config error: {path}:4: data.mean=[nan, 0.45, 0.45] must be finite (no nan or inf)"
+    assert (
+        _train_net_line(tmp_path, path)
+        == f"config error: {path}:4: data.mean=[nan, 0.45, 0.45] must be finite (no nan or inf)"
+    )
     ok = _write(tmp_path, "ok.yaml", "model:\n  preset: I3D_NL_CBAM_R18\n")
-    assert _train_net_line(tmp_path, ok, ["solver.base_lr=1e400"]) == \
-        "config error: override 'solver.base_lr=1e400': solver.base_lr=inf must be finite (no nan or inf)"
+    assert (
+        _train_net_line(tmp_path, ok, ["solver.base_lr=1e400"])
+        == "config error: override 'solver.base_lr=1e400': solver.base_lr=inf must be finite (no nan or inf)"
+    )
 
 
 # ------------------------------------------------------------------------------ hostile YAML (issue 19.16, 19.17)
 # 208 bytes; aliases expand data.mean to 9**6 (531441) numbers: minutes and 1.3 GB in OmegaConf before.
-ALIAS_BOMB = ("data:\n  mean: [&a [1,1,1,1,1,1,1,1,1], &b [*a,*a,*a,*a,*a,*a,*a,*a,*a], &c [*b,*b,*b,*b,*b,*b,*b,*b,*b], "
-              "&d [*c,*c,*c,*c,*c,*c,*c,*c,*c], &e [*d,*d,*d,*d,*d,*d,*d,*d,*d], &f [*e,*e,*e,*e,*e,*e,*e,*e,*e], *f]\n")
+ALIAS_BOMB = (
+    "data:\n  mean: [&a [1,1,1,1,1,1,1,1,1], &b [*a,*a,*a,*a,*a,*a,*a,*a,*a], &c [*b,*b,*b,*b,*b,*b,*b,*b,*b], "
+    "&d [*c,*c,*c,*c,*c,*c,*c,*c,*c], &e [*d,*d,*d,*d,*d,*d,*d,*d,*d], &f [*e,*e,*e,*e,*e,*e,*e,*e,*e], *f]\n"
+)
 
 
 @pytest.mark.slow
 @pytest.mark.timeout(60)
 def test_yaml_alias_bomb_is_refused_quickly(tmp_path):
     path = _write(tmp_path, "bomb.yaml", ALIAS_BOMB)
-    assert _train_net_line(tmp_path, path) == (f"config error: {path}:2: YAML aliases expand 'data.mean' to more than "
-                                               "10000 values; refusing to expand them (write the values out)")
+    assert _train_net_line(tmp_path, path) == (
+        f"config error: {path}:2: YAML aliases expand 'data.mean' to more than "
+        "10000 values; refusing to expand them (write the values out)"
+    )
     value = ALIAS_BOMB.split("mean: ", 1)[1].strip()
     with pytest.raises(ConfigError, match=r"^override 'data.mean': YAML aliases expand 'data.mean' to more than"):
         load_config(None, [f"data.mean={value}"])
@@ -330,6 +410,8 @@ def test_python_tag_is_one_line_and_runs_nothing(tmp_path):
     marker = tmp_path / "TAG_RAN"
     path = _write(tmp_path, "tag.yaml", f"data:\n  mean: !!python/object/apply:os.system ['touch {marker}']\n")
     line = _train_net_line(tmp_path, path)
-    assert line.startswith(f"config error: {path}:2: a YAML tag that a config may not use (plain values only): ") \
-        and "python/object/apply:os.system" in line, line
+    assert (
+        line.startswith(f"config error: {path}:2: a YAML tag that a config may not use (plain values only): ")
+        and "python/object/apply:os.system" in line
+    ), line
     assert not marker.exists()

@@ -7,6 +7,7 @@
 - the README's test command is the one .ci/run runs, and a Makefile target;
 - the README's headline numbers are the numbers of the page each row links to.
 """
+
 import os
 import re
 
@@ -84,7 +85,7 @@ def test_docs_pages_exist():
 @pytest.mark.parametrize("page", _pages(), ids=lambda p: os.path.relpath(p, ROOT))
 def test_relative_links_resolve(page):
     broken = []
-    for line, target in relative_links(page):
+    for _line, target in relative_links(page):
         file_part, _, anchor = target.partition("#")
         dest = os.path.normpath(os.path.join(os.path.dirname(page), file_part)) if file_part else page
         if not os.path.exists(dest):
@@ -116,13 +117,17 @@ def readme_test_command() -> str:
 
 def test_ci_runs_the_readme_test_command():
     command = readme_test_command()
-    ci = [line.strip() for line in _read(os.path.join(ROOT, ".ci", "run")).splitlines()
-          if line.strip() and not line.lstrip().startswith("#")]
+    ci = [
+        line.strip()
+        for line in _read(os.path.join(ROOT, ".ci", "run")).splitlines()
+        if line.strip() and not line.lstrip().startswith("#")
+    ]
     assert ci[-1] == command, f".ci/run runs {ci[-1]!r}, the README says {command!r}"
     assert command.startswith("make "), command
     target = command.split()[1]
-    assert re.search(rf"^{re.escape(target)}:", _read(os.path.join(ROOT, "Makefile")), re.M), \
+    assert re.search(rf"^{re.escape(target)}:", _read(os.path.join(ROOT, "Makefile")), re.M), (
         f"no Makefile target {target!r}"
+    )
 
 
 def headline_rows():

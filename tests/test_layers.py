@@ -8,6 +8,7 @@
 and no module of the library imports another inside a function (the way to hide an upward
 import). Third-party imports inside functions (matplotlib, tensorboard) are allowed.
 """
+
 import ast
 import os
 
@@ -58,7 +59,7 @@ def imports_of(source: str, module: str):
                 found.extend((child.lineno, a.name, in_function) for a in child.names if a.name.startswith("videoattn"))
             elif isinstance(child, ast.ImportFrom):
                 base = child.module or ""
-                if child.level:   # relative import: resolve against this module's package
+                if child.level:  # relative import: resolve against this module's package
                     base = ".".join(module.split(".")[: -child.level] + ([base] if base else []))
                 if base == "videoattn":
                     found.extend((child.lineno, f"videoattn.{a.name}", in_function) for a in child.names)
@@ -93,14 +94,17 @@ def test_imports_only_go_down():
     assert not bad, "\n".join(bad)
 
 
-@pytest.mark.parametrize("module, source, expected", [
-    ("videoattn.data.loader", "from videoattn.train.loop import train\n", "data imports videoattn.train.loop"),
-    ("videoattn.models.convert", "import videoattn.data.decoding\n", "models imports videoattn.data.decoding"),
-    ("videoattn.config.loader", "from videoattn.models import presets\n", "config imports videoattn.models"),
-    ("videoattn.utils.io", "from videoattn import config\n", "utils imports videoattn.config"),
-    ("videoattn.apps.extract", "def f():\n    from videoattn.cli import parse_config\n", "inside a function"),
-    ("videoattn.data.loader", "from ..engine import train\n", "data imports videoattn.engine"),
-])
+@pytest.mark.parametrize(
+    "module, source, expected",
+    [
+        ("videoattn.data.loader", "from videoattn.train.loop import train\n", "data imports videoattn.train.loop"),
+        ("videoattn.models.convert", "import videoattn.data.decoding\n", "models imports videoattn.data.decoding"),
+        ("videoattn.config.loader", "from videoattn.models import presets\n", "config imports videoattn.models"),
+        ("videoattn.utils.io", "from videoattn import config\n", "utils imports videoattn.config"),
+        ("videoattn.apps.extract", "def f():\n    from videoattn.cli import parse_config\n", "inside a function"),
+        ("videoattn.data.loader", "from ..engine import train\n", "data imports videoattn.engine"),
+    ],
+)
 def test_the_check_catches_what_it_must(module, source, expected):
     """The checker itself: each of these would be an upward or hidden import."""
     found = violations(source, module)
@@ -108,5 +112,9 @@ def test_the_check_catches_what_it_must(module, source, expected):
 
 
 def test_downward_imports_pass():
-    assert violations("from videoattn.utils.io import atomic_path\nfrom videoattn.config import Config\n",
-                      "videoattn.data.loader") == []
+    assert (
+        violations(
+            "from videoattn.utils.io import atomic_path\nfrom videoattn.config import Config\n", "videoattn.data.loader"
+        )
+        == []
+    )

@@ -1,5 +1,6 @@
 """Test helpers shared by tests/data and tests/engine: damaged copies of real videos and an
 independent count of the frames that decode (not part of the library)."""
+
 import av
 
 from videoattn.datasets.synthetic import read_frame_index
@@ -35,8 +36,9 @@ def dataset_for(cfg, split: str):
     """``build_dataset`` for ``split`` with the config's test views, as the tools call it."""
     from videoattn.data import build_dataset
 
-    return build_dataset(cfg.data, split, cfg.test.num_ensemble_views, cfg.test.num_spatial_crops,
-                         report_dir=cfg.output_dir)
+    return build_dataset(
+        cfg.data, split, cfg.test.num_ensemble_views, cfg.test.num_spatial_crops, report_dir=cfg.output_dir
+    )
 
 
 def loader_for(cfg, split: str, dataset=None):
@@ -50,8 +52,9 @@ def loader_for(cfg, split: str, dataset=None):
     return build_loader(dataset, cfg.data, per_process_batch(batch, key), cfg.seed, resolve_device(cfg.device))
 
 
-def make_long_video(path: str, labels, frames_each: int, fps: int = 30, width: int = 160, height: int = 120,
-                    seed: int = 0) -> str:
+def make_long_video(
+    path: str, labels, frames_each: int, fps: int = 30, width: int = 160, height: int = 120, seed: int = 0
+) -> str:
     """A real video of synthetic actions one after the other: ``frames_each`` frames of each class
     in ``labels`` (:func:`videoattn.datasets.synthetic.render_video`), encoded at ``fps``."""
     import numpy as np

@@ -1,5 +1,6 @@
 """A real HTTP server on 127.0.0.1 for the pretrained-weights tests (never the internet): files in a
 folder, GET requests counted. Used as ``from weightserver import serve`` (a pytest fixture)."""
+
 import http.server
 import socket
 import threading

@@ -1,19 +1,26 @@
 #!/usr/bin/env python
 """Benchmarks; each prints ratios against named baselines measured in the same run.
 
-    python tools/benchmark.py model      # I3D R50 vs pytorchvideo i3d_r50; SDPA vs explicit non-local
-    python tools/benchmark.py data       # Kinetics recipe: raw vs prepared, vs peers (per core), GOP sweep
-    python tools/benchmark.py train      # demo preset clips/s and data-wait, 1 and 2 processes
-    python tools/benchmark.py eval       # multi-view test views/s
-    python tools/benchmark.py features   # feature extraction video-seconds/s
-    python tools/benchmark.py gpu        # GPU train step, non-local paths, train/test/extract on a GPU
-                                         #   (--device cpu --quick: the same code, tiny, on the CPU)
+python tools/benchmark.py model      # I3D R50 vs pytorchvideo i3d_r50; SDPA vs explicit non-local
+python tools/benchmark.py data       # Kinetics recipe: raw vs prepared, vs peers (per core), GOP sweep
+python tools/benchmark.py train      # demo preset clips/s and data-wait, 1 and 2 processes
+python tools/benchmark.py eval       # multi-view test views/s
+python tools/benchmark.py features   # feature extraction video-seconds/s
+python tools/benchmark.py gpu        # GPU train step, non-local paths, train/test/extract on a GPU
+                                     #   (--device cpu --quick: the same code, tiny, on the CPU)
 """
+
 import importlib
 import sys
 
-SUITES = {"model": "model", "data": "data", "train": "train", "eval": "evaluation", "features": "evaluation",
-          "gpu": "gpu"}
+SUITES = {
+    "model": "model",
+    "data": "data",
+    "train": "train",
+    "eval": "evaluation",
+    "features": "evaluation",
+    "gpu": "gpu",
+}
 
 if __name__ == "__main__":
     if len(sys.argv) < 2 or sys.argv[1] not in SUITES:

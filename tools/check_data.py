@@ -9,6 +9,7 @@ data.<split>_split at it). Deletes nothing, and replaces only files it wrote its
 annotation or a user's file of those names is refused in one line). Exit code 0: every video is fine, 1: some are not,
 2: an error stopped the check (bad config or annotation file, unwritable report folder).
 """
+
 import os
 import sys
 
@@ -24,8 +25,9 @@ def main(argv=None) -> int:
     parser.add_argument("--split", choices=("train", "val", "test"), default="train")
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="worker processes")
     parser.add_argument("--output", default="", help="report folder (default: OUTPUT_DIR/check_data)")
-    parser.add_argument("--time-limit", type=float, default=300.0,
-                        help="seconds one video may take before its worker is killed")
+    parser.add_argument(
+        "--time-limit", type=float, default=300.0, help="seconds one video may take before its worker is killed"
+    )
     parser.add_argument("--no-progress", action="store_true")
     try:
         args, cfg = parse_config(parser, argv)

@@ -17,11 +17,12 @@ keep their identity-at-init values; every such key is listed. ``--pretrained NAM
 reading ``--input``; the checkpoint then carries their class names where its head holds them.
 ``--output`` never replaces the input (also through a link) or any file this tool did not write.
 """
+
 import os
 import sys
 
-from videoattn.config import config_to_dict
 from videoattn.cli import add_pretrained_argument, add_trust_argument, config_parser, exit_on_user_error, parse_config
+from videoattn.config import config_to_dict
 from videoattn.engine.checkpoint import make_checkpoint, save_checkpoint
 from videoattn.models import build_model
 from videoattn.models.convert import SOURCES, convert_file
@@ -46,8 +47,12 @@ def main(argv=None) -> int:
     parser.add_argument("--input", help="source weights (.pth / .pyth / .pt)")
     add_pretrained_argument(parser, "instead of --source/--input: public weights by name")
     parser.add_argument("--output", required=True, help="checkpoint to write (.pyth)")
-    parser.add_argument("--inflation", default="mean", choices=("mean", "centre"),
-                        help="torchvision only: how 2D kernels fill the temporal axis")
+    parser.add_argument(
+        "--inflation",
+        default="mean",
+        choices=("mean", "centre"),
+        help="torchvision only: how 2D kernels fill the temporal axis",
+    )
     add_trust_argument(parser)
     args, cfg = parse_config(parser, argv)
     if (args.source or args.input) if args.pretrained else not (args.source and args.input):
@@ -65,8 +70,9 @@ def main(argv=None) -> int:
         save_checkpoint(args.output, ckpt)
     for note in notes:
         print(f"note: {note}")
-    print(f"wrote {args.output} ({len(ckpt['model_state'])} tensors from {what}, "
-          f"{len(notes)} keys left as initialised)")
+    print(
+        f"wrote {args.output} ({len(ckpt['model_state'])} tensors from {what}, {len(notes)} keys left as initialised)"
+    )
     return 0
 
 

@@ -9,12 +9,13 @@ Writes DIR/<video id>.npy (num_windows, D), DIR/<video id>.json (window times), 
 DIR/failed.csv (with features.save_scores=true also DIR/scores/<video id>.npy, per-window class
 probabilities, and DIR/classes.txt); re-running skips finished videos. See videoattn/apps/extract.py.
 """
+
 import sys
 
-from videoattn.cli import add_checkpoint_argument, config_parser, exit_on_user_error, parse_config
-from videoattn.utils.distributed import distributed_run, launch_rank
 from videoattn.apps.extract import extract_features
+from videoattn.cli import add_checkpoint_argument, config_parser, exit_on_user_error, parse_config
 from videoattn.engine.logger import setup_logging
+from videoattn.utils.distributed import distributed_run, launch_rank
 
 
 def main(argv=None) -> int:
@@ -24,10 +25,15 @@ def main(argv=None) -> int:
     parser.add_argument("--output", required=True, help="output folder")
     args, cfg = parse_config(parser, argv)
     setup_logging(launch_rank())
-    with exit_on_user_error(interrupted=f"interrupted; finished videos are kept in {args.output} and a re-run "
-                                        "does the rest"), distributed_run(cfg, args.output):
-        extract_features(cfg, args.input, args.output, args.checkpoint, trust=args.trust_checkpoint,
-                         pretrained=args.pretrained)
+    with (
+        exit_on_user_error(
+            interrupted=f"interrupted; finished videos are kept in {args.output} and a re-run does the rest"
+        ),
+        distributed_run(cfg, args.output),
+    ):
+        extract_features(
+            cfg, args.input, args.output, args.checkpoint, trust=args.trust_checkpoint, pretrained=args.pretrained
+        )
     return 0
 
 

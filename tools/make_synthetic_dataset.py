@@ -1,12 +1,14 @@
 #!/usr/bin/env python
 """Write the synthetic Kinetics-style dataset (see videoattn/datasets/synthetic.py).
 
-    python tools/make_synthetic_dataset.py --output data/synthetic [--classes 8 --train-per-class 40 --val-per-class 10 --seed 0]
+    python tools/make_synthetic_dataset.py --output data/synthetic \
+        [--classes 8 --train-per-class 40 --val-per-class 10 --seed 0]
 
 Writes only files of its own names, and replaces only those it wrote itself (a rerun); a dataset's own
 train.csv or classes.txt in --output is refused in one line, not replaced.
 Its left/right classes change meaning under a horizontal flip: train with data.random_flip=false.
 """
+
 import argparse
 import sys
 import time
@@ -29,12 +31,21 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     start = time.time()
     with exit_on_user_error(distributed=False):  # a file of its names that it did not write: one line, kept
-        result = make_synthetic_dataset(args.output, num_classes=args.classes, train_per_class=args.train_per_class,
-                                        val_per_class=args.val_per_class, seed=args.seed, min_seconds=args.min_seconds,
-                                        max_seconds=args.max_seconds, size_scale=args.size_scale,
-                                        workers=args.workers)
-    print(f"wrote {len(result['train'])} train + {len(result['val'])} val videos of {len(result['classes'])} classes "
-          f"to {args.output} in {time.time() - start:.1f} s")
+        result = make_synthetic_dataset(
+            args.output,
+            num_classes=args.classes,
+            train_per_class=args.train_per_class,
+            val_per_class=args.val_per_class,
+            seed=args.seed,
+            min_seconds=args.min_seconds,
+            max_seconds=args.max_seconds,
+            size_scale=args.size_scale,
+            workers=args.workers,
+        )
+    print(
+        f"wrote {len(result['train'])} train + {len(result['val'])} val videos of {len(result['classes'])} classes "
+        f"to {args.output} in {time.time() - start:.1f} s"
+    )
     return 0
 
 

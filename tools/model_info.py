@@ -6,6 +6,7 @@
 
 The clip is (1, 3, data.num_frames, data.train_crop_size, data.train_crop_size).
 """
+
 import sys
 
 from videoattn.cli import config_parser, parse_config
@@ -20,8 +21,10 @@ def main(argv=None) -> int:
     crop = cfg.data.train_crop_size
     info = model_summary(model, (1, 3, cfg.data.num_frames, crop, crop))
     name = cfg.model.preset or f"R{cfg.model.depth} {cfg.model.temporal}"
-    print(f"model:   {name} (depth {cfg.model.depth}, base_channels {cfg.model.base_channels}, "
-          f"{cfg.model.num_classes} classes)")
+    print(
+        f"model:   {name} (depth {cfg.model.depth}, base_channels {cfg.model.base_channels}, "
+        f"{cfg.model.num_classes} classes)"
+    )
     print(f"params:  {info['params']:,} ({info['params'] / 1e6:.1f}M)")
     print(f"FLOPs:   {info['flops'] / 1e9:.2f} G multiply-adds per clip {'x'.join(map(str, info['input_shape'][2:]))}")
     return 0

@@ -13,11 +13,12 @@ DIR/predictions.csv, predictions.json, timeline.csv, segments.csv, failed.csv an
 DIR/<id>.mp4 (top-3 drawn on every frame) and DIR/<id>_timeline.png. No labels are needed;
 undecodable videos are listed with their reason. See videoattn/apps/predict.py.
 """
+
 import sys
 
+from videoattn.apps.predict import format_table, predict_videos
 from videoattn.cli import add_checkpoint_argument, config_parser, exit_on_user_error, parse_config
 from videoattn.engine.logger import setup_logging
-from videoattn.apps.predict import format_table, predict_videos
 from videoattn.utils.distributed import distributed_run, launch_rank
 
 
@@ -27,18 +28,33 @@ def main(argv=None) -> int:
     parser.add_argument("--input", required=True, help="a video, a folder of videos, or a list (CSV/txt) of videos")
     parser.add_argument("--output", required=True, help="output folder (locked while predict runs)")
     parser.add_argument("--top-k", type=int, default=5, help="classes per video and per window (default 5)")
-    parser.add_argument("--render", action="store_true",
-                        help="also write DIR/<id>.mp4 with the current top-3 on every frame and DIR/<id>_timeline.png")
+    parser.add_argument(
+        "--render",
+        action="store_true",
+        help="also write DIR/<id>.mp4 with the current top-3 on every frame and DIR/<id>_timeline.png",
+    )
     args, cfg = parse_config(parser, argv)
     setup_logging(launch_rank())
-    with exit_on_user_error(interrupted=f"interrupted; {args.output} may hold part of the rendered videos"), \
-            distributed_run(cfg, args.output):
-        results, missing, k = predict_videos(cfg, args.input, args.output, args.checkpoint, args.pretrained,
-                                             args.top_k, args.render, trust=args.trust_checkpoint)
+    with (
+        exit_on_user_error(interrupted=f"interrupted; {args.output} may hold part of the rendered videos"),
+        distributed_run(cfg, args.output),
+    ):
+        results, missing, k = predict_videos(
+            cfg,
+            args.input,
+            args.output,
+            args.checkpoint,
+            args.pretrained,
+            args.top_k,
+            args.render,
+            trust=args.trust_checkpoint,
+        )
         print(format_table(results, missing, k))
         done = sum(not r.error for r in results)
-        print(f"{done} of {len(results) + len(missing)} videos predicted, {len(results) - done} unreadable, "
-              f"{len(missing)} missing -> {args.output}")
+        print(
+            f"{done} of {len(results) + len(missing)} videos predicted, {len(results) - done} unreadable, "
+            f"{len(missing)} missing -> {args.output}"
+        )
     return 0
 
 

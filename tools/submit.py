@@ -7,6 +7,7 @@
 
 See videoattn/train/submit.py (job folder output_dir/slurm/<job id>/, requeue on time limit).
 """
+
 import sys
 
 from videoattn.train.submit import main

@@ -9,13 +9,14 @@
 Writes OUTPUT_DIR/test/{metrics.json, per_class.csv, confusion_matrix.csv, confusion_matrix.png,
 predictions.csv[, view_logits.npz]}. See videoattn/evaluation/tester.py.
 """
+
 import os
 import sys
 
 from videoattn.cli import add_checkpoint_argument, config_parser, exit_on_user_error, parse_config
-from videoattn.utils.distributed import distributed_run, launch_rank
 from videoattn.engine.logger import setup_logging
 from videoattn.evaluation.tester import run_test
+from videoattn.utils.distributed import distributed_run, launch_rank
 
 
 def main(argv=None) -> int:
@@ -23,8 +24,10 @@ def main(argv=None) -> int:
     add_checkpoint_argument(parser)
     args, cfg = parse_config(parser, argv)
     setup_logging(launch_rank())
-    with exit_on_user_error(interrupted="interrupted; test results are written only when a test completes"), \
-            distributed_run(cfg, os.path.join(cfg.output_dir, "test")):
+    with (
+        exit_on_user_error(interrupted="interrupted; test results are written only when a test completes"),
+        distributed_run(cfg, os.path.join(cfg.output_dir, "test")),
+    ):
         run_test(cfg, args.checkpoint, trust=args.trust_checkpoint, pretrained=args.pretrained)
     return 0
 

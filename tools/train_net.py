@@ -11,10 +11,17 @@ Exit status: 0 done; 1 error (one line); 130 Ctrl-C; after SIGUSR1 (SLURM's warn
 time limit) 75 = "requeue me" and after SIGTERM 143, both with a checkpoint written that a re-run
 resumes from (see videoattn/utils/preemption.py).
 """
+
 import sys
 
-from videoattn.cli import (add_pretrained_argument, add_trust_argument, config_parser, exit_on_user_error, parse_config,
-                           print_line)
+from videoattn.cli import (
+    add_pretrained_argument,
+    add_trust_argument,
+    config_parser,
+    exit_on_user_error,
+    parse_config,
+    print_line,
+)
 from videoattn.train.loop import train
 from videoattn.utils.distributed import launch_rank
 from videoattn.utils.errors import OneLineError
@@ -26,8 +33,10 @@ PER_RANK = (ValueError, FloatingPointError, CheckpointError)
 
 
 def main(argv=None) -> int:
-    parser = config_parser("Train a video model: one process, or one per device under torchrun or srun "
-                           "(torchrun --nproc_per_node=N tools/train_net.py --config CFG).")
+    parser = config_parser(
+        "Train a video model: one process, or one per device under torchrun or srun "
+        "(torchrun --nproc_per_node=N tools/train_net.py --config CFG)."
+    )
     add_trust_argument(parser)  # = train.trust_checkpoint=true
     add_pretrained_argument(parser)  # = model.pretrained=NAME
     args, cfg = parse_config(parser, argv)

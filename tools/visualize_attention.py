@@ -8,10 +8,11 @@
 FRAME is an input-frame index (0..num_frames-1); Y and X are fractions of the crop in [0, 1].
 See videoattn/apps/visualize.py.
 """
+
 import sys
 
-from videoattn.cli import add_checkpoint_argument, config_parser, exit_on_user_error, parse_config
 from videoattn.apps.visualize import visualize_video
+from videoattn.cli import add_checkpoint_argument, config_parser, exit_on_user_error, parse_config
 
 
 def main(argv=None) -> int:
@@ -19,19 +20,38 @@ def main(argv=None) -> int:
     add_checkpoint_argument(parser)
     parser.add_argument("--video", required=True, help="video file")
     parser.add_argument("--output", required=True, help="PNG (or .pdf/.svg) to write")
-    parser.add_argument("--query", nargs=3, type=float, metavar=("FRAME", "Y", "X"), default=None,
-                        help="non-local query point (default: centre of the middle frame)")
+    parser.add_argument(
+        "--query",
+        nargs=3,
+        type=float,
+        metavar=("FRAME", "Y", "X"),
+        default=None,
+        help="non-local query point (default: centre of the middle frame)",
+    )
     parser.add_argument("--cbam-layer", default="res3", help="stage (res2..res5, last block) or key like res3.1.cbam")
     parser.add_argument("--nl-layer", default="res3", help="stage (last non-local block) or key like res4.1.nonlocal")
-    parser.add_argument("--start", type=float, default=None, help="clip start in seconds (default: the protocol's single test view)")
+    parser.add_argument(
+        "--start", type=float, default=None, help="clip start in seconds (default: the protocol's single test view)"
+    )
     parser.add_argument("--gif", default="", help="also write an animated GIF here")
     parser.add_argument("--max-columns", type=int, default=8, help="frames shown in the grid")
     args, cfg = parse_config(parser, argv)
     query = (int(args.query[0]), args.query[1], args.query[2]) if args.query else None
     with exit_on_user_error(distributed=False):
-        visualize_video(cfg, args.checkpoint, args.video, args.output, query, args.cbam_layer, args.nl_layer,
-                        args.gif or None, args.start, args.max_columns, trust=args.trust_checkpoint,
-                        pretrained=args.pretrained)
+        visualize_video(
+            cfg,
+            args.checkpoint,
+            args.video,
+            args.output,
+            query,
+            args.cbam_layer,
+            args.nl_layer,
+            args.gif or None,
+            args.start,
+            args.max_columns,
+            trust=args.trust_checkpoint,
+            pretrained=args.pretrained,
+        )
     print(f"wrote {args.output}" + (f" and {args.gif}" if args.gif else ""))
     return 0
 

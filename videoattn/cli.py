@@ -1,5 +1,6 @@
 """What every tool in ``tools/`` shares: ``--config CFG [key=value ...]`` parsing, the checkpoint
 arguments, and one-line exits on user errors (with process-group teardown)."""
+
 from __future__ import annotations
 
 import argparse
@@ -17,16 +18,18 @@ from videoattn.utils.errors import OneLineError
 
 def config_parser(description: str) -> argparse.ArgumentParser:
     """An ArgumentParser with ``--config`` and trailing ``key=value`` overrides (``opts``)."""
-    parser = argparse.ArgumentParser(description=description,
-                                     epilog="Trailing key=value pairs override config keys, "
-                                            "e.g. solver.base_lr=0.01 data.num_workers=2")
+    parser = argparse.ArgumentParser(
+        description=description,
+        epilog="Trailing key=value pairs override config keys, e.g. solver.base_lr=0.01 data.num_workers=2",
+    )
     parser.add_argument("--config", required=True, help="YAML config file")
     parser.add_argument("opts", nargs="*", default=[], help="key=value overrides")
     return parser
 
 
-def parse_config(parser: argparse.ArgumentParser,
-                 argv: Optional[Sequence[str]] = None) -> Tuple[argparse.Namespace, Config]:
+def parse_config(
+    parser: argparse.ArgumentParser, argv: Optional[Sequence[str]] = None
+) -> Tuple[argparse.Namespace, Config]:
     """Parse ``argv`` into (args, config with the model preset expanded); exit with a one-line
     message on a config error (no traceback)."""
     args = parser.parse_args(argv)
@@ -46,26 +49,37 @@ def add_checkpoint_argument(parser: argparse.ArgumentParser) -> None:
     """``--checkpoint`` or ``--pretrained`` (and ``--trust-checkpoint``), shared by the tools that load
     trained weights."""
     group = parser.add_mutually_exclusive_group()
-    group.add_argument("--checkpoint", default="", help="checkpoint file (default: test.checkpoint_file, else "
-                       "OUTPUT_DIR/checkpoints/checkpoint_best.pyth, else the newest epoch checkpoint there, "
-                       "else model.pretrained)")
+    group.add_argument(
+        "--checkpoint",
+        default="",
+        help="checkpoint file (default: test.checkpoint_file, else "
+        "OUTPUT_DIR/checkpoints/checkpoint_best.pyth, else the newest epoch checkpoint there, "
+        "else model.pretrained)",
+    )
     add_pretrained_argument(group, "use these public weights instead of a checkpoint")
     add_trust_argument(parser)
 
 
 def add_pretrained_argument(parser, what: str = "start training from these public weights (unless resuming)") -> None:
     """``--pretrained NAME``: sets ``model.pretrained`` (see :mod:`videoattn.models.pretrained`)."""
-    parser.add_argument("--pretrained", default="", metavar="NAME",
-                        help=f"{what}: one of {', '.join(sorted(PRETRAINED))}; downloaded once into "
-                             "$VIDEOATTN_HOME/weights (default: torch hub's folder/videoattn/weights) and verified; "
-                             "sets model.pretrained")
+    parser.add_argument(
+        "--pretrained",
+        default="",
+        metavar="NAME",
+        help=f"{what}: one of {', '.join(sorted(PRETRAINED))}; downloaded once into "
+        "$VIDEOATTN_HOME/weights (default: torch hub's folder/videoattn/weights) and verified; "
+        "sets model.pretrained",
+    )
 
 
 def add_trust_argument(parser: argparse.ArgumentParser) -> None:
     """``--trust-checkpoint``: the explicit opt-in to full unpickling (see videoattn.utils.serialization)."""
-    parser.add_argument("--trust-checkpoint", action="store_true",
-                        help="allow a checkpoint that needs full unpickling (a pickled module, unknown classes); "
-                             "unpickling can run code: only for files from a trusted source")
+    parser.add_argument(
+        "--trust-checkpoint",
+        action="store_true",
+        help="allow a checkpoint that needs full unpickling (a pickled module, unknown classes); "
+        "unpickling can run code: only for files from a trusted source",
+    )
 
 
 def print_line(line: str) -> None:
@@ -101,4 +115,3 @@ def exit_on_user_error(distributed: bool = True, interrupted: str = "interrupted
     finally:
         if distributed:
             cleanup()
-

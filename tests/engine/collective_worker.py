@@ -5,6 +5,7 @@ tests/engine/test_collectives.py; not a test itself).
 
 TOOL is a script under tools/, run as ``__main__`` (under torchrun in the test).
 """
+
 import atexit
 import json
 import os
@@ -24,7 +25,7 @@ def record(prefix: str) -> None:
 
         def wrapped(*args, _real=real, _name=name, **kwargs):
             for a in list(args) + list(kwargs.values()):
-                for t in (a if isinstance(a, (list, tuple)) else [a]):
+                for t in a if isinstance(a, (list, tuple)) else [a]:
                     if torch.is_tensor(t):
                         seen.append([_name, str(t.device)])
             return _real(*args, **kwargs)

@@ -7,9 +7,10 @@ the real checkpoint code. Read-only: write outputs under ``setup["tmp"]``.
 
 ``setup`` (module): ``eval_kit`` plus a fresh folder ``tmp`` for the module's outputs.
 """
-import pytest
 
+import pytest
 from evalkit import make_eval_root, make_random_checkpoint, write_config
+
 from videoattn.config import load_config
 
 

@@ -3,6 +3,7 @@ tests/engine/test_eval_distributed.py (not a test itself).
 
     eval_worker.py CFG CHECKPOINT OUT_JSON
 """
+
 import json
 import os
 import sys
@@ -14,8 +15,8 @@ from videokit import loader_for  # noqa: E402
 
 from videoattn.config import load_config  # noqa: E402
 from videoattn.data.transforms import DeviceNormalizer  # noqa: E402
-from videoattn.evaluation.evaluate import evaluate_clips  # noqa: E402
 from videoattn.engine.inference import build_inference_model  # noqa: E402
+from videoattn.evaluation.evaluate import evaluate_clips  # noqa: E402
 from videoattn.evaluation.metrics import AGGREGATIONS, VideoAggregator  # noqa: E402
 from videoattn.utils.distributed import cleanup, init_distributed, is_main_process  # noqa: E402
 
@@ -27,7 +28,7 @@ if __name__ == "__main__":
     # VideoAggregator across ranks: each rank feeds its half of fixed per-view logits
     g = torch.Generator().manual_seed(7)
     logits, vidx = torch.randn(37, 6, generator=g), torch.randint(0, 9, (37,), generator=g)
-    mine = torch.arange(37)[info.rank::info.world_size]
+    mine = torch.arange(37)[info.rank :: info.world_size]
     out["aggregated"] = {}
     for method in AGGREGATIONS:
         agg = VideoAggregator(9, 6, method)

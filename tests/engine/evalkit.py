@@ -4,6 +4,7 @@ A tiny test set built from the session's ``synthetic_root``: an odd number of re
 corrupt file and one annotation row whose file is missing; a small config; a checkpoint with
 random (but non-degenerate) weights written by the real checkpoint code.
 """
+
 import csv
 import os
 import shutil
@@ -47,16 +48,16 @@ def make_eval_root(synthetic_root: str, dest: str, num_good: int = 5) -> dict:
 
 def write_config(path: str, data: dict, extra: str = "") -> str:
     with open(path, "w") as f:
-        f.write(f"""output_dir: {os.path.join(os.path.dirname(path), 'output')}
+        f.write(f"""output_dir: {os.path.join(os.path.dirname(path), "output")}
 model:
   preset: I3D_NL_CBAM_R18
   num_classes: 8
   dropout: 0.0
 data:
-  root: {data['root']}
+  root: {data["root"]}
   train_split: val.csv
   val_split: val.csv
-  classes_file: {data['classes']}
+  classes_file: {data["classes"]}
   num_frames: 4
   sampling_rate: 4
   train_jitter_scales: [64, 80]   # one test crop: short side 64 (PySlowFast's 1-crop rule)
@@ -99,14 +100,16 @@ def run(args, env_extra=None, nproc: int = 0, timeout: int = 300) -> subprocess.
     """Run ``python args...`` (or torchrun with ``nproc`` processes) from the repo root."""
     env = dict(os.environ, PYTHONPATH=REPO, OMP_NUM_THREADS="1")
     env.update(env_extra or {})
-    prefix = [sys.executable] + (["-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}"]
-                                 if nproc else [])
+    prefix = [sys.executable] + (
+        ["-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}"] if nproc else []
+    )
     return subprocess.run(prefix + list(args), cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout)
 
 
 def check(proc: subprocess.CompletedProcess) -> subprocess.CompletedProcess:
-    assert proc.returncode == 0, \
+    assert proc.returncode == 0, (
         f"exit {proc.returncode}\nstdout:\n{proc.stdout[-3000:]}\nstderr:\n{proc.stderr[-5000:]}"
+    )
     return proc
 
 

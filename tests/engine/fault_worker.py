@@ -14,6 +14,7 @@
 
 TOOL is a script under tools/, run as ``__main__`` with the remaining arguments (also under torchrun).
 """
+
 import builtins
 import errno
 import io
@@ -153,7 +154,7 @@ class SignalledWrite(io.FileIO):
         view = memoryview(data)
         n = super().write(view[: len(view) // 2])
         _send(self.sig)
-        return n + super().write(view[len(view) // 2:])
+        return n + super().write(view[len(view) // 2 :])
 
 
 def inject_signal_in_write(name: str, sig: str) -> None:

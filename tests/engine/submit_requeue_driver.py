@@ -8,6 +8,7 @@ training entry point on 2 tasks: on the first run rank 1 sends itself a real SIG
 checkpoint's stand-in). TrainJob then hands the signal to submitit, which requeues the job; the
 second run sees the marker and finishes. Each run writes OUT_DIR/run<k>_rank<r>.json.
 """
+
 import sys
 
 from videoattn.train.submit import main
@@ -44,9 +45,12 @@ def entry(argv):
     if rank == 0 and stop_at is not None:
         atomic_write_text(marker, json.dumps({"stop_at": stop_at}))
     env = {k: os.environ[k] for k in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")}
-    atomic_write_text(os.path.join(out, f"run{run}_rank{rank}.json"),
-                      json.dumps({"stop_at": stop_at, "received": pre.received, "exit_code": pre.exit_code,
-                                  "env": env, "argv": argv}))
+    atomic_write_text(
+        os.path.join(out, f"run{run}_rank{rank}.json"),
+        json.dumps(
+            {"stop_at": stop_at, "received": pre.received, "exit_code": pre.exit_code, "env": env, "argv": argv}
+        ),
+    )
     dist.barrier()
     dist.destroy_process_group()
     return pre.exit_code
@@ -54,5 +58,21 @@ def entry(argv):
 
 if __name__ == "__main__":
     out_dir, config = sys.argv[1], sys.argv[2]
-    sys.exit(main(["--config", config, "--local", "--gpus-per-node", "0", "--tasks-per-node", "2", "--time", "10",
-                   f"output_dir={out_dir}", "device=cpu"], entry=entry))
+    sys.exit(
+        main(
+            [
+                "--config",
+                config,
+                "--local",
+                "--gpus-per-node",
+                "0",
+                "--tasks-per-node",
+                "2",
+                "--time",
+                "10",
+                f"output_dir={out_dir}",
+                "device=cpu",
+            ],
+            entry=entry,
+        )
+    )

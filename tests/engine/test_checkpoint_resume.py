@@ -1,4 +1,5 @@
 """Checkpoint extensions: newest valid checkpoint, retention, fine-tuning head re-init, RNG state."""
+
 import logging
 import os
 import random
@@ -9,8 +10,8 @@ import torch
 
 from videoattn.config import config_to_dict, load_config
 from videoattn.engine import checkpoint as ck
-from videoattn.train.solver import build_optimizer, build_scheduler
 from videoattn.models import build_model
+from videoattn.train.solver import build_optimizer, build_scheduler
 from videoattn.utils.outputs import claim_outputs
 
 
@@ -68,10 +69,18 @@ def test_full_training_state_round_trip(tmp_path):
     opt.step()
     sched.step()
     path = ck.epoch_checkpoint_path(str(tmp_path), 1)
-    ck.save_checkpoint(path, ck.make_checkpoint(
-        {"module." + k: v for k, v in model.state_dict().items()}, config_to_dict(cfg),
-        optimizer_state=opt.state_dict(), scheduler_state=sched.state_dict(), epoch=0, global_step=1,
-        rng_state=[ck.get_rng_state()]))
+    ck.save_checkpoint(
+        path,
+        ck.make_checkpoint(
+            {"module." + k: v for k, v in model.state_dict().items()},
+            config_to_dict(cfg),
+            optimizer_state=opt.state_dict(),
+            scheduler_state=sched.state_dict(),
+            epoch=0,
+            global_step=1,
+            rng_state=[ck.get_rng_state()],
+        ),
+    )
     loaded = ck.load_checkpoint(path)
     torch.manual_seed(1)
     model2 = build_model(cfg.model)

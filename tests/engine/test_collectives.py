@@ -2,6 +2,7 @@
 to ``all_reduce`` crashes every multi-GPU run, while gloo (the CPU tests) accepts anything. Three checks:
 every collective call lives in ``videoattn/utils/distributed.py``; its ``all_reduce_`` sends a CPU
 tensor through the device under NCCL; and a real 2-rank run hands only run-device tensors to them."""
+
 import ast
 import glob
 import json
@@ -10,14 +11,26 @@ import os
 import pytest
 import torch
 import torch.distributed as dist
-
 from ddp_worker import small_overrides
 from evalkit import check, run
+
 from videoattn.utils import distributed
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-COLLECTIVES = {"all_reduce", "all_gather", "all_gather_object", "all_gather_into_tensor", "broadcast",
-               "broadcast_object_list", "reduce", "reduce_scatter", "all_to_all", "gather", "scatter", "barrier"}
+COLLECTIVES = {
+    "all_reduce",
+    "all_gather",
+    "all_gather_object",
+    "all_gather_into_tensor",
+    "broadcast",
+    "broadcast_object_list",
+    "reduce",
+    "reduce_scatter",
+    "all_to_all",
+    "gather",
+    "scatter",
+    "barrier",
+}
 
 
 def _collective_calls(path):
@@ -33,9 +46,12 @@ def _collective_calls(path):
 
 def test_collectives_are_called_only_by_the_distributed_helpers():
     helpers = os.path.join(REPO, "videoattn", "utils", "distributed.py")
-    stray = [f"{os.path.relpath(p, REPO)}:{line}: {name}"
-             for p in glob.glob(os.path.join(REPO, "videoattn", "**", "*.py"), recursive=True) if p != helpers
-             for line, name in _collective_calls(p)]
+    stray = [
+        f"{os.path.relpath(p, REPO)}:{line}: {name}"
+        for p in glob.glob(os.path.join(REPO, "videoattn", "**", "*.py"), recursive=True)
+        if p != helpers
+        for line, name in _collective_calls(p)
+    ]
     assert not stray, stray
     assert _collective_calls(helpers)  # the checker finds them where they are
 
@@ -57,7 +73,7 @@ def test_all_reduce_of_a_cpu_tensor_under_nccl_goes_through_the_device(monkeypat
     t = torch.ones(3)
     distributed.all_reduce_(t)
     assert handed and handed[0] is moved[0] and handed[0] is not t
-    assert torch.equal(t, torch.full((3,), 2.0))           # the result came back
+    assert torch.equal(t, torch.full((3,), 2.0))  # the result came back
 
 
 @pytest.mark.slow
@@ -68,8 +84,19 @@ def test_a_real_run_hands_collectives_only_run_device_tensors(synthetic_root, tm
     worker = os.path.join(os.path.dirname(os.path.abspath(__file__)), "collective_worker.py")
     cfg = os.path.join(REPO, "configs", "synthetic", "I3D_NL_CBAM_R18.yaml")
     out = str(tmp_path / "out")
-    check(run([worker, prefix, "tools/train_net.py", "--config", cfg,
-               *small_overrides(synthetic_root, out, "solver.max_epoch=1", "device=cpu")], nproc=2))
+    check(
+        run(
+            [
+                worker,
+                prefix,
+                "tools/train_net.py",
+                "--config",
+                cfg,
+                *small_overrides(synthetic_root, out, "solver.max_epoch=1", "device=cpu"),
+            ],
+            nproc=2,
+        )
+    )
     seen = [json.load(open(f"{prefix}.{rank}.json")) for rank in (0, 1)]
     ops = {op for part in seen for op, _ in part}
     assert {"all_reduce"} <= ops and all(len(part) >= 4 for part in seen), [len(p) for p in seen]  # 3 updates + epoch

@@ -1,4 +1,5 @@
 """evaluate_clips on hand-built batches (single process; the 2-rank case is in test_eval_distributed)."""
+
 import numpy as np
 import pytest
 import torch
@@ -18,10 +19,15 @@ def _batch(logits, labels, video_index, valid=None, skipped=()):
     logits = torch.tensor(logits, dtype=torch.float32)
     clip = logits[:, :, None, None, None].expand(-1, -1, 2, 4, 4).contiguous()
     n = len(labels)
-    return {"clip": clip, "label": torch.tensor(labels), "video_index": torch.tensor(video_index),
-            "view_index": torch.zeros(n, dtype=torch.long),
-            "valid": torch.tensor(valid if valid is not None else [True] * n),
-            "error": ["" if v else "broken" for v in (valid or [True] * n)], "skipped": list(skipped)}
+    return {
+        "clip": clip,
+        "label": torch.tensor(labels),
+        "video_index": torch.tensor(video_index),
+        "view_index": torch.zeros(n, dtype=torch.long),
+        "valid": torch.tensor(valid if valid is not None else [True] * n),
+        "error": ["" if v else "broken" for v in (valid or [True] * n)],
+        "skipped": list(skipped),
+    }
 
 
 def _ce(logits, label):
@@ -39,8 +45,8 @@ def test_evaluate_clips_hand_computed():
     out = evaluate_clips(model, loader, torch.device("cpu"), DeviceNormalizer([0, 0, 0], [1, 1, 1]))
     # videos 0..3 scored once each; video 4 invalid; the repeated video 0 counts once
     assert out["num_clips"] == 4 and out["num_invalid"] == 1
-    assert out["top1"] == pytest.approx(2 / 4)            # videos 0 and 2 right
-    assert out["top5"] == pytest.approx(1.0)              # 3 classes: always within top-5
+    assert out["top1"] == pytest.approx(2 / 4)  # videos 0 and 2 right
+    assert out["top5"] == pytest.approx(1.0)  # 3 classes: always within top-5
     expected_loss = np.mean([_ce([2, 1, 0], 0), _ce([0, 3, 1], 2), _ce([0, 0, 5], 2), _ce([1, 0, 0], 1)])
     assert out["loss"] == pytest.approx(expected_loss, rel=1e-5)
     assert out["skipped"] == [("a.mp4", "moov atom not found")]
@@ -54,11 +60,13 @@ def test_evaluate_clips_empty_loader_gives_nan():
 
 def test_evaluate_clips_counts_non_finite_logits_and_scores_the_rest():
     """Issue 19.5: a clip whose logits hold NaN or inf is counted, not scored (its topk is arbitrary)."""
-    loader = [_batch([[2.0, 1.0, 0.0], [float("nan"), 0.0, 0.0]], [0, 0], [0, 1]),
-              _batch([[float("inf"), 0.0, 0.0], [0.0, 3.0, 1.0]], [0, 2], [2, 3])]
+    loader = [
+        _batch([[2.0, 1.0, 0.0], [float("nan"), 0.0, 0.0]], [0, 0], [0, 1]),
+        _batch([[float("inf"), 0.0, 0.0], [0.0, 3.0, 1.0]], [0, 2], [2, 3]),
+    ]
     out = evaluate_clips(ChannelMean(), loader, torch.device("cpu"), DeviceNormalizer([0, 0, 0], [1, 1, 1]))
     assert out["num_non_finite"] == 2 and out["num_clips"] == 2
-    assert out["top1"] == pytest.approx(1 / 2)            # video 0 right, video 3 wrong; 1 and 2 not scored
+    assert out["top1"] == pytest.approx(1 / 2)  # video 0 right, video 3 wrong; 1 and 2 not scored
     assert out["loss"] == pytest.approx(np.mean([_ce([2, 1, 0], 0), _ce([0, 3, 1], 2)]), rel=1e-5)
 
 
@@ -87,14 +95,28 @@ def test_test_net_reports_a_missing_checkpoint_without_traceback(tmp_path):
     import os
     import subprocess
     import sys
+
     from evalkit import REPO
 
     cfg = tmp_path / "c.yaml"
     cfg.write_text("model:\n  preset: C2D_R18\n")
-    proc = subprocess.run([sys.executable, "tools/test_net.py", "--config", str(cfg), "--checkpoint",
-                           str(tmp_path / "nope.pyth"), f"data.root={tmp_path}", "data.val_split=val.csv",
-                           f"output_dir={tmp_path / 'out'}"],  # not the repo's output/
-                          cwd=REPO, env=dict(os.environ, PYTHONPATH=REPO), capture_output=True, text=True)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "tools/test_net.py",
+            "--config",
+            str(cfg),
+            "--checkpoint",
+            str(tmp_path / "nope.pyth"),
+            f"data.root={tmp_path}",
+            "data.val_split=val.csv",
+            f"output_dir={tmp_path / 'out'}",
+        ],  # not the repo's output/
+        cwd=REPO,
+        env=dict(os.environ, PYTHONPATH=REPO),
+        capture_output=True,
+        text=True,
+    )
     assert proc.returncode != 0 and "Traceback" not in proc.stderr
     assert "checkpoint error: checkpoint not found" in proc.stderr
 

@@ -1,16 +1,16 @@
 """tools/test_net.py end to end on real videos: 1 process vs 2 torchrun/gloo processes, an odd
 number of videos, one corrupt video, one missing file; aggregation re-done by brute force from
 the saved per-view logits. Also evaluate_clips (training's validation) on 2 ranks."""
+
 import csv
 import json
 import os
 
 import numpy as np
 import pytest
-
 from evalkit import BROKEN_ID, MISSING_ID, check, run
 
-pytestmark = pytest.mark.slow   # real test_net / evaluation runs on 1 and 2 processes
+pytestmark = pytest.mark.slow  # real test_net / evaluation runs on 1 and 2 processes
 
 
 @pytest.fixture(scope="module")
@@ -29,8 +29,14 @@ def _read(path):
 
 def test_outputs_and_unreadable_accounting(one_and_two_ranks, setup):
     d1, _, _ = one_and_two_ranks
-    for name in ("metrics.json", "per_class.csv", "confusion_matrix.csv", "confusion_matrix.png",
-                 "predictions.csv", "view_logits.npz"):
+    for name in (
+        "metrics.json",
+        "per_class.csv",
+        "confusion_matrix.csv",
+        "confusion_matrix.png",
+        "predictions.csv",
+        "view_logits.npz",
+    ):
         assert os.path.getsize(os.path.join(d1, name)) > 0, name
     m = json.load(open(os.path.join(d1, "metrics.json")))
     assert m["num_videos"] == 5 and m["num_unreadable"] == 1 and m["num_missing"] == 1
@@ -47,7 +53,7 @@ def test_outputs_and_unreadable_accounting(one_and_two_ranks, setup):
     preds = _read(os.path.join(d1, "predictions.csv"))
     assert preds[0][:5] == ["video", "label", "label_name", "correct", "pred1"] and len(preds) == 1 + 6
     broken = [r for r in preds[1:] if BROKEN_ID in r[0]]
-    assert len(broken) == 1 and broken[0][4] == ""      # listed, not scored
+    assert len(broken) == 1 and broken[0][4] == ""  # listed, not scored
 
 
 def test_video_metrics_match_brute_force_from_view_logits(one_and_two_ranks, setup):
@@ -55,7 +61,7 @@ def test_video_metrics_match_brute_force_from_view_logits(one_and_two_ranks, set
     d1, _, _ = one_and_two_ranks
     z = np.load(os.path.join(d1, "view_logits.npz"))
     logits, vidx, labels = z["logits"].astype(np.float64), z["video_index"], z["label"]
-    assert len(logits) == 30 and sorted(set(vidx.tolist())) == [0, 1, 3, 4, 5]   # video 2 is the broken one
+    assert len(logits) == 30 and sorted(set(vidx.tolist())) == [0, 1, 3, 4, 5]  # video 2 is the broken one
     probs = np.exp(logits - logits.max(1, keepdims=True))
     probs /= probs.sum(1, keepdims=True)
     clip_top1 = np.mean(logits.argmax(1) == labels)
@@ -104,9 +110,9 @@ def test_evaluate_clips_two_ranks_count_each_video_once(setup):
     check(run(args + [out1]))
     check(run(args + [out2], nproc=2))
     r1, r2 = json.load(open(out1)), json.load(open(out2))
-    assert r1["num_clips"] == r2["num_clips"] == 5       # the broken video's replacement is a duplicate
+    assert r1["num_clips"] == r2["num_clips"] == 5  # the broken video's replacement is a duplicate
     for k in ("top1", "top5", "loss"):
         assert r1[k] == pytest.approx(r2[k], abs=1e-5), k
     assert [p for p, _ in r2["skipped"]] and all(BROKEN_ID in p for p, _ in r1["skipped"] + r2["skipped"])
-    for method in ("softmax", "sum", "max"):      # per-video aggregation merged over ranks (all_reduce)
+    for method in ("softmax", "sum", "max"):  # per-video aggregation merged over ranks (all_reduce)
         np.testing.assert_allclose(r2["aggregated"][method], r1["aggregated"][method], rtol=1e-12, atol=1e-12)

@@ -1,17 +1,18 @@
 """``features.save_scores``: one forward pass gives the features and the per-window class
 probabilities (checked against the model called by hand), the same numbers predict's timeline
 shows; a re-run asking for scores completes videos finished without them."""
+
 import json
 import os
 
 import numpy as np
 import pytest
 import torch
-
 from evalkit import window_views
-from videoattn.config import load_config
-from videoattn.apps.extract import extract_features, window_features, window_features_and_logits
 from videokit import make_long_video
+
+from videoattn.apps.extract import extract_features, window_features, window_features_and_logits
+from videoattn.config import load_config
 
 pytestmark = pytest.mark.slow
 
@@ -26,12 +27,16 @@ def setup(setup):
 
 
 def test_scores_equal_the_model_and_the_predict_timeline(setup):
+    from videoattn.apps.predict import predict_videos
     from videoattn.data import open_video
     from videoattn.engine.inference import build_inference_model
-    from videoattn.apps.predict import predict_videos
 
-    overrides = ["features.save_scores=true", "features.layer=res4", "features.num_spatial_crops=3",
-                 "features.stride_seconds=0.4"]
+    overrides = [
+        "features.save_scores=true",
+        "features.layer=res4",
+        "features.num_spatial_crops=3",
+        "features.stride_seconds=0.4",
+    ]
     cfg = load_config(setup["cfg"], overrides)
     out = str(setup["tmp"] / "feats")
     assert extract_features(cfg, setup["long"], out, setup["ckpt"])["num_done"] == 1
@@ -68,7 +73,8 @@ def test_rerun_with_scores_completes_videos_finished_without(setup):
     second = extract_features(with_scores, source, out, setup["ckpt"])
     assert second["num_written"] == good and second["num_skipped_done"] == 0
     assert sorted(os.listdir(os.path.join(out, "scores"))) == sorted(
-        os.path.splitext(os.path.basename(p))[0] + ".npy" for p in setup["data"]["good"])
+        os.path.splitext(os.path.basename(p))[0] + ".npy" for p in setup["data"]["good"]
+    )
     third = extract_features(with_scores, source, out, setup["ckpt"])
     assert third["num_written"] == 0 and third["num_skipped_done"] == good
 

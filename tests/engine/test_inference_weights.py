@@ -1,5 +1,6 @@
 """Which weights the inference tools load (checkpoint, --pretrained, the output folder, then
 model.pretrained) and which class names they show (the dataset's, else the weights')."""
+
 import pytest
 
 from videoattn.config import load_config
@@ -9,7 +10,7 @@ from videoattn.engine.inference import class_names_for, resolve_weights
 
 def test_resolve_weights_order(tmp_path):
     cfg = load_config(None, [f"output_dir={tmp_path}", "model.pretrained=i3d_r50"])
-    assert resolve_weights(cfg) == ("pretrained", "i3d_r50")                      # nothing else: the config's name
+    assert resolve_weights(cfg) == ("pretrained", "i3d_r50")  # nothing else: the config's name
     folder = tmp_path / "checkpoints"
     folder.mkdir()
     (folder / "checkpoint_epoch_00002.pyth").write_bytes(b"x")
@@ -25,13 +26,13 @@ def test_resolve_weights_order(tmp_path):
 
 def test_class_names_prefer_the_dataset_then_the_weights(tmp_path):
     (tmp_path / "classes.txt").write_text("a\nb\n")
-    (tmp_path / "list.txt").write_text("x.mp4 0\ny.mp4 2\n")                  # PySlowFast list: indices only
+    (tmp_path / "list.txt").write_text("x.mp4 0\ny.mp4 2\n")  # PySlowFast list: indices only
     named = load_config(None, [f"data.root={tmp_path}", "data.classes_file=classes.txt"]).data
     indexed = load_config(None, [f"data.root={tmp_path}", "data.train_split=list.txt"]).data
     nothing = load_config(None, [f"data.root={tmp_path}", "data.train_split=none.csv"]).data
     weights = ["w0", "w1", "w2"]
     assert class_names_for(named, 3, weights) == ["a", "b", "class_2"]
-    assert class_names_for(indexed, 3, weights) == weights                      # indices are not names
+    assert class_names_for(indexed, 3, weights) == weights  # indices are not names
     assert class_names_for(indexed, 3) == ["0", "1", "2"]
     assert class_names_for(nothing, 3, weights) == weights
     assert class_names_for(nothing, 2) == ["class_0", "class_1"]

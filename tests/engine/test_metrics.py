@@ -1,12 +1,18 @@
 """Metrics and multi-view aggregation against hand-computed cases and brute force."""
+
 import math
 
 import numpy as np
 import pytest
 import torch
 
-from videoattn.evaluation.metrics import (VideoAggregator, confusion_matrix, mean_class_accuracy, per_class_accuracy,
-                                      topk_correct)
+from videoattn.evaluation.metrics import (
+    VideoAggregator,
+    confusion_matrix,
+    mean_class_accuracy,
+    per_class_accuracy,
+    topk_correct,
+)
 
 
 def aggregate_views(logits, video_index, num_videos, method="softmax"):
@@ -21,9 +27,13 @@ def topk_accuracy(logits, labels, ks):
 
 
 def test_topk_hand_computed():
-    logits = torch.tensor([[0.1, 0.9, 0.0, 0.5],    # ranking 1, 3, 0, 2
-                           [3.0, 2.0, 1.0, 0.0],    # ranking 0, 1, 2, 3
-                           [0.0, 0.1, 0.2, 0.3]])   # ranking 3, 2, 1, 0
+    logits = torch.tensor(
+        [
+            [0.1, 0.9, 0.0, 0.5],  # ranking 1, 3, 0, 2
+            [3.0, 2.0, 1.0, 0.0],  # ranking 0, 1, 2, 3
+            [0.0, 0.1, 0.2, 0.3],
+        ]
+    )  # ranking 3, 2, 1, 0
     labels = torch.tensor([3, 0, 0])
     hits = topk_correct(logits, labels, (1, 2, 3, 4))
     assert hits[1].tolist() == [False, True, False]
@@ -44,10 +54,7 @@ def test_confusion_and_class_accuracy_hand_computed():
     labels = torch.tensor([0, 0, 1, 2, 2, 2])
     preds = torch.tensor([0, 1, 1, 2, 0, 2])
     conf = confusion_matrix(preds, labels, num_classes=4)
-    expected = [[1, 1, 0, 0],
-                [0, 1, 0, 0],
-                [1, 0, 2, 0],
-                [0, 0, 0, 0]]
+    expected = [[1, 1, 0, 0], [0, 1, 0, 0], [1, 0, 2, 0], [0, 0, 0, 0]]
     assert conf.tolist() == expected
     acc = per_class_accuracy(conf)
     assert acc[:3].tolist() == pytest.approx([0.5, 1.0, 2 / 3]) and math.isnan(acc[3])
@@ -101,11 +108,11 @@ def test_aggregation_methods_differ_on_a_known_case():
     logit sum disagree (hand-computed)."""
     logits = torch.tensor([[6.0, 0.0], [0.0, 2.0], [0.0, 2.0]])
     vidx = torch.zeros(3, dtype=torch.long)
-    p_right = 1 / (1 + math.exp(-2))                              # 0.881
+    p_right = 1 / (1 + math.exp(-2))  # 0.881
     soft = aggregate_views(logits, vidx, 1, "softmax")[0]
     assert soft[1].item() == pytest.approx((2 * p_right + 1 / (1 + math.exp(6))) / 3)
-    assert soft.argmax().item() == 1                              # 0.588 vs 0.412
-    assert aggregate_views(logits, vidx, 1, "sum")[0].tolist() == [6.0, 4.0]   # class 0 wins
+    assert soft.argmax().item() == 1  # 0.588 vs 0.412
+    assert aggregate_views(logits, vidx, 1, "sum")[0].tolist() == [6.0, 4.0]  # class 0 wins
     mx = aggregate_views(logits, vidx, 1, "max")[0]
     assert mx[0].item() == pytest.approx(1 / (1 + math.exp(-6)))  # class 0 wins
 

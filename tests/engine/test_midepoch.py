@@ -1,6 +1,7 @@
 """The parts of mid-epoch checkpoints, in-process: the sampler that starts a pass part-way, the
 naming / order / retention of mid-epoch files, where a resumed run continues, the one all-reduce
 that carries the loss check and the stop flags, and the interrupts with real signals."""
+
 import os
 import signal
 
@@ -12,8 +13,8 @@ from videoattn.engine import checkpoint as ck
 from videoattn.train.meter import Clock, Meter
 from videoattn.train.midepoch import Interrupts, capture_part, continue_epoch, resume_iteration
 from videoattn.utils.distributed import DistInfo
-from videoattn.utils.preemption import REQUEUE_EXIT_CODE, TERMINATED_EXIT_CODE
 from videoattn.utils.outputs import claim_outputs
+from videoattn.utils.preemption import REQUEUE_EXIT_CODE, TERMINATED_EXIT_CODE
 
 
 def test_sampler_skips_the_first_indices_of_the_same_permutation_for_one_pass():
@@ -43,8 +44,11 @@ def _touch(path):
 def test_mid_epoch_files_order_between_epoch_files_and_are_pruned_once_superseded(tmp_path):
     out = str(tmp_path)
     e1, e2 = ck.epoch_checkpoint_path(out, 1), ck.epoch_checkpoint_path(out, 2)
-    m2, m3a, m3b = (ck.mid_epoch_checkpoint_path(out, 2, 40), ck.mid_epoch_checkpoint_path(out, 3, 8),
-                    ck.mid_epoch_checkpoint_path(out, 3, 120))
+    m2, m3a, m3b = (
+        ck.mid_epoch_checkpoint_path(out, 2, 40),
+        ck.mid_epoch_checkpoint_path(out, 3, 8),
+        ck.mid_epoch_checkpoint_path(out, 3, 120),
+    )
     assert os.path.basename(m3a) == "checkpoint_epoch_00003_iter_000008.pyth"
     for p in (m3b, e1, m2, e2, m3a):
         _touch(p)
@@ -68,9 +72,9 @@ def test_resume_iteration_exact_or_by_clips_when_the_world_size_changed():
     info = DistInfo(1, 2, 1, torch.device("cpu"))
     assert resume_iteration(pos, info, 4, 2, 10, "ck") == (6, parts[1])
     assert resume_iteration(None, info, 4, 2, 10, "ck") == (0, None)
-    four = DistInfo(3, 4, 3, torch.device("cpu"))   # 48 clips done = 3 iterations of 4 x 4: floor to 2 updates
+    four = DistInfo(3, 4, 3, torch.device("cpu"))  # 48 clips done = 3 iterations of 4 x 4: floor to 2 updates
     assert resume_iteration(pos, four, 4, 2, 10, "ck") == (2, None)
-    end = {**pos, "iteration": 10}                  # the whole epoch done: its end, never past it
+    end = {**pos, "iteration": 10}  # the whole epoch done: its end, never past it
     assert resume_iteration(end, DistInfo(0, 1, 0, torch.device("cpu")), 4, 3, 9, "ck") == (9, None)
 
 
@@ -85,6 +89,7 @@ def test_one_all_reduce_carries_the_loss_check_and_the_flags():
 def test_partial_sums_clock_and_rng_come_back_where_the_epoch_stopped():
     sums, clock = Meter(torch.device("cpu")), Clock()
     sums.add(loss_sum=torch.tensor(3.0), correct=torch.tensor(1), clips=6, batches=3)
+
     class Loader:
         generator = torch.Generator().manual_seed(7)
 
@@ -107,24 +112,24 @@ def test_interrupts_with_real_signals_timer_and_exit_codes():
     before = signal.getsignal(signal.SIGUSR1)
     with Interrupts(0.0, info) as it:
         assert it.flags() == (0, 0) and it.decide(0, 0) == (False, False)
-        os.kill(os.getpid(), signal.SIGTERM)             # a real signal: only a flag is set
+        os.kill(os.getpid(), signal.SIGTERM)  # a real signal: only a flag is set
         level, _ = it.flags()
         assert it.decide(level, 0) == (True, True) and it.handler.exit_code == TERMINATED_EXIT_CODE
-        os.kill(os.getpid(), signal.SIGUSR1)             # the time-limit warning wins: requeue
+        os.kill(os.getpid(), signal.SIGUSR1)  # the time-limit warning wins: requeue
         assert it.stop_requested() and it.handler.exit_code == REQUEUE_EXIT_CODE
         raise it.stopped("in epoch 1 at iteration 2/6", "ck.pyth")
     assert it.exit_code == REQUEUE_EXIT_CODE and signal.getsignal(signal.SIGUSR1) == before
-    with Interrupts(0.0, info) as it:                    # SIGUSR2 (an old NCCL takes USR1): requeue too
+    with Interrupts(0.0, info) as it:  # SIGUSR2 (an old NCCL takes USR1): requeue too
         os.kill(os.getpid(), signal.SIGUSR2)
         assert it.stop_requested() and it.handler.exit_code == REQUEUE_EXIT_CODE
-    timed = Interrupts(1.0, info)                        # train.checkpoint_period_minutes=1
+    timed = Interrupts(1.0, info)  # train.checkpoint_period_minutes=1
     assert timed.flags() == (0, 0)
-    timed.last_save -= 61                                # a minute and a bit later
+    timed.last_save -= 61  # a minute and a bit later
     assert timed.flags() == (0, 1) and timed.decide(0, 1) == (False, True)
     timed.saved()
     assert timed.flags() == (0, 0)
     other = Interrupts(1.0, DistInfo(1, 2, 1, torch.device("cpu")))
     other.last_save -= 61
-    assert other.flags() == (0, 0)                       # rank 0's clock decides for all
+    assert other.flags() == (0, 0)  # rank 0's clock decides for all
     with pytest.raises(KeyError), Interrupts(0.0, info):
         raise KeyError("other errors pass")

@@ -7,6 +7,7 @@ float32's largest value, so a real video gives inf inputs and NaN logits, while 
 (all pixels 0) normalises to 0 and scores normally. The tools mark the non-finite videos, leave
 them out of the accuracy, write everything else and exit 1 with one line.
 """
+
 import csv
 import json
 import os
@@ -15,9 +16,9 @@ import shutil
 import numpy as np
 import pytest
 import torch
-
 from evalkit import make_random_checkpoint, run, write_config
 from pyslowfast_names import to_pyslowfast
+
 from videoattn.config import load_config
 from videoattn.datasets.synthetic import encode_video
 
@@ -61,16 +62,28 @@ def kit(setup):
     cfg = load_config(cfg_path)
     finite = make_random_checkpoint(cfg, str(tmp / "finite.pyth"))
     ckpt = torch.load(finite, weights_only=True)
-    nan = dict(ckpt, model_state={k: torch.full_like(v, float("nan")) if v.is_floating_point() else v
-                                  for k, v in ckpt["model_state"].items()})
+    nan = dict(
+        ckpt,
+        model_state={
+            k: torch.full_like(v, float("nan")) if v.is_floating_point() else v for k, v in ckpt["model_state"].items()
+        },
+    )
     torch.save(nan, str(tmp / "nan.pyth"))
     one_inf = dict(ckpt, model_state=dict(ckpt["model_state"]))
     one_inf["model_state"]["head.proj.bias"] = one_inf["model_state"]["head.proj.bias"].clone()
     one_inf["model_state"]["head.proj.bias"][0] = float("inf")
     torch.save(one_inf, str(tmp / "one_inf.pyth"))
-    return {"tmp": tmp, "cfg": cfg_path, "finite": finite, "nan": str(tmp / "nan.pyth"),
-            "one_inf": str(tmp / "one_inf.pyth"), "videos": str(tmp / "videos"), "good": good, "black": black,
-            "nan_state": nan["model_state"]}
+    return {
+        "tmp": tmp,
+        "cfg": cfg_path,
+        "finite": finite,
+        "nan": str(tmp / "nan.pyth"),
+        "one_inf": str(tmp / "one_inf.pyth"),
+        "videos": str(tmp / "videos"),
+        "good": good,
+        "black": black,
+        "nan_state": nan["model_state"],
+    }
 
 
 def _tool(kit, tool, ckpt, out, *extra):
@@ -92,15 +105,19 @@ def test_nan_weights_are_refused_at_load(kit, tool):
     assert f"{kit['nan']}: {n} of {len(kit['nan_state'])} weight tensors hold NaN or inf values (" in line, line
     first = sorted(k for k, v in kit["nan_state"].items() if v.is_floating_point())[0]
     assert first in line and f"and {n - 4} more" in line, line
-    assert not any(os.path.exists(os.path.join(out, *p)) for p in
-                   [("test", "metrics.json"), ("predictions.csv",), ("index.csv",), ("a.png",)])
+    assert not any(
+        os.path.exists(os.path.join(out, *p))
+        for p in [("test", "metrics.json"), ("predictions.csv",), ("index.csv",), ("a.png",)]
+    )
 
 
 @pytest.mark.slow
 def test_one_inf_weight_is_named(kit):
     line = _one_line(_tool(kit, "test_net", kit["one_inf"], str(kit["tmp"] / "one_inf")))
-    assert line.endswith(f"{kit['one_inf']}: 1 of {len(kit['nan_state'])} weight tensors hold NaN or inf values "
-                         "(head.proj.bias); refusing to use them"), line
+    assert line.endswith(
+        f"{kit['one_inf']}: 1 of {len(kit['nan_state'])} weight tensors hold NaN or inf values "
+        "(head.proj.bias); refusing to use them"
+    ), line
 
 
 @pytest.mark.slow
@@ -109,8 +126,19 @@ def test_convert_checkpoint_refuses_nan_weights(kit):
     source = str(kit["tmp"] / "pyslowfast_nan.pyth")
     torch.save({"epoch": 1, "model_state": to_pyslowfast(state)}, source)
     out = kit["tmp"] / "converted_nan.pyth"
-    proc = run(["tools/convert_checkpoint.py", "--source", "pyslowfast", "--input", source, "--config", kit["cfg"],
-                "--output", str(out)])
+    proc = run(
+        [
+            "tools/convert_checkpoint.py",
+            "--source",
+            "pyslowfast",
+            "--input",
+            source,
+            "--config",
+            kit["cfg"],
+            "--output",
+            str(out),
+        ]
+    )
     assert proc.returncode != 0 and "Traceback" not in proc.stderr, proc.stderr[-3000:]
     err = proc.stderr
     assert "weight tensors hold NaN or inf values" in err and "(head.projection.bias, " in err, err[-3000:]
@@ -130,9 +158,10 @@ def test_test_net_marks_non_finite_videos_and_exits_1(kit):
     with open(os.path.join(out, "test", "metrics.json")) as f:
         metrics = json.load(f)
     assert metrics["num_non_finite"] == 2 and metrics["num_non_finite_views"] == 12 and metrics["num_videos"] == 1
-    assert metrics["video_top1"] in (0.0, 1.0) and metrics["num_clips"] == 6           # the black video's views only
-    assert sorted(os.path.basename(v["path"]).split("_")[0] for v in metrics["non_finite"]) == \
-        sorted(os.path.basename(g).split("_")[0] for g in kit["good"])
+    assert metrics["video_top1"] in (0.0, 1.0) and metrics["num_clips"] == 6  # the black video's views only
+    assert sorted(os.path.basename(v["path"]).split("_")[0] for v in metrics["non_finite"]) == sorted(
+        os.path.basename(g).split("_")[0] for g in kit["good"]
+    )
 
 
 @pytest.mark.slow
@@ -144,8 +173,9 @@ def test_predict_marks_non_finite_videos_and_exits_1(kit):
     assert rows[BLACK_ID]["non_finite"] == "0" and rows[BLACK_ID]["pred1"] and "nan" not in rows[BLACK_ID]["score1"]
     others = [r for k, r in rows.items() if k != BLACK_ID]
     assert all(r["non_finite"] == "1" and r["pred1"] == "" and "NaN or inf logits" in r["error"] for r in others)
-    assert sorted(r["video"].split("_")[0] for r in _rows(os.path.join(out, "failed.csv"))) == \
-        sorted(r["video"].split("_")[0] for r in others)
+    assert sorted(r["video"].split("_")[0] for r in _rows(os.path.join(out, "failed.csv"))) == sorted(
+        r["video"].split("_")[0] for r in others
+    )
 
 
 @pytest.mark.slow

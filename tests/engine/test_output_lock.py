@@ -1,6 +1,8 @@
 """One run per output folder (videoattn/utils/lock.py): two real train_net runs (the second started
 while the first holds the folder), stale and foreign-host locks, torchrun (rank 0 locks, every rank
-reports), test_net's and extract_features' folders, and the lock's own races (takeover by several processes at once, pid reuse)."""
+reports), test_net's and extract_features' folders, and the lock's own races (takeover by several
+processes at once, pid reuse)."""
+
 import json
 import multiprocessing
 import os
@@ -12,15 +14,15 @@ import time
 
 import pytest
 import torch
-
 from ddp_worker import small_overrides
 from evalkit import run
+
 from videoattn.config import config_to_dict, load_config
 from videoattn.engine import checkpoint as ck
 from videoattn.engine.device import for_device
 from videoattn.utils.lock import LOCK_NAME, LockError, acquire, folder_lock, process_start, read_lock, release
 
-pytestmark = pytest.mark.slow   # real tool processes contending for folders
+pytestmark = pytest.mark.slow  # real tool processes contending for folders
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(os.path.dirname(HERE))
@@ -30,8 +32,14 @@ ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": REPO}
 
 def _train(root, out, *extra):
     overrides = small_overrides(root, out, "train.checkpoint_period=1", "train.keep_last=0", *extra)
-    proc = subprocess.Popen([sys.executable, os.path.join(REPO, "tools", "train_net.py"), "--config", CFG, *overrides],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV, cwd=REPO)
+    proc = subprocess.Popen(
+        [sys.executable, os.path.join(REPO, "tools", "train_net.py"), "--config", CFG, *overrides],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=ENV,
+        cwd=REPO,
+    )
     return proc, overrides
 
 
@@ -47,8 +55,14 @@ def _dead_pid():
 
 def _write_lock(folder, **fields):
     os.makedirs(folder, exist_ok=True)
-    record = {"host": socket.gethostname(), "pid": os.getpid(), "process_start": "", "started": "2020-01-01T00:00:00",
-              "command": "tools/train_net.py --config old.yaml", "token": "t0"}
+    record = {
+        "host": socket.gethostname(),
+        "pid": os.getpid(),
+        "process_start": "",
+        "started": "2020-01-01T00:00:00",
+        "command": "tools/train_net.py --config old.yaml",
+        "token": "t0",
+    }
     record.update(fields)
     with open(os.path.join(folder, LOCK_NAME), "w") as f:
         json.dump(record, f)
@@ -82,7 +96,7 @@ def test_two_train_runs_in_one_output_dir_one_wins(synthetic_root, tmp_path):
     winners = [r for r in results.values() if r[0].returncode == 0]
     losers = [r for r in results.values() if r[0].returncode != 0]
     assert len(winners) == 1 and len(losers) == 1, [(r[0].returncode, r[3][-2000:]) for r in results.values()]
-    (win, win_ov, win_out, _), (_, _, lose_out, lose_err) = winners[0], losers[0]
+    (win, win_ov, _, _), (_, _, lose_out, lose_err) = winners[0], losers[0]
     # The loser: one line naming the holder (host, pid, since when, command), nothing else.
     assert len(_lines(lose_err)) == 1, lose_err
     line = lose_err.strip()
@@ -90,7 +104,7 @@ def test_two_train_runs_in_one_output_dir_one_wins(synthetic_root, tmp_path):
     assert f"host {socket.gethostname()}, pid {win.pid}, since " in line and "train_net.py" in line
     assert "training on" not in lose_out
     # The winner's files are its own and whole.
-    cfg = for_device(load_config(CFG, win_ov), torch.device("cpu"))   # the config as the run saved it
+    cfg = for_device(load_config(CFG, win_ov), torch.device("cpu"))  # the config as the run saved it
     assert config_to_dict(load_config(os.path.join(out, "config.yaml"))) == config_to_dict(cfg)
     assert [e for e, _ in ck.list_epoch_checkpoints(out)] == list(range(1, epochs + 1))
     for _, path in ck.list_epoch_checkpoints(out):
@@ -101,12 +115,12 @@ def test_two_train_runs_in_one_output_dir_one_wins(synthetic_root, tmp_path):
     assert steps == sorted(steps) and len(steps) == len(set(steps))
     log = open(os.path.join(out, "train.log")).read()
     assert log.count("training on") == 1 and log.count(f"epoch {epochs}: train loss") == 1
-    assert not os.path.exists(os.path.join(out, LOCK_NAME))          # released at the end
+    assert not os.path.exists(os.path.join(out, LOCK_NAME))  # released at the end
 
 
 def test_stale_lock_on_this_host_is_taken_over(synthetic_root, tmp_path):
     out = str(tmp_path / "out")
-    _write_lock(out, pid=_dead_pid())                                  # a run killed with SIGKILL
+    _write_lock(out, pid=_dead_pid())  # a run killed with SIGKILL
     proc, _ = _train(synthetic_root, out, "solver.max_epoch=1")
     stdout, stderr = proc.communicate(timeout=300)
     assert proc.returncode == 0, stderr[-3000:]
@@ -130,13 +144,21 @@ def test_torchrun_rank0_locks_and_every_rank_reports(synthetic_root, tmp_path):
     out = str(tmp_path / "out")
     os.makedirs(out)
     with folder_lock(out):
-        cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-               os.path.join(REPO, "tools", "train_net.py"), "--config", CFG,
-               *small_overrides(synthetic_root, out, "solver.max_epoch=1")]
+        cmd = [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nproc_per_node=2",
+            os.path.join(REPO, "tools", "train_net.py"),
+            "--config",
+            CFG,
+            *small_overrides(synthetic_root, out, "solver.max_epoch=1"),
+        ]
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=ENV, cwd=REPO)
     assert proc.returncode != 0
     errors = [line for line in proc.stderr.splitlines() if line.startswith("error: ")]
-    assert len(errors) == 2 and errors[0] == errors[1], proc.stderr[-3000:]   # the same line on both ranks
+    assert len(errors) == 2 and errors[0] == errors[1], proc.stderr[-3000:]  # the same line on both ranks
     assert f"is in use by another run (host {socket.gethostname()}, pid {os.getpid()}" in errors[0]
     assert "Traceback" not in proc.stdout and sorted(os.listdir(out)) == []
 
@@ -145,24 +167,36 @@ def test_test_net_and_extract_features_lock_their_folders(setup):
     s = setup
     out, feats = str(s["tmp"] / "out"), str(s["tmp"] / "features")
     test_args = ["tools/test_net.py", "--config", s["cfg"], "--checkpoint", s["ckpt"], f"output_dir={out}"]
-    extract_args = ["tools/extract_features.py", "--config", s["cfg"], "--checkpoint", s["ckpt"],
-                    "--input", os.path.join(s["data"]["root"], "val.csv"), "--output", feats]
+    extract_args = [
+        "tools/extract_features.py",
+        "--config",
+        s["cfg"],
+        "--checkpoint",
+        s["ckpt"],
+        "--input",
+        os.path.join(s["data"]["root"], "val.csv"),
+        "--output",
+        feats,
+    ]
     for args, folder in ((test_args, os.path.join(out, "test")), (extract_args, feats)):
         os.makedirs(folder)
         with folder_lock(folder):
             proc = run(args)
         assert proc.returncode == 1 and len(_lines(proc.stderr)) == 1, proc.stderr[-3000:]
-        assert proc.stderr.startswith(f"error: output folder {folder} is in use by another run (host "
-                                      f"{socket.gethostname()}, pid {os.getpid()}, since ")
-        assert os.listdir(folder) == []                                 # nothing written
+        assert proc.stderr.startswith(
+            f"error: output folder {folder} is in use by another run (host "
+            f"{socket.gethostname()}, pid {os.getpid()}, since "
+        )
+        assert os.listdir(folder) == []  # nothing written
     assert os.listdir(out) == ["test"]
-    proc = run(test_args)                                               # free again: the tool runs
+    proc = run(test_args)  # free again: the tool runs
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert os.path.exists(os.path.join(out, "test", "metrics.json"))
     assert not os.path.exists(os.path.join(out, "test", LOCK_NAME))
 
 
 # --- the lock itself -----------------------------------------------------------------------------
+
 
 def test_pid_reused_by_another_process_counts_as_gone(tmp_path):
     folder = str(tmp_path)
@@ -192,12 +226,12 @@ def test_lock_from_another_pid_namespace_is_never_taken_over(tmp_path):
 def test_unreadable_lock_is_refused_and_release_keeps_a_foreign_lock(tmp_path):
     folder = str(tmp_path / "a")
     os.makedirs(folder)
-    open(os.path.join(folder, LOCK_NAME), "w").close()                 # empty: cannot tell who holds it
+    open(os.path.join(folder, LOCK_NAME), "w").close()  # empty: cannot tell who holds it
     with pytest.raises(LockError, match="unreadable lock file .* delete "):
         acquire(folder)
     os.remove(os.path.join(folder, LOCK_NAME))
     mine = acquire(folder)
-    other = _write_lock(folder, token="someone-else")                  # replaced behind our back
+    other = _write_lock(folder, token="someone-else")  # replaced behind our back
     release(folder, mine)
     assert read_lock(os.path.join(folder, LOCK_NAME)) == other
 
@@ -207,7 +241,7 @@ def _contend(folder, start_at, results, all_tried):
     try:
         record = acquire(folder)
         results.put(("won", record["pid"]))
-        all_tried.wait(60)                                              # hold it until every process has tried
+        all_tried.wait(60)  # hold it until every process has tried
     except LockError as e:
         results.put(("lost", str(e)))
 
@@ -237,7 +271,7 @@ def test_a_requeued_slurm_job_takes_over_the_lock_of_its_earlier_run(tmp_path, m
     job, or the same run, is still refused."""
     folder, path = str(tmp_path), os.path.join(str(tmp_path), LOCK_NAME)
     earlier = dict(host="gpu-node-17", pid=4242, slurm_job_id="981", slurm_restart_count=0)
-    for job, restarts in (("982", "1"), ("981", "0"), ("", "1")):   # another job; not requeued; no job
+    for job, restarts in (("982", "1"), ("981", "0"), ("", "1")):  # another job; not requeued; no job
         record = _write_lock(folder, **earlier)
         monkeypatch.setenv("SLURM_JOB_ID", job)
         monkeypatch.setenv("SLURM_RESTART_COUNT", restarts)
@@ -253,8 +287,9 @@ def test_a_requeued_slurm_job_takes_over_the_lock_of_its_earlier_run(tmp_path, m
     assert "took over the stale lock" in caplog.text and "earlier run of SLURM job 981 (requeued)" in caplog.text
     release(folder, mine)
     # On this host, a live holder of the same job is never taken over (pid and start time checked).
-    record = _write_lock(folder, pid=os.getpid(), process_start=process_start(os.getpid()), slurm_job_id="981",
-                         slurm_restart_count=0)
+    record = _write_lock(
+        folder, pid=os.getpid(), process_start=process_start(os.getpid()), slurm_job_id="981", slurm_restart_count=0
+    )
     with pytest.raises(LockError, match="in use by another run"):
         acquire(folder)
     assert read_lock(path) == record

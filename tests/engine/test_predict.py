@@ -2,6 +2,7 @@
 views, videos), a timeline of a long video checked against windows scored by hand, a rendered
 video with the input's frame count and fps, a folder mixing good and broken videos, locked and
 claimed output folders."""
+
 import csv
 import json
 import os
@@ -11,15 +12,15 @@ import socket
 import numpy as np
 import pytest
 import torch
-
-from evalkit import (BROKEN_ID, MISSING_ID, check, run, window_views)
-from videoattn.config import load_config
-from videoattn.apps.predict import PredictError, VideoResult, claim_output, format_table, render_result
-from videoattn.apps.timeline import window_topk
-from videoattn.utils.lock import folder_lock
+from evalkit import BROKEN_ID, MISSING_ID, check, run, window_views
 from videokit import cut_file, make_long_video
 
-LONG_LABELS = [0, 3, 4, 7]   # four synthetic actions one after the other
+from videoattn.apps.predict import PredictError, VideoResult, claim_output, format_table, render_result
+from videoattn.apps.timeline import window_topk
+from videoattn.config import load_config
+from videoattn.utils.lock import folder_lock
+
+LONG_LABELS = [0, 3, 4, 7]  # four synthetic actions one after the other
 
 
 def _rows(path):
@@ -37,8 +38,20 @@ def setup(setup):
 
 
 def _predict(setup, source, out, *extra, ckpt=None):
-    return run(["tools/predict.py", "--config", setup["cfg"], "--checkpoint", ckpt or setup["ckpt"],
-                "--input", source, "--output", out, *extra])
+    return run(
+        [
+            "tools/predict.py",
+            "--config",
+            setup["cfg"],
+            "--checkpoint",
+            ckpt or setup["ckpt"],
+            "--input",
+            source,
+            "--output",
+            out,
+            *extra,
+        ]
+    )
 
 
 # -------------------------------------------------------------------------- agreement with test_net
@@ -50,14 +63,14 @@ def test_predict_agrees_with_test_net(setup):
     proc = check(_predict(setup, os.path.join(setup["data"]["root"], "val.csv"), out))  # labels are not read
     reference = {r["video"]: r for r in _rows(os.path.join(test_out, "test", "predictions.csv"))}
     mine = {r["path"]: r for r in _rows(os.path.join(out, "predictions.csv"))}
-    assert set(mine) == set(reference) and len(mine) == 6          # 5 good + the broken one
+    assert set(mine) == set(reference) and len(mine) == 6  # 5 good + the broken one
     for path, ref in reference.items():
         if path == setup["data"]["broken"]:
             assert mine[path]["error"] and mine[path]["pred1"] == "" and ref["pred1"] == ""
             continue
         assert [mine[path][f"pred{i}"] for i in range(1, 6)] == [ref[f"pred{i}"] for i in range(1, 6)]
         assert [mine[path][f"score{i}"] for i in range(1, 6)] == [ref[f"score{i}"] for i in range(1, 6)]
-        assert mine[path]["num_views"] == "6"                       # 2 clips x 3 crops, as test_net
+        assert mine[path]["num_views"] == "6"  # 2 clips x 3 crops, as test_net
     # independently of both: the mean softmax of test_net's saved per-view logits
     saved = np.load(os.path.join(test_out, "test", "view_logits.npz"))
     names = [n for n in open(setup["data"]["classes"]).read().splitlines() if n]
@@ -68,8 +81,9 @@ def test_predict_agrees_with_test_net(setup):
         probs = torch.from_numpy(logits).double().softmax(dim=1).mean(dim=0)
         top = probs.topk(5)
         assert [mine[str(path)][f"pred{i + 1}"] for i in range(5)] == [names[i] for i in top.indices.tolist()]
-        np.testing.assert_allclose([float(mine[str(path)][f"score{i + 1}"]) for i in range(5)], top.values.numpy(),
-                                   rtol=1e-5)
+        np.testing.assert_allclose(
+            [float(mine[str(path)][f"score{i + 1}"]) for i in range(5)], top.values.numpy(), rtol=1e-5
+        )
     failed = {r["path"]: r["reason"] for r in _rows(os.path.join(out, "failed.csv"))}
     assert failed[setup["data"]["broken"]] and any(MISSING_ID in p for p in failed) and len(failed) == 2
     assert f"{BROKEN_ID}_000000_000010" in proc.stdout and "FAILED" in proc.stdout
@@ -95,8 +109,9 @@ def test_timeline_windows_equal_windows_scored_by_hand(long_run, setup):
     cfg = load_config(setup["cfg"])
     rows = [r for r in _rows(os.path.join(out, "timeline.csv")) if r["video"] == "long"]
     reader = open_video(setup["long"])
-    layout = window_layout(Protocol.from_data(cfg.data), ClipSpec.from_data(cfg.data, 1, 1), reader.num_frames, reader.fps,
-                           0.4)
+    layout = window_layout(
+        Protocol.from_data(cfg.data), ClipSpec.from_data(cfg.data, 1, 1), reader.num_frames, reader.fps, 0.4
+    )
     assert reader.num_frames == 160 and len(layout.starts) > 10
     assert sorted({float(r["start_s"]) for r in rows}) == pytest.approx(layout.starts)
     assert all(1 <= int(r["rank"]) <= 3 for r in rows) and len(rows) == 3 * len(layout.starts)
@@ -134,8 +149,8 @@ def test_rendered_video_has_the_input_frame_count_and_fps(long_run, setup):
     with av.open(os.path.join(out, "long.mp4")) as c:
         assert c.streams.video[0].codec_context.name == "h264"
     a, b = src[100].asnumpy().astype(int), rendered[100].asnumpy().astype(int)
-    assert np.abs(a[-20:, -40:] - b[-20:, -40:]).mean() < 6          # the picture is kept
-    assert np.abs(a[:12, :40] - b[:12, :40]).mean() > 20              # the labels are drawn top left
+    assert np.abs(a[-20:, -40:] - b[-20:, -40:]).mean() < 6  # the picture is kept
+    assert np.abs(a[:12, :40] - b[:12, :40]).mean() > 20  # the labels are drawn top left
     assert Image.open(os.path.join(out, "long_timeline.png")).size == (1200, 200)
 
 
@@ -176,8 +191,9 @@ def test_locked_output_and_output_inside_input_are_one_line_errors(setup):
     out.mkdir()
     with folder_lock(str(out)):
         proc = _predict(setup, setup["data"]["good"][0], str(out))
-    assert proc.returncode == 1 and proc.stderr.startswith(f"error: output folder {out} is in use by another run "
-                                                           f"(host {socket.gethostname()}")
+    assert proc.returncode == 1 and proc.stderr.startswith(
+        f"error: output folder {out} is in use by another run (host {socket.gethostname()}"
+    )
     assert len(proc.stderr.strip().splitlines()) == 1 and os.listdir(out) == []
     folder = os.path.dirname(setup["data"]["good"][0])
     proc = _predict(setup, folder, os.path.join(folder, "predictions"))
@@ -187,7 +203,7 @@ def test_locked_output_and_output_inside_input_are_one_line_errors(setup):
 # ------------------------------------------------------------------------------------- unit tests
 def test_claim_output_refuses_another_runs_folder(tmp_path):
     run_a = claim_output(str(tmp_path), "ckpt_a.pyth", ["/v/a.mp4"])
-    assert claim_output(str(tmp_path), "ckpt_a.pyth", ["/v/a.mp4"]) == run_a   # the same run again: fine
+    assert claim_output(str(tmp_path), "ckpt_a.pyth", ["/v/a.mp4"]) == run_a  # the same run again: fine
     for weights, inputs in (("ckpt_b.pyth", ["/v/a.mp4"]), ("ckpt_a.pyth", ["/v/a.mp4", "/v/b.mp4"])):
         with pytest.raises(PredictError, match="holds predictions of another run .*ckpt_a.pyth.*not overwritten"):
             claim_output(str(tmp_path), weights, inputs)
@@ -199,20 +215,27 @@ def test_short_video_is_rendered_with_its_video_level_top3(setup, tmp_path):
 
     path = setup["data"]["good"][0]
     n = len(decord.VideoReader(path))
-    r = VideoResult(video="v", path=path, top=[(2, "c", 0.5), (0, "a", 0.3), (1, "b", 0.2)], duration_s=0.1,
-                    window_s=2.0)
+    r = VideoResult(
+        video="v", path=path, top=[(2, "c", 0.5), (0, "a", 0.3), (1, "b", 0.2)], duration_s=0.1, window_s=2.0
+    )
     render_result(str(tmp_path), r)
     assert r.notes == [] and len(decord.VideoReader(str(tmp_path / "v.mp4"))) == n
     assert os.path.isfile(tmp_path / "v_timeline.png")
-    unread = VideoResult(video="u", path=path, top=r.top)                 # no window pass: a note, no file
+    unread = VideoResult(video="u", path=path, top=r.top)  # no window pass: a note, no file
     render_result(str(tmp_path), unread)
     assert unread.notes and not os.path.exists(tmp_path / "u.mp4")
 
 
 def test_format_table_lists_predictions_failures_and_segments():
     windows = window_topk(np.array([[0.9, 0.1], [0.2, 0.8]]), [0.0, 1.0], [1.0, 2.0], ["a", "b"], k=2)
-    ok = VideoResult(video="long", path="/x/long.mp4", top=[(0, "a", 0.55), (1, "b", 0.45)], duration_s=2.0,
-                     window_s=1.0, windows=windows)
+    ok = VideoResult(
+        video="long",
+        path="/x/long.mp4",
+        top=[(0, "a", 0.55), (1, "b", 0.45)],
+        duration_s=2.0,
+        window_s=1.0,
+        windows=windows,
+    )
     bad = VideoResult(video="bad", path="/x/bad.mp4", error="empty file")
     lines = format_table([ok, bad], ["/x/gone.mp4"], k=2).splitlines()
     assert lines[1].split() == ["long", "a", "0.55", "b", "0.45"]

@@ -1,10 +1,10 @@
 """tools/predict.py --render on a phone video (issue 19, finding 7): the display rotation is applied,
 so the rendered video is upright, as players and decord (the reader the model sees) show it."""
+
 import os
 
 import numpy as np
 import pytest
-
 from evalkit import check, run
 from videokit import rotated_video
 
@@ -21,8 +21,22 @@ def test_render_of_a_rotated_video_is_upright(setup):
     shown = decord.VideoReader(src)[0].asnumpy()
     assert shown.shape == (160, 96, 3)  # stored 160x96 with a -90 degree display matrix
     out = str(setup["tmp"] / "phone_out")
-    check(run(["tools/predict.py", "--config", setup["cfg"], "--checkpoint", setup["ckpt"], "--input", str(folder),
-               "--output", out, "--render"]))
+    check(
+        run(
+            [
+                "tools/predict.py",
+                "--config",
+                setup["cfg"],
+                "--checkpoint",
+                setup["ckpt"],
+                "--input",
+                str(folder),
+                "--output",
+                out,
+                "--render",
+            ]
+        )
+    )
     rendered = os.path.join(out, "clip.mp4")
     got = decord.VideoReader(rendered)[0].asnumpy()
     assert got.shape == shown.shape

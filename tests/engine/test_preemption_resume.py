@@ -5,15 +5,16 @@ boundaries); every rank stops at the next boundary, writes a mid-epoch checkpoin
 (SIGUSR1: requeue) or 143 (SIGTERM); each re-run resumes at that iteration, and the end is
 bit-identical to an uninterrupted run. Also a signal during validation and during a checkpoint
 write (single process), with time-based mid-epoch checkpoints."""
+
 import glob
 import os
 import re
 
 import pytest
 import torch
-
 from ddp_worker import small_overrides
 from slurmkit import srun
+
 from videoattn.engine import checkpoint as ck
 from videoattn.utils.lock import LOCK_NAME
 
@@ -28,10 +29,22 @@ EPOCHS = 3
 def _overrides(root, out, *extra):
     # 24 videos, global batch 4 (2 per rank), 2 batches per update: 6 iterations, 3 updates per epoch.
     # Warm-up + cosine, validation with precise BN every epoch, dropout: all of it must resume exactly.
-    return small_overrides(root, out, f"solver.max_epoch={EPOCHS}", "train.batch_size=4", "train.accumulation_steps=2",
-                           "solver.lr_policy=cosine", "solver.warmup_epochs=1", "solver.warmup_start_lr=0.005",
-                           "train.eval_period=1", "train.checkpoint_period=1", "train.keep_last=0", "model.dropout=0.3",
-                           "data.random_flip=true", *extra)
+    return small_overrides(
+        root,
+        out,
+        f"solver.max_epoch={EPOCHS}",
+        "train.batch_size=4",
+        "train.accumulation_steps=2",
+        "solver.lr_policy=cosine",
+        "solver.warmup_epochs=1",
+        "solver.warmup_start_lr=0.005",
+        "train.eval_period=1",
+        "train.checkpoint_period=1",
+        "train.keep_last=0",
+        "model.dropout=0.3",
+        "data.random_flip=true",
+        *extra,
+    )
 
 
 def _train(root, out, fault=(), ntasks=2, extra=()):
@@ -71,8 +84,10 @@ def test_two_ranks_stopped_by_real_signals_mid_epoch_resume_bit_identical(synthe
     assert [rc for rc, _, _ in results] == [75, 75], results[0][2][-3000:] + results[1][2][-3000:]
     log0 = results[0][1]
     first = ck.mid_epoch_checkpoint_path(out, 2, 4)
-    assert f"stopped in epoch 2 at iteration 4/6 (a signal on another rank); saved {first}; exit status 75 " \
-           f"(requeue)" in log0
+    assert (
+        f"stopped in epoch 2 at iteration 4/6 (a signal on another rank); saved {first}; exit status 75 "
+        f"(requeue)" in log0
+    )
     assert _mid_epoch_files(out) == ["checkpoint_epoch_00002_iter_000004.pyth"]
     assert [e for e, _ in ck.list_epoch_checkpoints(out)] == [1]
     saved = ck.load_checkpoint(first)
@@ -105,8 +120,11 @@ def test_two_ranks_stopped_by_real_signals_mid_epoch_resume_bit_identical(synthe
         a, b = (ck.load_checkpoint(ck.epoch_checkpoint_path(d, epoch)) for d in (ref_out, out))
         _same_state(a, b)
         # The epoch's summary adds the sums saved at the stop to the ones after it: the same numbers.
-        assert a["metrics"] == {**b["metrics"], "clips_per_s": a["metrics"]["clips_per_s"],
-                                "data_wait_frac": a["metrics"]["data_wait_frac"]}
+        assert a["metrics"] == {
+            **b["metrics"],
+            "clips_per_s": a["metrics"]["clips_per_s"],
+            "data_wait_frac": a["metrics"]["data_wait_frac"],
+        }
         assert a["metrics"]["clips"] == 24
     first_ref = ck.load_checkpoint(ck.epoch_checkpoint_path(ref_out, 1))["model_state"]
     assert any(not torch.equal(first_ref[k], v) for k, v in a["model_state"].items())  # it did train
@@ -121,18 +139,19 @@ def test_signals_during_validation_and_during_a_checkpoint_write(synthetic_root,
     (epoch 3, iteration 2), exit 75. The last run finishes equal to an uninterrupted one."""
     ref_out, out = str(tmp_path / "reference"), str(tmp_path / "faults")
     extra = ("train.checkpoint_period=2", "train.checkpoint_period_minutes=0.0001")
-    (rc, log, err), = _train(synthetic_root, ref_out, (), 1, extra)
+    ((rc, log, err),) = _train(synthetic_root, ref_out, (), 1, extra)
     assert rc == 0, err[-3000:]
     assert "checkpoint_epoch_00001_iter_000002.pyth" in log and _mid_epoch_files(ref_out) == []  # pruned
 
-    (rc, log, err), = _train(synthetic_root, out, ("signal_in_eval", "0", "TERM"), 1, extra)
+    ((rc, log, err),) = _train(synthetic_root, out, ("signal_in_eval", "0", "TERM"), 1, extra)
     assert rc == 143, err[-3000:]
     assert f"stopped after epoch 1 (signal SIGTERM on this rank); saved {ck.epoch_checkpoint_path(out, 1)}" in log
     assert "val top1" in log and [e for e, _ in ck.list_epoch_checkpoints(out)] == [1]
     _clean(out)
 
-    (rc, log, err), = _train(synthetic_root, out, ("signal_in_write", "checkpoint_epoch_00002.pyth", "USR1"), 1,
-                             extra)
+    ((rc, log, err),) = _train(
+        synthetic_root, out, ("signal_in_write", "checkpoint_epoch_00002.pyth", "USR1"), 1, extra
+    )
     assert rc == 75, err[-3000:]
     written = ck.epoch_checkpoint_path(out, 2)
     assert "stopped in epoch 3 at iteration 2/6 (signal SIGUSR1 on this rank)" in log
@@ -140,10 +159,9 @@ def test_signals_during_validation_and_during_a_checkpoint_write(synthetic_root,
     assert _mid_epoch_files(out) == ["checkpoint_epoch_00003_iter_000002.pyth"]  # epoch 2's are superseded
     _clean(out)
 
-    (rc, log, err), = _train(synthetic_root, out, (), 1, extra)
+    ((rc, log, err),) = _train(synthetic_root, out, (), 1, extra)
     assert rc == 0, err[-3000:]
     assert f"resumed from {ck.mid_epoch_checkpoint_path(out, 3, 2)}" in log
     _same_state(*(ck.load_checkpoint(ck.epoch_checkpoint_path(d, EPOCHS)) for d in (ref_out, out)))
     assert _mid_epoch_files(out) == []
     _clean(out)
-

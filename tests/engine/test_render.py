@@ -1,5 +1,6 @@
 """Rendering predictions: the labelled video (PyAV in, H.264 out) decodes with decord with the
 input's frame count and fps and differs from it only in the label box; the timeline strip PNG."""
+
 import os
 
 import av  # noqa: F401  (before decord: their bundled FFmpeg libraries clash otherwise)
@@ -8,9 +9,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from videoattn.datasets.synthetic import encode_video, render_video as synthetic_frames
 from videoattn.apps.render import label_colours, render_timeline, render_video
 from videoattn.apps.timeline import segments, window_topk
+from videoattn.datasets.synthetic import encode_video
+from videoattn.datasets.synthetic import render_video as synthetic_frames
 
 NAMES = ["moving right", "moving left", "growing", "shrinking", "fading in", "fading out"]
 
@@ -21,8 +23,9 @@ def _windows(tops, length=1.0):
     for i, t in enumerate(tops):
         scores[i, t] = 0.9 - 0.1 * i
         scores[i, (t + 2) % len(NAMES)] = 0.05 + 0.01 * i
-    return window_topk(scores, [i * length for i in range(len(tops))],
-                       [(i + 1) * length for i in range(len(tops))], NAMES, k=5)
+    return window_topk(
+        scores, [i * length for i in range(len(tops))], [(i + 1) * length for i in range(len(tops))], NAMES, k=5
+    )
 
 
 def _decode(path):

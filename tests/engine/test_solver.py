@@ -1,4 +1,5 @@
 """LR schedule values and optimiser parameter groups (videoattn/train/solver.py)."""
+
 import math
 
 import pytest
@@ -59,13 +60,12 @@ def test_linear_warmup_values_per_iteration():
     at_end = 0.4 * (1 + math.cos(math.pi * 2 / 10)) / 2
     lrs = _run_schedule(cfg, updates_per_epoch=4, n=12)
     assert lrs[0] == pytest.approx(0.04)
-    assert lrs[1] == pytest.approx(0.04 + (at_end - 0.04) * 0.25 / 2)   # epoch 0.25
-    assert lrs[4] == pytest.approx(0.04 + (at_end - 0.04) * 1.0 / 2)    # epoch 1.0
-    assert lrs[8] == pytest.approx(at_end)                              # epoch 2: warm-up over
+    assert lrs[1] == pytest.approx(0.04 + (at_end - 0.04) * 0.25 / 2)  # epoch 0.25
+    assert lrs[4] == pytest.approx(0.04 + (at_end - 0.04) * 1.0 / 2)  # epoch 1.0
+    assert lrs[8] == pytest.approx(at_end)  # epoch 2: warm-up over
     assert lrs[11] == pytest.approx(0.4 * (1 + math.cos(math.pi * 2.75 / 10)) / 2)
-    assert all(a < b for a, b in zip(lrs[:8], lrs[1:9]))                # rises during warm-up
-    steps = _cfg("solver.lr_policy=steps", "solver.steps=[1]", "solver.warmup_epochs=2",
-                 "solver.warmup_start_lr=0.0")
+    assert all(a < b for a, b in zip(lrs[:8], lrs[1:9]))  # rises during warm-up
+    steps = _cfg("solver.lr_policy=steps", "solver.steps=[1]", "solver.warmup_epochs=2", "solver.warmup_start_lr=0.0")
     assert lr_at_epoch(steps.solver, 1.0) == pytest.approx(0.04 * 0.5)  # towards 0.4*0.1 at epoch 2
 
 
@@ -91,7 +91,7 @@ def test_scheduler_state_round_trip_continues_the_schedule():
 
 def test_unknown_policy_is_an_error():
     cfg = _cfg()
-    cfg.solver.lr_policy = "linear"     # set after load_config, which rejects it already
+    cfg.solver.lr_policy = "linear"  # set after load_config, which rejects it already
     with pytest.raises(ValueError, match="lr_policy"):
         build_scheduler(build_optimizer(nn.Linear(2, 2), cfg.solver), cfg.solver, 3)
 
@@ -100,8 +100,12 @@ def test_unknown_policy_is_an_error():
 def test_weight_decay_groups(exclude):
     model = nn.Sequential(nn.Conv3d(3, 4, 3, bias=True), nn.BatchNorm3d(4), nn.Flatten(), nn.LazyLinear(2))
     model(torch.randn(2, 3, 3, 4, 4))
-    cfg = _cfg("solver.weight_decay=0.5", f"solver.zero_wd_1d_param={str(exclude).lower()}",
-               "solver.momentum=0.0", "solver.base_lr=0.1")
+    cfg = _cfg(
+        "solver.weight_decay=0.5",
+        f"solver.zero_wd_1d_param={str(exclude).lower()}",
+        "solver.momentum=0.0",
+        "solver.base_lr=0.1",
+    )
     opt = build_optimizer(model, cfg.solver)
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
     for p in model.parameters():

@@ -1,5 +1,6 @@
 """tools/submit.py: submitit's local executor runs the real training (2 tasks, gloo) and the
 requeue hand-over; the sbatch script submitit would write; one-line usage errors."""
+
 import glob
 import json
 import os
@@ -8,8 +9,8 @@ import sys
 
 import pytest
 import torch
-
 from ddp_worker import small_overrides
+
 from videoattn.engine import checkpoint as ck
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -24,13 +25,27 @@ def job_env() -> dict:
 
 
 def run(cmd, timeout=420):
-    return subprocess.run([sys.executable, *cmd], capture_output=True, text=True, timeout=timeout, env=job_env(),
-                          cwd=REPO)
+    return subprocess.run(
+        [sys.executable, *cmd], capture_output=True, text=True, timeout=timeout, env=job_env(), cwd=REPO
+    )
 
 
 def submit_local(*overrides):
-    return run([os.path.join(REPO, "tools", "submit.py"), "--config", CONFIG, "--local", "--gpus-per-node", "0",
-                "--tasks-per-node", "2", "--time", "20", *overrides])
+    return run(
+        [
+            os.path.join(REPO, "tools", "submit.py"),
+            "--config",
+            CONFIG,
+            "--local",
+            "--gpus-per-node",
+            "0",
+            "--tasks-per-node",
+            "2",
+            "--time",
+            "20",
+            *overrides,
+        ]
+    )
 
 
 def job_id_of(proc) -> str:
@@ -106,31 +121,80 @@ sb = {{eq.get(k, k): v for k, v in params.items() if not k.startswith("slurm_")}
 sb.update({{k[len("slurm_"):]: v for k, v in params.items() if k.startswith("slurm_")}})
 print(_make_sbatch_string(command="python -m submitit.core._submit F", folder={str(tmp_path)!r}, **sb))
 """
-    proc = run(["-c", code, "--config", CONFIG, "--nodes", "2", "--gpus-per-node", "4", "--partition", "gpu",
-                "--time", "4320", "--account", "acc", "--qos", "high", "--mem", "480G", "--cpus-per-task", "10",
-                "--constraint", "volta32gb", "--comment", "ddl 5/1"], timeout=120)
+    proc = run(
+        [
+            "-c",
+            code,
+            "--config",
+            CONFIG,
+            "--nodes",
+            "2",
+            "--gpus-per-node",
+            "4",
+            "--partition",
+            "gpu",
+            "--time",
+            "4320",
+            "--account",
+            "acc",
+            "--qos",
+            "high",
+            "--mem",
+            "480G",
+            "--cpus-per-task",
+            "10",
+            "--constraint",
+            "volta32gb",
+            "--comment",
+            "ddl 5/1",
+        ],
+        timeout=120,
+    )
     assert proc.returncode == 0, proc.stderr
     lines = set(proc.stdout.splitlines())
-    expected = ["#SBATCH --signal=USR1@120", "#SBATCH --requeue", "#SBATCH --nodes=2", "#SBATCH --ntasks-per-node=4",
-                "#SBATCH --gpus-per-node=4", "#SBATCH --partition=gpu", "#SBATCH --time=4320",
-                "#SBATCH --account=acc", "#SBATCH --qos=high", "#SBATCH --mem=480G", "#SBATCH --cpus-per-task=10",
-                "#SBATCH --constraint=volta32gb", "#SBATCH --comment='ddl 5/1'", "#SBATCH --job-name=I3D_NL_CBAM_R18",
-                "export SUBMITIT_PREEMPT_SIGNAL=USR1"]
+    expected = [
+        "#SBATCH --signal=USR1@120",
+        "#SBATCH --requeue",
+        "#SBATCH --nodes=2",
+        "#SBATCH --ntasks-per-node=4",
+        "#SBATCH --gpus-per-node=4",
+        "#SBATCH --partition=gpu",
+        "#SBATCH --time=4320",
+        "#SBATCH --account=acc",
+        "#SBATCH --qos=high",
+        "#SBATCH --mem=480G",
+        "#SBATCH --cpus-per-task=10",
+        "#SBATCH --constraint=volta32gb",
+        "#SBATCH --comment='ddl 5/1'",
+        "#SBATCH --job-name=I3D_NL_CBAM_R18",
+        "export SUBMITIT_PREEMPT_SIGNAL=USR1",
+    ]
     assert [e for e in expected if e not in lines] == []
 
 
-@pytest.mark.parametrize("args,message", [
-    (["--time", "60"], "error: --partition is required (or --local to run here)"),
-    (["--time", "60", "--local", "--nodes", "2"], "error: --local runs on this machine: use --nodes 1"),
-    (["--time", "60", "--local", "--gpus-per-node", "2", "--tasks-per-node", "3"],
-     "error: --tasks-per-node=3 must equal --gpus-per-node=2 (one task per GPU)"),
-    (["--time", "1", "--local"], "error: --signal-delay=120s must be shorter than --time=1 min"),
-    (["--time", "60", "--local", "--nodes", "0"], "error: --nodes=0 must be >= 1"),
-    (["--time", "60", "--partition", "p", "--mem", "lots"], "error: --mem='lots': use sbatch's syntax, e.g. 480G, 64000M or 0"),
-    (["--time", "60", "--local", "--gpus-per-node", "0", "--tasks-per-node", "3"],
-     "error: train.batch_size=16 is the global batch and must be a positive multiple of the number of processes (3)"),
-    (["--time", "60", "--local", "solver.no_such_key=1"], "config error:"),
-])
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (["--time", "60"], "error: --partition is required (or --local to run here)"),
+        (["--time", "60", "--local", "--nodes", "2"], "error: --local runs on this machine: use --nodes 1"),
+        (
+            ["--time", "60", "--local", "--gpus-per-node", "2", "--tasks-per-node", "3"],
+            "error: --tasks-per-node=3 must equal --gpus-per-node=2 (one task per GPU)",
+        ),
+        (["--time", "1", "--local"], "error: --signal-delay=120s must be shorter than --time=1 min"),
+        (["--time", "60", "--local", "--nodes", "0"], "error: --nodes=0 must be >= 1"),
+        (
+            ["--time", "60", "--partition", "p", "--mem", "lots"],
+            "error: --mem='lots': use sbatch's syntax, e.g. 480G, 64000M or 0",
+        ),
+        (
+            ["--time", "60", "--local", "--gpus-per-node", "0", "--tasks-per-node", "3"],
+            "error: train.batch_size=16 is the global batch and must be a positive multiple of the number of "
+            "processes (3)",
+        ),
+        (["--time", "60", "--local", "solver.no_such_key=1"], "config error:"),
+    ],
+)
 def test_usage_errors_are_one_line(tmp_path, capsys, monkeypatch, args, message):
     """Checked before submitit is set up or anything is written (in-process: cheap)."""
     from videoattn.train.submit import main
@@ -145,22 +209,58 @@ def test_usage_errors_are_one_line(tmp_path, capsys, monkeypatch, args, message)
 
 @pytest.mark.slow
 def test_no_slurm_here_is_a_one_line_error_from_the_tool(tmp_path):
-    proc = run([os.path.join(REPO, "tools", "submit.py"), "--config", CONFIG, "--time", "60", "--nodes", "2",
-                "--gpus-per-node", "4", "--partition", "p", f"output_dir={tmp_path}/o"], timeout=120)
+    proc = run(
+        [
+            os.path.join(REPO, "tools", "submit.py"),
+            "--config",
+            CONFIG,
+            "--time",
+            "60",
+            "--nodes",
+            "2",
+            "--gpus-per-node",
+            "4",
+            "--partition",
+            "p",
+            f"output_dir={tmp_path}/o",
+        ],
+        timeout=120,
+    )
     assert proc.returncode == 1 and "Traceback" not in proc.stderr
     assert proc.stderr.strip().splitlines() == [
         'error: cannot submit to SLURM here (Could not detect "srun", are you indeed on a slurm cluster?); '
-        "use --local to run on this machine"]
+        "use --local to run on this machine"
+    ]
     assert not os.path.exists(tmp_path / "o")
 
 
 @pytest.mark.slow
 def test_a_failing_job_is_one_line_naming_the_remote_error(tmp_path):
     out = tmp_path / "bad"
-    proc = run([os.path.join(REPO, "tools", "submit.py"), "--config", CONFIG, "--local", "--gpus-per-node", "0",
-                "--tasks-per-node", "1", "--time", "10", f"output_dir={out}", f"data.root={tmp_path}/missing",
-                "device=cpu", "train.batch_size=8"])
+    proc = run(
+        [
+            os.path.join(REPO, "tools", "submit.py"),
+            "--config",
+            CONFIG,
+            "--local",
+            "--gpus-per-node",
+            "0",
+            "--tasks-per-node",
+            "1",
+            "--time",
+            "10",
+            f"output_dir={out}",
+            f"data.root={tmp_path}/missing",
+            "device=cpu",
+            "train.batch_size=8",
+        ]
+    )
     assert proc.returncode == 1 and "Traceback" not in proc.stderr
     (line,) = proc.stderr.strip().splitlines()
-    assert line.startswith(f"error: job {job_id_of(proc)} failed: videoattn.utils.errors.InputNotFound: annotation "
-                           "file or folder not found: ") and "missing/train.csv" in line
+    assert (
+        line.startswith(
+            f"error: job {job_id_of(proc)} failed: videoattn.utils.errors.InputNotFound: annotation "
+            "file or folder not found: "
+        )
+        and "missing/train.csv" in line
+    )

@@ -1,4 +1,5 @@
 """Timeline helpers: per-window top-k, segments where the top label changes, window at a time."""
+
 import numpy as np
 import pytest
 import torch
@@ -34,12 +35,15 @@ def test_window_topk_ties_go_to_the_lower_index_and_k_is_capped():
     assert wins[0].indices == (1, 2, 3, 0)
 
 
-@pytest.mark.parametrize("args,match", [
-    ((np.zeros(5), [0], [1], NAMES), "must be \\(windows, classes\\)"),
-    ((np.zeros((2, 5)), [0], [1, 2], NAMES), "2 score rows but 1 starts"),
-    ((np.zeros((1, 4)), [0], [1], NAMES), "4 score columns but 5 class names"),
-    ((np.zeros((1, 5)), [0], [1], NAMES, 0), "k must be >= 1"),
-])
+@pytest.mark.parametrize(
+    "args,match",
+    [
+        ((np.zeros(5), [0], [1], NAMES), "must be \\(windows, classes\\)"),
+        ((np.zeros((2, 5)), [0], [1, 2], NAMES), "2 score rows but 1 starts"),
+        ((np.zeros((1, 4)), [0], [1], NAMES), "4 score columns but 5 class names"),
+        ((np.zeros((1, 5)), [0], [1], NAMES, 0), "k must be >= 1"),
+    ],
+)
 def test_window_topk_rejects_bad_input(args, match):
     with pytest.raises(ValueError, match=match):
         window_topk(*args)
@@ -48,8 +52,7 @@ def test_window_topk_rejects_bad_input(args, match):
 def test_timeline_rows_long_format():
     rows = timeline_rows(_windows([0, 2, 2], [0, 1, 2], 2.0))
     assert len(rows) == 6
-    assert rows[2] == {"window": 1, "start_s": 1.0, "end_s": 3.0, "rank": 1, "index": 2, "label": "c",
-                       "score": 0.51}
+    assert rows[2] == {"window": 1, "start_s": 1.0, "end_s": 3.0, "rank": 1, "index": 2, "label": "c", "score": 0.51}
     assert [r["rank"] for r in rows] == [1, 2] * 3
 
 
@@ -57,7 +60,10 @@ def test_segments_of_back_to_back_windows():
     wins = _windows([0, 0, 1, 0], [0, 2, 4, 6], 2.0)
     segs = segments(wins)
     assert [(s.start_s, s.end_s, s.label, s.first_window, s.num_windows) for s in segs] == [
-        (0.0, 4.0, "a", 0, 2), (4.0, 6.0, "b", 2, 1), (6.0, 8.0, "a", 3, 1)]
+        (0.0, 4.0, "a", 0, 2),
+        (4.0, 6.0, "b", 2, 1),
+        (6.0, 8.0, "a", 3, 1),
+    ]
     assert segs[0].score == pytest.approx(0.505) and segs[0].max_score == pytest.approx(0.51)
     assert segments([]) == []
 

@@ -1,21 +1,24 @@
 """Broken videos in a real training run are counted and named once per file per epoch, however
 often the retries' random substitutes hit them again (train and validation, real broken files)."""
-import pytest
+
 import json
 import os
 import re
 import sys
 
+import pytest
+
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "data"))
 from data_helpers import copy_root, make_broken  # noqa: E402  (tests/data's helpers)
 from ddp_worker import small_overrides  # noqa: E402
+
 from videoattn.config import load_config  # noqa: E402
 from videoattn.data.annotations import clear_index_cache  # noqa: E402
 from videoattn.train.loop import train  # noqa: E402
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 CFG = os.path.join(REPO, "configs", "synthetic", "I3D_NL_CBAM_R18.yaml")
-KINDS = ["empty", "text", "zero_frames"]   # never decodable (a truncated file may be, in part)
+KINDS = ["empty", "text", "zero_frames"]  # never decodable (a truncated file may be, in part)
 
 
 def _break(root, split, every):
@@ -36,9 +39,18 @@ def test_each_broken_file_is_counted_and_named_once_per_epoch(synthetic_root, tm
     # retries hit the same files again (with this seed: several times per epoch).
     train_broken, val_broken = _break(root, "train", 3), _break(root, "val", 4)
     out = str(tmp_path / "out")
-    cfg = load_config(CFG, small_overrides(root, out, "solver.max_epoch=2", "train.eval_period=1",
-                                           "bn.use_precise_stats=false", "data.train_split=train.txt",
-                                           "data.val_split=val.txt"))
+    cfg = load_config(
+        CFG,
+        small_overrides(
+            root,
+            out,
+            "solver.max_epoch=2",
+            "train.eval_period=1",
+            "bn.use_precise_stats=false",
+            "data.train_split=train.txt",
+            "data.val_split=val.txt",
+        ),
+    )
     result = train(cfg)
     assert len(train_broken) == 8 and len(val_broken) == 4
     for summary in result.history:
@@ -47,7 +59,7 @@ def test_each_broken_file_is_counted_and_named_once_per_epoch(synthetic_root, tm
     assert [(r["skipped"], r["val_skipped"]) for r in epochs] == [(8, 4), (8, 4)]
     log = open(os.path.join(out, "train.log")).read()
     assert len(re.findall(r"epoch \d: .*, 12 broken videos skipped", log)) == 2
-    for epoch_log in re.split(r"epoch \d: train loss", log)[1:]:     # the lines after each epoch summary
+    for epoch_log in re.split(r"epoch \d: train loss", log)[1:]:  # the lines after each epoch summary
         named = re.findall(r"skipped broken video (\S+): ", epoch_log)
-        assert sorted(named) == sorted(train_broken + val_broken)   # every broken file, each once
-    assert log.count(train_broken[0]) == 2                           # once per epoch, nowhere else
+        assert sorted(named) == sorted(train_broken + val_broken)  # every broken file, each once
+    assert log.count(train_broken[0]) == 2  # once per epoch, nowhere else

@@ -2,6 +2,7 @@
 2 ranks (srun tasks, gloo on CPU) where every update sees train.batch_size clips and an epoch has
 twice the updates; a run stopped mid-epoch by a real signal resumes at the right video and ends
 bit-identical to the uninterrupted run."""
+
 import json
 import os
 import subprocess
@@ -9,9 +10,9 @@ import sys
 
 import pytest
 import torch
-
 from ddp_worker import small_overrides
 from slurmkit import clean_env, srun
+
 from videoattn.engine import checkpoint as ck
 from videoattn.train.midepoch import resume_iteration
 from videoattn.utils.distributed import DistInfo
@@ -25,9 +26,18 @@ WORKER = os.path.join(HERE, "fault_worker.py")
 
 def _overrides(root, out, *extra):
     # 24 videos, global batch 8 clips = 2 ranks x 2 videos x 2 clips: 6 iterations (updates) per epoch
-    return small_overrides(root, out, "data.clips_per_video=2", "solver.max_epoch=2", "train.eval_period=0",
-                           "train.checkpoint_period=1", "train.keep_last=0", "data.random_flip=true",
-                           "solver.lr_policy=cosine", *extra)
+    return small_overrides(
+        root,
+        out,
+        "data.clips_per_video=2",
+        "solver.max_epoch=2",
+        "train.eval_period=0",
+        "train.checkpoint_period=1",
+        "train.keep_last=0",
+        "data.random_flip=true",
+        "solver.lr_policy=cosine",
+        *extra,
+    )
 
 
 def _train(root, out, fault=()):
@@ -37,26 +47,31 @@ def _train(root, out, fault=()):
 
 def test_clips_per_video_must_divide_the_clips_per_process(synthetic_root, tmp_path):
     out = tmp_path / "out"
-    proc = subprocess.run([sys.executable, TRAIN, "--config", CFG, *small_overrides(synthetic_root, str(out),
-                                                                                  "data.clips_per_video=3")],
-                          capture_output=True, text=True, timeout=120, env=clean_env(), cwd=REPO)
+    proc = subprocess.run(
+        [sys.executable, TRAIN, "--config", CFG, *small_overrides(synthetic_root, str(out), "data.clips_per_video=3")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=clean_env(),
+        cwd=REPO,
+    )
     assert proc.returncode == 1, proc.stderr[-2000:]
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and "Traceback" not in proc.stderr, proc.stderr
     assert "data.clips_per_video=3 must divide" in lines[0] and "train.batch_size=8 / 1 process(es) = 8" in lines[0]
-    assert not out.exists()   # failed before any set-up
+    assert not out.exists()  # failed before any set-up
 
 
 def test_resume_iteration_counts_videos_and_knows_clips_per_video():
     parts = [{"rank": 0}, {"rank": 1}]
     pos = {"epoch": 0, "iteration": 4, "world_size": 2, "batch_size": 2, "clips_per_video": 2, "ranks": parts}
     info = DistInfo(1, 2, 1, torch.device("cpu"))
-    assert resume_iteration(pos, info, 2, 1, 6, "ck", 2) == (4, parts[1])     # exactly where it stopped
+    assert resume_iteration(pos, info, 2, 1, 6, "ck", 2) == (4, parts[1])  # exactly where it stopped
     # the same 2 videos per process but now 1 clip each: 16 videos were done, at 4 per iteration = 4
     assert resume_iteration(pos, info, 2, 1, 6, "ck", 1) == (4, None)
     # 1 process of 4 videos (x 2 clips): 16 videos done = 4 iterations
     assert resume_iteration(pos, DistInfo(0, 1, 0, torch.device("cpu")), 4, 1, 6, "ck", 2) == (4, None)
-    old = {k: v for k, v in pos.items() if k != "clips_per_video"}   # checkpoints from before the option: 1
+    old = {k: v for k, v in pos.items() if k != "clips_per_video"}  # checkpoints from before the option: 1
     assert resume_iteration(old, info, 2, 1, 6, "ck", 1) == (4, parts[1])
 
 
@@ -88,5 +103,8 @@ def test_two_ranks_global_batch_of_clips_and_a_mid_epoch_resume(synthetic_root, 
     for key, value in a["model_state"].items():
         assert torch.equal(value, b["model_state"][key]), key
     assert a["global_step"] == b["global_step"] == 12
-    assert a["metrics"] == {**b["metrics"], "clips_per_s": a["metrics"]["clips_per_s"],
-                            "data_wait_frac": a["metrics"]["data_wait_frac"]}
+    assert a["metrics"] == {
+        **b["metrics"],
+        "clips_per_s": a["metrics"]["clips_per_s"],
+        "data_wait_frac": a["metrics"]["data_wait_frac"],
+    }

@@ -1,4 +1,5 @@
 """Real 2-process gloo training under torchrun (one shared run for most assertions)."""
+
 import json
 import os
 import subprocess
@@ -6,13 +7,13 @@ import sys
 
 import pytest
 import torch
-
 from ddp_worker import small_overrides
+
 from videoattn.config import config_to_dict, load_config
 from videoattn.engine import checkpoint as ck
 from videoattn.engine.device import for_device
 
-pytestmark = pytest.mark.slow   # every test reads one real 2-process torchrun training
+pytestmark = pytest.mark.slow  # every test reads one real 2-process torchrun training
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(os.path.dirname(HERE))
@@ -33,8 +34,15 @@ def ddp_run(synthetic_root, tmp_path_factory):
     odd_val = tmp / "val_odd.txt"
     odd_val.write_text("".join(lines))
     out = str(tmp / "out")
-    overrides = small_overrides(synthetic_root, out, f"data.val_split={odd_val}", "train.keep_last=2",
-                                "solver.max_epoch=12", "train.eval_period=4", "train.checkpoint_period=2")
+    overrides = small_overrides(
+        synthetic_root,
+        out,
+        f"data.val_split={odd_val}",
+        "train.keep_last=2",
+        "solver.max_epoch=12",
+        "train.eval_period=4",
+        "train.checkpoint_period=2",
+    )
     proc = torchrun(os.path.join(HERE, "ddp_worker.py"), "train", out, "", *overrides)
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
     rows = [json.loads(line) for line in open(os.path.join(out, "metrics.jsonl"))]
@@ -102,9 +110,13 @@ def test_ddp_gradient_equals_single_process_gradient(tmp_path):
 
 
 def test_batch_size_not_divisible_by_world_size_is_a_clear_error(synthetic_root, tmp_path):
-    proc = torchrun(os.path.join(REPO, "tools", "train_net.py"), "--config",
-                    os.path.join(REPO, "configs", "synthetic", "I3D_NL_CBAM_R18.yaml"),
-                    *small_overrides(synthetic_root, str(tmp_path / "out"), "train.batch_size=5"), timeout=120)
+    proc = torchrun(
+        os.path.join(REPO, "tools", "train_net.py"),
+        "--config",
+        os.path.join(REPO, "configs", "synthetic", "I3D_NL_CBAM_R18.yaml"),
+        *small_overrides(synthetic_root, str(tmp_path / "out"), "train.batch_size=5"),
+        timeout=120,
+    )
     assert proc.returncode != 0
     assert "train.batch_size=5" in proc.stderr and "multiple of the number of processes (2)" in proc.stderr
     assert not os.path.exists(tmp_path / "out" / "checkpoints")

@@ -1,10 +1,11 @@
 """Fail-fast paths of training: config typos, bad settings, a non-finite loss."""
+
 import os
 import sys
 
 import pytest
-
 from ddp_worker import small_overrides
+
 from videoattn.config import load_config
 from videoattn.engine import checkpoint as ck
 from videoattn.train.loop import train
@@ -13,6 +14,7 @@ from videoattn.utils.distributed import per_process_batch
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, os.path.join(REPO, "tools"))
 from train_net import main  # noqa: E402  (the tool's entry point, in-process)
+
 CFG = os.path.join(REPO, "configs", "synthetic", "I3D_NL_CBAM_R18.yaml")
 
 
@@ -42,7 +44,7 @@ def test_fp16_on_cpu_and_bad_accumulation_are_errors(synthetic_root, tmp_path):
     cfg = load_config(CFG, small_overrides(synthetic_root, str(tmp_path / "out"), "train.mixed_precision=fp16"))
     with pytest.raises(ValueError, match="needs CUDA"):
         train(cfg)
-    with pytest.raises(ValueError, match="accumulation_steps=0 must be >= 1"):   # at load
+    with pytest.raises(ValueError, match="accumulation_steps=0 must be >= 1"):  # at load
         load_config(CFG, small_overrides(synthetic_root, str(tmp_path / "out"), "train.accumulation_steps=0"))
 
 

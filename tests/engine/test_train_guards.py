@@ -5,19 +5,20 @@
 * model.num_classes must match the class list (one-line error at start-up, before any epoch);
 * resuming in an output_dir whose checkpoint has another architecture is a one-line error.
 """
-import pytest
+
 import os
 import shutil
 
+import pytest
 import torch
-
 from ddp_worker import small_overrides
 from evalkit import run
 from test_untrusted_checkpoints import DEMO_CFG
+
 from videoattn.engine import checkpoint as ck
 from videoattn.utils.outputs import claim_outputs
 
-pytestmark = pytest.mark.slow   # real train_net / test_net processes
+pytestmark = pytest.mark.slow  # real train_net / test_net processes
 
 
 def _train(root, out, *extra):
@@ -60,8 +61,9 @@ def test_retention_never_deletes_the_newest_valid_checkpoint(synthetic_root, tmp
 
 
 def test_prune_counts_complete_files_only(tmp_path):
-    claim_outputs(str(tmp_path), ck.TOOL, [ck.checkpoint_name(ck.epoch_checkpoint_path(str(tmp_path), e))
-                                           for e in (1, 2, 3, 9)])  # train_net's own (listed before saving)
+    claim_outputs(
+        str(tmp_path), ck.TOOL, [ck.checkpoint_name(ck.epoch_checkpoint_path(str(tmp_path), e)) for e in (1, 2, 3, 9)]
+    )  # train_net's own (listed before saving)
     for e in (1, 2, 3):
         ck.save_checkpoint(ck.epoch_checkpoint_path(str(tmp_path), e), ck.make_checkpoint({"w": torch.ones(1)}, {}))
     data = open(ck.epoch_checkpoint_path(str(tmp_path), 3), "rb").read()
@@ -75,8 +77,12 @@ def test_prune_counts_complete_files_only(tmp_path):
 def test_num_classes_must_match_the_class_list(synthetic_root, tmp_path):
     for n in (5, 10):  # fewer crashed mid-epoch in cross_entropy; more trained silently
         out = str(tmp_path / f"run{n}")
-        _one_line_error(_train(synthetic_root, out, "solver.max_epoch=1", f"model.num_classes={n}"),
-                        f"model.num_classes={n}", "has 8 classes", "model.num_classes=8")
+        _one_line_error(
+            _train(synthetic_root, out, "solver.max_epoch=1", f"model.num_classes={n}"),
+            f"model.num_classes={n}",
+            "has 8 classes",
+            "model.num_classes=8",
+        )
         assert ck.list_epoch_checkpoints(out) == []
 
 
@@ -90,8 +96,16 @@ def one_epoch_run(synthetic_root, tmp_path_factory):
 
 def test_testing_a_checkpoint_of_another_class_count_is_one_line(synthetic_root, one_epoch_run, tmp_path):
     checkpoint = ck.epoch_checkpoint_path(one_epoch_run, 1)
-    proc = run(["tools/test_net.py", "--config", DEMO_CFG, "--checkpoint", checkpoint,
-                *small_overrides(synthetic_root, str(tmp_path / "test"), "model.num_classes=6")])
+    proc = run(
+        [
+            "tools/test_net.py",
+            "--config",
+            DEMO_CFG,
+            "--checkpoint",
+            checkpoint,
+            *small_overrides(synthetic_root, str(tmp_path / "test"), "model.num_classes=6"),
+        ]
+    )
     _one_line_error(proc, "8-class head", "model.num_classes=6")
 
 

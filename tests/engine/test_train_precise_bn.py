@@ -1,4 +1,5 @@
 """Precise BN in one process: plain averages over the batches, a short loader is no error."""
+
 import torch
 from torch import nn
 
@@ -14,7 +15,7 @@ def test_precise_stats_are_batch_averages_and_short_loader_is_fine():
     batches = [{"clip": torch.randn(4, 3, 2, 5, 5, generator=g) * (i + 1) + i} for i in range(3)]
     used = update_bn_stats(model, batches, num_batches=50, device=torch.device("cpu"), normalize=MOVE)
     assert used == 3
-    x = torch.stack([b["clip"] for b in batches])          # (N, B, C, T, H, W)
+    x = torch.stack([b["clip"] for b in batches])  # (N, B, C, T, H, W)
     ref_mean = torch.stack([b["clip"].mean(dim=(0, 2, 3, 4)) for b in batches]).mean(0)
     ref_var = torch.stack([b["clip"].transpose(0, 1).flatten(1).var(dim=1, unbiased=True) for b in batches]).mean(0)
     assert torch.allclose(model[0].running_mean, ref_mean, atol=1e-5)

@@ -1,18 +1,19 @@
 """Kill a real training process after its first checkpoint, resume it, compare with an uninterrupted run."""
-import pytest
+
 import os
 import signal
 import subprocess
 import sys
 import time
 
+import pytest
 import torch
-
 from ddp_worker import small_overrides
+
 from videoattn.engine import checkpoint as ck
 from videoattn.utils.outputs import claim_outputs
 
-pytestmark = pytest.mark.slow   # real training processes, one SIGKILLed
+pytestmark = pytest.mark.slow  # real training processes, one SIGKILLed
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(os.path.dirname(HERE))
@@ -24,12 +25,27 @@ EPOCHS = 4
 def _start(root, out):
     # Warm-up + cosine (scheduler state), gradient accumulation, validation with precise BN and
     # best-checkpoint bookkeeping every 2 epochs: everything that resuming has to restore.
-    overrides = small_overrides(root, out, f"solver.max_epoch={EPOCHS}", "solver.lr_policy=cosine",
-                                "solver.warmup_epochs=1", "solver.warmup_start_lr=0.005", "train.batch_size=4",
-                                "train.accumulation_steps=2", "train.checkpoint_period=1", "train.eval_period=2",
-                                "train.keep_last=0")
-    return subprocess.Popen([sys.executable, os.path.join(REPO, "tools", "train_net.py"), "--config", CFG, *overrides],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=ENV, cwd=REPO)
+    overrides = small_overrides(
+        root,
+        out,
+        f"solver.max_epoch={EPOCHS}",
+        "solver.lr_policy=cosine",
+        "solver.warmup_epochs=1",
+        "solver.warmup_start_lr=0.005",
+        "train.batch_size=4",
+        "train.accumulation_steps=2",
+        "train.checkpoint_period=1",
+        "train.eval_period=2",
+        "train.keep_last=0",
+    )
+    return subprocess.Popen(
+        [sys.executable, os.path.join(REPO, "tools", "train_net.py"), "--config", CFG, *overrides],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=ENV,
+        cwd=REPO,
+    )
 
 
 def test_killed_and_resumed_run_ends_with_the_same_weights(synthetic_root, tmp_path):

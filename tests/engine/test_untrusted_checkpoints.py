@@ -5,6 +5,7 @@ checkpoint must refuse it with one line naming ``--trust-checkpoint``, and the m
 appear. Real checkpoint kinds (ours, ours from videoattn 0.1.0, PySlowFast, pytorchvideo,
 torchvision) still load without the opt-in.
 """
+
 import os
 import random
 import re
@@ -12,18 +13,22 @@ import re
 import numpy as np
 import pytest
 import torch
-
 from ddp_worker import small_overrides
 from evalkit import make_eval_root, run, write_config
+from pyslowfast_names import to_pyslowfast
+
 from videoattn.config import config_to_dict, load_config
 from videoattn.engine import checkpoint as ck
 from videoattn.models import build_model
-from pyslowfast_names import to_pyslowfast
 from videoattn.models.convert import read_state_dict
 from videoattn.utils.serialization import UntrustedCheckpointError, load_file
 
-DEMO_CFG = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
-                        "configs", "synthetic", "I3D_NL_CBAM_R18.yaml")
+DEMO_CFG = os.path.join(
+    os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
+    "configs",
+    "synthetic",
+    "I3D_NL_CBAM_R18.yaml",
+)
 
 
 class Payload:
@@ -44,9 +49,16 @@ def _valid_training_checkpoint(cfg, hide_in_optimizer=None) -> dict:
     opt_state = opt.state_dict()
     if hide_in_optimizer:
         opt_state["state"][0]["momentum_buffer_extra"] = Payload(hide_in_optimizer)
-    return ck.make_checkpoint(model.state_dict(), config_to_dict(cfg), optimizer_state=opt_state,
-                              scheduler_state={}, scaler_state={}, epoch=0, global_step=1,
-                              rng_state=[ck.get_rng_state()])
+    return ck.make_checkpoint(
+        model.state_dict(),
+        config_to_dict(cfg),
+        optimizer_state=opt_state,
+        scheduler_state={},
+        scaler_state={},
+        epoch=0,
+        global_step=1,
+        rng_state=[ck.get_rng_state()],
+    )
 
 
 @pytest.fixture(scope="module")
@@ -60,8 +72,7 @@ def setup(synthetic_root, tmp_path_factory):
     torch.save({"model_state": build_model(cfg.model).state_dict(), "payload": Payload(marker)}, top)
     hidden = str(tmp / "payload_in_optimizer.pyth")
     torch.save(_valid_training_checkpoint(cfg, hide_in_optimizer=marker), hidden)
-    return {"tmp": tmp, "data": data, "cfg_path": cfg_path, "cfg": cfg, "marker": marker, "top": top,
-            "hidden": hidden}
+    return {"tmp": tmp, "data": data, "cfg_path": cfg_path, "cfg": cfg, "marker": marker, "top": top, "hidden": hidden}
 
 
 def test_the_payloads_really_run_code_when_fully_unpickled(setup):
@@ -98,8 +109,19 @@ def test_inference_tools_refuse_payloads(setup, tool, which, tmp_path):
 @pytest.mark.parametrize("source", ["pyslowfast", "pytorchvideo", "torchvision"])
 def test_convert_checkpoint_refuses_payloads(setup, source, tmp_path):
     out = tmp_path / "converted.pyth"
-    proc = run(["tools/convert_checkpoint.py", "--source", source, "--input", setup["top"], "--config",
-                setup["cfg_path"], "--output", str(out)])
+    proc = run(
+        [
+            "tools/convert_checkpoint.py",
+            "--source",
+            source,
+            "--input",
+            setup["top"],
+            "--config",
+            setup["cfg_path"],
+            "--output",
+            str(out),
+        ]
+    )
     _refused(proc, setup["marker"])
     assert not out.exists()
 
@@ -107,8 +129,14 @@ def test_convert_checkpoint_refuses_payloads(setup, source, tmp_path):
 @pytest.mark.slow
 def test_training_refuses_payload_as_initial_weights(synthetic_root, setup, tmp_path):
     out = str(tmp_path / "run")
-    proc = run(["tools/train_net.py", "--config", DEMO_CFG,
-                *small_overrides(synthetic_root, out, "solver.max_epoch=1", f"train.checkpoint_file={setup['top']}")])
+    proc = run(
+        [
+            "tools/train_net.py",
+            "--config",
+            DEMO_CFG,
+            *small_overrides(synthetic_root, out, "solver.max_epoch=1", f"train.checkpoint_file={setup['top']}"),
+        ]
+    )
     _refused(proc, setup["marker"])
     assert ck.list_epoch_checkpoints(out) == []
 
@@ -133,8 +161,17 @@ def test_trust_checkpoint_is_an_explicit_opt_in(setup, tmp_path):
     unordered list, so ``torch.nn`` was there or not depending on PYTHONHASHSEED)."""
     module = str(tmp_path / "whole_module.pt")
     torch.save(build_model(setup["cfg"].model), module)
-    args = ["tools/convert_checkpoint.py", "--source", "pyslowfast", "--config", setup["cfg_path"], "--input", module,
-            "--output", str(tmp_path / "refused.pyth")]
+    args = [
+        "tools/convert_checkpoint.py",
+        "--source",
+        "pyslowfast",
+        "--config",
+        setup["cfg_path"],
+        "--input",
+        module,
+        "--output",
+        str(tmp_path / "refused.pyth"),
+    ]
     lines = []
     for seed in ("0", "5"):  # 5: the old message named no torch.nn global
         proc = run(args, env_extra={"PYTHONHASHSEED": seed})
@@ -168,8 +205,19 @@ def test_a_blocked_module_is_named_as_untrusted_not_as_corrupt(setup, tmp_path):
     path = str(tmp_path / "system_payload.pyth")
     torch.save({"model_state": build_model(setup["cfg"].model).state_dict(), "x": SystemPayload(marker)}, path)
     out = str(tmp_path / "converted.pyth")
-    proc = run(["tools/convert_checkpoint.py", "--source", "pyslowfast", "--input", path, "--config",
-                setup["cfg_path"], "--output", out])
+    proc = run(
+        [
+            "tools/convert_checkpoint.py",
+            "--source",
+            "pyslowfast",
+            "--input",
+            path,
+            "--config",
+            setup["cfg_path"],
+            "--output",
+            out,
+        ]
+    )
     _refused(proc, marker)
     assert "posix.system" in proc.stderr and "corrupt" not in proc.stderr, proc.stderr[-3000:]
     assert not os.path.exists(out)
@@ -177,13 +225,21 @@ def test_a_blocked_module_is_named_as_untrusted_not_as_corrupt(setup, tmp_path):
 
 # --- every real checkpoint kind still loads with weights_only=True ------------------------------------
 
+
 def test_checkpoints_of_videoattn_0_1_0_still_load(setup, tmp_path):
     """0.1.0 stored np.random.get_state() (an ndarray) and torch.__version__ (TorchVersion)."""
     state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
     expected = (random.random(), np.random.rand(), torch.rand(2))
     path = str(tmp_path / "old.pyth")
-    torch.save({"model_state": {"w": torch.ones(2)}, "config": {}, "rng_state": [state],
-                "meta": {"torch_version": torch.__version__, "videoattn_version": "0.1.0"}}, path)
+    torch.save(
+        {
+            "model_state": {"w": torch.ones(2)},
+            "config": {},
+            "rng_state": [state],
+            "meta": {"torch_version": torch.__version__, "videoattn_version": "0.1.0"},
+        },
+        path,
+    )
     loaded = ck.load_checkpoint(path)
     ck.set_rng_state(loaded["rng_state"][0])
     again = (random.random(), np.random.rand(), torch.rand(2))
@@ -204,8 +260,15 @@ def test_public_weight_files_load_as_data(setup, kind, tmp_path):
     if kind == "pyslowfast":  # PySlowFast's save_checkpoint: epoch, model_state, optimizer_state, cfg (YAML text)
         state = to_pyslowfast({k: v for k, v in model.state_dict().items() if ".cbam." not in k})
         opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
-        torch.save({"epoch": 3, "model_state": state, "optimizer_state": opt.state_dict(),
-                    "cfg": "MODEL:\n  NUM_CLASSES: 8\n"}, path)
+        torch.save(
+            {
+                "epoch": 3,
+                "model_state": state,
+                "optimizer_state": opt.state_dict(),
+                "cfg": "MODEL:\n  NUM_CLASSES: 8\n",
+            },
+            path,
+        )
     elif kind == "pytorchvideo":  # pytorchvideo's hub files: {"model_state": ...}
         state = {"blocks.0.conv.weight": torch.randn(4, 3, 1, 7, 7)}
         torch.save({"model_state": state}, path)

@@ -3,15 +3,15 @@
 the user with its traceback, through the real tools."""
 
 import pytest
-
 from evalkit import run
+
+from videoattn.apps.predict import PredictError
 from videoattn.cli import exit_on_user_error
 from videoattn.config import ConfigError
 from videoattn.data.annotations import AnnotationError
 from videoattn.data.decoding import DecodeError, TruncatedVideoError
 from videoattn.datasets.prepare_rows import InputError
 from videoattn.evaluation.metrics import NonFiniteError, NonFiniteLossError
-from videoattn.apps.predict import PredictError
 from videoattn.utils.distributed import CollectiveTimeout
 from videoattn.utils.download import DownloadError
 from videoattn.utils.errors import InputNotFound, OneLineError, UsageError
@@ -22,20 +22,37 @@ from videoattn.utils.outputs import OutputError
 from videoattn.utils.rendezvous import RendezvousError
 from videoattn.utils.serialization import CheckpointError, UntrustedCheckpointError
 
-USER_ERRORS = [ConfigError, AnnotationError, DecodeError, TruncatedVideoError, InputError, NonFiniteError,
-               NonFiniteLossError, PredictError, CollectiveTimeout, DownloadError, UsageError, InputNotFound,
-               WriteError, LauncherError, LockError, OutputError, RendezvousError, CheckpointError,
-               UntrustedCheckpointError]
+USER_ERRORS = [
+    ConfigError,
+    AnnotationError,
+    DecodeError,
+    TruncatedVideoError,
+    InputError,
+    NonFiniteError,
+    NonFiniteLossError,
+    PredictError,
+    CollectiveTimeout,
+    DownloadError,
+    UsageError,
+    InputNotFound,
+    WriteError,
+    LauncherError,
+    LockError,
+    OutputError,
+    RendezvousError,
+    CheckpointError,
+    UntrustedCheckpointError,
+]
 
 # Patches the model's forward with a bug, then runs the tool named by argv[1] as python would.
-WRAPPER = '''import runpy, sys
+WRAPPER = """import runpy, sys
 from videoattn.models.resnet3d import ResNet3D
 def forward(self, x):
     raise ValueError("injected bug in forward")
 ResNet3D.forward = forward
 sys.argv = sys.argv[1:]
 runpy.run_path(sys.argv[0], run_name="__main__")
-'''
+"""
 
 
 @pytest.mark.parametrize("cls", USER_ERRORS, ids=lambda c: c.__name__)
@@ -57,8 +74,21 @@ def test_only_the_base_becomes_one_line(capsys):
 
 
 def test_a_user_error_through_predict_is_one_line(setup):
-    proc = run(["tools/predict.py", "--config", setup["cfg"], "--checkpoint", setup["ckpt"], "--top-k", "0",
-                "--input", setup["data"]["good"][0], "--output", str(setup["tmp"] / "topk")])
+    proc = run(
+        [
+            "tools/predict.py",
+            "--config",
+            setup["cfg"],
+            "--checkpoint",
+            setup["ckpt"],
+            "--top-k",
+            "0",
+            "--input",
+            setup["data"]["good"][0],
+            "--output",
+            str(setup["tmp"] / "topk"),
+        ]
+    )
     assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr[-3000:]
     assert proc.stderr.strip().splitlines()[-1] == "error: --top-k must be >= 1, got 0"
 

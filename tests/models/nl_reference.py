@@ -2,6 +2,7 @@
 
 Written from the paper's equations with plain tensor ops; it only reads the block's weights.
 """
+
 import torch
 import torch.nn.functional as F
 
@@ -23,15 +24,20 @@ def explicit_nonlocal(block, x, bn_batch_stats=False):
     d, M = th.shape[1], ph.shape[2]
     if block.instantiation == "concatenation":
         N = th.shape[2]
-        pairs = torch.cat([th.transpose(1, 2)[:, :, None, :].expand(B, N, M, d),
-                           ph.transpose(1, 2)[:, None, :, :].expand(B, N, M, d)], dim=-1)  # (B, N, M, 2d)
+        pairs = torch.cat(
+            [
+                th.transpose(1, 2)[:, :, None, :].expand(B, N, M, d),
+                ph.transpose(1, 2)[:, None, :, :].expand(B, N, M, d),
+            ],
+            dim=-1,
+        )  # (B, N, M, 2d)
         f = F.relu(pairs @ block.concat_project.weight[0] + block.concat_project.bias[0]) / M
     else:
         f = torch.einsum("bdn,bdm->bnm", th, ph)
         if block.instantiation == "dot_product":
             f = f / M
         else:
-            f = torch.softmax(f / d ** 0.5, dim=-1)
+            f = torch.softmax(f / d**0.5, dim=-1)
     y = torch.einsum("bnm,bem->ben", f, gg).reshape(B, gg.shape[1], T, H, W)
     z = F.conv3d(y, block.out.weight, block.out.bias)
     bn = block.bn

@@ -1,4 +1,5 @@
 """capture_attention: every CBAM map and the requested non-local rows, outputs untouched."""
+
 import torch
 from nl_reference import explicit_nonlocal, randomize_bn
 
@@ -18,8 +19,11 @@ def test_maps_and_unchanged_outputs():
     x = torch.randn(2, 3, 8, 64, 64)
     queries = [(0.5, 0.5, 0.5), (0.0, 0.9, 0.1), (1.0, 1.0, 1.0)]
     nl_inputs = {}
-    pre = [m.register_forward_pre_hook(lambda m, inp, n=n: nl_inputs.__setitem__(n, inp[0]))
-           for n, m in model.named_modules() if isinstance(m, NonLocal3d)]
+    pre = [
+        m.register_forward_pre_hook(lambda m, inp, n=n: nl_inputs.__setitem__(n, inp[0]))
+        for n, m in model.named_modules()
+        if isinstance(m, NonLocal3d)
+    ]
     with torch.no_grad():
         plain = model(x)
         with capture_attention(model, queries) as maps:

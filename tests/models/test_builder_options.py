@@ -1,12 +1,13 @@
 """``model.channels_last`` and ``train.compile``: the two options the GPU benchmark needs."""
+
 import copy
 
 import torch
 import torch.nn.functional as F
 
 from videoattn.config import load_config
-from videoattn.models import build_model
 from videoattn.engine.device import for_device
+from videoattn.models import build_model
 from videoattn.models.builder import compile_model
 
 TINY = ["model.preset=I3D_NL_CBAM_R18", "model.num_classes=4", "model.base_channels=4", "model.dropout=0"]
@@ -23,19 +24,30 @@ def test_defaults_follow_the_device():
     (null) until the engine knows the device; ``train.compile`` is off."""
     cfg = load_config(None, TINY)
     assert cfg.model.channels_last is None and cfg.data.normalize_on_device is None and cfg.train.compile is False
-    model = build_model(cfg.model)                        # unset: plain layout
+    model = build_model(cfg.model)  # unset: plain layout
     assert all(p.is_contiguous() for p in model.parameters())
     assert compile_model(model, False) is model
     cpu = for_device(cfg, torch.device("cpu"))
-    assert (cpu.model.channels_last, cpu.data.normalize_on_device, cpu.train.mixed_precision,
-            cpu.test.mixed_precision) == (True, False, "none", "none")
-    cuda = for_device(cfg, torch.device("cuda"))          # only the device's type (and bf16 support) is read
+    assert (
+        cpu.model.channels_last,
+        cpu.data.normalize_on_device,
+        cpu.train.mixed_precision,
+        cpu.test.mixed_precision,
+    ) == (True, False, "none", "none")
+    cuda = for_device(cfg, torch.device("cuda"))  # only the device's type (and bf16 support) is read
     assert (cuda.model.channels_last, cuda.data.normalize_on_device) == (False, True)
     assert cuda.train.mixed_precision == ("bf16" if torch.cuda.is_bf16_supported() else "none")
-    explicit = for_device(load_config(None, TINY + ["model.channels_last=false", "data.normalize_on_device=true",
-                                                    "train.mixed_precision=bf16"]), torch.device("cpu"))
-    assert (explicit.model.channels_last, explicit.data.normalize_on_device,
-            explicit.train.mixed_precision) == (False, True, "bf16")   # set keys are kept
+    explicit = for_device(
+        load_config(
+            None, TINY + ["model.channels_last=false", "data.normalize_on_device=true", "train.mixed_precision=bf16"]
+        ),
+        torch.device("cpu"),
+    )
+    assert (explicit.model.channels_last, explicit.data.normalize_on_device, explicit.train.mixed_precision) == (
+        False,
+        True,
+        "bf16",
+    )  # set keys are kept
 
 
 def test_channels_last_converts_every_5d_tensor_and_keeps_the_numbers():
@@ -47,7 +59,7 @@ def test_channels_last_converts_every_5d_tensor_and_keeps_the_numbers():
         assert p[0, 0].numel() == 1 or not p.is_contiguous(), name  # 1x1x1 kernels fit both layouts
     assert any(p.dim() == 4 for p in cl.parameters())  # CBAM's spatial conv stays as it was
     for (n, a), b in zip(plain.state_dict().items(), cl.state_dict().values()):
-        assert torch.equal(a, b), n   # same values: checkpoints interchange
+        assert torch.equal(a, b), n  # same values: checkpoints interchange
     x = torch.randn(2, 3, 4, 32, 32)
     plain.eval(), cl.eval()
     with torch.no_grad():
@@ -74,8 +86,18 @@ def test_compiled_training_steps_match_eager():
     """train.compile: two SGD steps of the default-mode torch.compile (inductor, C++ on CPU) of a
     tiny ResNet-3D equal the eager ones; the compiled wrapper trains the original parameters."""
     torch.manual_seed(0)
-    model = build_model(load_config(None, ["model.preset=C2D_R18", "model.num_classes=4", "model.base_channels=4",
-                                           "model.dropout=0", "train.compile=true"]).model).train()
+    model = build_model(
+        load_config(
+            None,
+            [
+                "model.preset=C2D_R18",
+                "model.num_classes=4",
+                "model.base_channels=4",
+                "model.dropout=0",
+                "train.compile=true",
+            ],
+        ).model
+    ).train()
     eager, initial = copy.deepcopy(model), copy.deepcopy(model)
     compiled = compile_model(model, load_config(None, ["train.compile=true"]).train.compile)
     assert compiled is not model

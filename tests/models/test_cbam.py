@@ -1,4 +1,5 @@
 """Per-frame CBAM: equals a frame-by-frame 2D CBAM, never mixes frames, gates lie in [0, 1]."""
+
 import torch
 import torch.nn.functional as F
 
@@ -8,8 +9,10 @@ from videoattn.models.cbam import CBAM
 def cbam_2d_reference(cbam, frame):
     """CBAM on one frame (B, C, H, W), written from the paper with the module's weights."""
     mlp = cbam.channel.mlp
+
     def shared_mlp(v):
         return F.linear(F.relu(F.linear(v, mlp[0].weight, mlp[0].bias)), mlp[2].weight, mlp[2].bias)
+
     avg = F.adaptive_avg_pool2d(frame, 1).flatten(1)
     mx = F.adaptive_max_pool2d(frame, 1).flatten(1)
     frame = frame * torch.sigmoid(shared_mlp(avg) + shared_mlp(mx))[:, :, None, None]

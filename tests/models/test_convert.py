@@ -1,5 +1,6 @@
 """Checkpoint conversion: pytorchvideo hub models with equal logits, PySlowFast key names,
 and tools/convert_checkpoint.py end to end."""
+
 import os
 import subprocess
 import sys
@@ -7,12 +8,12 @@ import sys
 import pytest
 import torch
 from nl_reference import calibrate_bn
+from pyslowfast_names import to_pyslowfast
 from pytorchvideo.models.hub import c2d_r50, i3d_r50, slow_r50
 
 from videoattn.config import config_from_dict, load_config
 from videoattn.engine.checkpoint import load_checkpoint
 from videoattn.models import build_model
-from pyslowfast_names import to_pyslowfast
 from videoattn.models.convert import convert_state_dict, from_pyslowfast, read_state_dict
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -57,8 +58,9 @@ def test_pytorchvideo_i3d_r50_equal_logits(ptv_i3d, ptv_logits, clip224):
     assert ref.std() > 1e-2 and feat.shape == (1, 2048)
 
 
-@pytest.mark.parametrize("builder,preset,head_pool", [(slow_r50, "SLOW_R50", (4, 3, 3)),
-                                                       (c2d_r50, "C2D_R50", (2, 3, 3))])
+@pytest.mark.parametrize(
+    "builder,preset,head_pool", [(slow_r50, "SLOW_R50", (4, 3, 3)), (c2d_r50, "C2D_R50", (2, 3, 3))]
+)
 def test_pytorchvideo_slow_and_c2d_equal_logits(builder, preset, head_pool):
     # 4x96x96 keeps this fast; pytorchvideo's fixed head pool is resized to that clip
     torch.manual_seed(0)
@@ -118,9 +120,16 @@ def test_pyslowfast_names_shapes_and_round_trip():
 def _ptv_to_pyslowfast_names(state):
     """Test-local renaming pytorchvideo i3d_r50 -> PySlowFast, from the table above (not the library's)."""
     stage = {1: 2, 3: 3, 4: 4, 5: 5}  # blocks.2 is the temporal pool
-    branch = {"branch1_conv": "branch1", "branch1_norm": "branch1_bn", "branch2.conv_a": "branch2.a",
-              "branch2.norm_a": "branch2.a_bn", "branch2.conv_b": "branch2.b", "branch2.norm_b": "branch2.b_bn",
-              "branch2.conv_c": "branch2.c", "branch2.norm_c": "branch2.c_bn"}
+    branch = {
+        "branch1_conv": "branch1",
+        "branch1_norm": "branch1_bn",
+        "branch2.conv_a": "branch2.a",
+        "branch2.norm_a": "branch2.a_bn",
+        "branch2.conv_b": "branch2.b",
+        "branch2.norm_b": "branch2.b_bn",
+        "branch2.conv_c": "branch2.c",
+        "branch2.norm_c": "branch2.c_bn",
+    }
     out = {}
     for k, v in state.items():
         parts = k.split(".")
@@ -140,9 +149,24 @@ def test_pyslowfast_checkpoint_through_the_tool(ptv_i3d, ptv_logits, clip224, tm
     torch.save({"model_state": _ptv_to_pyslowfast_names(ptv_i3d.state_dict()), "epoch": 196}, src)
     out = tmp_path / "converted.pyth"
     cfg = os.path.join(ROOT, "configs/kinetics400/I3D_R50.yaml")
-    proc = subprocess.run([sys.executable, os.path.join(ROOT, "tools/convert_checkpoint.py"), "--source",
-                           "pyslowfast", "--input", str(src), "--config", cfg, "--output", str(out)],
-                          capture_output=True, text=True, cwd=ROOT, env=_env())
+    proc = subprocess.run(
+        [
+            sys.executable,
+            os.path.join(ROOT, "tools/convert_checkpoint.py"),
+            "--source",
+            "pyslowfast",
+            "--input",
+            str(src),
+            "--config",
+            cfg,
+            "--output",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env=_env(),
+    )
     assert proc.returncode == 0, proc.stderr
     ckpt = load_checkpoint(str(out))
     assert {"model_state", "config", "meta"} <= set(ckpt) and ckpt["meta"]["source"].startswith("pyslowfast")
@@ -157,13 +181,30 @@ def test_pytorchvideo_through_the_tool_into_nl_config(ptv_i3d, tmp_path):
     src = tmp_path / "ptv.pth"
     torch.save(ptv_i3d.state_dict(), src)
     out = tmp_path / "nl.pyth"
-    proc = subprocess.run([sys.executable, "tools/convert_checkpoint.py", "--source", "pytorchvideo", "--input",
-                           str(src), "--config", "configs/kinetics400/I3D_NL_R50.yaml", "--output", str(out)],
-                          capture_output=True, text=True, cwd=ROOT, env=_env())
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "tools/convert_checkpoint.py",
+            "--source",
+            "pytorchvideo",
+            "--input",
+            str(src),
+            "--config",
+            "configs/kinetics400/I3D_NL_R50.yaml",
+            "--output",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env=_env(),
+    )
     assert proc.returncode == 0, proc.stderr
     assert "res3.1.nl.theta.weight: left as initialised" in proc.stdout
     state = load_checkpoint(str(out))["model_state"]
-    assert torch.equal(state["res4.5.conv1.weight"], ptv_i3d.state_dict()["blocks.4.res_blocks.5.branch2.conv_a.weight"])
+    assert torch.equal(
+        state["res4.5.conv1.weight"], ptv_i3d.state_dict()["blocks.4.res_blocks.5.branch2.conv_a.weight"]
+    )
     assert torch.equal(state["res4.5.nl.bn.weight"], torch.zeros(1024))  # non-local starts as identity
 
 
@@ -178,19 +219,49 @@ def test_mismatches_fail_clearly(ptv_i3d, tmp_path):
     bad.write_bytes(b"not a checkpoint")
     with pytest.raises(ValueError, match="garbage.pyth"):
         read_state_dict(str(bad))
-    proc = subprocess.run([sys.executable, "tools/convert_checkpoint.py", "--source", "pyslowfast", "--input",
-                           str(bad), "--config", "configs/kinetics400/I3D_R50.yaml", "--output",
-                           str(tmp_path / "x.pyth")], capture_output=True, text=True, cwd=ROOT, env=_env())
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "tools/convert_checkpoint.py",
+            "--source",
+            "pyslowfast",
+            "--input",
+            str(bad),
+            "--config",
+            "configs/kinetics400/I3D_R50.yaml",
+            "--output",
+            str(tmp_path / "x.pyth"),
+        ],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env=_env(),
+    )
     assert proc.returncode != 0 and "garbage.pyth" in proc.stderr
     assert not (tmp_path / "x.pyth").exists()
 
 
-
 def _convert_r18(src, out):
     """tools/convert_checkpoint.py: torchvision resnet18 weights into a C2D R18 of the same width."""
-    return subprocess.run([sys.executable, "tools/convert_checkpoint.py", "--source", "torchvision", "--input",
-                           str(src), "--config", "configs/synthetic/C2D_R18.yaml", "--output", str(out),
-                           "model.base_channels=64"], capture_output=True, text=True, cwd=ROOT, env=_env())
+    return subprocess.run(
+        [
+            sys.executable,
+            "tools/convert_checkpoint.py",
+            "--source",
+            "torchvision",
+            "--input",
+            str(src),
+            "--config",
+            "configs/synthetic/C2D_R18.yaml",
+            "--output",
+            str(out),
+            "model.base_channels=64",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env=_env(),
+    )
 
 
 @pytest.mark.slow
@@ -206,19 +277,21 @@ def test_output_never_replaces_the_input_or_a_file_the_tool_did_not_write(tmp_pa
     for out in (src, tmp_path / "hard.pth", tmp_path / "soft.pth", tmp_path / "sub" / ".." / src.name):
         proc = _convert_r18(src, out)
         assert proc.returncode == 1 and proc.stderr.strip().splitlines() == [
-            f"error: --output {out} is the input file {src}; not replaced: choose another --output"], proc.stderr
+            f"error: --output {out} is the input file {src}; not replaced: choose another --output"
+        ], proc.stderr
     mine = tmp_path / "mine.pyth"
     mine.write_bytes(b"the user's own weights")
     proc = _convert_r18(src, mine)
     assert proc.returncode == 1 and proc.stderr.strip().splitlines() == [
         f"error: {mine} exists and was not written by convert_checkpoint; not replaced: move it away or use "
-        "another --output"], proc.stderr
+        "another --output"
+    ], proc.stderr
     assert src.read_bytes() == source_bytes and mine.read_bytes() == b"the user's own weights"
     converted = tmp_path / "converted.pyth"
-    for _ in range(2):                                  # its own earlier output: replaced on a rerun
+    for _ in range(2):  # its own earlier output: replaced on a rerun
         proc = _convert_r18(src, converted)
         assert proc.returncode == 0, proc.stderr
     assert set(load_checkpoint(str(converted))) >= {"model_state", "config", "meta"}
-    proc = _convert_r18(converted, converted)          # its own output as the input: still the input
+    proc = _convert_r18(converted, converted)  # its own output as the input: still the input
     assert proc.returncode == 1 and "is the input file" in proc.stderr
     assert src.read_bytes() == source_bytes and set(load_checkpoint(str(converted))) >= {"model_state"}

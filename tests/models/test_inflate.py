@@ -1,5 +1,6 @@
 """2D -> 3D inflation from torchvision ResNets, checked with the boring-video property
 against the 2D torchvision network itself (random weights; nothing is downloaded)."""
+
 import pytest
 import torch
 import torchvision
@@ -96,4 +97,6 @@ def test_1000_class_head_is_left_for_finetuning():
     model.load_state_dict(state, strict=False)
     assert any(n.startswith("fc.weight") for n in notes)
     assert torch.equal(model.head.proj.weight, head_before)
-    assert torch.equal(model.res3[0].downsample[0].weight[:, :, 0, 0, 0], net2d.layer2[0].downsample[0].weight[:, :, 0, 0])
+    assert torch.equal(
+        model.res3[0].downsample[0].weight[:, :, 0, 0, 0], net2d.layer2[0].downsample[0].weight[:, :, 0, 0]
+    )

@@ -1,4 +1,5 @@
 """Parameter and FLOP counts against the published numbers and pytorchvideo's builders."""
+
 import os
 import re
 import subprocess
@@ -42,11 +43,14 @@ def test_attention_is_counted():
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("cfg,params", [("configs/kinetics400/I3D_R50.yaml", "28,043,472"),
-                                        ("configs/kinetics400/I3D_NL_R50.yaml", "35,401,936")])
+@pytest.mark.parametrize(
+    "cfg,params",
+    [("configs/kinetics400/I3D_R50.yaml", "28,043,472"), ("configs/kinetics400/I3D_NL_R50.yaml", "35,401,936")],
+)
 def test_model_info_tool(cfg, params):
-    proc = subprocess.run([sys.executable, "tools/model_info.py", "--config", cfg], capture_output=True,
-                          text=True, cwd=ROOT)
+    proc = subprocess.run(
+        [sys.executable, "tools/model_info.py", "--config", cfg], capture_output=True, text=True, cwd=ROOT
+    )
     assert proc.returncode == 0, proc.stderr
     assert f"params:  {params}" in proc.stdout
     gflops = float(re.search(r"FLOPs:\s+([\d.]+) G", proc.stdout).group(1))
@@ -56,6 +60,10 @@ def test_model_info_tool(cfg, params):
 
 @pytest.mark.slow
 def test_model_info_tool_rejects_a_typo():
-    proc = subprocess.run([sys.executable, "tools/model_info.py", "--config", "configs/kinetics400/I3D_R50.yaml",
-                           "model.depht=18"], capture_output=True, text=True, cwd=ROOT)
+    proc = subprocess.run(
+        [sys.executable, "tools/model_info.py", "--config", "configs/kinetics400/I3D_R50.yaml", "model.depht=18"],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+    )
     assert proc.returncode != 0 and "model.depth" in proc.stderr

@@ -1,5 +1,6 @@
 """Spacetime non-local block: SDPA/associative paths vs the explicit matrix, identity at init,
 genuinely non-local once trained, and cheap query-row capture."""
+
 import pytest
 import torch
 from nl_reference import explicit_nonlocal, randomize_bn

@@ -1,5 +1,6 @@
 """Non-local block: the explicit-matrix and SDPA softmax paths against the explicit reference, the
 per-device path rule, and the dot-product sum over M in fp16/bf16 (no overflow)."""
+
 import pytest
 import torch
 from nl_reference import explicit_nonlocal, randomize_bn
@@ -29,11 +30,11 @@ def test_each_path_matches_explicit_reference(path, inst, subsample):
     x = torch.randn(2, 16, 4, 6, 6)
     with torch.no_grad():
         ref, _ = explicit_nonlocal(block.eval(), x)
-        assert (block(x) - ref).abs().max().item() < 1e-4          # eval: folded-BN output path
+        assert (block(x) - ref).abs().max().item() < 1e-4  # eval: folded-BN output path
     block.train()
     ref, _ = explicit_nonlocal(block, x, bn_batch_stats=True)
     xg = x.clone().requires_grad_(True)
-    out = block(xg)                                                  # train: grad enabled
+    out = block(xg)  # train: grad enabled
     assert (out - ref).abs().max().item() < 1e-4
     assert (out - x).abs().max().item() > 1e-2
 
@@ -57,22 +58,22 @@ def test_path_rule():
     cpu, cuda = torch.device("cpu"), torch.device("cuda")
     # CPU backward with head dim 512 (C = 1024): explicit; 256 (C = 512): SDPA
     assert attention_path(cpu, 1, 6272, 1568, 512, training=True) == "explicit"
-    assert attention_path(cpu, 1, 6272, 6272, 512, training=True) == "explicit"    # 39M elements fit
+    assert attention_path(cpu, 1, 6272, 6272, 512, training=True) == "explicit"  # 39M elements fit
     assert attention_path(cpu, 1, 6272, 1568, 256, training=True) == "sdpa"
-    assert attention_path(cpu, 1, 6272, 1568, 512, training=False) == "sdpa"       # inference
-    assert attention_path(cuda, 1, 6272, 1568, 512, training=True) == "sdpa"       # accelerators
-    fits = CPU_EXPLICIT_MAX_ELEMENTS // (6272 * 1568)                               # largest batch that fits
+    assert attention_path(cpu, 1, 6272, 1568, 512, training=False) == "sdpa"  # inference
+    assert attention_path(cuda, 1, 6272, 1568, 512, training=True) == "sdpa"  # accelerators
+    fits = CPU_EXPLICIT_MAX_ELEMENTS // (6272 * 1568)  # largest batch that fits
     assert attention_path(cpu, fits, 6272, 1568, 512, training=True) == "explicit"
     assert attention_path(cpu, fits + 1, 6272, 1568, 512, training=True) == "sdpa"
 
 
 def test_auto_path_takes_explicit_for_wide_heads_in_cpu_training_only():
-    wide = _block("embedded_gaussian", (1, 2, 2), dim=1024)         # inter = head dim 512
+    wide = _block("embedded_gaussian", (1, 2, 2), dim=1024)  # inter = head dim 512
     x = torch.randn(1, 1024, 2, 4, 4, requires_grad=True)
     assert not _ran_sdpa(lambda: wide.train()(x).sum().backward())
     with torch.no_grad():
         assert _ran_sdpa(lambda: wide(x))
-    narrow = _block("embedded_gaussian", (1, 2, 2)).train()         # head dim 8
+    narrow = _block("embedded_gaussian", (1, 2, 2)).train()  # head dim 8
     assert _ran_sdpa(lambda: narrow(torch.randn(1, 16, 4, 6, 6, requires_grad=True)).sum().backward())
     assert not _ran_sdpa(lambda: _block("embedded_gaussian", path="explicit")(x[:, :16]).sum())
 
@@ -102,9 +103,9 @@ def test_dot_product_sum_over_positions_does_not_overflow_fp16():
     block = _large_dot_product_block()
     x = torch.rand(1, 16, 4, 6, 6) + 1.0
     with torch.no_grad():
-        ref, _ = explicit_nonlocal(block, x)                      # float32 reference
+        ref, _ = explicit_nonlocal(block, x)  # float32 reference
         k, v, _ = block._keys(x.half().float())
-        old = k.half().transpose(1, 2) @ v.half()                 # the old formula's fp16 sum over M
+        old = k.half().transpose(1, 2) @ v.half()  # the old formula's fp16 sum over M
         assert not torch.isfinite(old).all(), "test input too small to overflow the old formula"
         out = block.half()(x.half()).float()
     assert torch.isfinite(out).all()

@@ -1,6 +1,7 @@
 """Pretrained weights by name, served by a real HTTP server on 127.0.0.1 (never the internet):
 download once into the cache, checksums (file-name prefix; sidecar for pytorchvideo), offline and
 wrong-file errors, conversion into the model."""
+
 import hashlib
 import os
 import subprocess
@@ -11,13 +12,13 @@ import pytest
 import torch
 import torchvision
 from pytorchvideo.models.hub import c2d_r50, i3d_r50, slow_r50
+from weightserver import closed_port, serve  # noqa: F401 (fixture)
 
 from videoattn.models.pretrained import PRETRAINED, load_pretrained_weights, verify_by_conversion
 from videoattn.models.resnet3d import ResNet3D
 from videoattn.utils import download
 from videoattn.utils.download import DownloadError, cache_dir, fetch, sidecar_path
 from videoattn.utils.outputs import MANIFEST
-from weightserver import closed_port, serve  # noqa: F401 (fixture)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -90,11 +91,14 @@ def test_pytorchvideo_good_file_loads_once_with_kinetics_classes(serve, ptv_i3d_
     assert torch.equal(model.res5[2].bn3.running_var, ptv_i3d_state["blocks.5.res_blocks.2.branch2.norm_c.running_var"])
     assert torch.equal(model.head.proj.weight, ptv_i3d_state["blocks.6.proj.weight"])
     # download once: a second load (the sidecar re-checked) and a fresh process do not ask the server
-    again = load_pretrained_weights(ResNet3D(depth=50, num_classes=400), "i3d_r50", cache=str(cache),
-                                    base_url=server.url)
+    again = load_pretrained_weights(
+        ResNet3D(depth=50, num_classes=400), "i3d_r50", cache=str(cache), base_url=server.url
+    )
     assert again.sha256 == info.sha256
-    code = ("import sys; from videoattn.models.pretrained import fetch_pretrained;"
-            "print(fetch_pretrained('i3d_r50', sys.argv[1], sys.argv[2])[0])")
+    code = (
+        "import sys; from videoattn.models.pretrained import fetch_pretrained;"
+        "print(fetch_pretrained('i3d_r50', sys.argv[1], sys.argv[2])[0])"
+    )
     env = dict(os.environ, PYTHONPATH=ROOT)
     proc = subprocess.run([sys.executable, "-c", code, str(cache), server.url], capture_output=True, text=True, env=env)
     assert proc.returncode == 0, proc.stderr
@@ -139,8 +143,9 @@ def test_sidecar_catches_a_cached_file_that_changed(serve, ptv_i3d_state, tmp_pa
     root, server = serve()
     torch.save({"model_state": ptv_i3d_state}, root / "I3D_8x8_R50.pyth")
     cache = str(tmp_path / "cache")
-    path, sha = download.fetch(PRETRAINED["i3d_r50"]["url"], cache, server.url,
-                               verify=lambda p: verify_by_conversion(p, PRETRAINED["i3d_r50"]))
+    path, sha = download.fetch(
+        PRETRAINED["i3d_r50"]["url"], cache, server.url, verify=lambda p: verify_by_conversion(p, PRETRAINED["i3d_r50"])
+    )
     state = dict(ptv_i3d_state)
     state["blocks.6.proj.bias"] = state["blocks.6.proj.bias"] + 1  # still converts: only the sidecar can tell
     torch.save({"model_state": state}, path)
@@ -168,8 +173,9 @@ def _torchvision_r18_file(folder) -> tuple:
 def test_torchvision_file_with_its_hash_prefix_is_inflated(serve, tmp_path, monkeypatch):
     root, server = serve()
     name, state = _torchvision_r18_file(root)
-    registry = {"resnet18_imagenet": dict(PRETRAINED["resnet18_imagenet"],
-                                          url=f"https://download.pytorch.org/models/{name}")}
+    registry = {
+        "resnet18_imagenet": dict(PRETRAINED["resnet18_imagenet"], url=f"https://download.pytorch.org/models/{name}")
+    }
     monkeypatch.setenv(download.HOME_ENV, str(tmp_path / "home"))  # cache from the environment,
     monkeypatch.setenv(download.URL_ENV, server.url)  # and the mirror too
     model = ResNet3D(depth=18, temporal="i3d", num_classes=1000)
@@ -189,8 +195,9 @@ def test_wrong_checksum_discards_the_download_and_keeps_a_file_put_by_hand(serve
     os.rename(root / name, root / "resnet18-f37072fd.pth")  # the published name, other bytes
     cache = tmp_path / "cache"
     with pytest.raises(DownloadError, match="checksum mismatch for .*resnet18-f37072fd.pth") as e:
-        load_pretrained_weights(ResNet3D(depth=18, num_classes=1000), "resnet18_imagenet", cache=str(cache),
-                                base_url=server.url)
+        load_pretrained_weights(
+            ResNet3D(depth=18, num_classes=1000), "resnet18_imagenet", cache=str(cache), base_url=server.url
+        )
     assert "does not start with f37072fd" in _one_line_error(e)
     assert sorted(os.listdir(cache)) == ["resnet18-f37072fd.pth.lock"]
     # a file put into the cache by hand is checked too; when wrong it is refused, never removed (issue 19)
@@ -207,18 +214,22 @@ def test_a_pytorchvideo_file_put_by_hand_is_never_removed(ptv_i3d_state, tmp_pat
     cache = tmp_path / "cache"
     cache.mkdir()
     path = cache / "I3D_8x8_R50.pyth"
-    torch.save({"model_state": {"w": torch.ones(1)}}, path)       # not I3D weights
+    torch.save({"model_state": {"w": torch.ones(1)}}, path)  # not I3D weights
     mine = path.read_bytes()
     with pytest.raises(DownloadError, match="failed verification: .*; not removed \\(it was not downloaded here\\)"):
-        load_pretrained_weights(ResNet3D(depth=50, num_classes=400), "i3d_r50", cache=str(cache),
-                                base_url=f"http://127.0.0.1:{closed_port()}")
+        load_pretrained_weights(
+            ResNet3D(depth=50, num_classes=400),
+            "i3d_r50",
+            cache=str(cache),
+            base_url=f"http://127.0.0.1:{closed_port()}",
+        )
     assert path.read_bytes() == mine and not os.path.exists(sidecar_path(str(path)))
-    torch.save({"model_state": ptv_i3d_state}, path)              # the right file, by hand: verified, recorded
+    torch.save({"model_state": ptv_i3d_state}, path)  # the right file, by hand: verified, recorded
     load_pretrained_weights(ResNet3D(depth=50, num_classes=400), "i3d_r50", cache=str(cache))
     sidecar = open(sidecar_path(str(path))).read()
     state = dict(ptv_i3d_state)
     state["blocks.6.proj.bias"] = state["blocks.6.proj.bias"] + 1
-    torch.save({"model_state": state}, path)                      # changed by hand after it was verified
+    torch.save({"model_state": state}, path)  # changed by hand after it was verified
     mine = path.read_bytes()
     with pytest.raises(DownloadError, match="changed since it was verified .*; not removed"):
         load_pretrained_weights(ResNet3D(depth=50, num_classes=400), "i3d_r50", cache=str(cache))

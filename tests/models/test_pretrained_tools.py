@@ -3,6 +3,7 @@ extract_features, visualize_attention, predict), with the weights served by a re
 127.0.0.1 through ``VIDEOATTN_WEIGHTS_URL`` (never the internet): a good file (downloaded once,
 verified, Kinetics-400 names where the data has no class list), a wrong checksum, an unreachable
 server and the offline step (the file put into the cache by hand)."""
+
 import csv
 import json
 import os
@@ -15,18 +16,29 @@ import pytest
 import torch
 import torchvision
 from pytorchvideo.models.hub import c2d_r50, i3d_r50, slow_r50
+from weightserver import WeightServer, closed_port
 
 from videoattn.models.convert import from_pytorchvideo
 from videoattn.utils.download import sidecar_path
 from videoattn.utils.resources import kinetics400_classes
-from weightserver import WeightServer, closed_port
 
 pytestmark = pytest.mark.slow
 I3D_FILE = "I3D_8x8_R50.pyth"
 # I3D_R50 at a size two CPU cores run in seconds: 4 frames, 32 px, one view
-SMALL = ["model.num_classes=400", "data.num_frames=4", "data.sampling_rate=4", "data.test_crop_size=32",
-         "data.train_crop_size=32", "data.train_jitter_scales=[32,40]", "data.num_workers=0", "device=cpu",
-         "test.num_ensemble_views=1", "test.num_spatial_crops=1", "test.batch_size=2", "features.batch_size=4"]
+SMALL = [
+    "model.num_classes=400",
+    "data.num_frames=4",
+    "data.sampling_rate=4",
+    "data.test_crop_size=32",
+    "data.train_crop_size=32",
+    "data.train_jitter_scales=[32,40]",
+    "data.num_workers=0",
+    "device=cpu",
+    "test.num_ensemble_views=1",
+    "test.num_spatial_crops=1",
+    "test.batch_size=2",
+    "features.batch_size=4",
+]
 K400_CFG = "configs/kinetics400/I3D_R50.yaml"
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -38,7 +50,9 @@ def run(args, env_extra=None) -> subprocess.CompletedProcess:
 
 
 def check(proc: subprocess.CompletedProcess) -> subprocess.CompletedProcess:
-    assert proc.returncode == 0, f"exit {proc.returncode}\nstdout:\n{proc.stdout[-3000:]}\nstderr:\n{proc.stderr[-5000:]}"
+    assert proc.returncode == 0, (
+        f"exit {proc.returncode}\nstdout:\n{proc.stdout[-3000:]}\nstderr:\n{proc.stderr[-5000:]}"
+    )
     return proc
 
 
@@ -54,8 +68,13 @@ def served(tmp_path_factory):
     torch.save(torchvision.models.resnet18().state_dict(), root / "resnet18-f37072fd.pth")  # not the published bytes
     server = WeightServer(root)
     home = tmp_path_factory.mktemp("home")
-    yield {"root": root, "server": server, "states": states, "home": home,
-           "env": {"VIDEOATTN_WEIGHTS_URL": server.url, "VIDEOATTN_HOME": str(home)}}
+    yield {
+        "root": root,
+        "server": server,
+        "states": states,
+        "home": home,
+        "env": {"VIDEOATTN_WEIGHTS_URL": server.url, "VIDEOATTN_HOME": str(home)},
+    }
     server.close()
 
 
@@ -86,8 +105,12 @@ def _no_annotations(folder):
 # ------------------------------------------------------------------------------- good file
 def test_convert_checkpoint_pretrained_writes_the_verified_weights(served, tmp_path):
     out = str(tmp_path / "i3d.pyth")
-    proc = check(run(["tools/convert_checkpoint.py", "--pretrained", "i3d_r50", "--config", K400_CFG,
-                      "--output", out], env_extra=served["env"]))
+    proc = check(
+        run(
+            ["tools/convert_checkpoint.py", "--pretrained", "i3d_r50", "--config", K400_CFG, "--output", out],
+            env_extra=served["env"],
+        )
+    )
     assert "wrote" in proc.stdout and _downloads(served) == 1
     cached = os.path.join(served["home"], "weights", I3D_FILE)
     sha = open(sidecar_path(cached)).read().split()[0]
@@ -96,15 +119,45 @@ def test_convert_checkpoint_pretrained_writes_the_verified_weights(served, tmp_p
     expected = from_pytorchvideo(served["states"]["i3d_r50"])
     assert set(ckpt["model_state"]) == set(expected)
     assert all(torch.equal(ckpt["model_state"][k], v) for k, v in expected.items())
-    check(run(["tools/convert_checkpoint.py", "--pretrained", "i3d_r50", "--config", K400_CFG,
-               "--output", str(tmp_path / "again.pyth")], env_extra=served["env"]))
-    assert _downloads(served) == 1                                 # cached: not downloaded again
+    check(
+        run(
+            [
+                "tools/convert_checkpoint.py",
+                "--pretrained",
+                "i3d_r50",
+                "--config",
+                K400_CFG,
+                "--output",
+                str(tmp_path / "again.pyth"),
+            ],
+            env_extra=served["env"],
+        )
+    )
+    assert _downloads(served) == 1  # cached: not downloaded again
 
 
 def test_predict_pretrained_on_a_folder_names_kinetics_classes(served, videos, tmp_path):
     out = str(tmp_path / "pred")
-    proc = check(run(["tools/predict.py", "--config", K400_CFG, "--pretrained", "i3d_r50", "--input", videos,
-                      "--output", out, "--top-k", "3", *SMALL, *_no_annotations(videos)], env_extra=served["env"]))
+    proc = check(
+        run(
+            [
+                "tools/predict.py",
+                "--config",
+                K400_CFG,
+                "--pretrained",
+                "i3d_r50",
+                "--input",
+                videos,
+                "--output",
+                out,
+                "--top-k",
+                "3",
+                *SMALL,
+                *_no_annotations(videos),
+            ],
+            env_extra=served["env"],
+        )
+    )
     with open(os.path.join(out, "predictions.csv"), newline="") as f:
         rows = list(csv.DictReader(f))
     k400 = set(kinetics400_classes())
@@ -116,24 +169,70 @@ def test_predict_pretrained_on_a_folder_names_kinetics_classes(served, videos, t
 def test_test_net_and_visualize_with_pretrained(served, synthetic_root, tmp_path):
     out = str(tmp_path / "test")
     # a PySlowFast list: label indices, no names; 400 classes fit
-    check(run(["tools/test_net.py", "--config", K400_CFG, "--pretrained", "i3d_r50", f"output_dir={out}", *SMALL,
-               f"data.root={synthetic_root}", "data.val_split=val.txt", "data.train_split=val.txt"],
-              env_extra=served["env"]))
+    check(
+        run(
+            [
+                "tools/test_net.py",
+                "--config",
+                K400_CFG,
+                "--pretrained",
+                "i3d_r50",
+                f"output_dir={out}",
+                *SMALL,
+                f"data.root={synthetic_root}",
+                "data.val_split=val.txt",
+                "data.train_split=val.txt",
+            ],
+            env_extra=served["env"],
+        )
+    )
     metrics = json.load(open(os.path.join(out, "test", "metrics.json")))
     assert metrics["checkpoint"].startswith("pretrained:i3d_r50 (") and metrics["num_videos"] == 16
     video = os.path.join(synthetic_root, "val", sorted(os.listdir(os.path.join(synthetic_root, "val")))[0])
     png = str(tmp_path / "att.png")
     # the I3D weights under non-local and CBAM blocks (left at their identity initialisation)
-    check(run(["tools/visualize_attention.py", "--config", "configs/kinetics400/I3D_NL_CBAM_R50.yaml",
-               "--pretrained", "i3d_r50", "--video", video,
-               "--output", png, *SMALL, *_no_annotations(str(tmp_path))], env_extra=served["env"]))
+    check(
+        run(
+            [
+                "tools/visualize_attention.py",
+                "--config",
+                "configs/kinetics400/I3D_NL_CBAM_R50.yaml",
+                "--pretrained",
+                "i3d_r50",
+                "--video",
+                video,
+                "--output",
+                png,
+                *SMALL,
+                *_no_annotations(str(tmp_path)),
+            ],
+            env_extra=served["env"],
+        )
+    )
     assert os.path.getsize(png) > 0 and _downloads(served) <= 1
 
 
 def test_extract_with_pretrained_saves_kinetics_scores(served, videos, tmp_path):
     out = str(tmp_path / "feats")
-    check(run(["tools/extract_features.py", "--config", K400_CFG, "--pretrained", "i3d_r50", "--input", videos,
-               "--output", out, "features.save_scores=true", *SMALL, *_no_annotations(videos)], env_extra=served["env"]))
+    check(
+        run(
+            [
+                "tools/extract_features.py",
+                "--config",
+                K400_CFG,
+                "--pretrained",
+                "i3d_r50",
+                "--input",
+                videos,
+                "--output",
+                out,
+                "features.save_scores=true",
+                *SMALL,
+                *_no_annotations(videos),
+            ],
+            env_extra=served["env"],
+        )
+    )
     assert open(os.path.join(out, "classes.txt")).read().splitlines() == kinetics400_classes()
     with open(os.path.join(out, "index.csv"), newline="") as f:
         row = next(csv.DictReader(f))
@@ -143,14 +242,30 @@ def test_extract_with_pretrained_saves_kinetics_scores(served, videos, tmp_path)
 
 
 def test_inference_needs_the_pretrained_head(served, videos, tmp_path):
-    proc = run(["tools/predict.py", "--config", K400_CFG, "--pretrained", "i3d_r50", "--input", videos, "--output",
-                str(tmp_path / "p"), *SMALL, "model.num_classes=8"], env_extra=served["env"])
-    assert _error_line(proc) == ("checkpoint error: pretrained 'i3d_r50' has a 400-class head but model.num_classes=8; "
-                                 "set model.num_classes=400 to run it (other class counts are for fine-tuning)")
+    proc = run(
+        [
+            "tools/predict.py",
+            "--config",
+            K400_CFG,
+            "--pretrained",
+            "i3d_r50",
+            "--input",
+            videos,
+            "--output",
+            str(tmp_path / "p"),
+            *SMALL,
+            "model.num_classes=8",
+        ],
+        env_extra=served["env"],
+    )
+    assert _error_line(proc) == (
+        "checkpoint error: pretrained 'i3d_r50' has a 400-class head but model.num_classes=8; "
+        "set model.num_classes=400 to run it (other class counts are for fine-tuning)"
+    )
 
 
 def test_train_net_starts_from_pretrained(served, synthetic_root, tmp_path):
-    folder = tmp_path / "data"                                        # two classes, a folder each
+    folder = tmp_path / "data"  # two classes, a folder each
     for label in ("moving left", "moving right"):
         (folder / "train" / label).mkdir(parents=True)
     with open(os.path.join(synthetic_root, "val.csv"), newline="") as f:
@@ -160,15 +275,38 @@ def test_train_net_starts_from_pretrained(served, synthetic_root, tmp_path):
         name = next(n for n in os.listdir(os.path.join(synthetic_root, "val")) if n.startswith(stem))
         shutil.copy(os.path.join(synthetic_root, "val", name), folder / "train" / r["label"])
     out = str(tmp_path / "out")
-    check(run(["tools/train_net.py", "--config", K400_CFG, "--pretrained", "c2d_r50", f"output_dir={out}", *SMALL,
-               "model.preset=C2D_R50", "model.num_classes=2", f"data.root={folder}", "data.train_split=train",
-               "data.classes_file=",
-               "data.val_split=", "train.eval_period=0", "train.batch_size=2", "solver.max_epoch=1",
-               "solver.base_lr=1e-12", "solver.warmup_epochs=0", "solver.weight_decay=0", "bn.use_precise_stats=false"],
-              env_extra=served["env"]))
+    check(
+        run(
+            [
+                "tools/train_net.py",
+                "--config",
+                K400_CFG,
+                "--pretrained",
+                "c2d_r50",
+                f"output_dir={out}",
+                *SMALL,
+                "model.preset=C2D_R50",
+                "model.num_classes=2",
+                f"data.root={folder}",
+                "data.train_split=train",
+                "data.classes_file=",
+                "data.val_split=",
+                "train.eval_period=0",
+                "train.batch_size=2",
+                "solver.max_epoch=1",
+                "solver.base_lr=1e-12",
+                "solver.warmup_epochs=0",
+                "solver.weight_decay=0",
+                "bn.use_precise_stats=false",
+            ],
+            env_extra=served["env"],
+        )
+    )
     log = open(os.path.join(out, "train.log")).read()
     assert "initial weights: pretrained c2d_r50" in log and "head.proj.weight: left as initialised" in log
-    state = torch.load(os.path.join(out, "checkpoints", "checkpoint_epoch_00001.pyth"), weights_only=True)["model_state"]
+    state = torch.load(os.path.join(out, "checkpoints", "checkpoint_epoch_00001.pyth"), weights_only=True)[
+        "model_state"
+    ]
     expected = from_pytorchvideo(served["states"]["c2d_r50"])
     for key in ("stem.conv.weight", "res3.0.conv1.weight", "res5.2.conv3.weight"):  # lr 1e-12: still the file's
         torch.testing.assert_close(state[key], expected[key], rtol=0, atol=1e-8)
@@ -178,13 +316,25 @@ def test_train_net_starts_from_pretrained(served, synthetic_root, tmp_path):
 # ------------------------------------------------------------------------- wrong checksum
 def test_wrong_checksum_through_the_tool_removes_the_file(served, tmp_path):
     home = tmp_path / "home"
-    proc = run(["tools/convert_checkpoint.py", "--pretrained", "resnet18_imagenet", "--config", K400_CFG,
-                "--output", str(tmp_path / "r18.pyth"), "model.preset=", "model.depth=18", "model.num_classes=1000"],
-               env_extra=dict(served["env"], VIDEOATTN_HOME=str(home)))
+    proc = run(
+        [
+            "tools/convert_checkpoint.py",
+            "--pretrained",
+            "resnet18_imagenet",
+            "--config",
+            K400_CFG,
+            "--output",
+            str(tmp_path / "r18.pyth"),
+            "model.preset=",
+            "model.depth=18",
+            "model.num_classes=1000",
+        ],
+        env_extra=dict(served["env"], VIDEOATTN_HOME=str(home)),
+    )
     line = _error_line(proc)
     assert line.startswith(f"error: checksum mismatch for {served['server'].url}/resnet18-f37072fd.pth: sha256 ")
     assert line.endswith("does not start with f37072fd (its file name); the download was discarded")
-    assert os.listdir(home / "weights") == ["resnet18-f37072fd.pth.lock"]      # nothing kept
+    assert os.listdir(home / "weights") == ["resnet18-f37072fd.pth.lock"]  # nothing kept
     assert not os.path.exists(tmp_path / "r18.pyth")
 
 
@@ -195,13 +345,28 @@ def test_a_wrong_file_put_by_hand_is_refused_and_kept(tmp_path):
     cached.parent.mkdir(parents=True)
     torch.save(torchvision.models.resnet18().state_dict(), cached)  # not the published bytes
     mine = cached.read_bytes()
-    proc = run(["tools/convert_checkpoint.py", "--pretrained", "resnet18_imagenet", "--config", K400_CFG,
-                "--output", str(tmp_path / "r18.pyth"), "model.preset=", "model.depth=18", "model.num_classes=1000"],
-               env_extra={"VIDEOATTN_HOME": str(tmp_path / "home"),
-                          "VIDEOATTN_WEIGHTS_URL": f"http://127.0.0.1:{closed_port()}"})
+    proc = run(
+        [
+            "tools/convert_checkpoint.py",
+            "--pretrained",
+            "resnet18_imagenet",
+            "--config",
+            K400_CFG,
+            "--output",
+            str(tmp_path / "r18.pyth"),
+            "model.preset=",
+            "model.depth=18",
+            "model.num_classes=1000",
+        ],
+        env_extra={
+            "VIDEOATTN_HOME": str(tmp_path / "home"),
+            "VIDEOATTN_WEIGHTS_URL": f"http://127.0.0.1:{closed_port()}",
+        },
+    )
     line = _error_line(proc)
-    assert line.startswith(f"error: checksum mismatch for {cached} from http://127.0.0.1:") and \
-        line.endswith("; not removed (it was not downloaded here): move it away, then run again to download it"), line
+    assert line.startswith(f"error: checksum mismatch for {cached} from http://127.0.0.1:") and line.endswith(
+        "; not removed (it was not downloaded here): move it away, then run again to download it"
+    ), line
     assert cached.read_bytes() == mine and not os.path.exists(tmp_path / "r18.pyth")
 
 
@@ -210,9 +375,22 @@ def test_unreachable_server_then_the_file_put_by_hand(served, synthetic_root, tm
     home = tmp_path / "home"
     base = f"http://127.0.0.1:{closed_port()}"
     env = {"VIDEOATTN_WEIGHTS_URL": base, "VIDEOATTN_HOME": str(home)}
-    proc = run(["tools/train_net.py", "--config", K400_CFG, "--pretrained", "slow_r50", f"output_dir={tmp_path / 'o'}",
-                "model.preset=SLOW_R50", *SMALL, "model.num_classes=8", f"data.root={synthetic_root}",
-                "data.classes_file=classes.txt"], env_extra=env)
+    proc = run(
+        [
+            "tools/train_net.py",
+            "--config",
+            K400_CFG,
+            "--pretrained",
+            "slow_r50",
+            f"output_dir={tmp_path / 'o'}",
+            "model.preset=SLOW_R50",
+            *SMALL,
+            "model.num_classes=8",
+            f"data.root={synthetic_root}",
+            "data.classes_file=classes.txt",
+        ],
+        env_extra=env,
+    )
     cached = home / "weights" / "SLOW_8x8_R50.pyth"
     line = _error_line(proc)
     assert line.startswith(f"error: cannot download {base}/SLOW_8x8_R50.pyth (URLError: ")
@@ -221,12 +399,36 @@ def test_unreachable_server_then_the_file_put_by_hand(served, synthetic_root, tm
     # the offline step: the file put there by hand is verified (converted) and used without a server
     torch.save({"model_state": slow_r50(pretrained=False).state_dict()}, cached)
     out = str(tmp_path / "slow.pyth")
-    check(run(["tools/convert_checkpoint.py", "--pretrained", "slow_r50", "--config", K400_CFG, "--output", out,
-               "model.preset=SLOW_R50"], env_extra=env))
+    check(
+        run(
+            [
+                "tools/convert_checkpoint.py",
+                "--pretrained",
+                "slow_r50",
+                "--config",
+                K400_CFG,
+                "--output",
+                out,
+                "model.preset=SLOW_R50",
+            ],
+            env_extra=env,
+        )
+    )
     assert os.path.isfile(sidecar_path(str(cached))) and os.path.isfile(out)
 
 
 def test_unknown_name_is_a_one_line_config_error(tmp_path):
-    proc = run([os.path.join("tools", "predict.py"), "--config", K400_CFG, "--pretrained", "i3d_r51", "--input",
-                str(tmp_path), "--output", str(tmp_path / "o")])
+    proc = run(
+        [
+            os.path.join("tools", "predict.py"),
+            "--config",
+            K400_CFG,
+            "--pretrained",
+            "i3d_r51",
+            "--input",
+            str(tmp_path),
+            "--output",
+            str(tmp_path / "o"),
+        ]
+    )
     assert _error_line(proc).startswith("config error: unknown pretrained weights 'i3d_r51'; choose one of c2d_r50,")

@@ -1,14 +1,15 @@
 """Backbone construction: shapes for every depth and preset, temporal kernel patterns,
 gradient flow, extraction layers, head reset and config errors."""
+
 import pytest
 import torch
 from nl_reference import randomize_bn
 
 from videoattn.config import load_config
 from videoattn.models import PRESETS, build_model, reset_head
-from videoattn.models.presets import resolve_model_config
 from videoattn.models.cbam import CBAM
 from videoattn.models.nonlocal_block import NonLocal3d
+from videoattn.models.presets import resolve_model_config
 from videoattn.models.resnet3d import STAGE_DEPTHS, TEMPORAL_PATTERNS
 
 
@@ -19,8 +20,9 @@ def _cfg(*overrides):
 @pytest.mark.parametrize("depth", sorted(STAGE_DEPTHS))
 @pytest.mark.parametrize("temporal", sorted(TEMPORAL_PATTERNS))
 def test_shapes_every_depth(depth, temporal):
-    model = build_model(_cfg(f"model.depth={depth}", "model.base_channels=4", f"model.temporal={temporal}",
-                             "model.num_classes=7").model).eval()
+    model = build_model(
+        _cfg(f"model.depth={depth}", "model.base_channels=4", f"model.temporal={temporal}", "model.num_classes=7").model
+    ).eval()
     x = torch.randn(2, 3, 8, 32, 32)
     with torch.no_grad():
         res5 = model.forward_features(x)
@@ -75,8 +77,9 @@ def test_temporal_kernels_follow_the_pattern(temporal):
         got = [blk.conv1.kernel_size[0] for blk in getattr(model, stage)]
         basis = pattern["stages"][i]
         assert got == [basis[j % len(basis)] for j in range(len(got))]
-        assert all(blk.conv2.kernel_size == (1, 3, 3) and blk.conv3.kernel_size == (1, 1, 1)
-                   for blk in getattr(model, stage))
+        assert all(
+            blk.conv2.kernel_size == (1, 3, 3) and blk.conv3.kernel_size == (1, 1, 1) for blk in getattr(model, stage)
+        )
 
 
 def test_i3d_r50_kernels_match_pytorchvideo():
@@ -93,8 +96,12 @@ def test_i3d_r50_kernels_match_pytorchvideo():
 
 
 def test_gradients_reach_every_parameter():
-    cfg = _cfg("model.preset=I3D_NL_CBAM_R18", "model.base_channels=8", "model.num_classes=3",
-               "model.non_local.locations=[[1],[1],[1],[]]")
+    cfg = _cfg(
+        "model.preset=I3D_NL_CBAM_R18",
+        "model.base_channels=8",
+        "model.num_classes=3",
+        "model.non_local.locations=[[1],[1],[1],[]]",
+    )
     model = randomize_bn(build_model(cfg.model)).train()  # zero-init BNs would block the residual branches
     x = torch.randn(2, 3, 8, 64, 64)
     loss = torch.nn.functional.cross_entropy(model(x), torch.tensor([0, 2]))
@@ -118,19 +125,22 @@ def test_reset_head():
     assert model(torch.randn(1, 3, 4, 32, 32)).shape == (1, 4)
 
 
-@pytest.mark.parametrize("key,value,match", [
-    ("model.depth", 20, "unsupported ResNet depth 20"),
-    ("model.temporal", "i3dd", "unknown temporal pattern 'i3dd'"),
-    ("model.non_local.locations", [[], [5], [], []], "out of range for res3"),
-    ("model.cbam.stages", [1], "stages 2..5"),
-])
+@pytest.mark.parametrize(
+    "key,value,match",
+    [
+        ("model.depth", 20, "unsupported ResNet depth 20"),
+        ("model.temporal", "i3dd", "unknown temporal pattern 'i3dd'"),
+        ("model.non_local.locations", [[], [5], [], []], "out of range for res3"),
+        ("model.cbam.stages", [1], "stages 2..5"),
+    ],
+)
 def test_bad_model_config_is_rejected(key, value, match):
     cfg = _cfg("model.depth=18")
     *path, name = key.split(".")
     section = cfg
     for part in path:
         section = getattr(section, part)
-    setattr(section, name, value)   # set after load_config (which rejects most of these): the model checks too
+    setattr(section, name, value)  # set after load_config (which rejects most of these): the model checks too
     with pytest.raises(ValueError, match=match):
         build_model(cfg.model)
 

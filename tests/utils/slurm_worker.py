@@ -5,6 +5,7 @@ torchrun variables (not a test itself).
     slurm_worker.py preempt OUT MAX_ITERS         iterate until PreemptionHandler.should_stop(); OUT/rank<r>.json;
                                                   exits with the agreed exit code
 """
+
 import datetime
 import json
 import os
@@ -36,9 +37,16 @@ def allreduce(out: str) -> None:
     info = setup()
     t = torch.tensor([1.0, 10.0]) * (info.rank + 1)
     dist.all_reduce(t)
-    report = {"launcher": info.launcher, "rank": info.rank, "world_size": info.world_size,
-              "local_rank": info.local_rank, "dist_rank": dist.get_rank(), "dist_world_size": dist.get_world_size(),
-              "env": {k: os.environ[k] for k in ENV_KEYS}, "sum": t.tolist()}
+    report = {
+        "launcher": info.launcher,
+        "rank": info.rank,
+        "world_size": info.world_size,
+        "local_rank": info.local_rank,
+        "dist_rank": dist.get_rank(),
+        "dist_world_size": dist.get_world_size(),
+        "env": {k: os.environ[k] for k in ENV_KEYS},
+        "sum": t.tolist(),
+    }
     dist.destroy_process_group()
     atomic_write_text(os.path.join(out, f"rank{info.rank}.json"), json.dumps(report))
 
@@ -55,17 +63,25 @@ def preempt(out: str, max_iters: int) -> int:
             dist.all_reduce(step)
             work += step
             time.sleep(0.01)
-            atomic_write_text(os.path.join(out, f"progress{info.rank}.json"),
-                              json.dumps({"pid": os.getpid(), "iteration": it}))
+            atomic_write_text(
+                os.path.join(out, f"progress{info.rank}.json"), json.dumps({"pid": os.getpid(), "iteration": it})
+            )
             if first_seen is None and pre.requested:
                 first_seen = it
             if pre.should_stop():
                 stop_at = it
                 first_seen = it if first_seen is None else first_seen  # it landed between the two checks
                 break
-    report = {"rank": info.rank, "stop_at": stop_at, "first_seen": first_seen, "received": pre.received,
-              "exit_code": pre.exit_code, "work": work.item(),
-              "usr1_after": str(signal.getsignal(signal.SIGUSR1)), "term_after": str(signal.getsignal(signal.SIGTERM))}
+    report = {
+        "rank": info.rank,
+        "stop_at": stop_at,
+        "first_seen": first_seen,
+        "received": pre.received,
+        "exit_code": pre.exit_code,
+        "work": work.item(),
+        "usr1_after": str(signal.getsignal(signal.SIGUSR1)),
+        "term_after": str(signal.getsignal(signal.SIGTERM)),
+    }
     dist.destroy_process_group()
     atomic_write_text(os.path.join(out, f"rank{info.rank}.json"), json.dumps(report))
     return pre.exit_code

@@ -1,6 +1,7 @@
 """videoattn.utils.preemption: flag-only handlers with real signals, restore of the previous
 handlers, and a real 2-process gloo job (started with SLURM_* variables) in which one rank gets a
 real signal and both ranks stop at the same iteration."""
+
 import json
 import os
 import signal
@@ -8,9 +9,9 @@ import threading
 import time
 
 import pytest
-
 from slurmkit import finish
 from test_launcher import start_srun_tasks
+
 from videoattn.utils.preemption import REQUEUE_EXIT_CODE, TERMINATED_EXIT_CODE, PreemptionHandler
 
 
@@ -18,8 +19,10 @@ from videoattn.utils.preemption import REQUEUE_EXIT_CODE, TERMINATED_EXIT_CODE, 
 def sentinel_handlers():
     """Python handlers standing for whatever was there before (submitit's); restored afterwards."""
     calls = []
-    old = {s: signal.signal(s, lambda signum, frame: calls.append(signum))
-           for s in (signal.SIGUSR1, signal.SIGUSR2, signal.SIGTERM)}
+    old = {
+        s: signal.signal(s, lambda signum, frame: calls.append(signum))
+        for s in (signal.SIGUSR1, signal.SIGUSR2, signal.SIGTERM)
+    }
     yield calls, {s: signal.getsignal(s) for s in old}
     for s, h in old.items():
         signal.signal(s, h)
@@ -94,20 +97,29 @@ def test_ignore_signals_in_a_child(tmp_path):
     import subprocess
     import sys
 
-    code = ("import os, signal, sys; from videoattn.utils.preemption import ignore_signals; ignore_signals(); "
-            "os.kill(os.getpid(), signal.SIGUSR1); os.kill(os.getpid(), signal.SIGTERM); print('alive')")
+    code = (
+        "import os, signal, sys; from videoattn.utils.preemption import ignore_signals; ignore_signals(); "
+        "os.kill(os.getpid(), signal.SIGUSR1); os.kill(os.getpid(), signal.SIGTERM); print('alive')"
+    )
     repo = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
-                       env={**os.environ, "PYTHONPATH": repo})
+    p = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, env={**os.environ, "PYTHONPATH": repo}
+    )
     assert p.returncode == 0 and p.stdout.strip() == "alive", p.stderr
-    p = subprocess.run([sys.executable, "-c", code.replace("ignore_signals(); ", "")], capture_output=True,
-                       text=True, timeout=60, env={**os.environ, "PYTHONPATH": repo})
+    p = subprocess.run(
+        [sys.executable, "-c", code.replace("ignore_signals(); ", "")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "PYTHONPATH": repo},
+    )
     assert p.returncode == -signal.SIGUSR1  # without it the default action kills the process
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("sig,target,code", [(signal.SIGUSR1, 1, REQUEUE_EXIT_CODE),
-                                             (signal.SIGTERM, 0, TERMINATED_EXIT_CODE)])
+@pytest.mark.parametrize(
+    "sig,target,code", [(signal.SIGUSR1, 1, REQUEUE_EXIT_CODE), (signal.SIGTERM, 0, TERMINATED_EXIT_CODE)]
+)
 def test_two_ranks_stop_at_the_same_iteration_when_one_gets_a_real_signal(tmp_path, sig, target, code):
     procs, _ = start_srun_tasks("preempt", tmp_path, extra_args=[5000])
     progress = tmp_path / f"progress{target}.json"

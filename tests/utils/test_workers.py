@@ -1,9 +1,9 @@
 """run_tasks: real spawned worker processes, a task that hangs, one that crashes, one that raises."""
+
 import os
 import time
 
 import pytest
-
 from worker_helpers import task
 
 from videoattn.utils.workers import CRASHED, ERROR, OK, TIME_LIMIT, run_tasks

@@ -1,4 +1,5 @@
 """Task functions for the worker-pool tests (module level: ``spawn`` pickles them by name)."""
+
 import os
 import signal
 import time

@@ -23,6 +23,7 @@ Every loader runs single-threaded (torch, OpenCV, decord where the peer lets it)
 with glibc malloc tuned as our loader workers tune it (:func:`videoattn.utils.malloc.tune_malloc`).
 Rows are measured in ``--rounds`` interleaved rounds; each keeps its best round.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -56,8 +57,8 @@ class Recipe:
 
 @dataclass
 class Rate:
-    cpu: float = float("inf")    # CPU seconds per clip (best round)
-    wall: float = float("inf")   # wall seconds per clip (same round)
+    cpu: float = float("inf")  # CPU seconds per clip (best round)
+    wall: float = float("inf")  # wall seconds per clip (same round)
 
     @property
     def per_core(self) -> float:
@@ -96,8 +97,10 @@ def our_batches(data, batch_size: int, seed: int, record: Optional[Clips] = None
         loader.sampler.set_epoch(epoch)
         for batch in loader:
             if record is not None:
-                record += [(dataset.videos[v][0], idx.numpy())
-                           for v, idx in zip(batch["video_index"].tolist(), batch["frame_indices"])]
+                record += [
+                    (dataset.videos[v][0], idx.numpy())
+                    for v, idx in zip(batch["video_index"].tolist(), batch["frame_indices"])
+                ]
             yield int(batch["clip"].shape[0])
         epoch += 1
 
@@ -116,15 +119,21 @@ def bound_clips(clips: Clips, threads: int = 1) -> Iterator[int]:
 
 def same_clips(a: Clips, b: Clips) -> bool:
     """Same frame indices of the same videos (by file stem: raw and prepared copies match)."""
+
     def stem(p: str) -> str:
         return os.path.splitext(os.path.basename(p))[0]
+
     return len(a) == len(b) and all(stem(p) == stem(q) and np.array_equal(i, j) for (p, i), (q, j) in zip(a, b))
 
 
 def on_prepared(clips: Clips, prepared_root: str) -> Clips:
     """``clips`` with each raw path replaced by its prepared copy (same stem; frames kept whole)."""
-    where = {os.path.splitext(n)[0]: os.path.join(d, n) for d, _, files in os.walk(prepared_root)
-             for n in files if n.endswith(".mp4") and not n.startswith(".")}
+    where = {
+        os.path.splitext(n)[0]: os.path.join(d, n)
+        for d, _, files in os.walk(prepared_root)
+        for n in files
+        if n.endswith(".mp4") and not n.startswith(".")
+    }
     return [(where[os.path.splitext(os.path.basename(p))[0]], idx) for p, idx in clips]
 
 
@@ -132,8 +141,17 @@ def on_prepared(clips: Clips, prepared_root: str) -> Clips:
 def _config(args, root: str):
     from videoattn.config.loader import load_config
 
-    cfg = load_config(args.config, ["data.train_split=train.csv", "data.classes_file=classes.txt",
-                                    "data.num_workers=0", "data.random_flip=true", f"data.root={root}", *args.opts])
+    cfg = load_config(
+        args.config,
+        [
+            "data.train_split=train.csv",
+            "data.classes_file=classes.txt",
+            "data.num_workers=0",
+            "data.random_flip=true",
+            f"data.root={root}",
+            *args.opts,
+        ],
+    )
     return cfg.data
 
 
@@ -142,8 +160,15 @@ def _rows(args, raw: str, prepared: str, status: Dict[str, str]) -> Tuple[Dict[s
     import decord
 
     data_raw, data_prep = _config(args, raw), _config(args, prepared)
-    recipe = Recipe(data_raw.num_frames, data_raw.sampling_rate, data_raw.target_fps, list(data_raw.train_jitter_scales),
-                    data_raw.train_crop_size, list(data_raw.mean), list(data_raw.std))
+    recipe = Recipe(
+        data_raw.num_frames,
+        data_raw.sampling_rate,
+        data_raw.target_fps,
+        list(data_raw.train_jitter_scales),
+        data_raw.train_crop_size,
+        list(data_raw.mean),
+        list(data_raw.std),
+    )
     b, n, seed = args.batch_size, args.clips, args.seed
     drawn: Dict[str, Clips] = {"raw": [], "prepared": []}
     makers: Dict[str, Callable[[], Iterator[int]]] = {
@@ -152,7 +177,9 @@ def _rows(args, raw: str, prepared: str, status: Dict[str, str]) -> Tuple[Dict[s
         "ours, raw, decoding_backend=pyav": lambda: our_batches(replace(data_raw, decoding_backend="pyav"), b, seed),
         MULTI: lambda: our_batches(replace(data_raw, clips_per_video=2), max(1, b // 2), seed),  # b clips per batch
         "ours, prepared": lambda: our_batches(data_prep, b, seed, drawn["prepared"] if not drawn["prepared"] else None),
-        "ours, prepared, normalize_on_device": lambda: our_batches(replace(data_prep, normalize_on_device=True), b, seed),
+        "ours, prepared, normalize_on_device": lambda: our_batches(
+            replace(data_prep, normalize_on_device=True), b, seed
+        ),
         "decode-only bound, raw": lambda: bound_clips(drawn["raw"][:n]),
         "decode-only bound, prepared": lambda: bound_clips(on_prepared(drawn["raw"][:n], prepared)),
     }
@@ -161,14 +188,18 @@ def _rows(args, raw: str, prepared: str, status: Dict[str, str]) -> Tuple[Dict[s
     if not status["pytorchvideo"]:
         for where, root in (("raw", raw), ("prepared", prepared)):
             lst = os.path.join(root, "train.txt")
-            makers[f"pytorchvideo Kinetics (decord), {where}"] = (
-                lambda lst=lst: peers.pytorchvideo_batches(lst, recipe, b, seed))
-        makers["pytorchvideo Kinetics (decord, threads=1), raw"] = (
-            lambda: peers.pytorchvideo_batches(os.path.join(raw, "train.txt"), recipe, b, seed, threads=1))
+            makers[f"pytorchvideo Kinetics (decord), {where}"] = lambda lst=lst: peers.pytorchvideo_batches(
+                lst, recipe, b, seed
+            )
+        makers["pytorchvideo Kinetics (decord, threads=1), raw"] = lambda: peers.pytorchvideo_batches(
+            os.path.join(raw, "train.txt"), recipe, b, seed, threads=1
+        )
     if not status["mmaction2"]:
         for where, root in (("raw", raw), ("prepared", prepared)):
             lst = os.path.join(root, "train.txt")
-            makers[f"mmaction2 VideoDataset (decord), {where}"] = lambda lst=lst: peers.mmaction_batches(lst, recipe, b, seed)
+            makers[f"mmaction2 VideoDataset (decord), {where}"] = lambda lst=lst: peers.mmaction_batches(
+                lst, recipe, b, seed
+            )
     rates: Dict[str, Rate] = {name: Rate() for name in makers}
     for r in range(args.rounds):
         for name, make in makers.items():
@@ -177,10 +208,12 @@ def _rows(args, raw: str, prepared: str, status: Dict[str, str]) -> Tuple[Dict[s
             rate = timed(make(), n)
             for where in ("raw", "prepared"):  # keep the clips timed: drop the warm-up batch
                 if name == f"ours, {where}" and r == 0:
-                    drawn[where] = drawn[where][b:b + n]
+                    drawn[where] = drawn[where][b : b + n]
             if rate.cpu < rates[name].cpu:
                 rates[name] = rate
-            print(f"  round {r + 1}: {name}: {rate.per_core:.2f} clips/CPU-s, {rate.per_second:.2f} clips/s", flush=True)
+            print(
+                f"  round {r + 1}: {name}: {rate.per_core:.2f} clips/CPU-s, {rate.per_second:.2f} clips/s", flush=True
+            )
     return rates, drawn
 
 
@@ -191,8 +224,10 @@ def clips_per_video_line(rates: Dict[str, Rate]) -> str:
 
 
 def _table(rates: Dict[str, Rate], raw_bound: str, prep_bound: str) -> List[str]:
-    lines = [f"| {'pipeline':<52} | clips/CPU-s (per core) | clips/s (wall) | vs decode-only bound |",
-             f"|{'-' * 54}|-----------------------:|---------------:|---------------------:|"]
+    lines = [
+        f"| {'pipeline':<52} | clips/CPU-s (per core) | clips/s (wall) | vs decode-only bound |",
+        f"|{'-' * 54}|-----------------------:|---------------:|---------------------:|",
+    ]
     for name, rate in rates.items():
         bound = rates[prep_bound if name.endswith("prepared") or "prepared," in name else raw_bound]
         ratio = f"{rate.per_core / bound.per_core:19.2f}x" if name.startswith("ours") else f"{'-':>20}"
@@ -202,18 +237,28 @@ def _table(rates: Dict[str, Rate], raw_bound: str, prep_bound: str) -> List[str]
 
 def _goals(rates: Dict[str, Rate], status: Dict[str, str]) -> List[str]:
     ours_raw, ours_prep = rates["ours, raw"].per_core, rates["ours, prepared"].per_core
-    lines = [f"prepared vs raw (ours, per core): {ours_prep / ours_raw:.2f}x (goal >= 2x: "
-             f"{'met' if ours_prep >= 2 * ours_raw else 'NOT met'})"]
-    peer_raw = {k: v.per_core for k, v in rates.items() if k.endswith(", raw") and not k.startswith(("ours", "decode"))
-                and "decode only" not in k}
+    lines = [
+        f"prepared vs raw (ours, per core): {ours_prep / ours_raw:.2f}x (goal >= 2x: "
+        f"{'met' if ours_prep >= 2 * ours_raw else 'NOT met'})"
+    ]
+    peer_raw = {
+        k: v.per_core
+        for k, v in rates.items()
+        if k.endswith(", raw") and not k.startswith(("ours", "decode")) and "decode only" not in k
+    }
     if peer_raw:
         best = max(peer_raw, key=peer_raw.get)
-        lines.append(f"ours vs the best peer loader on raw files (per core): {ours_raw / peer_raw[best]:.2f}x vs {best} "
-                     f"(goal >= 1.5x: {'met' if ours_raw >= 1.5 * peer_raw[best] else 'NOT met'}); ours on prepared "
-                     f"files vs it: {ours_prep / peer_raw[best]:.2f}x")
+        lines.append(
+            f"ours vs the best peer loader on raw files (per core): {ours_raw / peer_raw[best]:.2f}x vs {best} "
+            f"(goal >= 1.5x: {'met' if ours_raw >= 1.5 * peer_raw[best] else 'NOT met'}); ours on prepared "
+            f"files vs it: {ours_prep / peer_raw[best]:.2f}x"
+        )
     lines += [f"peer not measured: {k}: {v}" for k, v in status.items() if v]
-    lines.append(f"loader / decode-only bound (reported, not a goal): raw {ours_raw / rates['decode-only bound, raw'].per_core:.2f}x, "
-                 f"prepared {ours_prep / rates['decode-only bound, prepared'].per_core:.2f}x")
+    lines.append(
+        "loader / decode-only bound (reported, not a goal): "
+        f"raw {ours_raw / rates['decode-only bound, raw'].per_core:.2f}x, "
+        f"prepared {ours_prep / rates['decode-only bound, prepared'].per_core:.2f}x"
+    )
     return lines
 
 
@@ -230,13 +275,18 @@ def gop_sweep(args, raw: str, clips: Clips, work: str) -> List[str]:
         shutil.rmtree(out, ignore_errors=True)
         p = prepare_set(raw, out, gop, args.prep_workers, cabac=cabac)
         ms = timed(bound_clips(on_prepared(clips, out)), len(clips)).cpu * 1e3
-        rows.append(f"| {gop}{', CABAC' if cabac else ''} | {p.mb_prepared / tens:.2f} | {ms:.1f} | {raw_ms / ms:.2f}x | "
-                    f"{p.cpu_s / p.videos:.2f} |")
+        rows.append(
+            f"| {gop}{', CABAC' if cabac else ''} | {p.mb_prepared / tens:.2f} | {ms:.1f} | {raw_ms / ms:.2f}x | "
+            f"{p.cpu_s / p.videos:.2f} |"
+        )
         raw_mb = p.mb_raw
         shutil.rmtree(out, ignore_errors=True)
-    return (["| keyframe every (short side 320, CAVLC) | MB per 10 s | decode-only CPU ms per clip | vs raw | "
-             "prepare CPU s per video |", "|---|---:|---:|---:|---:|",
-             f"| raw: 360p, x264 defaults (250, CABAC) | {raw_mb / tens:.2f} | {raw_ms:.1f} | 1.00x | - |"] + rows)
+    return [
+        "| keyframe every (short side 320, CAVLC) | MB per 10 s | decode-only CPU ms per clip | vs raw | "
+        "prepare CPU s per video |",
+        "|---|---:|---:|---:|---:|",
+        f"| raw: 360p, x264 defaults (250, CABAC) | {raw_mb / tens:.2f} | {raw_ms:.1f} | 1.00x | - |",
+    ] + rows
 
 
 def rss_check(data, workers: int, early: int, late: int, batch_size: int, seed: int) -> str:
@@ -259,8 +309,11 @@ def rss_check(data, workers: int, early: int, late: int, batch_size: int, seed: 
                 break
         epoch += 1
     growth = rss[late] / rss[early] - 1
-    return (f"resident memory, {workers} workers + main ({procs} processes): {rss[early]:.0f} MiB after {early} clips, "
-            f"{rss[late]:.0f} MiB after {late} clips: {growth * 100:+.1f}% ({'within' if abs(growth) <= 0.1 else 'OUTSIDE'} 10%)")
+    return (
+        f"resident memory, {workers} workers + main ({procs} processes): {rss[early]:.0f} MiB after {early} clips, "
+        f"{rss[late]:.0f} MiB after {late} clips: {growth * 100:+.1f}% "
+        f"({'within' if abs(growth) <= 0.1 else 'OUTSIDE'} 10%)"
+    )
 
 
 def _rss_mb(pid: int) -> float:
@@ -274,8 +327,11 @@ def _rss_mb(pid: int) -> float:
 # ------------------------------------------------------------------------------------------- main
 def _arguments(argv: List[str]) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="benchmark.py data", description=__doc__.splitlines()[0])
-    p.add_argument("--config", default=os.path.join(REPO, "configs", "kinetics400", "I3D_R50.yaml"),
-                   help="the recipe (its data section)")
+    p.add_argument(
+        "--config",
+        default=os.path.join(REPO, "configs", "kinetics400", "I3D_R50.yaml"),
+        help="the recipe (its data section)",
+    )
     p.add_argument("--videos", type=int, default=16, help="generated raw clips")
     p.add_argument("--seconds", type=float, default=10.0, help="length of each raw clip")
     p.add_argument("--size", type=int, nargs=2, default=[640, 360], metavar=("W", "H"), help="raw frame size")
@@ -286,8 +342,14 @@ def _arguments(argv: List[str]) -> argparse.Namespace:
     p.add_argument("--prep-workers", type=int, default=1, help="prepare_data worker processes")
     p.add_argument("--data-dir", default="", help="keep the raw set here (reused by later runs); default: a temp dir")
     p.add_argument("--gops", type=int, nargs="*", default=[], help="also sweep these keyframe intervals")
-    p.add_argument("--rss", type=int, nargs=2, default=None, metavar=("EARLY", "LATE"),
-                   help="also the memory check of a 2-worker loader after EARLY and LATE clips")
+    p.add_argument(
+        "--rss",
+        type=int,
+        nargs=2,
+        default=None,
+        metavar=("EARLY", "LATE"),
+        help="also the memory check of a 2-worker loader after EARLY and LATE clips",
+    )
     p.add_argument("--no-peers", action="store_true", help="only our rows (e.g. another source size)")
     p.add_argument("--quick", action="store_true", help="tiny set, few clips, one round: the code paths only")
     p.add_argument("opts", nargs="*", default=[], help="key=value config overrides")
@@ -308,7 +370,7 @@ def main(argv: List[str]) -> int:
 
     args = _arguments(argv)
     torch.set_num_threads(1)  # per core: every pipeline single-threaded (decord: as each lets it)
-    tune_malloc()             # what our loader workers do (init_worker); here every pipeline runs in this process
+    tune_malloc()  # what our loader workers do (init_worker); here every pipeline runs in this process
     try:
         import cv2
 
@@ -319,24 +381,33 @@ def main(argv: List[str]) -> int:
     raw = args.data_dir or os.path.join(tmp.name, "raw")
     started = time.time()
     make_raw_set(raw, args.videos, args.seconds, args.size[0], args.size[1])
-    print(f"raw set: {args.videos} clips of {args.seconds:g} s, {args.size[0]}x{args.size[1]}, 30 fps, H.264 with x264's "
-          f"defaults (keyframe interval 250) in {raw} ({time.time() - started:.0f} s)", flush=True)
+    print(
+        f"raw set: {args.videos} clips of {args.seconds:g} s, {args.size[0]}x{args.size[1]}, 30 fps, H.264 with x264's "
+        f"defaults (keyframe interval 250) in {raw} ({time.time() - started:.0f} s)",
+        flush=True,
+    )
     prepared = os.path.join(tmp.name, "prepared")
     prep = prepare_set(raw, prepared, 32, args.prep_workers)
     status = {peer: "--no-peers" for peer in ("pytorchvideo", "mmaction2")} if args.no_peers else peers.available()
     d = _config(args, raw)
-    print(f"recipe ({args.config}): {d.num_frames} frames x rate {d.sampling_rate} at {d.target_fps:g} fps, jitter "
-          f"{list(d.train_jitter_scales)}, crop {d.train_crop_size}; batches of {args.batch_size}; {args.clips} clips "
-          f"per row and round, {args.rounds} rounds; cpus={os.cpu_count()}; load average before: "
-          f"{' '.join(f'{x:.2f}' for x in os.getloadavg())}", flush=True)
+    print(
+        f"recipe ({args.config}): {d.num_frames} frames x rate {d.sampling_rate} at {d.target_fps:g} fps, jitter "
+        f"{list(d.train_jitter_scales)}, crop {d.train_crop_size}; batches of {args.batch_size}; {args.clips} clips "
+        f"per row and round, {args.rounds} rounds; cpus={os.cpu_count()}; load average before: "
+        f"{' '.join(f'{x:.2f}' for x in os.getloadavg())}",
+        flush=True,
+    )
     rates, drawn = _rows(args, raw, prepared, status)
     print(f"\nload average after: {' '.join(f'{x:.2f}' for x in os.getloadavg())}\n")
     print("\n".join(_table(rates, "decode-only bound, raw", "decode-only bound, prepared")))
     print(f"\nours drew the same clips on raw and prepared files: {same_clips(drawn['raw'], drawn['prepared'])}")
-    print(f"preparation (short side 320, keyframe every 32, veryfast crf 23 CAVLC, {prep.workers} worker): {prep.videos} videos "
-          f"in {prep.wall_s:.1f} s wall, {prep.cpu_s:.1f} CPU s: {prep.videos / prep.cpu_s:.2f} videos/s per core "
-          f"({prep.cpu_s / prep.videos:.2f} CPU s per {args.seconds:g}-s video); "
-          f"{prep.mb_raw:.1f} MB raw -> {prep.mb_prepared:.1f} MB prepared")
+    print(
+        f"preparation (short side 320, keyframe every 32, veryfast crf 23 CAVLC, {prep.workers} worker): "
+        f"{prep.videos} videos "
+        f"in {prep.wall_s:.1f} s wall, {prep.cpu_s:.1f} CPU s: {prep.videos / prep.cpu_s:.2f} videos/s per core "
+        f"({prep.cpu_s / prep.videos:.2f} CPU s per {args.seconds:g}-s video); "
+        f"{prep.mb_raw:.1f} MB raw -> {prep.mb_prepared:.1f} MB prepared"
+    )
     print(clips_per_video_line(rates))
     print("\n".join(_goals(rates, status)))
     if args.gops:

@@ -27,6 +27,7 @@ so a run cut short keeps what it measured, and progress lines are flushed as it 
 non-local at 4x8x8, 2 gloo processes on 8 tiny videos, one compile with the ``aot_eager`` backend).
 CPU rows carry no memory figures and no MFU; nothing here is a GPU number unless meta.device is CUDA.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -102,32 +103,66 @@ def settings(args: argparse.Namespace, device: torch.device) -> dict:
     videos = args.videos or (8 if q else 128)
     batch = 4 if q else 16
     return {
-        "step": gm.Settings(device, batch=2 if q else 16, frames=4 if q else 8, crop=32 if q else 224,
-                            amp=torch.bfloat16, warmup=1 if q else 2, iters=2 if q else 6, quick=q),
-        "nl": {"channels": [32, 64] if q else [512, 1024], "shape": [1, 4, 8, 8] if q else [16, 8, 28, 28],
-               "warmup": 1 if q else 2, "iters": 2 if q else 5},
+        "step": gm.Settings(
+            device,
+            batch=2 if q else 16,
+            frames=4 if q else 8,
+            crop=32 if q else 224,
+            amp=torch.bfloat16,
+            warmup=1 if q else 2,
+            iters=2 if q else 6,
+            quick=q,
+        ),
+        "nl": {
+            "channels": [32, 64] if q else [512, 1024],
+            "shape": [1, 4, 8, 8] if q else [16, 8, 28, 28],
+            "warmup": 1 if q else 2,
+            "iters": 2 if q else 5,
+        },
         "pipeline": gp.Pipeline(
-            device=device.type, nproc=2 if q else 1, batch=batch, workers=max(1, (cores - 2) // (2 if q else 1)),
-            config=os.path.join(gp.REPO, "configs", "synthetic" if q else "kinetics400",
-                                "I3D_NL_CBAM_R18.yaml" if q else "I3D_R50.yaml"),
+            device=device.type,
+            nproc=2 if q else 1,
+            batch=batch,
+            workers=max(1, (cores - 2) // (2 if q else 1)),
+            config=os.path.join(
+                gp.REPO, "configs", "synthetic" if q else "kinetics400", "I3D_NL_CBAM_R18.yaml" if q else "I3D_R50.yaml"
+            ),
             epochs=max(1, math.ceil((2 if q else 100) / max(1, (videos // 8 * 8) // batch))),
-            views=[1, 1] if q else [2, 3], threads=1 if q else None),
-        "data": {"train_videos": videos, "val_videos": 8, "seconds": 1.6 if q else 4.0,
-                 "size_scale": 0.5 if q else 10 / 3},
-        "compile": {"backend": "aot_eager" if q else "inductor", "models": ["I3D_R50"] if q else
-                    ["I3D_R50", gm.BASELINE, "I3D_NL_R50", "I3D_NL_CBAM_R50"], "estimate_s": 60 if q else 100},
+            views=[1, 1] if q else [2, 3],
+            threads=1 if q else None,
+        ),
+        "data": {
+            "train_videos": videos,
+            "val_videos": 8,
+            "seconds": 1.6 if q else 4.0,
+            "size_scale": 0.5 if q else 10 / 3,
+        },
+        "compile": {
+            "backend": "aot_eager" if q else "inductor",
+            "models": ["I3D_R50"] if q else ["I3D_R50", gm.BASELINE, "I3D_NL_R50", "I3D_NL_CBAM_R50"],
+            "estimate_s": 60 if q else 100,
+        },
     }
 
 
 def meta_info(device: torch.device, args: argparse.Namespace, cfg: dict) -> dict:
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
     peak = gm.peak_bf16_tflops(name) if device.type == "cuda" else None
-    return {"device": device.type, "device_name": name, "quick": args.quick, "torch": torch.__version__,
-            "cuda": torch.version.cuda, "cudnn": torch.backends.cudnn.version() if device.type == "cuda" else None,
-            "cpu_cores": os.cpu_count(), "peak_bf16_tflops": peak, "flops_convention": gm.FLOPS_CONVENTION,
-            "started": datetime.datetime.now().isoformat(timespec="seconds"),
-            "cudnn_benchmark": device.type == "cuda", "tf32_matmul": device.type == "cuda",
-            "settings": {k: (vars(v) if hasattr(v, "__dict__") else v) for k, v in cfg.items()}}
+    return {
+        "device": device.type,
+        "device_name": name,
+        "quick": args.quick,
+        "torch": torch.__version__,
+        "cuda": torch.version.cuda,
+        "cudnn": torch.backends.cudnn.version() if device.type == "cuda" else None,
+        "cpu_cores": os.cpu_count(),
+        "peak_bf16_tflops": peak,
+        "flops_convention": gm.FLOPS_CONVENTION,
+        "started": datetime.datetime.now().isoformat(timespec="seconds"),
+        "cudnn_benchmark": device.type == "cuda",
+        "tf32_matmul": device.type == "cuda",
+        "settings": {k: (vars(v) if hasattr(v, "__dict__") else v) for k, v in cfg.items()},
+    }
 
 
 def section_nonlocal(run: Run, device: torch.device, nl: dict) -> None:
@@ -148,8 +183,14 @@ def section_nonlocal(run: Run, device: torch.device, nl: dict) -> None:
                 try:
                     rows = gm.nonlocal_rows(C, sub, (B, T, H, W), amp, device, nl["warmup"], nl["iters"])
                 except Exception as e:
-                    rows = [{"C": C, "subsample": "x".join(map(str, sub)), "dtype": dtype,
-                             "error": f"{type(e).__name__}: {e}"[:300]}]
+                    rows = [
+                        {
+                            "C": C,
+                            "subsample": "x".join(map(str, sub)),
+                            "dtype": dtype,
+                            "error": f"{type(e).__name__}: {e}"[:300],
+                        }
+                    ]
                 gm.free_memory(device)
                 out["rows"] += rows
                 for r in rows:
@@ -158,8 +199,9 @@ def section_nonlocal(run: Run, device: torch.device, nl: dict) -> None:
     out["cpu_rows"] = []  # the CPU path rule on this host's cores (a GPU host has many): batch 1 and 4
     for C in nl["channels"]:
         for batch in (1, 4):
-            out["cpu_rows"] += gm.nonlocal_rows(C, (1, 2, 2), (batch, T, H, W), None, torch.device("cpu"),
-                                                1, 2, passes=(True,))
+            out["cpu_rows"] += gm.nonlocal_rows(
+                C, (1, 2, 2), (batch, T, H, W), None, torch.device("cpu"), 1, 2, passes=(True,)
+            )
             run.log(f"nonlocal cpu ({torch.get_num_threads()} threads) {out['cpu_rows'][-1]}")
             run.put("nonlocal", out)
 
@@ -204,15 +246,25 @@ def section_compile(run: Run, s: "gm.Settings", comp: dict, steps: dict, peak: O
         eager = [r for r in steps["rows"] if r["model"] == name and "clips_per_s" in r]
         cl = max(eager, key=lambda r: r["clips_per_s"])["channels_last"] if eager else True
         if run.left() < estimate:
-            out["rows"].append({"model": name, "channels_last": cl, "compile": comp["backend"],
-                                "skipped": f"time budget ({run.left():.0f} s left, ~{estimate:.0f} s needed)"})
+            out["rows"].append(
+                {
+                    "model": name,
+                    "channels_last": cl,
+                    "compile": comp["backend"],
+                    "skipped": f"time budget ({run.left():.0f} s left, ~{estimate:.0f} s needed)",
+                }
+            )
         else:
             t0 = time.perf_counter()
             try:
                 row = gm.step_row(name, s, cl, comp["backend"], steps["models"][name]["macs_per_clip"], peak)
             except Exception as e:
-                row = {"model": name, "channels_last": cl, "compile": comp["backend"],
-                       "error": f"{type(e).__name__}: {e}"[:300]}
+                row = {
+                    "model": name,
+                    "channels_last": cl,
+                    "compile": comp["backend"],
+                    "error": f"{type(e).__name__}: {e}"[:300],
+                }
                 gm.free_memory(s.device)
             estimate = max(estimate, 1.2 * (time.perf_counter() - t0))
             out["rows"].append(row)
@@ -224,17 +276,23 @@ def goals(data: dict) -> dict:
     """The issue's goals, computed from this run's rows (None where a section did not run)."""
     rows = data.get("train_step", {}).get("rows", []) + data.get("compile", {}).get("rows", [])
     ok = {(r["model"], r["channels_last"], r["compile"]): r["clips_per_s"] for r in rows if "clips_per_s" in r}
-    ratio = {f"channels_last={cl}, compile={c}": round(v / ok[(gm.BASELINE, cl, c)], 3)
-             for (m, cl, c), v in ok.items() if m == "I3D_R50" and (gm.BASELINE, cl, c) in ok}
+    ratio = {
+        f"channels_last={cl}, compile={c}": round(v / ok[(gm.BASELINE, cl, c)], 3)
+        for (m, cl, c), v in ok.items()
+        if m == "I3D_R50" and (gm.BASELINE, cl, c) in ok
+    }
     nl = [r for r in data.get("nonlocal", {}).get("rows", []) if "auto_vs_explicit" in r]
     mem = [r["memory_ratio"] for r in nl if r["subsample"] == "1x1x1" and r.get("memory_ratio") is not None]
     tn = data.get("train_net", {})
-    return {"i3d_r50_vs_pytorchvideo (>= 1.2)": ratio,
-            "train_net_data_wait (< 0.10)": tn.get("data_wait_frac"),
-            "nl_sdpa_memory_below_explicit_no_subsample (>= 10x)": min(mem) if mem else None,
-            "nl_auto_vs_explicit_worst (<= 1.0)": max(r["auto_vs_explicit"] for r in nl) if nl else None,
-            "nl_auto_vs_explicit_worst_host_cpu (<= 1.0)": max(
-                (r["auto_vs_explicit"] for r in data.get("nonlocal", {}).get("cpu_rows", [])), default=None)}
+    return {
+        "i3d_r50_vs_pytorchvideo (>= 1.2)": ratio,
+        "train_net_data_wait (< 0.10)": tn.get("data_wait_frac"),
+        "nl_sdpa_memory_below_explicit_no_subsample (>= 10x)": min(mem) if mem else None,
+        "nl_auto_vs_explicit_worst (<= 1.0)": max(r["auto_vs_explicit"] for r in nl) if nl else None,
+        "nl_auto_vs_explicit_worst_host_cpu (<= 1.0)": max(
+            (r["auto_vs_explicit"] for r in data.get("nonlocal", {}).get("cpu_rows", [])), default=None
+        ),
+    }
 
 
 def _fmt(v, unit: str = "") -> str:
@@ -250,42 +308,53 @@ def table(data: dict) -> str:
             if "clips_per_s" not in r:
                 lines.append(f"| {sec} | {case} | - | - | {r.get('error') or r.get('skipped')} |")
                 continue
-            note = f"MFU {_fmt(r['mfu'] and 100 * r['mfu'], '%')}, {r['tflops']} TFLOP/s" + \
-                (f", compiled in {r['compile_s']} s" if "compile_s" in r else "")
-            lines.append(f"| {sec} | {case} | {r['clips_per_s']} clips/s ({r['step_ms']} ms/step) "
-                         f"| {_fmt(r['peak_mem_mib'], ' MiB')} | {note} |")
+            note = f"MFU {_fmt(r['mfu'] and 100 * r['mfu'], '%')}, {r['tflops']} TFLOP/s" + (
+                f", compiled in {r['compile_s']} s" if "compile_s" in r else ""
+            )
+            lines.append(
+                f"| {sec} | {case} | {r['clips_per_s']} clips/s ({r['step_ms']} ms/step) "
+                f"| {_fmt(r['peak_mem_mib'], ' MiB')} | {note} |"
+            )
     nl_rows = data.get("nonlocal", {}).get("rows", []) + data.get("nonlocal", {}).get("cpu_rows", [])
     for r in nl_rows:
         case = f"C={r['C']} sub {r['subsample']} {r['dtype']} {r.get('pass', '')} B={r.get('B')} {r.get('device', '')}"
         if "error" in r:
             lines.append(f"| nonlocal | {case} | - | - | {r['error']} |")
             continue
-        lines.append(f"| nonlocal | {case} | explicit {r['explicit_ms']} ms, SDPA {r['sdpa_ms']} ms "
-                     f"| {_fmt(r['explicit_mib'], ' MiB')} vs {_fmt(r['sdpa_mib'], ' MiB')} "
-                     f"| auto={r['auto_path']} ({r['auto_vs_explicit']}x explicit time); "
-                     f"SDPA builds NxM: {r.get('sdpa_builds_matrix', '-')} |")
+        lines.append(
+            f"| nonlocal | {case} | explicit {r['explicit_ms']} ms, SDPA {r['sdpa_ms']} ms "
+            f"| {_fmt(r['explicit_mib'], ' MiB')} vs {_fmt(r['sdpa_mib'], ' MiB')} "
+            f"| auto={r['auto_path']} ({r['auto_vs_explicit']}x explicit time); "
+            f"SDPA builds NxM: {r.get('sdpa_builds_matrix', '-')} |"
+        )
     for k in data.get("nonlocal", {}).get("kernels", []):
         ran = {p: k[p]["default"] for p in ("fwd", "fwd+bwd") if p in k}
-        lines.append(f"| nonlocal kernels | C={k['C']} head dim {k.get('head_dim')} {k['dtype']} | - | - | "
-                     f"default: {ran or k.get('error')} |")
+        lines.append(
+            f"| nonlocal kernels | C={k['C']} head dim {k.get('head_dim')} {k['dtype']} | - | - | "
+            f"default: {ran or k.get('error')} |"
+        )
     tn = data.get("train_net")
     if tn and "nproc" not in tn:
         lines.append(f"| train_net | - | - | - | {str(tn.get('error', ''))[:200]} |")
     elif tn:
         res = tn.get("resume", {})
-        lines.append(f"| train_net | torchrun x{tn['nproc']}, {tn['workers_per_process']} workers, batch {tn['batch']}, "
-                     f"{tn.get('iterations_total', '-')} it | {_fmt(tn.get('clips_per_s'), ' clips/s')} | - | "
-                     f"data wait {_fmt(tn.get('data_wait_frac') and 100 * tn['data_wait_frac'], '%')}; "
-                     f"resume: rc {res.get('rc')}, resumed {res.get('resumed')}, next checkpoint "
-                     f"{res.get('wrote_next_checkpoint')}; checkpoint tensors {tn.get('checkpoint_tensor_devices')} "
-                     f"{tn.get('error', '')[:80]} |")
+        lines.append(
+            f"| train_net | torchrun x{tn['nproc']}, {tn['workers_per_process']} workers, batch {tn['batch']}, "
+            f"{tn.get('iterations_total', '-')} it | {_fmt(tn.get('clips_per_s'), ' clips/s')} | - | "
+            f"data wait {_fmt(tn.get('data_wait_frac') and 100 * tn['data_wait_frac'], '%')}; "
+            f"resume: rc {res.get('rc')}, resumed {res.get('resumed')}, next checkpoint "
+            f"{res.get('wrote_next_checkpoint')}; checkpoint tensors {tn.get('checkpoint_tensor_devices')} "
+            f"{tn.get('error', '')[:80]} |"
+        )
     te = data.get("test_extract", {})
     for name, r in te.items():
         if not isinstance(r, dict):  # the section's own error
             lines.append(f"| test_extract | - | - | - | {str(r)[:200]} |")
             continue
-        lines.append(f"| {name} | {r.get('num_videos', '-')} videos | {r['wall_s']} s incl. start-up | - | "
-                     f"rc {r['rc']} {r.get('error', '')[-80:]} |".replace("\n", " "))
+        lines.append(
+            f"| {name} | {r.get('num_videos', '-')} videos | {r['wall_s']} s incl. start-up | - | "
+            f"rc {r['rc']} {r.get('error', '')[-80:]} |".replace("\n", " ")
+        )
     for k, v in data.get("goals", {}).items():
         lines.append(f"| goal | {k} | {v} | - | - |")
     return "\n".join(lines)
@@ -293,12 +362,13 @@ def table(data: dict) -> str:
 
 def main(argv: Optional[List[str]] = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
-    args = parse_args(argv[1:] if argv[:1] == ["gpu"] else argv)   # tools/benchmark.py passes the suite name
+    args = parse_args(argv[1:] if argv[:1] == ["gpu"] else argv)  # tools/benchmark.py passes the suite name
     if args.device == "cuda" and not torch.cuda.is_available():
         print("error: --device cuda but CUDA is not available (use --device cpu --quick)", file=sys.stderr)
         return 2
-    device = torch.device("cuda" if args.device == "cuda" or (args.device == "auto" and torch.cuda.is_available())
-                          else "cpu")
+    device = torch.device(
+        "cuda" if args.device == "cuda" or (args.device == "auto" and torch.cuda.is_available()) else "cpu"
+    )
     out_dir = args.out or os.path.join("output", "benchmarks", f"gpu-{time.strftime('%Y%m%d-%H%M%S')}")
     if os.path.exists(os.path.join(out_dir, "gpu.json")):
         print(f"error: {out_dir}/gpu.json exists: another run's result; choose another --out", file=sys.stderr)

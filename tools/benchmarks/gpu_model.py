@@ -6,6 +6,7 @@ two CUDA events (no host sync inside the loop; one synchronize at the end), on C
 ``perf_counter`` reads; the median per-call time is reported. Peak memory (CUDA only):
 ``torch.cuda.max_memory_allocated`` after ``reset_peak_memory_stats`` at the start of the timed calls.
 """
+
 from __future__ import annotations
 
 import gc
@@ -25,11 +26,18 @@ from videoattn.models.nonlocal_block import NonLocal3d, attention_path
 
 # Dense (no sparsity) bf16 tensor-core peaks, TFLOP/s, from NVIDIA's data sheets. First match wins.
 PEAK_BF16_TFLOPS: List[Tuple[Tuple[str, ...], float]] = [
-    (("H100", "PCIE"), 756.0), (("H100", "NVL"), 835.0), (("H200", "NVL"), 835.0),
-    (("GH200",), 989.4), (("H200",), 989.4), (("H100",), 989.4), (("A100",), 312.0),
+    (("H100", "PCIE"), 756.0),
+    (("H100", "NVL"), 835.0),
+    (("H200", "NVL"), 835.0),
+    (("GH200",), 989.4),
+    (("H200",), 989.4),
+    (("H100",), 989.4),
+    (("A100",), 312.0),
 ]
-FLOPS_CONVENTION = ("MFU = clips/s x 6 x MACs per clip / peak: count_flops gives multiply-adds (MACs) of one "
-                    "eval forward; 2 FLOPs per MAC; training = 3x forward (backward ~ 2x forward)")
+FLOPS_CONVENTION = (
+    "MFU = clips/s x 6 x MACs per clip / peak: count_flops gives multiply-adds (MACs) of one "
+    "eval forward; 2 FLOPs per MAC; training = 3x forward (backward ~ 2x forward)"
+)
 OURS = ("I3D_R50", "I3D_NL_R50", "I3D_NL_CBAM_R50")
 BASELINE = "pytorchvideo i3d_r50"
 
@@ -49,10 +57,10 @@ class Settings:
     batch: int
     frames: int
     crop: int
-    amp: Optional[torch.dtype]           # autocast dtype (None: float32)
+    amp: Optional[torch.dtype]  # autocast dtype (None: float32)
     warmup: int
     iters: int
-    quick: bool                          # width-8 R50 layouts instead of the real widths
+    quick: bool  # width-8 R50 layouts instead of the real widths
 
 
 def measure(fn: Callable[[], None], device: torch.device, warmup: int, iters: int) -> Tuple[float, Optional[int]]:
@@ -94,8 +102,13 @@ def build(name: str, s: Settings, channels_last: bool = False) -> torch.nn.Modul
         if (s.frames, s.crop) != (8, 224):  # its head pool is sized for 8x224x224
             model.blocks[-1].pool = torch.nn.AdaptiveAvgPool3d(1)
         return to_channels_last_3d(model) if channels_last else model
-    return build_model(load_config(None, [f"model.preset={name}", f"model.channels_last={channels_last}"]
-                                   + (["model.base_channels=8"] if s.quick else [])).model)
+    return build_model(
+        load_config(
+            None,
+            [f"model.preset={name}", f"model.channels_last={channels_last}"]
+            + (["model.base_channels=8"] if s.quick else []),
+        ).model
+    )
 
 
 def train_step(model: torch.nn.Module, s: Settings, channels_last: bool) -> Callable[[], None]:
@@ -114,11 +127,13 @@ def train_step(model: torch.nn.Module, s: Settings, channels_last: bool) -> Call
         F.cross_entropy(logits.float(), y).backward()
         opt.step()
         opt.zero_grad(set_to_none=True)
+
     return step
 
 
-def step_row(name: str, s: Settings, channels_last: bool, compile_backend: str, macs: int,
-             peak_tflops: Optional[float]) -> dict:
+def step_row(
+    name: str, s: Settings, channels_last: bool, compile_backend: str, macs: int, peak_tflops: Optional[float]
+) -> dict:
     """One table row: clips/s, step ms, peak memory, MFU (and compile seconds when compiling)."""
     torch.manual_seed(0)
     model = build(name, s, channels_last).to(s.device).train()  # .to(device) keeps the memory format
@@ -134,10 +149,13 @@ def step_row(name: str, s: Settings, channels_last: bool, compile_backend: str, 
     sec, peak = measure(step, s.device, s.warmup, s.iters)
     clips = s.batch / sec
     achieved = clips * 6 * macs
-    row.update(step_ms=round(1000 * sec, 2), clips_per_s=round(clips, 2),
-               peak_mem_mib=round(peak / 2**20) if peak is not None else None,
-               tflops=round(achieved / 1e12, 3),
-               mfu=round(achieved / (peak_tflops * 1e12), 4) if peak_tflops else None)
+    row.update(
+        step_ms=round(1000 * sec, 2),
+        clips_per_s=round(clips, 2),
+        peak_mem_mib=round(peak / 2**20) if peak is not None else None,
+        tflops=round(achieved / 1e12, 3),
+        mfu=round(achieved / (peak_tflops * 1e12), 4) if peak_tflops else None,
+    )
     del model, runner, step
     free_memory(s.device)
     if compile_backend:
@@ -152,10 +170,14 @@ def model_facts(name: str, s: Settings) -> dict:
 
 
 # -- the non-local block -------------------------------------------------------------------------
-SDPA_OPS = {"_scaled_dot_product_flash_attention_for_cpu": "flash (cpu)",
-            "_scaled_dot_product_flash_attention": "flash", "_scaled_dot_product_efficient_attention": "efficient",
-            "_scaled_dot_product_cudnn_attention": "cudnn", "_scaled_dot_product_attention_math": "math",
-            "_scaled_dot_product_fused_attention_overrideable": "overrideable"}
+SDPA_OPS = {
+    "_scaled_dot_product_flash_attention_for_cpu": "flash (cpu)",
+    "_scaled_dot_product_flash_attention": "flash",
+    "_scaled_dot_product_efficient_attention": "efficient",
+    "_scaled_dot_product_cudnn_attention": "cudnn",
+    "_scaled_dot_product_attention_math": "math",
+    "_scaled_dot_product_fused_attention_overrideable": "overrideable",
+}
 
 
 def _qkv(block: NonLocal3d, x: torch.Tensor, amp: Optional[torch.dtype], grad: bool):
@@ -182,8 +204,12 @@ def sdpa_kernels(block: NonLocal3d, x: torch.Tensor, amp: Optional[torch.dtype])
     for grad in (False, True):
         qkv = _qkv(block, x, amp, grad)
         works = {}
-        for backend in (SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION,
-                        SDPBackend.CUDNN_ATTENTION, SDPBackend.MATH):
+        for backend in (
+            SDPBackend.FLASH_ATTENTION,
+            SDPBackend.EFFICIENT_ATTENTION,
+            SDPBackend.CUDNN_ATTENTION,
+            SDPBackend.MATH,
+        ):
             try:
                 with sdpa_kernel([backend]):
                     _sdpa_call(block, qkv, amp, grad)
@@ -192,15 +218,22 @@ def sdpa_kernels(block: NonLocal3d, x: torch.Tensor, amp: Optional[torch.dtype])
                 works[backend.name.lower()] = "no: " + str(e).strip().splitlines()[0][:120]
         with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
             _sdpa_call(block, qkv, amp, grad)
-        ran = sorted({SDPA_OPS[op] for op in (e.name.replace("aten::", "") for e in prof.events())
-                      if op in SDPA_OPS})
+        ran = sorted({SDPA_OPS[op] for op in (e.name.replace("aten::", "") for e in prof.events()) if op in SDPA_OPS})
         out["fwd+bwd" if grad else "fwd"] = {"backends": works, "default": ran}
     block.path = "auto"
     return out
 
 
-def nonlocal_rows(C: int, sub: Tuple[int, int, int], shape: Tuple[int, int, int, int], amp, device,
-                  warmup: int, iters: int, passes: Tuple[bool, ...] = (False, True)) -> List[dict]:
+def nonlocal_rows(
+    C: int,
+    sub: Tuple[int, int, int],
+    shape: Tuple[int, int, int, int],
+    amp,
+    device,
+    warmup: int,
+    iters: int,
+    passes: Tuple[bool, ...] = (False, True),
+) -> List[dict]:
     """Whole block (projections, attention, output conv, BN, residual), train mode, explicit vs SDPA
     path, forward and forward+backward; memory = peak growth over the block and its input (CUDA)."""
     torch.manual_seed(0)
@@ -214,9 +247,18 @@ def nonlocal_rows(C: int, sub: Tuple[int, int, int], shape: Tuple[int, int, int,
     for grad in passes:
         xi = x.clone().requires_grad_(grad)
         auto = attention_path(device, B, N, M, C // 2, training=grad)  # what the block's "auto" picks here
-        row = {"C": C, "subsample": "x".join(map(str, sub)), "dtype": str(amp or torch.float32).replace("torch.", ""),
-               "pass": "fwd+bwd" if grad else "fwd", "device": device.type, "B": B, "N": N, "M": M, "auto_path": auto,
-               "nm_matrix_mib": round(B * N * M * elt / 2**20, 1)}
+        row = {
+            "C": C,
+            "subsample": "x".join(map(str, sub)),
+            "dtype": str(amp or torch.float32).replace("torch.", ""),
+            "pass": "fwd+bwd" if grad else "fwd",
+            "device": device.type,
+            "B": B,
+            "N": N,
+            "M": M,
+            "auto_path": auto,
+            "nm_matrix_mib": round(B * N * M * elt / 2**20, 1),
+        }
         for path in ("explicit", "sdpa"):
             block.path = path
 
@@ -226,6 +268,7 @@ def nonlocal_rows(C: int, sub: Tuple[int, int, int], shape: Tuple[int, int, int,
                 if grad:
                     out.float().sum().backward()
                     xi.grad = None
+
             free_memory(device)
             base = torch.cuda.memory_allocated(device) if device.type == "cuda" else 0
             sec, peak = measure(run, device, warmup, iters)

@@ -9,6 +9,7 @@ P/B-frames carry motion and residuals (a static background would make them nearl
 Also written: ``train.csv`` (Kinetics CSV), ``train.txt`` (``<path> <label>`` for pytorchvideo) and
 ``classes.txt``.
 """
+
 from __future__ import annotations
 
 import os
@@ -35,7 +36,7 @@ def _frames(n: int, width: int, height: int, rng: np.random.Generator):
     r = height * rng.uniform(0.12, 0.2)
     for i in range(n):
         dx = dy = 2 * i
-        img = texture[dy // 2:dy // 2 + height, dx:dx + width].copy()
+        img = texture[dy // 2 : dy // 2 + height, dx : dx + width].copy()
         cx = width * (0.2 + 0.6 * i / max(1, n - 1))
         cy = height * (0.5 + 0.2 * np.sin(i / 15))
         mask = np.clip(r - np.hypot(xx - cx, yy - cy), 0, 1)[..., None]
@@ -56,7 +57,9 @@ def write_raw_clip(path: str, seconds: float, width: int, height: int, fps: int,
     os.replace(tmp, path)
 
 
-def make_raw_set(root: str, videos: int, seconds: float, width: int = 640, height: int = 360, fps: int = 30) -> List[str]:
+def make_raw_set(
+    root: str, videos: int, seconds: float, width: int = 640, height: int = 360, fps: int = 30
+) -> List[str]:
     """Write ``videos`` raw clips and the annotation files under ``root`` (kept if already there)."""
     os.makedirs(os.path.join(root, "train"), exist_ok=True)
     rows, paths = [], []
@@ -82,7 +85,7 @@ def make_raw_set(root: str, videos: int, seconds: float, width: int = 640, heigh
 class Preparation:
     videos: int
     wall_s: float
-    cpu_s: float            # the worker processes' user + system time
+    cpu_s: float  # the worker processes' user + system time
     workers: int
     mb_raw: float
     mb_prepared: float
@@ -94,8 +97,10 @@ def _children_cpu() -> float:
 
 
 def _megabytes(folder: str) -> float:
-    return sum(os.path.getsize(os.path.join(d, n)) for d, _, files in os.walk(folder)
-               for n in files if n.endswith(".mp4")) / 1e6
+    return (
+        sum(os.path.getsize(os.path.join(d, n)) for d, _, files in os.walk(folder) for n in files if n.endswith(".mp4"))
+        / 1e6
+    )
 
 
 def prepare_set(raw: str, out: str, gop: int, workers: int, short_side: int = 320, cabac: bool = False) -> Preparation:
@@ -105,14 +110,27 @@ def prepare_set(raw: str, out: str, gop: int, workers: int, short_side: int = 32
     from videoattn.datasets.prepare_run import PrepareOptions, run_prepare
 
     cpu0, t0 = _children_cpu(), time.perf_counter()
-    opts = PrepareOptions([os.path.join(raw, "train.csv")], raw, out, short_side=short_side, gop=gop,
-                          classes=os.path.join(raw, "classes.txt"), workers=workers, progress=False, cabac=cabac)
+    opts = PrepareOptions(
+        [os.path.join(raw, "train.csv")],
+        raw,
+        out,
+        short_side=short_side,
+        gop=gop,
+        classes=os.path.join(raw, "classes.txt"),
+        workers=workers,
+        progress=False,
+        cabac=cabac,
+    )
     lines: List[str] = []
     if run_prepare(opts, echo=lines.append) != 0:
         raise RuntimeError("prepare_data failed:\n" + "\n".join(lines))
     wall, cpu = time.perf_counter() - t0, _children_cpu() - cpu0  # the pool joins its workers: their time counts
-    prepared = sorted(os.path.join(d, n) for d, _, files in os.walk(out) for n in files
-                      if n.endswith(".mp4") and not n.startswith("."))
+    prepared = sorted(
+        os.path.join(d, n)
+        for d, _, files in os.walk(out)
+        for n in files
+        if n.endswith(".mp4") and not n.startswith(".")
+    )
     label_of = {os.path.splitext(os.path.basename(p))[0]: p.split(os.sep)[-2] for p in prepared}
     with open(os.path.join(out, "train.txt"), "w") as f:
         f.writelines(f"{p} {CLASSES.index(label_of[os.path.splitext(os.path.basename(p))[0]])}\n" for p in prepared)

@@ -16,6 +16,7 @@ one pass (Linux VmHWM, reset through ``/proc/self/clear_refs`` once weights and 
 each in a fresh 1-thread subprocess, so it counts every buffer the pass touches (activations
 kept for backward included); time is the best of a few passes in this process.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -106,9 +107,18 @@ def _nl_memory_worker(spec: str) -> int:
 
 
 def _nl_memory(scope: str, variant: str, subsample: int, mode: str) -> float:
-    proc = subprocess.run([sys.executable, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "benchmark.py"),
-                           "model", "--nl-memory-worker",
-                           f"{scope},{variant},{subsample},{mode}"], capture_output=True, text=True, check=True)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "benchmark.py"),
+            "model",
+            "--nl-memory-worker",
+            f"{scope},{variant},{subsample},{mode}",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     return json.loads(proc.stdout.strip().splitlines()[-1])["peak_mib"]
 
 
@@ -129,6 +139,7 @@ def _train_step(model: torch.nn.Module, x: torch.Tensor) -> Callable[[], None]:
     def step():
         model.zero_grad(set_to_none=True)
         model(x).sum().backward()
+
     return step
 
 
@@ -147,9 +158,11 @@ def backbone_table(iters: int, batch: int, frames: int, crop: int) -> List[str]:
     ours.train()
     ours_cl = to_channels_last_3d(copy.deepcopy(ours))
     x_cl = x.contiguous(memory_format=torch.channels_last_3d)
-    runs = {"pytorchvideo i3d_r50 (baseline)": _train_step(ref, x),
-            "videoattn I3D_R50": _train_step(ours, x),
-            "videoattn I3D_R50, channels_last_3d": _train_step(ours_cl, x_cl)}
+    runs = {
+        "pytorchvideo i3d_r50 (baseline)": _train_step(ref, x),
+        "videoattn I3D_R50": _train_step(ours, x),
+        "videoattn I3D_R50, channels_last_3d": _train_step(ours_cl, x_cl),
+    }
     for step in runs.values():  # warm-up (allocator, oneDNN primitives)
         step()
     wall: dict = {name: [] for name in runs}
@@ -164,10 +177,13 @@ def backbone_table(iters: int, batch: int, frames: int, crop: int) -> List[str]:
     # threads) per iteration: far less sensitive to other processes sharing the cores; the ratio
     # column uses it.
     base = min(cpu["pytorchvideo i3d_r50 (baseline)"])
-    lines = [f"I3D R50 forward+backward, {batch}x3x{frames}x{crop}x{crop}, train mode, same weights, "
-             f"{torch.get_num_threads()} threads, {iters} interleaved iterations after a warm-up", "",
-             "| model | wall s/iter (best) | clips/s (wall) | CPU s/iter (best) | speed ratio vs pytorchvideo (CPU time) |",
-             "|---|---|---|---|---|"]
+    lines = [
+        f"I3D R50 forward+backward, {batch}x3x{frames}x{crop}x{crop}, train mode, same weights, "
+        f"{torch.get_num_threads()} threads, {iters} interleaved iterations after a warm-up",
+        "",
+        "| model | wall s/iter (best) | clips/s (wall) | CPU s/iter (best) | speed ratio vs pytorchvideo (CPU time) |",
+        "|---|---|---|---|---|",
+    ]
     for name in runs:
         w, c = min(wall[name]), min(cpu[name])
         lines.append(f"| {name} | {w:.2f} | {batch / w:.3f} | {c:.2f} | {base / c:.2f}x |")
@@ -175,12 +191,16 @@ def backbone_table(iters: int, batch: int, frames: int, crop: int) -> List[str]:
 
 
 def nonlocal_table(iters: int) -> List[str]:
-    lines = ["Non-local block, C=512 (inter 256), input 1x512x8x28x28, embedded Gaussian. 'core' = the "
-             "attention alone (q, k, v -> y), 'block' = the whole block (projections, attention, output conv, "
-             f"BN, residual). Time: best of {iters}, {torch.get_num_threads()} threads. Memory: peak-RSS growth "
-             "of one pass in a fresh 1-thread subprocess.", "",
-             "| scope | phi/g subsample | pass | explicit matrix (ms) | SDPA (ms) | explicit (MiB) | SDPA (MiB) "
-             "| memory: SDPA uses |", "|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "Non-local block, C=512 (inter 256), input 1x512x8x28x28, embedded Gaussian. 'core' = the "
+        "attention alone (q, k, v -> y), 'block' = the whole block (projections, attention, output conv, "
+        f"BN, residual). Time: best of {iters}, {torch.get_num_threads()} threads. Memory: peak-RSS growth "
+        "of one pass in a fresh 1-thread subprocess.",
+        "",
+        "| scope | phi/g subsample | pass | explicit matrix (ms) | SDPA (ms) | explicit (MiB) | SDPA (MiB) "
+        "| memory: SDPA uses |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     for scope in ("core", "block"):
         for subsample in (2, 1):
             for mode in ("inference", "train"):
@@ -193,13 +213,16 @@ def nonlocal_table(iters: int) -> List[str]:
                         a, b = block.aggregate(*inputs), explicit_attention(*inputs)
                 diff = ((a - b).abs().max() / b.abs().max()).item()
                 assert diff < 1e-4, f"SDPA and explicit non-local differ (relative {diff:.2e})"
-                t = {v: _best_time(lambda: _nl_pass(block, inputs, scope, v, train), iters)
-                     for v in ("explicit", "sdpa")}
+                t = {
+                    v: _best_time(lambda: _nl_pass(block, inputs, scope, v, train), iters) for v in ("explicit", "sdpa")
+                }
                 m = {v: _nl_memory(scope, v, subsample, mode) for v in ("explicit", "sdpa")}
                 label = f"1x{subsample}x{subsample}" if subsample > 1 else "none"
-                lines.append(f"| {scope} | {label} | {'fwd' if not train else 'fwd+bwd'} | {1000 * t['explicit']:.0f} "
-                             f"| {1000 * t['sdpa']:.0f} | {m['explicit']:.1f} | {m['sdpa']:.1f} "
-                             f"| {m['explicit'] / max(m['sdpa'], 0.1):.1f}x less |")
+                lines.append(
+                    f"| {scope} | {label} | {'fwd' if not train else 'fwd+bwd'} | {1000 * t['explicit']:.0f} "
+                    f"| {1000 * t['sdpa']:.0f} | {m['explicit']:.1f} | {m['sdpa']:.1f} "
+                    f"| {m['explicit'] / max(m['sdpa'], 0.1):.1f}x less |"
+                )
     return lines
 
 

@@ -17,6 +17,7 @@ flip), one process, batches of ``batch_size``:
 pytorchvideo 0.1.5 imports ``torchvision.transforms.functional_tensor``, which torchvision renamed
 ``_functional_tensor``; :func:`pytorchvideo_compat` aliases the old name before importing it.
 """
+
 from __future__ import annotations
 
 import random
@@ -40,11 +41,13 @@ def available() -> dict:
         pytorchvideo_compat()
         import pytorchvideo.data  # noqa: F401
         import pytorchvideo.transforms  # noqa: F401
+
         status["pytorchvideo"] = ""
     except Exception as e:  # an old or broken install: reported in the table
         status["pytorchvideo"] = f"{type(e).__name__}: {e}"
     try:
         import mmaction.datasets  # noqa: F401
+
         status["mmaction2"] = ""
     except Exception as e:
         status["mmaction2"] = f"{type(e).__name__}: {e}"
@@ -63,8 +66,8 @@ def pytorchvideo_batches(list_file: str, recipe, batch_size: int, seed: int, thr
     """Clips per batch of pytorchvideo's Kinetics loader over ``list_file`` (``<path> <label>``), forever.
     ``threads``: its decord decoder's num_threads (0 = its default)."""
     pytorchvideo_compat()
-    import torch
     import pytorchvideo.data.encoded_video as encoded_video
+    import torch
     from pytorchvideo.data import Kinetics, make_clip_sampler
     from pytorchvideo.data.encoded_video_decord import EncodedVideoDecord
     from pytorchvideo.transforms import create_video_transform
@@ -77,12 +80,22 @@ def pytorchvideo_batches(list_file: str, recipe, batch_size: int, seed: int, thr
     encoded_video.select_video_class = lambda decoder: Decoder  # the decord class, num_threads set
     _seed(seed)
     transform = create_video_transform(
-        mode="train", video_key="video", remove_key=["audio"], num_samples=recipe.num_frames, convert_to_float=False,
-        video_mean=tuple(m * 255 for m in recipe.mean), video_std=tuple(s * 255 for s in recipe.std),
-        min_size=recipe.jitter[0], max_size=recipe.jitter[1], crop_size=recipe.crop, horizontal_flip_prob=0.5)
+        mode="train",
+        video_key="video",
+        remove_key=["audio"],
+        num_samples=recipe.num_frames,
+        convert_to_float=False,
+        video_mean=tuple(m * 255 for m in recipe.mean),
+        video_std=tuple(s * 255 for s in recipe.std),
+        min_size=recipe.jitter[0],
+        max_size=recipe.jitter[1],
+        crop_size=recipe.crop,
+        horizontal_flip_prob=0.5,
+    )
     duration = recipe.num_frames * recipe.sampling_rate / recipe.target_fps
-    dataset = Kinetics(list_file, make_clip_sampler("random", duration), decode_audio=False, decoder="decord",
-                       transform=transform)
+    dataset = Kinetics(
+        list_file, make_clip_sampler("random", duration), decode_audio=False, decoder="decord", transform=transform
+    )
     loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, num_workers=0)
     while True:
         for batch in loader:
@@ -92,24 +105,32 @@ def pytorchvideo_batches(list_file: str, recipe, batch_size: int, seed: int, thr
 def mmaction_batches(list_file: str, recipe, batch_size: int, seed: int) -> Iterator[int]:
     """Clips per batch of mmaction2's VideoDataset with its decord pipeline, shuffled, forever."""
     import torch
+    from mmaction.datasets import VideoDataset
     from mmengine.dataset import pseudo_collate
     from mmengine.registry import DefaultScope
-    from mmaction.datasets import VideoDataset
 
     if DefaultScope.get_current_instance() is None:
         DefaultScope.get_instance("videoattn_benchmark", scope_name="mmaction")
     _seed(seed)
-    pipeline = [dict(type="DecordInit", num_threads=1),
-                dict(type="SampleFrames", clip_len=recipe.num_frames, frame_interval=recipe.sampling_rate, num_clips=1),
-                dict(type="DecordDecode"),
-                dict(type="RandomRescale", scale_range=tuple(recipe.jitter)),
-                dict(type="RandomCrop", size=recipe.crop),
-                dict(type="Flip", flip_ratio=0.5),
-                dict(type="FormatShape", input_format="NCTHW"),
-                dict(type="PackActionInputs")]
+    pipeline = [
+        dict(type="DecordInit", num_threads=1),
+        dict(type="SampleFrames", clip_len=recipe.num_frames, frame_interval=recipe.sampling_rate, num_clips=1),
+        dict(type="DecordDecode"),
+        dict(type="RandomRescale", scale_range=tuple(recipe.jitter)),
+        dict(type="RandomCrop", size=recipe.crop),
+        dict(type="Flip", flip_ratio=0.5),
+        dict(type="FormatShape", input_format="NCTHW"),
+        dict(type="PackActionInputs"),
+    ]
     dataset = VideoDataset(ann_file=list_file, pipeline=pipeline)
-    loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=True, num_workers=0,
-                                         collate_fn=pseudo_collate, generator=torch.Generator().manual_seed(seed))
+    loader = torch.utils.data.DataLoader(
+        dataset,
+        batch_size=batch_size,
+        shuffle=True,
+        num_workers=0,
+        collate_fn=pseudo_collate,
+        generator=torch.Generator().manual_seed(seed),
+    )
     while True:
         for batch in loader:
             yield len(batch["inputs"])

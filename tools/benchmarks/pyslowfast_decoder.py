@@ -3,6 +3,7 @@
 Kept with the benchmarks (and the test that checks it frame-exact against decord), not in the
 library: nothing in ``videoattn`` decodes this way.
 """
+
 from __future__ import annotations
 
 import numpy as np

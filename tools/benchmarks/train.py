@@ -8,6 +8,7 @@ set; clips/s and the data-wait fraction come from the last epoch's row of its me
 * ``model only``: forward+backward+SGD step of the same model on random tensors in one
   process with the same thread count -- the bound on what the data pipeline lets through.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -24,24 +25,41 @@ import torch
 from videoattn.config import load_config
 from videoattn.datasets.synthetic import make_synthetic_dataset
 from videoattn.engine.device import for_device
-from videoattn.train.solver import build_optimizer
 from videoattn.models import build_model
+from videoattn.train.solver import build_optimizer
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 DEMO_CFG = os.path.join(REPO, "configs", "synthetic", "I3D_NL_CBAM_R18.yaml")
 
 
-def _train_run(nproc: int, cfg_path: str, data_root: str, out: str, epochs: int, extra: List[str],
-               threads: Optional[int] = None) -> dict:
-    overrides = [f"data.root={data_root}", f"output_dir={out}", f"solver.max_epoch={epochs}",
-                 "train.eval_period=0", "train.checkpoint_period=1000", "train.auto_resume=false",
-                 "device=cpu", *extra]
+def _train_run(
+    nproc: int, cfg_path: str, data_root: str, out: str, epochs: int, extra: List[str], threads: Optional[int] = None
+) -> dict:
+    overrides = [
+        f"data.root={data_root}",
+        f"output_dir={out}",
+        f"solver.max_epoch={epochs}",
+        "train.eval_period=0",
+        "train.checkpoint_period=1000",
+        "train.auto_resume=false",
+        "device=cpu",
+        *extra,
+    ]
     script = os.path.join(REPO, "tools", "train_net.py")
     if nproc == 1:
         cmd = [sys.executable, script, "--config", cfg_path, *overrides]
     else:
-        cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
-               script, "--config", cfg_path, *overrides]
+        cmd = [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            f"--nproc_per_node={nproc}",
+            script,
+            "--config",
+            cfg_path,
+            *overrides,
+        ]
     t0 = time.perf_counter()
     env = dict(os.environ)
     if threads:
@@ -77,8 +95,9 @@ def _model_only(cfg_path: str, overrides: List[str], iters: int, threads: int) -
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-    p = argparse.ArgumentParser(prog="benchmark.py train", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="benchmark.py train", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("suite")
     p.add_argument("--config", default=DEMO_CFG)
     p.add_argument("--data", default="", help="synthetic dataset root (default: generate a small one)")
@@ -92,18 +111,26 @@ def main(argv: Optional[List[str]] = None) -> int:
             data = os.path.join(tmp, "synthetic")
             num_classes = load_config(args.config, args.opts).model.num_classes
             make_synthetic_dataset(data, num_classes=num_classes, train_per_class=16, val_per_class=1, seed=0)
-        print(f"device: cpu ({os.cpu_count()} cores; torch {torch.__version__}; "
-              f"CUDA {'available' if torch.cuda.is_available() else 'not available: no GPU run'})")
-        print(f"config: {os.path.relpath(args.config, REPO)} {' '.join(args.opts)}; "
-              f"{args.epochs} epochs per run, last epoch timed")
+        print(
+            f"device: cpu ({os.cpu_count()} cores; torch {torch.__version__}; "
+            f"CUDA {'available' if torch.cuda.is_available() else 'not available: no GPU run'})"
+        )
+        print(
+            f"config: {os.path.relpath(args.config, REPO)} {' '.join(args.opts)}; "
+            f"{args.epochs} epochs per run, last epoch timed"
+        )
         rows = []
         for n in args.nproc:
             # torchrun sets OMP_NUM_THREADS=1 per process; a plain process uses all cores unless told.
-            for threads in ([None, 1] if n == 1 else [None]):
-                r = _train_run(n, args.config, data, os.path.join(tmp, f"run{n}_{threads}"), args.epochs,
-                               args.opts, threads)
-                what = (f"{torch.get_num_threads()} threads (default)" if threads is None else "OMP_NUM_THREADS=1") \
-                    if n == 1 else "torchrun, 1 thread each"
+            for threads in [None, 1] if n == 1 else [None]:
+                r = _train_run(
+                    n, args.config, data, os.path.join(tmp, f"run{n}_{threads}"), args.epochs, args.opts, threads
+                )
+                what = (
+                    (f"{torch.get_num_threads()} threads (default)" if threads is None else "OMP_NUM_THREADS=1")
+                    if n == 1
+                    else "torchrun, 1 thread each"
+                )
                 rows.append((f"train_net, {n} process{'es' if n > 1 else ''}, {what}", r))
         threads = 1
         bound = _model_only(args.config, args.opts, iters=20, threads=threads)
@@ -112,6 +139,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     print("|---|---:|---:|---:|")
     for name, r in rows:
         print(f"| {name} | {r['clips_per_s']:.1f} | {100 * r['data_wait']:.0f}% | {r['clips_per_s'] / base:.2f}x |")
-    print(f"| model only (random tensors, 1 process, {threads} thread{'s' if threads > 1 else ''}) "
-          f"| {bound:.1f} | - | {bound / base:.2f}x |")
+    print(
+        f"| model only (random tensors, 1 process, {threads} thread{'s' if threads > 1 else ''}) "
+        f"| {bound:.1f} | - | {bound / base:.2f}x |"
+    )
     return 0

@@ -30,6 +30,7 @@ one of these names that extraction did not write is never replaced: the run is r
 writes anything (:mod:`videoattn.utils.outputs`).
 Under torchrun the videos are sharded across ranks; the files equal a single-process run.
 """
+
 from __future__ import annotations
 
 import glob
@@ -55,17 +56,35 @@ from videoattn.engine.inference import class_names_for
 from videoattn.engine.session import open_session
 from videoattn.evaluation.metrics import NonFiniteError
 from videoattn.models.resnet3d import ResNet3D
-from videoattn.utils.distributed import (all_gather_object, barrier, get_rank, get_world_size, is_main_process,
-                                         main_process_claim)
+from videoattn.utils.distributed import (
+    all_gather_object,
+    barrier,
+    get_rank,
+    get_world_size,
+    is_main_process,
+    main_process_claim,
+)
+from videoattn.utils.errors import InputNotFound, UsageError
 from videoattn.utils.io import atomic_path, atomic_write_csv, atomic_write_text
 from videoattn.utils.walk import walk_files
-from videoattn.utils.errors import InputNotFound, UsageError
 
 log = logging.getLogger(__name__)
 
 SCORES_DIR = "scores"  # scores/<id>.npy: a subfolder, so no video id can collide with another's scores
-INDEX_COLUMNS = ["video", "path", "num_windows", "fps", "duration_s", "window_s", "stride_s", "feature_shape",
-                 "dtype", "layer", "features", "windows"]
+INDEX_COLUMNS = [
+    "video",
+    "path",
+    "num_windows",
+    "fps",
+    "duration_s",
+    "window_s",
+    "stride_s",
+    "feature_shape",
+    "dtype",
+    "layer",
+    "features",
+    "windows",
+]
 NON_FINITE = "NaN or inf features/scores"  # the failed.csv reason of a video whose outputs are not finite
 TRUNCATED_COLUMNS = ["video", "path", "decoded_frames", "declared_frames", "decoded_s", "declared_s", "num_windows"]
 
@@ -73,9 +92,10 @@ TRUNCATED_COLUMNS = ["video", "path", "decoded_frames", "declared_frames", "deco
 @dataclass
 class RankTally:
     """What one rank reports after its shard (gathered on every rank)."""
+
     failed: List[Tuple[int, str]]  # (video index, reason), sorted
-    written: int                   # videos written by this run
-    skipped: int                   # videos already done by an earlier run
+    written: int  # videos written by this run
+    skipped: int  # videos already done by an earlier run
 
 
 def video_ids(paths: Sequence[str]) -> List[str]:
@@ -92,10 +112,12 @@ def video_ids(paths: Sequence[str]) -> List[str]:
     def below(p: str) -> str:
         return os.path.relpath(p, common) if common and p != common else os.path.basename(p)
 
-    levels = [lambda p: os.path.splitext(os.path.basename(p))[0],
-              lambda p: os.path.splitext(below(p))[0].replace(os.sep, "__"),
-              lambda p: below(p).replace(os.sep, "__").replace(".", "_"),
-              lambda p: below(p).replace(os.sep, "__").replace(".", "_") + "-" + hashlib.sha1(p.encode()).hexdigest()[:8]]
+    levels = [
+        lambda p: os.path.splitext(os.path.basename(p))[0],
+        lambda p: os.path.splitext(below(p))[0].replace(os.sep, "__"),
+        lambda p: below(p).replace(os.sep, "__").replace(".", "_"),
+        lambda p: below(p).replace(os.sep, "__").replace(".", "_") + "-" + hashlib.sha1(p.encode()).hexdigest()[:8],
+    ]
     ids = [levels[0](p) for p in absolute]
     for level in levels[1:]:
         counts = Counter(ids)
@@ -117,8 +139,9 @@ def _unique_paths(paths: Sequence[str]) -> List[str]:
             seen.add(key)
             out.append(p)
     if len(out) < len(paths):
-        log.warning("features: %d inputs name a video listed before; each video is extracted once",
-                    len(paths) - len(out))
+        log.warning(
+            "features: %d inputs name a video listed before; each video is extracted once", len(paths) - len(out)
+        )
     return out
 
 
@@ -142,8 +165,9 @@ def list_inputs(data: DataConfig, source: str) -> Tuple[List[str], List[str]]:
         base = os.path.dirname(os.path.abspath(source))
         paths = [ln if os.path.isabs(ln) or os.path.exists(ln) else os.path.join(base, ln) for ln in lines]
         return _unique_paths([p for p in paths if os.path.isfile(p)]), [p for p in paths if not os.path.isfile(p)]
-    ann = read_annotations(data.root, os.path.abspath(source), data.train_split, data.classes_file, "test",
-                           labels=False)
+    ann = read_annotations(
+        data.root, os.path.abspath(source), data.train_split, data.classes_file, "test", labels=False
+    )
     return [v[0] for v in ann.videos], list(ann.missing)
 
 
@@ -181,35 +205,79 @@ def _save_npy(path: str, array: np.ndarray) -> None:
             np.save(f, array)
 
 
-def _save_video(out_dir: str, vid: str, path: str, win: Window, declared: int, feats: np.ndarray,
-                features: FeaturesConfig, scores: Optional[np.ndarray] = None) -> dict:
+def _save_video(
+    out_dir: str,
+    vid: str,
+    path: str,
+    win: Window,
+    declared: int,
+    feats: np.ndarray,
+    features: FeaturesConfig,
+    scores: Optional[np.ndarray] = None,
+) -> dict:
     """Write ``scores/<vid>.npy`` (if any), ``<vid>.json``, then ``<vid>.npy`` (which marks it done)."""
-    meta = {"video": vid, "path": path, "fps": win.fps, "num_video_frames": win.num_frames,
-            "duration_s": win.num_frames / win.fps, "declared_frames": declared, "declared_duration_s": declared / win.fps,
-            "truncated": declared > win.num_frames, "window_s": win.window_s, "stride_s": win.stride_s,
-            "num_windows": len(win.starts), "starts_s": win.starts, "ends_s": win.ends,
-            "frame_indices": win.indices, "repeated_samples": win.repeated, "layer": features.layer,
-            "dtype": features.dtype, "feature_shape": list(feats.shape)}
+    meta = {
+        "video": vid,
+        "path": path,
+        "fps": win.fps,
+        "num_video_frames": win.num_frames,
+        "duration_s": win.num_frames / win.fps,
+        "declared_frames": declared,
+        "declared_duration_s": declared / win.fps,
+        "truncated": declared > win.num_frames,
+        "window_s": win.window_s,
+        "stride_s": win.stride_s,
+        "num_windows": len(win.starts),
+        "starts_s": win.starts,
+        "ends_s": win.ends,
+        "frame_indices": win.indices,
+        "repeated_samples": win.repeated,
+        "layer": features.layer,
+        "dtype": features.dtype,
+        "feature_shape": list(feats.shape),
+    }
     if scores is not None:
         _save_npy(os.path.join(out_dir, SCORES_DIR, vid + ".npy"), scores)
-        meta.update(scores=f"{SCORES_DIR}/{vid}.npy", scores_shape=list(scores.shape), scores_kind="softmax",
-                    classes="classes.txt")
+        meta.update(
+            scores=f"{SCORES_DIR}/{vid}.npy",
+            scores_shape=list(scores.shape),
+            scores_kind="softmax",
+            classes="classes.txt",
+        )
     atomic_write_text(os.path.join(out_dir, vid + ".json"), json.dumps(meta) + "\n")
     _save_npy(os.path.join(out_dir, vid + ".npy"), feats)
     return meta
 
 
 def _index_row(meta: dict) -> list:
-    return [meta["video"], meta["path"], meta["num_windows"], f"{meta['fps']:.6g}", f"{meta['duration_s']:.6f}",
-            f"{meta['window_s']:.6f}", f"{meta['stride_s']:.6f}", "x".join(map(str, meta["feature_shape"])),
-            meta["dtype"], meta["layer"], meta["video"] + ".npy", meta["video"] + ".json"]
+    return [
+        meta["video"],
+        meta["path"],
+        meta["num_windows"],
+        f"{meta['fps']:.6g}",
+        f"{meta['duration_s']:.6f}",
+        f"{meta['window_s']:.6f}",
+        f"{meta['stride_s']:.6f}",
+        "x".join(map(str, meta["feature_shape"])),
+        meta["dtype"],
+        meta["layer"],
+        meta["video"] + ".npy",
+        meta["video"] + ".json",
+    ]
 
 
 def _truncated_row(meta: dict) -> Optional[list]:
     if not meta.get("truncated"):
         return None
-    return [meta["video"], meta["path"], meta["num_video_frames"], meta["declared_frames"],
-            f"{meta['duration_s']:.3f}", f"{meta['declared_duration_s']:.3f}", meta["num_windows"]]
+    return [
+        meta["video"],
+        meta["path"],
+        meta["num_video_frames"],
+        meta["declared_frames"],
+        f"{meta['duration_s']:.3f}",
+        f"{meta['declared_duration_s']:.3f}",
+        meta["num_windows"],
+    ]
 
 
 @torch.inference_mode()
@@ -231,9 +299,15 @@ def window_features_and_logits(model: ResNet3D, x: torch.Tensor, layer: str) -> 
     return feats, logits
 
 
-def chunk_outputs(model: ResNet3D, item: WindowChunk, layer: str, device: torch.device, to_device: DeviceNormalizer,
-                  amp: Optional[torch.dtype] = None,
-                  scores: bool = False) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
+def chunk_outputs(
+    model: ResNet3D,
+    item: WindowChunk,
+    layer: str,
+    device: torch.device,
+    to_device: DeviceNormalizer,
+    amp: Optional[torch.dtype] = None,
+    scores: bool = False,
+) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
     """``(w, crops, D)`` float32 features of one chunk of windows and, with ``scores``, their
     ``(w, crops, C)`` class probabilities (``amp``: autocast dtype or None)."""
     x = to_device(item.clips, device)
@@ -243,14 +317,17 @@ def chunk_outputs(model: ResNet3D, item: WindowChunk, layer: str, device: torch.
             return feats.reshape(item.num_windows, -1, feats.shape[-1]), None
         feats, logits = window_features_and_logits(model, x, layer)
     probs = logits.float().softmax(dim=1).cpu()
-    return (feats.float().cpu().reshape(item.num_windows, -1, feats.shape[-1]),
-            probs.reshape(item.num_windows, -1, probs.shape[-1]))
+    return (
+        feats.float().cpu().reshape(item.num_windows, -1, feats.shape[-1]),
+        probs.reshape(item.num_windows, -1, probs.shape[-1]),
+    )
 
 
-def _finish(chunks: List[Tuple[torch.Tensor, Optional[torch.Tensor]]],
-            features: FeaturesConfig) -> Tuple[np.ndarray, Optional[np.ndarray]]:
+def _finish(
+    chunks: List[Tuple[torch.Tensor, Optional[torch.Tensor]]], features: FeaturesConfig
+) -> Tuple[np.ndarray, Optional[np.ndarray]]:
     """``(features (W, D) or (W, crops, D) in features.dtype, float32 scores alike or None)``."""
-    feats = torch.cat([c[0] for c in chunks])                        # (W, crops, D)
+    feats = torch.cat([c[0] for c in chunks])  # (W, crops, D)
     scores = torch.cat([c[1] for c in chunks]) if chunks[0][1] is not None else None
     if features.average_crops:
         feats = feats.mean(dim=1)
@@ -259,19 +336,34 @@ def _finish(chunks: List[Tuple[torch.Tensor, Optional[torch.Tensor]]],
     return feats, (scores.numpy().astype(np.float32) if scores is not None else None)
 
 
-def window_loader(videos: Sequence[Tuple[int, str]], data: DataConfig, features: FeaturesConfig,
-                  device: torch.device = torch.device("cpu")) -> DataLoader:
+def window_loader(
+    videos: Sequence[Tuple[int, str]],
+    data: DataConfig,
+    features: FeaturesConfig,
+    device: torch.device = torch.device("cpu"),
+) -> DataLoader:
     """Chunks of decoded windows (:class:`WindowStream`), decoded by ``data.num_workers`` workers
     (in pinned memory when ``device`` is CUDA and ``data.pin_memory``)."""
     workers = min(data.num_workers, len(videos))
     extra = dict(prefetch_factor=data.prefetch_factor) if workers > 0 else {}
-    return DataLoader(WindowStream(videos, data, features), batch_size=None, num_workers=workers,
-                      pin_memory=data.pin_memory and device.type == "cuda", **extra)
+    return DataLoader(
+        WindowStream(videos, data, features),
+        batch_size=None,
+        num_workers=workers,
+        pin_memory=data.pin_memory and device.type == "cuda",
+        **extra,
+    )
 
 
-def extract_features(cfg: Config, source: str, out_dir: str, checkpoint_path: Optional[str] = None,
-                     random_init: bool = False, trust: bool = False,
-                     pretrained: str = "") -> Optional[Dict[str, object]]:
+def extract_features(
+    cfg: Config,
+    source: str,
+    out_dir: str,
+    checkpoint_path: Optional[str] = None,
+    random_init: bool = False,
+    trust: bool = False,
+    pretrained: str = "",
+) -> Optional[Dict[str, object]]:
     """Extract features of every video of ``source`` into ``out_dir``; summary on rank 0, else None.
 
     Weights: see :func:`videoattn.engine.inference.resolve_weights` (``pretrained``: public weights by
@@ -290,11 +382,17 @@ def extract_features(cfg: Config, source: str, out_dir: str, checkpoint_path: Op
         names = class_names_for(cfg.data, cfg.model.num_classes, weights.classes)
         atomic_write_text(os.path.join(out_dir, "classes.txt"), "".join(n + "\n" for n in names))
     todo, skipped, failed = _plan(out_dir, ids, paths, f.save_scores)
-    bar = tqdm(total=len(todo), desc="features", unit="video", dynamic_ncols=True,
-               disable=not (is_main_process() and sys.stderr.isatty()))
-    videos = per_video(window_loader(todo, cfg.data, f, info.device) if todo else [],
-                       lambda c: chunk_outputs(model, c, f.layer, info.device, session.normalize, session.amp,
-                                               f.save_scores))
+    bar = tqdm(
+        total=len(todo),
+        desc="features",
+        unit="video",
+        dynamic_ncols=True,
+        disable=not (is_main_process() and sys.stderr.isatty()),
+    )
+    videos = per_video(
+        window_loader(todo, cfg.data, f, info.device) if todo else [],
+        lambda c: chunk_outputs(model, c, f.layer, info.device, session.normalize, session.amp, f.save_scores),
+    )
     written = 0
     for got in videos:
         written += _write_video(got, out_dir, ids, paths, f, failed)
@@ -307,8 +405,14 @@ def extract_features(cfg: Config, source: str, out_dir: str, checkpoint_path: Op
     return summary
 
 
-def _write_video(got: Union[VideoOutputs, WindowError], out_dir: str, ids: List[str], paths: List[str], f: FeaturesConfig,
-                 failed: Dict[int, str]) -> int:
+def _write_video(
+    got: Union[VideoOutputs, WindowError],
+    out_dir: str,
+    ids: List[str],
+    paths: List[str],
+    f: FeaturesConfig,
+    failed: Dict[int, str],
+) -> int:
     """Write one video's files from :func:`per_video`'s ``got`` (1), or record in ``failed`` why
     not (0): it could not be decoded, or its outputs are not finite."""
     k = got.k
@@ -346,12 +450,15 @@ def _raise_if_non_finite(gathered: List[RankTally], out_dir: str) -> None:
     """:class:`NonFiniteError` on every rank if any video's outputs held NaN or inf (they are in failed.csv)."""
     bad = [reason for g in gathered for _, reason in g.failed if reason.startswith(NON_FINITE)]
     if bad:
-        raise NonFiniteError(f"{len(bad)} videos had NaN or inf features or scores ({bad[0]}): listed in "
-                             f"{os.path.join(out_dir, 'failed.csv')}, no features written for them")
+        raise NonFiniteError(
+            f"{len(bad)} videos had NaN or inf features or scores ({bad[0]}): listed in "
+            f"{os.path.join(out_dir, 'failed.csv')}, no features written for them"
+        )
 
 
-def _plan(out_dir: str, ids: List[str], paths: List[str],
-          need_scores: bool = False) -> Tuple[List[Tuple[int, str]], int, Dict[int, str]]:
+def _plan(
+    out_dir: str, ids: List[str], paths: List[str], need_scores: bool = False
+) -> Tuple[List[Tuple[int, str]], int, Dict[int, str]]:
     """This rank's shard: ``(videos to do, count already done, {k: reason} refused)``. Finished
     files of another input under the same name (an earlier run) are never overwritten; a video
     finished without the scores ``need_scores`` asks for is done again."""
@@ -359,22 +466,29 @@ def _plan(out_dir: str, ids: List[str], paths: List[str],
     for k in range(get_rank(), len(paths), get_world_size()):
         _remove_stale_temps(out_dir, ids[k])
         meta = _finished(out_dir, ids[k])
-        if meta is not None and _same_file(meta.get("path", ""), paths[k]) and need_scores \
-                and _finished(out_dir, ids[k], need_scores) is None:
+        if (
+            meta is not None
+            and _same_file(meta.get("path", ""), paths[k])
+            and need_scores
+            and _finished(out_dir, ids[k], need_scores) is None
+        ):
             meta = None  # same video, scores not yet written: do it again
         if meta is None:
             todo.append((k, paths[k]))
         elif _same_file(meta.get("path", ""), paths[k]):
             skipped += 1
         else:
-            refused[k] = (f"output name {ids[k]!r} already holds the features of {meta.get('path')} "
-                          f"(another input); not overwritten: use another --output")
+            refused[k] = (
+                f"output name {ids[k]!r} already holds the features of {meta.get('path')} "
+                f"(another input); not overwritten: use another --output"
+            )
             log.warning("features: %s: %s", paths[k], refused[k])
     return todo, skipped, refused
 
 
-def _report(out_dir: str, ids: List[str], paths: List[str], missing: List[str],
-            gathered: List[RankTally]) -> Dict[str, object]:
+def _report(
+    out_dir: str, ids: List[str], paths: List[str], missing: List[str], gathered: List[RankTally]
+) -> Dict[str, object]:
     """Rank 0: ``index.csv``, ``failed.csv``, ``truncated.csv`` and the summary (one log line)."""
     all_failed = sorted(f for g in gathered for f in g.failed)
     failed_set = {k for k, _ in all_failed}
@@ -386,14 +500,30 @@ def _report(out_dir: str, ids: List[str], paths: List[str], missing: List[str],
             short += [r for r in [_truncated_row(meta)] if r]
     atomic_write_csv(os.path.join(out_dir, "index.csv"), INDEX_COLUMNS, rows)
     atomic_write_csv(os.path.join(out_dir, "truncated.csv"), TRUNCATED_COLUMNS, short)
-    fail_rows = [[ids[k], paths[k], reason] for k, reason in all_failed] + \
-                [["", m, "missing: file not found"] for m in missing]
+    fail_rows = [[ids[k], paths[k], reason] for k, reason in all_failed] + [
+        ["", m, "missing: file not found"] for m in missing
+    ]
     atomic_write_csv(os.path.join(out_dir, "failed.csv"), ["video", "path", "reason"], fail_rows)
-    summary = {"num_videos": len(paths) + len(missing), "num_done": len(rows), "num_written": sum(g.written for g in gathered),
-               "num_skipped_done": sum(g.skipped for g in gathered), "num_failed": len(all_failed),
-               "num_missing": len(missing), "num_truncated": len(short), "failed": fail_rows, "output": out_dir}
-    log.info("features: %d of %d videos done (%d written now, %d already there), %d failed, %d missing%s -> %s",
-             len(rows), summary["num_videos"], summary["num_written"], summary["num_skipped_done"], len(all_failed),
-             len(missing), f"; {len(short)} cut short (features of the frames that decode: truncated.csv)"
-             if short else "", out_dir)
+    summary = {
+        "num_videos": len(paths) + len(missing),
+        "num_done": len(rows),
+        "num_written": sum(g.written for g in gathered),
+        "num_skipped_done": sum(g.skipped for g in gathered),
+        "num_failed": len(all_failed),
+        "num_missing": len(missing),
+        "num_truncated": len(short),
+        "failed": fail_rows,
+        "output": out_dir,
+    }
+    log.info(
+        "features: %d of %d videos done (%d written now, %d already there), %d failed, %d missing%s -> %s",
+        len(rows),
+        summary["num_videos"],
+        summary["num_written"],
+        summary["num_skipped_done"],
+        len(all_failed),
+        len(missing),
+        f"; {len(short)} cut short (features of the frames that decode: truncated.csv)" if short else "",
+        out_dir,
+    )
     return summary

@@ -20,6 +20,7 @@ weights and inputs this folder holds predictions of: a run with others is refuse
 of these names (or ``<id>.mp4`` / ``<id>_timeline.png`` with ``render``) that predict did not write
 is never replaced: the run is refused before it writes anything (:mod:`videoattn.utils.outputs`).
 """
+
 from __future__ import annotations
 
 import json
@@ -30,17 +31,17 @@ from typing import List, Optional, Sequence, Tuple
 
 import torch
 
+from videoattn.apps.extract import chunk_outputs, list_inputs, video_ids, window_loader
+from videoattn.apps.render import render_timeline, render_video
+from videoattn.apps.timeline import WindowTopK, segments, timeline_rows, window_topk
 from videoattn.config import Config
 from videoattn.data.annotations import Annotations
 from videoattn.data.dataset import VideoClipDataset
 from videoattn.data.windows import WindowError, per_video
-from videoattn.apps.extract import chunk_outputs, list_inputs, video_ids, window_loader
 from videoattn.engine.inference import class_names_for
 from videoattn.engine.session import RunSession, one_process_session
 from videoattn.evaluation.metrics import NonFiniteError, non_finite_rows
-from videoattn.apps.render import render_timeline, render_video
 from videoattn.evaluation.tester import score_test_views
-from videoattn.apps.timeline import WindowTopK, segments, timeline_rows, window_topk
 from videoattn.utils.distributed import launch_world_size
 from videoattn.utils.errors import OneLineError, UsageError
 from videoattn.utils.io import atomic_write_csv, atomic_write_json
@@ -54,18 +55,19 @@ OUTPUT_FILES = ("predictions.csv", "predictions.json", "timeline.csv", "segments
 @dataclass
 class VideoResult:
     """What predict found for one video."""
-    video: str                                   # output name (<id>)
+
+    video: str  # output name (<id>)
     path: str
     top: List[Tuple[int, str, float]] = field(default_factory=list)  # video level, best first
-    num_views: int = 0                           # views that decoded
+    num_views: int = 0  # views that decoded
     failed_views: List[Tuple[int, str]] = field(default_factory=list)
-    duration_s: Optional[float] = None           # decoded duration (from the window pass)
+    duration_s: Optional[float] = None  # decoded duration (from the window pass)
     window_s: Optional[float] = None
     windows: List[WindowTopK] = field(default_factory=list)  # sliding windows, best classes first
-    error: str = ""                              # why there is no prediction ("" = predicted)
+    error: str = ""  # why there is no prediction ("" = predicted)
     notes: List[str] = field(default_factory=list)  # timeline / render problems (not fatal)
-    non_finite_views: int = 0                    # views whose logits held NaN or inf (then no prediction)
-    non_finite_windows: int = 0                  # sliding windows whose scores did (then no timeline)
+    non_finite_views: int = 0  # views whose logits held NaN or inf (then no prediction)
+    non_finite_windows: int = 0  # sliding windows whose scores did (then no timeline)
 
     @property
     def non_finite(self) -> bool:
@@ -107,15 +109,16 @@ def score_windows(session: RunSession, model, results: List[VideoResult], names:
     """Fill ``windows`` / ``duration_s`` of the predicted results (sliding windows, one pass)."""
     todo = [(j, r.path) for j, r in enumerate(results) if not r.error]
     cfg, device = session.cfg, session.device
-    videos = per_video(window_loader(todo, cfg.data, cfg.features, device) if todo else [],  # (w, crops, C) -> (w, C)
-                       lambda c: chunk_outputs(model, c, "pool", device, session.normalize, session.amp,
-                                               scores=True)[1].mean(dim=1))
+    videos = per_video(
+        window_loader(todo, cfg.data, cfg.features, device) if todo else [],  # (w, crops, C) -> (w, C)
+        lambda c: chunk_outputs(model, c, "pool", device, session.normalize, session.amp, scores=True)[1].mean(dim=1),
+    )
     for got in videos:
         r = results[got.k]
         if isinstance(got, WindowError):
             r.notes.append(f"no timeline: {got.error}")
             continue
-        win, probs = got.window, torch.cat(got.outputs)                  # (W, C)
+        win, probs = got.window, torch.cat(got.outputs)  # (W, C)
         r.duration_s, r.window_s = win.num_frames / win.fps, win.window_s
         r.non_finite_windows = int(non_finite_rows(probs).sum())
         if r.non_finite_windows:
@@ -130,39 +133,73 @@ def render_result(out_dir: str, r: VideoResult) -> None:
     if r.duration_s is None:
         r.notes.append("not rendered: the sliding-window pass could not read it")
         return
-    windows = r.windows if r.has_timeline else [
-        WindowTopK(0.0, r.duration_s, *map(tuple, zip(*r.top)))]  # short: the video-level top-3 throughout
+    windows = (
+        r.windows if r.has_timeline else [WindowTopK(0.0, r.duration_s, *map(tuple, zip(*r.top)))]
+    )  # short: the video-level top-3 throughout
     try:
         render_video(r.path, windows, os.path.join(out_dir, r.video + ".mp4"), top=3)
-        render_timeline(windows, os.path.join(out_dir, r.video + "_timeline.png"), r.duration_s,
-                        title=os.path.basename(r.path))
+        render_timeline(
+            windows, os.path.join(out_dir, r.video + "_timeline.png"), r.duration_s, title=os.path.basename(r.path)
+        )
     except ValueError as e:
         r.notes.append(f"not rendered: {e}")
 
 
 # --------------------------------------------------------------------------------------- outputs
 def _prediction_rows(results: Sequence[VideoResult], k: int) -> Tuple[List[str], list]:
-    header = ["video", "path"] + [f"pred{i + 1}" for i in range(k)] + [f"score{i + 1}" for i in range(k)] + \
-        ["num_views", "duration_s", "num_windows", "error", "notes", "non_finite"]
+    header = (
+        ["video", "path"]
+        + [f"pred{i + 1}" for i in range(k)]
+        + [f"score{i + 1}" for i in range(k)]
+        + ["num_views", "duration_s", "num_windows", "error", "notes", "non_finite"]
+    )
     rows = []
     for r in results:
         top = r.top[:k] + [("", "", None)] * (k - len(r.top[:k]))
-        rows.append([r.video, r.path] + [t[1] for t in top] + ["" if t[2] is None else f"{t[2]:.6g}" for t in top] +
-                    [r.num_views, "" if r.duration_s is None else f"{r.duration_s:.3f}",
-                     len(r.windows) if r.has_timeline else 0, r.error, "; ".join(r.notes), int(r.non_finite)])
+        rows.append(
+            [r.video, r.path]
+            + [t[1] for t in top]
+            + ["" if t[2] is None else f"{t[2]:.6g}" for t in top]
+            + [
+                r.num_views,
+                "" if r.duration_s is None else f"{r.duration_s:.3f}",
+                len(r.windows) if r.has_timeline else 0,
+                r.error,
+                "; ".join(r.notes),
+                int(r.non_finite),
+            ]
+        )
     return header, rows
 
 
 def _segment_dicts(r: VideoResult) -> List[dict]:
-    return [{"start_s": round(s.start_s, 6), "end_s": round(s.end_s, 6), "index": s.index, "label": s.label,
-             "score": s.score, "max_score": s.max_score, "num_windows": s.num_windows} for s in segments(r.windows)]
+    return [
+        {
+            "start_s": round(s.start_s, 6),
+            "end_s": round(s.end_s, 6),
+            "index": s.index,
+            "label": s.label,
+            "score": s.score,
+            "max_score": s.max_score,
+            "num_windows": s.num_windows,
+        }
+        for s in segments(r.windows)
+    ]
 
 
 def _video_json(r: VideoResult, k: int) -> dict:
-    out = {"video": r.video, "path": r.path, "ok": not r.error, "error": r.error, "notes": r.notes,
-           "top": [{"index": i, "label": n, "score": s} for i, n, s in r.top[:k]], "num_views": r.num_views,
-           "failed_views": [{"view": v, "error": e} for v, e in r.failed_views], "duration_s": r.duration_s,
-           "non_finite": r.non_finite}
+    out = {
+        "video": r.video,
+        "path": r.path,
+        "ok": not r.error,
+        "error": r.error,
+        "notes": r.notes,
+        "top": [{"index": i, "label": n, "score": s} for i, n, s in r.top[:k]],
+        "num_views": r.num_views,
+        "failed_views": [{"view": v, "error": e} for v, e in r.failed_views],
+        "duration_s": r.duration_s,
+        "non_finite": r.non_finite,
+    }
     if r.has_timeline:
         out.update(window_s=r.window_s, num_windows=len(r.windows), segments=_segment_dicts(r))
     return out
@@ -172,32 +209,51 @@ def write_outputs(out_dir: str, results: Sequence[VideoResult], missing: Sequenc
     """predictions.csv/.json, timeline.csv, segments.csv, failed.csv."""
     header, rows = _prediction_rows(results, k)
     atomic_write_csv(os.path.join(out_dir, "predictions.csv"), header, rows)
-    timeline = [[r.video] + list(row.values()) for r in results if r.has_timeline
-                for row in timeline_rows(r.windows) if row["rank"] <= k]
-    atomic_write_csv(os.path.join(out_dir, "timeline.csv"),
-                     ["video", "window", "start_s", "end_s", "rank", "index", "label", "score"], timeline)
+    timeline = [
+        [r.video] + list(row.values())
+        for r in results
+        if r.has_timeline
+        for row in timeline_rows(r.windows)
+        if row["rank"] <= k
+    ]
+    atomic_write_csv(
+        os.path.join(out_dir, "timeline.csv"),
+        ["video", "window", "start_s", "end_s", "rank", "index", "label", "score"],
+        timeline,
+    )
     segs = [[r.video, n] + list(s.values()) for r in results if r.has_timeline for n, s in enumerate(_segment_dicts(r))]
-    atomic_write_csv(os.path.join(out_dir, "segments.csv"), ["video", "segment", "start_s", "end_s", "index", "label",
-                                                             "score", "max_score", "num_windows"], segs)
-    failed = [[r.video, r.path, r.error] for r in results if r.error] + \
-        [["", m, "missing: file not found"] for m in missing]
+    atomic_write_csv(
+        os.path.join(out_dir, "segments.csv"),
+        ["video", "segment", "start_s", "end_s", "index", "label", "score", "max_score", "num_windows"],
+        segs,
+    )
+    failed = [[r.video, r.path, r.error] for r in results if r.error] + [
+        ["", m, "missing: file not found"] for m in missing
+    ]
     atomic_write_csv(os.path.join(out_dir, "failed.csv"), ["video", "path", "reason"], failed)
-    atomic_write_json(os.path.join(out_dir, "predictions.json"), dict(
-        run, videos=[_video_json(r, k) for r in results],
-        failed=[{"video": f[0], "path": f[1], "reason": f[2]} for f in failed]))
+    atomic_write_json(
+        os.path.join(out_dir, "predictions.json"),
+        dict(
+            run,
+            videos=[_video_json(r, k) for r in results],
+            failed=[{"video": f[0], "path": f[1], "reason": f[2]} for f in failed],
+        ),
+    )
 
 
 def format_table(results: Sequence[VideoResult], missing: Sequence[str], k: int, width: int = 26) -> str:
     """The printed summary: one line per video with its top-k, then segments and failures."""
+
     def cell(text: str) -> str:
-        return (text if len(text) <= width else text[:width - 1] + "~").ljust(width)
+        return (text if len(text) <= width else text[: width - 1] + "~").ljust(width)
 
     name_w = min(max([len(r.video) for r in results] + [5]), 40)
     lines = [cell("video")[:name_w].ljust(name_w) + "  " + "".join(cell(f"top-{i + 1}") for i in range(k))]
     for r in results:
         head = r.video[:name_w].ljust(name_w) + "  "
-        lines.append(head + ("".join(cell(f"{n} {s:.2f}") for _, n, s in r.top[:k]) if not r.error
-                             else f"FAILED: {r.error}"))
+        lines.append(
+            head + ("".join(cell(f"{n} {s:.2f}") for _, n, s in r.top[:k]) if not r.error else f"FAILED: {r.error}")
+        )
     for r in results:
         if r.has_timeline and len(r.windows) > 1:
             segs = " | ".join(f"{s.start_s:.2f}-{s.end_s:.2f} s {s.label} {s.score:.2f}" for s in segments(r.windows))
@@ -236,9 +292,11 @@ def claim_output(out_dir: str, weights: str, paths: Sequence[str]) -> dict:
         except (OSError, ValueError):
             old = {}
         if {k: old.get(k) for k in run} != run:
-            raise PredictError(f"{out_dir} holds predictions of another run ({RUN_FILE}: weights "
-                               f"{old.get('weights')!r}, {len(old.get('inputs') or [])} inputs); not overwritten: "
-                               "use another --output")
+            raise PredictError(
+                f"{out_dir} holds predictions of another run ({RUN_FILE}: weights "
+                f"{old.get('weights')!r}, {len(old.get('inputs') or [])} inputs); not overwritten: "
+                "use another --output"
+            )
     atomic_write_json(path, run)
     return run
 
@@ -246,14 +304,23 @@ def claim_output(out_dir: str, weights: str, paths: Sequence[str]) -> dict:
 def _raise_if_non_finite(results: Sequence[VideoResult], out_dir: str) -> None:
     bad = [r for r in results if r.non_finite]
     if bad:
-        raise NonFiniteError(f"{len(bad)} of {len(results)} videos had NaN or inf scores (e.g. {bad[0].path}: "
-                             f"{bad[0].error or bad[0].notes[-1]}); marked non_finite in "
-                             f"{os.path.join(out_dir, 'predictions.csv')}")
+        raise NonFiniteError(
+            f"{len(bad)} of {len(results)} videos had NaN or inf scores (e.g. {bad[0].path}: "
+            f"{bad[0].error or bad[0].notes[-1]}); marked non_finite in "
+            f"{os.path.join(out_dir, 'predictions.csv')}"
+        )
 
 
-def predict_videos(cfg: Config, source: str, out_dir: str, checkpoint_path: Optional[str] = None,
-                   pretrained: str = "", top_k: int = 5, render: bool = False,
-                   trust: bool = False) -> Tuple[List[VideoResult], List[str], int]:
+def predict_videos(
+    cfg: Config,
+    source: str,
+    out_dir: str,
+    checkpoint_path: Optional[str] = None,
+    pretrained: str = "",
+    top_k: int = 5,
+    render: bool = False,
+    trust: bool = False,
+) -> Tuple[List[VideoResult], List[str], int]:
     """Predict every video of ``source`` (a video, a folder, or a list/CSV) into ``out_dir``.
 
     Returns ``(results, missing paths, k)``. Undecodable and missing videos are listed, not
@@ -284,12 +351,17 @@ def predict_videos(cfg: Config, source: str, out_dir: str, checkpoint_path: Opti
     for r in results:
         if render and not r.error:
             render_result(out_dir, r)
-    run.update(num_classes=len(names), top_k=k, aggregation=cfg.test.aggregation,
-               views={"num_ensemble_views": cfg.test.num_ensemble_views,
-                      "num_spatial_crops": cfg.test.num_spatial_crops})
+    run.update(
+        num_classes=len(names),
+        top_k=k,
+        aggregation=cfg.test.aggregation,
+        views={"num_ensemble_views": cfg.test.num_ensemble_views, "num_spatial_crops": cfg.test.num_spatial_crops},
+    )
     write_outputs(out_dir, results, missing, k, run)
     _raise_if_non_finite(results, out_dir)
     if not any(not r.error for r in results):
-        raise PredictError(f"none of the {len(results) + len(missing)} videos could be read; reasons in "
-                           f"{os.path.join(out_dir, 'failed.csv')}")
+        raise PredictError(
+            f"none of the {len(results) + len(missing)} videos could be read; reasons in "
+            f"{os.path.join(out_dir, 'failed.csv')}"
+        )
     return results, missing, k

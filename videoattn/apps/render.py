@@ -12,6 +12,7 @@
 
 Both write atomically (temporary file + rename).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -21,8 +22,8 @@ from typing import List, Optional, Sequence, Tuple
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from videoattn.data.orientation import quarter_turns, upright_array
 from videoattn.apps.timeline import WindowTopK, handovers, segments, window_at
+from videoattn.data.orientation import quarter_turns, upright_array
 from videoattn.utils.io import atomic_path
 
 
@@ -30,6 +31,7 @@ from videoattn.utils.io import atomic_path
 class Overlay:
     """Where and how the labels are drawn: ``box = (x0, y0, x1, y1)`` (pixels, x1/y1 exclusive),
     holding at most ``rows`` lines."""
+
     box: Tuple[int, int, int, int]
     font_size: int
     line_height: int
@@ -71,7 +73,7 @@ def draw_overlay(frame: np.ndarray, lines: Sequence[str], layout: Overlay) -> np
     image = Image.fromarray(out)
     draw = ImageDraw.Draw(image)
     font = _font(layout.font_size)
-    for r, text in enumerate(lines[:layout.rows]):
+    for r, text in enumerate(lines[: layout.rows]):
         draw.text((x0 + layout.pad, y0 + layout.pad + r * layout.line_height), text, fill=(255, 255, 255), font=font)
     return np.asarray(image)
 
@@ -81,8 +83,7 @@ def _even(arr: np.ndarray) -> np.ndarray:
     return np.pad(arr, ((0, h % 2), (0, w % 2), (0, 0)), mode="edge") if h % 2 or w % 2 else arr
 
 
-def render_video(video_path: str, windows: Sequence[WindowTopK], out_path: str, top: int = 3,
-                 crf: int = 20) -> dict:
+def render_video(video_path: str, windows: Sequence[WindowTopK], out_path: str, top: int = 3, crf: int = 20) -> dict:
     """Write ``out_path`` (.mp4): ``video_path`` with the current top-``top`` labels on every frame.
 
     A frame ``i`` is at ``i / fps`` seconds (the frame-index time base of the sliding windows).
@@ -139,8 +140,15 @@ def label_colours(windows: Sequence[WindowTopK]) -> dict:
     return {idx: cmap(i % cmap.N) for i, idx in enumerate(order)}
 
 
-def render_timeline(windows: Sequence[WindowTopK], out_path: str, duration_s: Optional[float] = None,
-                    title: str = "", width_in: float = 12.0, height_in: float = 2.0, dpi: int = 100) -> Tuple[int, int]:
+def render_timeline(
+    windows: Sequence[WindowTopK],
+    out_path: str,
+    duration_s: Optional[float] = None,
+    title: str = "",
+    width_in: float = 12.0,
+    height_in: float = 2.0,
+    dpi: int = 100,
+) -> Tuple[int, int]:
     """Write a ``width_in x height_in`` inch PNG strip at ``dpi``; return its ``(width, height)`` in pixels.
 
     Top: one bar per segment (:func:`videoattn.apps.timeline.segments`) coloured by its label,
@@ -158,11 +166,17 @@ def render_timeline(windows: Sequence[WindowTopK], out_path: str, duration_s: Op
         raise ValueError("no windows to draw")
     end = max(duration_s or 0.0, max(w.end_s for w in windows))
     colours = label_colours(windows)
-    fig, (bars, line) = plt.subplots(2, 1, figsize=(width_in, height_in), dpi=dpi, sharex=True,
-                                     gridspec_kw={"height_ratios": [3, 2], "hspace": 0.08})
+    fig, (bars, line) = plt.subplots(
+        2, 1, figsize=(width_in, height_in), dpi=dpi, sharex=True, gridspec_kw={"height_ratios": [3, 2], "hspace": 0.08}
+    )
     for seg in segments(windows):
-        bars.broken_barh([(seg.start_s, seg.end_s - seg.start_s)], (0, 1), facecolors=colours[seg.index],
-                         edgecolors="white", linewidth=0.5)
+        bars.broken_barh(
+            [(seg.start_s, seg.end_s - seg.start_s)],
+            (0, 1),
+            facecolors=colours[seg.index],
+            edgecolors="white",
+            linewidth=0.5,
+        )
         text = f"{seg.label} {seg.score:.2f}"
         if (seg.end_s - seg.start_s) / end * width_in * 72 > 5.5 * len(text):  # fits at 8 pt
             r, g, b, _ = colours[seg.index]
@@ -182,8 +196,16 @@ def render_timeline(windows: Sequence[WindowTopK], out_path: str, duration_s: Op
     line.tick_params(labelsize=7)
     names = {w.indices[0]: w.labels[0] for w in windows}
     handles = [Patch(facecolor=colours[i], label=names[i]) for i in colours]  # also names the narrow segments
-    fig.legend(handles=handles, loc="upper right", ncol=min(len(handles), 6), fontsize=7, frameon=False,
-               handlelength=1.0, columnspacing=1.0, borderaxespad=0.2)
+    fig.legend(
+        handles=handles,
+        loc="upper right",
+        ncol=min(len(handles), 6),
+        fontsize=7,
+        frameon=False,
+        handlelength=1.0,
+        columnspacing=1.0,
+        borderaxespad=0.2,
+    )
     if title:
         bars.set_title(title, fontsize=9, loc="left")
     fig.subplots_adjust(left=0.05, right=0.99, top=0.86, bottom=0.24)

@@ -4,6 +4,7 @@ Pure functions on plain numbers (no model, no files). A window is a span ``[star
 the video scored by the model (sliding windows, see :mod:`videoattn.engine.windows`); windows are
 given in time order and may overlap (stride < length) or leave gaps (stride > length).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -15,6 +16,7 @@ import numpy as np
 @dataclass(frozen=True)
 class WindowTopK:
     """The ``k`` best classes of one window, best first."""
+
     start_s: float
     end_s: float
     indices: Tuple[int, ...]
@@ -33,6 +35,7 @@ class Segment:
     ``score`` is the mean top-1 score of its windows, ``max_score`` the highest;
     ``first_window`` indexes the window list.
     """
+
     start_s: float
     end_s: float
     index: int
@@ -43,8 +46,9 @@ class Segment:
     num_windows: int
 
 
-def window_topk(scores, starts: Sequence[float], ends: Sequence[float], class_names: Sequence[str],
-                k: int = 5) -> List[WindowTopK]:
+def window_topk(
+    scores, starts: Sequence[float], ends: Sequence[float], class_names: Sequence[str], k: int = 5
+) -> List[WindowTopK]:
     """Top-``k`` classes of every window.
 
     Args:
@@ -63,18 +67,34 @@ def window_topk(scores, starts: Sequence[float], ends: Sequence[float], class_na
     if k < 1:
         raise ValueError(f"k must be >= 1, got {k}")
     order = np.argsort(-s, axis=1, kind="stable")[:, :k]
-    return [WindowTopK(float(a), float(b), tuple(int(i) for i in idx), tuple(class_names[i] for i in idx),
-                       tuple(float(row[i]) for i in idx))
-            for a, b, idx, row in zip(starts, ends, order, s)]
+    return [
+        WindowTopK(
+            float(a),
+            float(b),
+            tuple(int(i) for i in idx),
+            tuple(class_names[i] for i in idx),
+            tuple(float(row[i]) for i in idx),
+        )
+        for a, b, idx, row in zip(starts, ends, order, s)
+    ]
 
 
 def timeline_rows(windows: Sequence[WindowTopK]) -> List[dict]:
     """One row per window and rank (long format, for ``timeline.csv``):
     ``window, start_s, end_s, rank (1 = best), index, label, score``."""
-    return [{"window": w, "start_s": round(win.start_s, 6), "end_s": round(win.end_s, 6), "rank": r + 1,
-             "index": i, "label": label, "score": score}
-            for w, win in enumerate(windows)
-            for r, (i, label, score) in enumerate(zip(win.indices, win.labels, win.scores))]
+    return [
+        {
+            "window": w,
+            "start_s": round(win.start_s, 6),
+            "end_s": round(win.end_s, 6),
+            "rank": r + 1,
+            "index": i,
+            "label": label,
+            "score": score,
+        }
+        for w, win in enumerate(windows)
+        for r, (i, label, score) in enumerate(zip(win.indices, win.labels, win.scores))
+    ]
 
 
 def segments(windows: Sequence[WindowTopK]) -> List[Segment]:
@@ -99,9 +119,18 @@ def segments(windows: Sequence[WindowTopK]) -> List[Segment]:
     out = []
     for g, (start, end) in zip(groups, bounds):
         top = [windows[w].scores[0] for w in g]
-        out.append(Segment(start_s=start, end_s=end, index=windows[g[0]].indices[0], label=windows[g[0]].labels[0],
-                           score=float(np.mean(top)), max_score=float(max(top)), first_window=g[0],
-                           num_windows=len(g)))
+        out.append(
+            Segment(
+                start_s=start,
+                end_s=end,
+                index=windows[g[0]].indices[0],
+                label=windows[g[0]].labels[0],
+                score=float(np.mean(top)),
+                max_score=float(max(top)),
+                first_window=g[0],
+                num_windows=len(g),
+            )
+        )
     return out
 
 

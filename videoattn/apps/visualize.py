@@ -8,6 +8,7 @@
 
 as a PNG grid (and optionally an animated GIF, one panel triple per frame).
 """
+
 from __future__ import annotations
 
 import os
@@ -17,6 +18,7 @@ from typing import List, Optional, Sequence, Tuple
 import numpy as np
 import torch
 import torch.nn.functional as F
+
 from videoattn.config import Config, DataConfig
 from videoattn.data.decoding import config_backend, open_video
 from videoattn.data.protocols import ClipSpec, Protocol
@@ -24,21 +26,21 @@ from videoattn.data.transforms import to_clip, to_tchw
 from videoattn.engine.inference import class_names_for
 from videoattn.engine.session import one_process_session
 from videoattn.models import capture_attention
+from videoattn.utils.errors import UsageError
 from videoattn.utils.io import atomic_path
 from videoattn.utils.outputs import claim_files
-from videoattn.utils.errors import UsageError
 
 
 @dataclass
 class AttentionResult:
-    frames: np.ndarray            # (T, H, W, 3) float in [0, 1], as seen by the model
-    frame_times: List[float]      # (T,) seconds in the video
-    cbam_key: Optional[str]       # None: the model has no CBAM
-    cbam: Optional[np.ndarray]    # (T_c, h, w) spatial attention in [0, 1]
-    nl_key: Optional[str]         # None: the model has no non-local block
-    nl: Optional[np.ndarray]      # (T', h', w') weights of the query over the keys (sum 1)
+    frames: np.ndarray  # (T, H, W, 3) float in [0, 1], as seen by the model
+    frame_times: List[float]  # (T,) seconds in the video
+    cbam_key: Optional[str]  # None: the model has no CBAM
+    cbam: Optional[np.ndarray]  # (T_c, h, w) spatial attention in [0, 1]
+    nl_key: Optional[str]  # None: the model has no non-local block
+    nl: Optional[np.ndarray]  # (T', h', w') weights of the query over the keys (sum 1)
     query: Tuple[int, float, float]  # (frame index, y, x), y and x as fractions
-    probs: np.ndarray             # (C,) softmax of the clip's logits
+    probs: np.ndarray  # (C,) softmax of the clip's logits
 
     def upsampled(self, maps: np.ndarray) -> np.ndarray:
         """``maps (t, h, w)`` -> ``(T, H, W)``: nearest in time (frame i -> slice i * t // T), bilinear in space."""
@@ -63,9 +65,16 @@ def pick_key(keys: Sequence[str], layer: str, kind: str) -> Optional[str]:
 
 
 @torch.inference_mode()
-def compute_attention(model: torch.nn.Module, clip: torch.Tensor, query: Tuple[int, float, float],
-                      cbam_layer: str, nl_layer: str, mean: Sequence[float], std: Sequence[float],
-                      frame_times: Sequence[float]) -> AttentionResult:
+def compute_attention(
+    model: torch.nn.Module,
+    clip: torch.Tensor,
+    query: Tuple[int, float, float],
+    cbam_layer: str,
+    nl_layer: str,
+    mean: Sequence[float],
+    std: Sequence[float],
+    frame_times: Sequence[float],
+) -> AttentionResult:
     """Run ``clip: (3, T, H, W)`` (normalised) once and collect both maps for ``query``."""
     T = clip.shape[1]
     frame, qy, qx = query
@@ -82,10 +91,15 @@ def compute_attention(model: torch.nn.Module, clip: torch.Tensor, query: Tuple[i
     s = torch.tensor(std)[:, None, None, None]
     frames = (clip.cpu() * s + m).clamp(0, 1).permute(1, 2, 3, 0).numpy()
     return AttentionResult(
-        frames=frames, frame_times=list(frame_times), query=(int(frame), float(qy), float(qx)),
-        cbam_key=cbam_key, cbam=maps[cbam_key][0].float().cpu().numpy() if cbam_key else None,
-        nl_key=nl_key, nl=maps[nl_key][0, 0].float().cpu().numpy() if nl_key else None,
-        probs=logits[0].float().softmax(0).cpu().numpy())
+        frames=frames,
+        frame_times=list(frame_times),
+        query=(int(frame), float(qy), float(qx)),
+        cbam_key=cbam_key,
+        cbam=maps[cbam_key][0].float().cpu().numpy() if cbam_key else None,
+        nl_key=nl_key,
+        nl=maps[nl_key][0, 0].float().cpu().numpy() if nl_key else None,
+        probs=logits[0].float().softmax(0).cpu().numpy(),
+    )
 
 
 def _limits(maps: np.ndarray, lo: float, hi: float) -> Tuple[float, float]:
@@ -96,11 +110,11 @@ def _limits(maps: np.ndarray, lo: float, hi: float) -> Tuple[float, float]:
 
 @dataclass
 class _Row:
-    label: str                    # row label (grid) / panel title prefix (GIF)
-    heat: Optional[np.ndarray]    # (T, H, W) overlay, None for the plain frames
+    label: str  # row label (grid) / panel title prefix (GIF)
+    heat: Optional[np.ndarray]  # (T, H, W) overlay, None for the plain frames
     cmap: str = ""
     limits: Tuple[float, float] = (0.0, 1.0)
-    unit: str = ""                # colour-bar label
+    unit: str = ""  # colour-bar label
     marks_query: bool = False
 
 
@@ -112,8 +126,16 @@ def _rows(res: AttentionResult) -> List[_Row]:
         rows.append(_Row(f"CBAM\n{res.cbam_key}", cbam, "inferno", _limits(cbam, 0.0, 1.0), "spatial weight"))
     if res.nl is not None:
         nl = res.upsampled(res.nl * res.nl.size)  # in multiples of uniform attention
-        rows.append(_Row(f"non-local\n{res.nl_key}", nl, "viridis", (0.0, max(float(nl.max()), 1.0)),
-                         "weight / uniform", marks_query=True))
+        rows.append(
+            _Row(
+                f"non-local\n{res.nl_key}",
+                nl,
+                "viridis",
+                (0.0, max(float(nl.max()), 1.0)),
+                "weight / uniform",
+                marks_query=True,
+            )
+        )
     return rows
 
 
@@ -125,8 +147,9 @@ def _draw(ax, res: AttentionResult, row: _Row, t: int, highlight: bool = True):
         ax.imshow(res.frames[t], interpolation="bilinear")
     else:  # grey frame under the heat map, so the colours read as attention only
         ax.imshow(res.frames[t].mean(axis=2), cmap="gray", vmin=0, vmax=1, interpolation="bilinear")
-        im = ax.imshow(row.heat[t], cmap=row.cmap, alpha=0.6, vmin=row.limits[0], vmax=row.limits[1],
-                       interpolation="bilinear")
+        im = ax.imshow(
+            row.heat[t], cmap=row.cmap, alpha=0.6, vmin=row.limits[0], vmax=row.limits[1], interpolation="bilinear"
+        )
     qf, qy, qx = res.query
     if row.marks_query and t == qf:
         ax.plot(qx * (W - 1), qy * (H - 1), marker="+", color="red", markersize=14, mew=2.5)
@@ -154,6 +177,7 @@ def render_grid(res: AttentionResult, path: str, title: str = "", max_columns: i
 
     The format follows the extension of ``path`` (png, pdf, svg)."""
     import matplotlib
+
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
@@ -161,9 +185,14 @@ def render_grid(res: AttentionResult, path: str, title: str = "", max_columns: i
     rows = _rows(res)
     H, W = res.frames.shape[1:3]
     n = len(cols)
-    fig, axes = plt.subplots(len(rows), n + 1, figsize=(1.9 * n + 0.9, 1.9 * len(rows) * H / W + 0.9), dpi=dpi,
-                             gridspec_kw={"width_ratios": [1] * n + [0.07], "wspace": 0.04, "hspace": 0.12},
-                             squeeze=False)
+    fig, axes = plt.subplots(
+        len(rows),
+        n + 1,
+        figsize=(1.9 * n + 0.9, 1.9 * len(rows) * H / W + 0.9),
+        dpi=dpi,
+        gridspec_kw={"width_ratios": [1] * n + [0.07], "wspace": 0.04, "hspace": 0.12},
+        squeeze=False,
+    )
     for r, row in enumerate(rows):
         for c, t in enumerate(cols):
             im = _draw(axes[r, c], res, row, t)
@@ -188,6 +217,7 @@ def render_gif(res: AttentionResult, path: str, fps: float = 4.0, dpi: int = 100
     """Animated GIF, one frame per input frame, the rows of :func:`render_grid` side by side
     (colour scales fixed over the clip)."""
     import matplotlib
+
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     from PIL import Image
@@ -207,8 +237,7 @@ def render_gif(res: AttentionResult, path: str, fps: float = 4.0, dpi: int = 100
         images.append(Image.fromarray(np.asarray(fig.canvas.buffer_rgba())[..., :3]))
         plt.close(fig)
     with atomic_path(path) as tmp:
-        images[0].save(tmp, format="GIF", save_all=True, append_images=images[1:],
-                       duration=int(1000 / fps), loop=0)
+        images[0].save(tmp, format="GIF", save_all=True, append_images=images[1:], duration=int(1000 / fps), loop=0)
 
 
 def load_clip(data: DataConfig, video: str, start_s: Optional[float] = None) -> Tuple[torch.Tensor, List[float]]:
@@ -236,10 +265,20 @@ def load_clip(data: DataConfig, video: str, start_s: Optional[float] = None) -> 
     return clip, [i / fps for i in idx.tolist()]
 
 
-def visualize_video(cfg: Config, checkpoint: Optional[str], video: str, output: str,
-                    query: Optional[Tuple[int, float, float]] = None, cbam_layer: str = "res3",
-                    nl_layer: str = "res3", gif: Optional[str] = None, start_s: Optional[float] = None,
-                    max_columns: int = 8, trust: bool = False, pretrained: str = "") -> AttentionResult:
+def visualize_video(
+    cfg: Config,
+    checkpoint: Optional[str],
+    video: str,
+    output: str,
+    query: Optional[Tuple[int, float, float]] = None,
+    cbam_layer: str = "res3",
+    nl_layer: str = "res3",
+    gif: Optional[str] = None,
+    start_s: Optional[float] = None,
+    max_columns: int = 8,
+    trust: bool = False,
+    pretrained: str = "",
+) -> AttentionResult:
     """Load the model and one clip of ``video``; write the PNG grid (and GIF). ``query`` None:
     the centre of the middle frame."""
     session = one_process_session(cfg, precision=None)  # the device decisions; it does not autocast

@@ -6,6 +6,7 @@ Order of precedence (later wins): schema defaults < ``_base_`` files < the YAML 
 sections the library's modules take (``cfg.data``, ``cfg.model``, ``cfg.solver``, ...).
 ``model.preset`` is expanded by the model layer (:func:`videoattn.models.presets.resolve_model_config`).
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -18,8 +19,8 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from videoattn.config.schema import NOT_FINITE, Config, finite
-from videoattn.utils.io import atomic_write_text
 from videoattn.utils.errors import OneLineError
+from videoattn.utils.io import atomic_write_text
 
 BASE_KEY = "_base_"
 # A config holds a few hundred values; YAML aliases that expand one past this many are refused before
@@ -29,6 +30,7 @@ MAX_EXPANDED_VALUES = 10_000
 
 class ConfigError(OneLineError, ValueError):
     """A config file or override names an unknown key, has a wrong type or is malformed."""
+
     prefix = "config error"
 
 
@@ -88,7 +90,7 @@ def _base_cycle(path: str, chain: tuple) -> Optional[str]:
     real = [os.path.realpath(p) for p in chain]
     if os.path.realpath(path) not in real:
         return None
-    loop = list(chain[real.index(os.path.realpath(path)):]) + [path]
+    loop = list(chain[real.index(os.path.realpath(path)) :]) + [path]
     top = os.path.dirname(os.path.abspath(chain[0]))
     return " -> ".join(os.path.relpath(os.path.abspath(p), top) for p in loop)
 
@@ -131,8 +133,10 @@ def _refuse_alias_bomb(node: yaml.Node, where: str, parent: str = "", with_line:
                     return _refuse_alias_bomb(value_node, where, parent, with_line)
                 break
     at = f"{where}:{line}" if with_line else where
-    raise ConfigError(f"{at}: YAML aliases expand '{parent or '<root>'}' to more than {MAX_EXPANDED_VALUES} values; "
-                      "refusing to expand them (write the values out)")
+    raise ConfigError(
+        f"{at}: YAML aliases expand '{parent or '<root>'}' to more than {MAX_EXPANDED_VALUES} values; "
+        "refusing to expand them (write the values out)"
+    )
 
 
 def _read_yaml(path: str, chain: tuple = ()) -> tuple[dict, dict]:

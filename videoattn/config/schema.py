@@ -5,12 +5,12 @@ Sections follow the data's path: ``data`` -> ``model`` -> ``solver``/``bn``/``tr
 A YAML file or a ``key=value`` override may only set keys declared here; see
 :func:`videoattn.config.load_config`.
 """
+
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
 from typing import Any, Callable, List, Optional
-
 
 # ------------------------------------------------------------------------------- value rules
 # A rule sits next to its key: ``num_frames: int = at_least(1, 8)``. It is the field's metadata
@@ -66,19 +66,21 @@ def _min_max(v) -> bool:
 
 @dataclass
 class DataConfig:
-    root: str = "data/synthetic"          # dataset root; relative split paths resolve against it
-    train_split: str = "train.csv"        # Kinetics CSV, PySlowFast list (.txt) or a folder per class
+    root: str = "data/synthetic"  # dataset root; relative split paths resolve against it
+    train_split: str = "train.csv"  # Kinetics CSV, PySlowFast list (.txt) or a folder per class
     val_split: str = "val.csv"
-    test_split: str = ""                  # empty: tools/test_net.py falls back to val_split
-    classes_file: str = ""                # one class name per line; kinetics400: the shipped Kinetics-400 list
-                                          # (videoattn/resources); empty: sorted training labels
-    num_frames: int = at_least(1, 8)      # frames per clip (T)
-    sampling_rate: int = at_least(1, 8)   # frame stride, counted at target_fps (protocol mmaction2: the video's own frames)
-    target_fps: float = positive(30.0)    # fps at which sampling_rate is counted (PySlowFast: 30)
+    test_split: str = ""  # empty: tools/test_net.py falls back to val_split
+    classes_file: str = ""  # one class name per line; kinetics400: the shipped Kinetics-400 list
+    # (videoattn/resources); empty: sorted training labels
+    num_frames: int = at_least(1, 8)  # frames per clip (T)
+    sampling_rate: int = at_least(
+        1, 8
+    )  # frame stride, counted at target_fps (protocol mmaction2: the video's own frames)
+    target_fps: float = positive(30.0)  # fps at which sampling_rate is counted (PySlowFast: 30)
     train_jitter_scales: List[int] = rule([256, 320], _min_max, "be [min, max] with 1 <= min <= max")  # short side
     train_crop_size: int = at_least(1, 224)
     test_crop_size: int = at_least(1, 256)
-    random_flip: bool = True              # switch off for left/right-sensitive classes
+    random_flip: bool = True  # switch off for left/right-sensitive classes
     # Which frames and pixels make each clip (videoattn/data/protocols.py): pyslowfast = PySlowFast's
     # Kinetics dataset (train, val, test views and their order), mmaction2 = its I3D val/test pipelines,
     # videoattn = this project's own (test views spread over the whole video).
@@ -89,18 +91,20 @@ class DataConfig:
     val_mode: str = one_of("", ("", "random", "centre"))
     mean: List[float] = each([0.45, 0.45, 0.45], lambda x: True, "a number", length=3)  # R, G, B
     std: List[float] = each([0.225, 0.225, 0.225], lambda x: x > 0, "> 0", length=3)  # R, G, B
-    num_workers: int = at_least(0, 4)     # DataLoader workers per process
+    num_workers: int = at_least(0, 4)  # DataLoader workers per process
     decode_threads: int = at_least(0, 1)  # decord decoding threads per reader (0: decord's choice)
     decoding_backend: str = one_of("decord", ("decord", "pyav"))  # pyav: PyAV only; decord: PyAV once per broken file
     decode_timeout: float = at_least(0, 30.0)  # s per clip decode before the video counts as broken; 0: no limit
-    num_retries: int = at_least(0, 10)    # train/val: other videos tried before a broken sample raises
+    num_retries: int = at_least(0, 10)  # train/val: other videos tried before a broken sample raises
     # Training only: N clips of each video from one decode, each with its own augmentation (PySlowFast
     # AUG.NUM_SAMPLE, mmaction2 RepeatAugDataset). train.batch_size still counts clips, so each process
     # loads batch_size / processes / N videos per step and an epoch (one pass over the videos) has N
     # times the steps: divide solver.max_epoch and warmup_epochs by N to keep the number of updates.
     clips_per_video: int = at_least(1, 1)
-    pin_memory: bool = True               # only takes effect on CUDA
-    normalize_on_device: Optional[bool] = None  # uint8 from the workers, normalised on the device (4x less traffic); null: on for CUDA
+    pin_memory: bool = True  # only takes effect on CUDA
+    normalize_on_device: Optional[bool] = (
+        None  # uint8 from the workers, normalised on the device (4x less traffic); null: on for CUDA
+    )
     prefetch_factor: int = at_least(1, 2)
 
 
@@ -116,32 +120,42 @@ def preset_or(spec: Any) -> Any:
 class NonLocalConfig:
     # Block indices per stage [res2, res3, res4, res5] that are followed by a non-local block
     # (PySlowFast NONLOCAL.LOCATION without the pathway level). I3D_NLN_8x8_R50: [[], [1, 3], [1, 3, 5], []].
-    locations: Optional[List[List[int]]] = preset_or(each([], lambda b: all(i >= 0 for i in b),
-                                                          "a list of indices >= 0", length=4))  # none
-    instantiation: Optional[str] = preset_or(one_of("", ("embedded_gaussian", "dot_product", "gaussian",
-                                                         "concatenation")))  # embedded_gaussian
-    subsample: Optional[List[int]] = preset_or(each([], lambda x: x >= 1, ">= 1", length=3))  # [1, 2, 2]: max-pool (t, h, w) on phi, g
+    locations: Optional[List[List[int]]] = preset_or(
+        each([], lambda b: all(i >= 0 for i in b), "a list of indices >= 0", length=4)
+    )  # none
+    instantiation: Optional[str] = preset_or(
+        one_of("", ("embedded_gaussian", "dot_product", "gaussian", "concatenation"))
+    )  # embedded_gaussian
+    subsample: Optional[List[int]] = preset_or(
+        each([], lambda x: x >= 1, ">= 1", length=3)
+    )  # [1, 2, 2]: max-pool (t, h, w) on phi, g
     inter_ratio: Optional[float] = preset_or(positive(0.0))  # 0.5: inter-channels = ratio * C
 
 
 @dataclass
 class CBAMConfig:
-    stages: Optional[List[int]] = preset_or(each([], lambda x: 2 <= x <= 5, "a stage in 2..5"))  # [] ; stages whose blocks carry CBAM
+    stages: Optional[List[int]] = preset_or(
+        each([], lambda x: 2 <= x <= 5, "a stage in 2..5")
+    )  # [] ; stages whose blocks carry CBAM
     reduction: Optional[int] = preset_or(at_least(1, 0))  # 16: channel-attention MLP reduction
-    kernel_size: Optional[int] = preset_or(rule(0, lambda v: v >= 1 and v % 2 == 1, "be odd and >= 1"))  # 7: spatial 2D kernel
+    kernel_size: Optional[int] = preset_or(
+        rule(0, lambda v: v >= 1 and v % 2 == 1, "be odd and >= 1")
+    )  # 7: spatial 2D kernel
 
 
 @dataclass
 class ModelConfig:
     # Keys left unset (null) come from the preset, else from the standard values in the trailing
     # comments (videoattn.models.presets.STANDARD); the tools show the resolved values.
-    preset: str = ""                      # a name from videoattn.models.PRESETS, or "" for none
+    preset: str = ""  # a name from videoattn.models.PRESETS, or "" for none
     depth: Optional[int] = preset_or(one_of(0, (18, 34, 50, 101, 152)))  # 50
     base_channels: Optional[int] = preset_or(at_least(1, 0))  # 64: res2's width (8/16 = tiny CPU models)
     temporal: Optional[str] = preset_or(one_of("", ("i3d", "c2d", "slow")))  # i3d: temporal kernel pattern
     num_classes: int = at_least(1, 400)
     dropout: float = fraction(0.5)
-    channels_last: Optional[bool] = None  # channels_last_3d weights and inputs; null: on for CPU (measured faster), off on CUDA
+    channels_last: Optional[bool] = (
+        None  # channels_last_3d weights and inputs; null: on for CPU (measured faster), off on CUDA
+    )
     # Public weights by name (videoattn.models.pretrained.PRETRAINED: i3d_r50, c2d_r50, slow_r50,
     # resnet18_imagenet, resnet50_imagenet), downloaded once and verified. Training starts from them
     # (unless resuming); the inference tools use them when no checkpoint is found. "" = none.
@@ -152,7 +166,7 @@ class ModelConfig:
 
 @dataclass
 class SolverConfig:
-    base_lr: float = positive(0.1)        # for train.batch_size; not rescaled automatically
+    base_lr: float = positive(0.1)  # for train.batch_size; not rescaled automatically
     lr_policy: str = one_of("cosine", ("cosine", "steps"))
     steps: List[int] = each([], lambda x: x >= 0, "an epoch >= 0")  # epochs at which steps policy multiplies by gamma
     gamma: float = positive(0.1)
@@ -163,57 +177,59 @@ class SolverConfig:
     momentum: float = fraction(0.9)
     nesterov: bool = True
     weight_decay: float = at_least(0, 1e-4)
-    zero_wd_1d_param: bool = False        # exclude BN weights/biases and all biases from weight decay
+    zero_wd_1d_param: bool = False  # exclude BN weights/biases and all biases from weight decay
 
 
 @dataclass
 class BNConfig:
-    sync: bool = False                    # SyncBatchNorm across processes (CUDA only)
-    use_precise_stats: bool = False       # recompute BN statistics before each evaluation
+    sync: bool = False  # SyncBatchNorm across processes (CUDA only)
+    use_precise_stats: bool = False  # recompute BN statistics before each evaluation
     num_batches_precise: int = at_least(1, 200)
 
 
 @dataclass
 class TrainConfig:
     enable: bool = True
-    batch_size: int = at_least(1, 64)     # global batch (all processes), as PySlowFast
-    eval_period: int = at_least(0, 1)     # epochs between validations (0: none)
+    batch_size: int = at_least(1, 64)  # global batch (all processes), as PySlowFast
+    eval_period: int = at_least(0, 1)  # epochs between validations (0: none)
     checkpoint_period: int = at_least(1, 1)  # epochs between checkpoints
     checkpoint_period_minutes: float = at_least(0, 0.0)  # also a mid-epoch checkpoint every N minutes (0 = off)
-    keep_last: int = at_least(0, 3)       # periodic checkpoints kept (0: all; best and final are kept too)
-    auto_resume: bool = True              # resume from the newest valid checkpoint in output_dir
-    checkpoint_file: str = ""             # initial weights (fine-tuning); ignored when resuming
-    trust_checkpoint: bool = False        # allow checkpoints that need full unpickling (runs code!): trusted files only
+    keep_last: int = at_least(0, 3)  # periodic checkpoints kept (0: all; best and final are kept too)
+    auto_resume: bool = True  # resume from the newest valid checkpoint in output_dir
+    checkpoint_file: str = ""  # initial weights (fine-tuning); ignored when resuming
+    trust_checkpoint: bool = False  # allow checkpoints that need full unpickling (runs code!): trusted files only
     # auto: bf16 on CUDA, none on CPU; fp16: CUDA only
     mixed_precision: str = one_of("auto", ("auto", "none", "bf16", "fp16"))
     clip_grad_norm: float = at_least(0, 0.0)  # 0 = off
     accumulation_steps: int = at_least(1, 1)
-    log_period: int = at_least(1, 10)     # iterations between log lines / metrics rows
-    compile: bool = False                 # torch.compile the training forward (default mode)
+    log_period: int = at_least(1, 10)  # iterations between log lines / metrics rows
+    compile: bool = False  # torch.compile the training forward (default mode)
 
 
 @dataclass
 class TestConfig:
     enable: bool = True
-    batch_size: int = at_least(1, 8)      # views per step (global)
+    batch_size: int = at_least(1, 8)  # views per step (global)
     checkpoint_file: str = ""
     num_ensemble_views: int = at_least(1, 10)  # temporal clips per video
-    num_spatial_crops: int = one_of(3, (1, 3))  # 1 = centre; 3 along the long side, ordered as data.protocol's reference
+    num_spatial_crops: int = one_of(
+        3, (1, 3)
+    )  # 1 = centre; 3 along the long side, ordered as data.protocol's reference
     aggregation: str = one_of("softmax", ("softmax", "sum", "max"))
-    save_logits: bool = False             # also write per-view logits (.npz)
+    save_logits: bool = False  # also write per-view logits (.npz)
     mixed_precision: str = one_of("auto", ("auto", "none", "bf16", "fp16"))  # inference autocast (test, features, ...)
 
 
 @dataclass
 class FeaturesConfig:
-    stride_frames: int = at_least(0, 0)   # window stride in frames at target_fps; 0 = one window length
+    stride_frames: int = at_least(0, 0)  # window stride in frames at target_fps; 0 = one window length
     stride_seconds: float = at_least(0, 0.0)  # if > 0, overrides stride_frames
     layer: str = one_of("pool", ("pool", "res2", "res3", "res4", "res5"))  # pool: forward_features
     num_spatial_crops: int = one_of(1, (1, 3))
     average_crops: bool = True
     dtype: str = one_of("float32", ("float32", "float16"))
-    batch_size: int = at_least(1, 8)      # windows per forward pass
-    save_scores: bool = False             # also write scores/<id>.npy: per-window class probabilities
+    batch_size: int = at_least(1, 8)  # windows per forward pass
+    save_scores: bool = False  # also write scores/<id>.npy: per-window class probabilities
 
 
 @dataclass

@@ -14,6 +14,7 @@ Writes to the output folder:
 * the clean annotation file ``<annotation name>_clean.<ext>``: the split's rows whose video is ok,
   in the input's format (Kinetics CSV or PySlowFast list; a folder per class becomes a list).
 """
+
 from __future__ import annotations
 
 import csv
@@ -30,19 +31,33 @@ from videoattn.config import DataConfig
 from videoattn.data.annotations import Annotations, read_annotations, resolve
 from videoattn.data.decoding import DecodeError, config_backend, open_video
 from videoattn.data.protocols import ClipSpec, Protocol
+from videoattn.utils.errors import UsageError
 from videoattn.utils.io import atomic_write_text, make_folder
 from videoattn.utils.outputs import check_not_input, claim_outputs
-from videoattn.utils.workers import OK as POOL_OK, run_tasks
-from videoattn.utils.errors import UsageError
+from videoattn.utils.workers import OK as POOL_OK
+from videoattn.utils.workers import run_tasks
 
 CLIPS = 3  # first, middle, last
-COLUMNS = ["path", "label", "status", "reason", "backend", "frames", "declared_frames", "fps", "width", "height",
-           "decode_ms_per_clip", "warnings"]
+COLUMNS = [
+    "path",
+    "label",
+    "status",
+    "reason",
+    "backend",
+    "frames",
+    "declared_frames",
+    "fps",
+    "width",
+    "height",
+    "decode_ms_per_clip",
+    "warnings",
+]
 
 
 @dataclass
 class CheckSettings:
     """What the check needs from the config (see :func:`settings_from_config`)."""
+
     root: str
     split: str
     split_file: str
@@ -60,11 +75,20 @@ class CheckSettings:
 def settings_from_config(data: DataConfig, split: str) -> CheckSettings:
     """What the check of ``split`` needs from ``cfg.data`` (a plain, picklable record for the workers)."""
     split_file = {"train": data.train_split, "val": data.val_split, "test": data.test_split or data.val_split}[split]
-    return CheckSettings(root=data.root, split=split, split_file=split_file, train_split=data.train_split,
-                         classes_file=data.classes_file, num_frames=data.num_frames, sampling_rate=data.sampling_rate,
-                         target_fps=data.target_fps, decode_threads=data.decode_threads,
-                         decode_timeout=data.decode_timeout or None, backend=config_backend(data),
-                         protocol=data.protocol)
+    return CheckSettings(
+        root=data.root,
+        split=split,
+        split_file=split_file,
+        train_split=data.train_split,
+        classes_file=data.classes_file,
+        num_frames=data.num_frames,
+        sampling_rate=data.sampling_rate,
+        target_fps=data.target_fps,
+        decode_threads=data.decode_threads,
+        decode_timeout=data.decode_timeout or None,
+        backend=config_backend(data),
+        protocol=data.protocol,
+    )
 
 
 @dataclass
@@ -105,8 +129,10 @@ def check_video(task: tuple) -> VideoCheck:
     if s.backend == "auto" and result.backend != "decord":
         result.warnings.append("decord failed, read by the PyAV fallback (slow)")
     if result.declared_frames != result.frames:
-        result.warnings.append(f"header declares {result.declared_frames} frames, {result.frames} indexed "
-                               "(cut short? training reads only the indexed ones)")
+        result.warnings.append(
+            f"header declares {result.declared_frames} frames, {result.frames} indexed "
+            "(cut short? training reads only the indexed ones)"
+        )
     span = _span(result.fps, s)
     if result.frames < span:
         past = "wrapped around" if s.protocol == "mmaction2" else "last frame repeated"
@@ -116,7 +142,9 @@ def check_video(task: tuple) -> VideoCheck:
 
 def _span(fps: float, s: CheckSettings) -> int:
     """Frames one clip covers in a video of ``fps`` (its first to its last sampled frame)."""
-    return int(Protocol(s.protocol).window_indices(0, fps, ClipSpec(s.num_frames, s.sampling_rate, s.target_fps))[-1]) + 1
+    return (
+        int(Protocol(s.protocol).window_indices(0, fps, ClipSpec(s.num_frames, s.sampling_rate, s.target_fps))[-1]) + 1
+    )
 
 
 def _clips(num_frames: int, fps: float, s: CheckSettings) -> List[List[int]]:
@@ -144,14 +172,18 @@ def _report_csv(checks: List[VideoCheck]) -> str:
 def summary(checks: List[VideoCheck], ann: Annotations, s: CheckSettings, wall: float) -> str:
     status = Counter(c.status for c in checks)
     ok = [c for c in checks if c.status == "ok"]
-    lines = [f"{s.split}: {len(checks)} annotated videos in {ann.source}: {status['ok']} ok, "
-             f"{status['broken']} broken, {status['missing']} missing ({wall:.1f} s)"]
+    lines = [
+        f"{s.split}: {len(checks)} annotated videos in {ann.source}: {status['ok']} ok, "
+        f"{status['broken']} broken, {status['missing']} missing ({wall:.1f} s)"
+    ]
     warnings = Counter(w.split(" (")[0].split(":")[0] for c in ok for w in c.warnings)
     lines += [f"  warning: {w}: {n} videos" for w, n in warnings.most_common()]
     if ok:
         ms = np.array([c.decode_ms_per_clip for c in ok])
-        lines.append(f"  decode per {s.num_frames}x{s.sampling_rate} clip (open included): mean {ms.mean():.1f} ms, "
-                     f"median {np.median(ms):.1f}, p95 {np.percentile(ms, 95):.1f}, max {ms.max():.1f}")
+        lines.append(
+            f"  decode per {s.num_frames}x{s.sampling_rate} clip (open included): mean {ms.mean():.1f} ms, "
+            f"median {np.median(ms):.1f}, p95 {np.percentile(ms, 95):.1f}, max {ms.max():.1f}"
+        )
         slow = sorted(ok, key=lambda c: -c.decode_ms_per_clip)[:3]
         lines += [f"  slowest: {c.path} ({c.decode_ms_per_clip:.0f} ms, {c.width}x{c.height})" for c in slow]
     reasons = Counter(c.reason.split(":")[0] for c in checks if c.status == "broken")
@@ -197,6 +229,7 @@ def clean_annotation(ann: Annotations, good: set, root: str) -> tuple:
                 return f"{row[yid].strip()}_{int(float(row[start])):06d}_{int(float(row[end])):06d}" in stems
             except (ValueError, IndexError):
                 return False
+
         buf = io.StringIO()
         csv.writer(buf, lineterminator="\n").writerows([table[0]] + [r for r in table[1:] if r and keep(r)])
         return name, buf.getvalue()
@@ -206,13 +239,20 @@ def clean_annotation(ann: Annotations, good: set, root: str) -> tuple:
 
         def path_of(line: str) -> str:
             return resolve(root, (line.rsplit(",", 1) if "," in line else line.rsplit(None, 1))[0].strip())
+
         return name, "".join(line + "\n" for line in lines if path_of(line) in good)
     label_of = dict(ann.videos)
     return name, "".join(f"{os.path.relpath(p, root)} {label_of[p]}\n" for p, _ in ann.videos if p in good)
 
 
-def run_check(s: CheckSettings, output_dir: str, workers: int = 1, time_limit: float = 300.0,
-              progress: bool = True, echo: Callable = print) -> int:
+def run_check(
+    s: CheckSettings,
+    output_dir: str,
+    workers: int = 1,
+    time_limit: float = 300.0,
+    progress: bool = True,
+    echo: Callable = print,
+) -> int:
     """Check the split; write the report, summary and clean annotation. Exit code: 0 all ok, 1 some
     broken or missing (listed). ValueError (AnnotationError) for a split that cannot be read or
     lists no videos."""
@@ -240,6 +280,8 @@ def run_check(s: CheckSettings, output_dir: str, workers: int = 1, time_limit: f
     atomic_write_text(os.path.join(output_dir, f"check_{s.split}_summary.txt"), text + "\n")
     atomic_write_text(os.path.join(output_dir, name), clean)
     echo(text)
-    echo(f"wrote {os.path.join(output_dir, f'check_{s.split}.csv')}, the summary and the clean annotation "
-         f"{os.path.join(output_dir, name)} ({len(good)} rows)")
+    echo(
+        f"wrote {os.path.join(output_dir, f'check_{s.split}.csv')}, the summary and the clean annotation "
+        f"{os.path.join(output_dir, name)} ({len(good)} rows)"
+    )
     return 0 if len(good) == len(done) else 1

@@ -22,13 +22,14 @@ Rotation: a source with a display rotation (a phone video stored sideways) is tu
 written without one (:mod:`videoattn.data.orientation`, shared with ``predict --render``), so the
 output shows what players and decord show; ``PrepareResult.rotated`` says by how many degrees.
 
-Output: H.264 (libx264, CAVLC entropy coding unless ``cabac``: cheaper to decode) yuv420p ``.mp4``, short side ``short_side`` (a smaller source keeps its
-size: upscaling adds bytes, not information), both sides even, a keyframe at least every ``gop``
-frames, no audio, the source's average frame rate. Each output is encoded in memory, written to a
-temporary file next to its destination, verified (decoded by PyAV: frame count and size; opened by
-decord, the training decoder: frame count, last frame) and only then renamed into place.
-One thread per process (decoder and encoder): parallelism comes from worker processes.
-"""
+Output: H.264 (libx264, CAVLC entropy coding unless ``cabac``: cheaper to decode) yuv420p ``.mp4``,
+short side ``short_side`` (a smaller source keeps its size: upscaling adds bytes, not information),
+both sides even, a keyframe at least every ``gop`` frames, no audio, the source's average frame
+rate. Each output is encoded in memory, written to a temporary file next to its destination,
+verified (decoded by PyAV: frame count and size; opened by decord, the training decoder: frame
+count, last frame) and only then renamed into place. One thread per process (decoder and encoder):
+parallelism comes from worker processes."""
+
 from __future__ import annotations
 
 import errno
@@ -68,13 +69,13 @@ class PrepareError(Exception):
 class PrepareJob:
     source: str
     output: str
-    start: Optional[float] = None     # seconds; None with end=None: keep the whole (already-cut) file
+    start: Optional[float] = None  # seconds; None with end=None: keep the whole (already-cut) file
     end: Optional[float] = None
     short_side: int = 320
     gop: int = 32
     crf: int = 23
     preset: str = "veryfast"
-    cabac: bool = False               # False: CAVLC entropy coding (same picture, ~12% larger, decodes ~1.45x faster)
+    cabac: bool = False  # False: CAVLC entropy coding (same picture, ~12% larger, decodes ~1.45x faster)
 
 
 @dataclass
@@ -83,15 +84,15 @@ class PrepareResult:
     ok: bool
     reason: str = ""
     detail: str = ""
-    fatal: bool = False               # the output folder is unusable (full, read-only): stop the run
+    fatal: bool = False  # the output folder is unusable (full, read-only): stop the run
     frames: int = 0
-    fps: str = ""                     # exact rate, e.g. "30000/1001"
+    fps: str = ""  # exact rate, e.g. "30000/1001"
     width: int = 0
     height: int = 0
     size: int = 0
     mtime_ns: int = 0
     seconds: float = 0.0
-    rotated: int = 0                  # degrees (counter-clockwise) the frames were turned to be upright
+    rotated: int = 0  # degrees (counter-clockwise) the frames were turned to be upright
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -105,6 +106,7 @@ def output_size(width: int, height: int, short_side: int) -> Tuple[int, int]:
 
     def even(x: float) -> int:
         return max(2, int(round(x / 2)) * 2)
+
     if scale == 1.0:
         return max(2, width // 2 * 2), max(2, height // 2 * 2)
     if width <= height:
@@ -142,8 +144,9 @@ def _open_source(path: str):
     return container, stream, Fraction(rate)
 
 
-def _frames(container, stream, fps: Fraction, seek_to: Optional[float],
-            stats: dict) -> Iterator[Tuple[float, "av.VideoFrame"]]:
+def _frames(
+    container, stream, fps: Fraction, seek_to: Optional[float], stats: dict
+) -> Iterator[Tuple[float, "av.VideoFrame"]]:
     """(time in seconds since the stream start, frame) in presentation order from the keyframe at
     or before ``seek_to`` (None: from the first frame). Frames well before ``seek_to`` are only
     decoded when they are references (the decoder drops the others); a corrupt or truncated tail
@@ -165,20 +168,25 @@ def _frames(container, stream, fps: Fraction, seek_to: Optional[float],
         except av.FFmpegError:
             return
         for frame in decoded:
-            t = float((frame.pts - base) * tb) if frame.pts is not None else (last + 1 / fps if last is not None else 0.0)
-            if last is None and seek_to is not None and t > seek_to + 0.5 / fps:   # seek landed late
+            t = (
+                float((frame.pts - base) * tb)
+                if frame.pts is not None
+                else (last + 1 / fps if last is not None else 0.0)
+            )
+            if last is None and seek_to is not None and t > seek_to + 0.5 / fps:  # seek landed late
                 container.seek(base, stream=stream, backward=True, any_frame=False)
                 yield from _frames(container, stream, fps, None, stats)
                 return
-            if last is not None and t <= last:   # duplicate / out-of-order timestamp
+            if last is not None and t <= last:  # duplicate / out-of-order timestamp
                 continue
             last = t
             stats["decoded"] = stats.get("decoded", 0) + 1
             yield t, frame
 
 
-def select_frames(frames: Iterator[Tuple[float, object]], t0: Optional[float], fps: Fraction,
-                  n: Optional[int]) -> Iterator[object]:
+def select_frames(
+    frames: Iterator[Tuple[float, object]], t0: Optional[float], fps: Fraction, n: Optional[int]
+) -> Iterator[object]:
     """The output grid (see the module docstring): frame ``k`` is the last input frame with
     ``t <= t0 + k / fps + 0.5 / fps``. ``t0=None``: the first frame's time; ``n=None``: up to the
     last frame. Grid points before the first frame (at most one frame early) show the first frame."""
@@ -193,7 +201,7 @@ def select_frames(frames: Iterator[Tuple[float, object]], t0: Optional[float], f
             k += 1
         if n is not None and k >= n:
             return
-        if held is None and t > t0 + step + half:   # the first frame comes too late for the cut
+        if held is None and t > t0 + step + half:  # the first frame comes too late for the cut
             raise PrepareError(PAST_END, f"no frame near {t0:.3f} s (first one at {t:.3f} s)")
         held, held_t = frame, t
     while held is not None and (n is None or k < n) and t0 + k * step <= held_t + half + EPS:
@@ -206,8 +214,8 @@ def select_frames(frames: Iterator[Tuple[float, object]], t0: Optional[float], f
 class Encoded:
     data: bytes
     frames: int
-    size: Tuple[int, int]             # (W, H) written
-    turns: int                        # counter-clockwise quarter turns applied (the display rotation)
+    size: Tuple[int, int]  # (W, H) written
+    turns: int  # counter-clockwise quarter turns applied (the display rotation)
 
 
 def _encode(frames: Iterator[object], fps: Fraction, job: PrepareJob) -> Encoded:
@@ -279,10 +287,14 @@ def encode_job(job: PrepareJob) -> Tuple[Encoded, Fraction]:
     if decoded == 0:
         raise PrepareError(ZERO_FRAMES, "no frame decodes")
     if count == 0:
-        raise PrepareError(ZERO_FRAMES if n is None else PAST_END,
-                           "no frame decodes" if n is None else f"no frame in [{job.start:g}, {job.end:g}] s")
+        raise PrepareError(
+            ZERO_FRAMES if n is None else PAST_END,
+            "no frame decodes" if n is None else f"no frame in [{job.start:g}, {job.end:g}] s",
+        )
     if n is not None and count < n - 1:
-        raise PrepareError(PAST_END, f"video ends at {job.start + count / float(fps):.2f} s, span ends at {job.end:g} s")
+        raise PrepareError(
+            PAST_END, f"video ends at {job.start + count / float(fps):.2f} s, span ends at {job.end:g} s"
+        )
     if n is None and declared > 0 and decoded < declared - 1:
         raise PrepareError(UNREADABLE, f"truncated: {decoded} of the {declared} frames the container declares decode")
     return encoded, fps
@@ -294,8 +306,9 @@ def _write_file(path: str, data: bytes) -> None:
         f.write(data)
 
 
-def verify_output(path: str, frames: int, size: Tuple[int, int], fps: Fraction,
-                  span: Optional[Tuple[float, float]]) -> None:
+def verify_output(
+    path: str, frames: int, size: Tuple[int, int], fps: Fraction, span: Optional[Tuple[float, float]]
+) -> None:
     """Decode ``path`` fully with PyAV and open it with decord; PrepareError(VERIFY) unless it has
     ``frames`` frames (and, for a cut, ``(end - start) * fps`` within one frame) of ``size``."""
     try:
@@ -305,7 +318,9 @@ def verify_output(path: str, frames: int, size: Tuple[int, int], fps: Fraction,
             got = 0
             for frame in container.decode(stream):
                 if (frame.width, frame.height) != tuple(size):
-                    raise PrepareError(VERIFY, f"frame {got} is {frame.width}x{frame.height}, expected {size[0]}x{size[1]}")
+                    raise PrepareError(
+                        VERIFY, f"frame {got} is {frame.width}x{frame.height}, expected {size[0]}x{size[1]}"
+                    )
                 got += 1
     except av.FFmpegError as e:
         raise PrepareError(VERIFY, f"the written file does not decode: {_short(e)}") from None
@@ -342,9 +357,18 @@ def prepare_video(job: PrepareJob) -> PrepareResult:
         st = os.stat(job.output)
     except PrepareError as e:
         return PrepareResult(job.output, False, e.reason, e.detail, e.fatal, seconds=time.perf_counter() - started)
-    return PrepareResult(job.output, True, frames=count, fps=str(fps), width=size[0], height=size[1],
-                         size=st.st_size, mtime_ns=st.st_mtime_ns, seconds=time.perf_counter() - started,
-                         rotated=encoded.turns * 90)
+    return PrepareResult(
+        job.output,
+        True,
+        frames=count,
+        fps=str(fps),
+        width=size[0],
+        height=size[1],
+        size=st.st_size,
+        mtime_ns=st.st_mtime_ns,
+        seconds=time.perf_counter() - started,
+        rotated=encoded.turns * 90,
+    )
 
 
 def _short(e: BaseException, limit: int = 160) -> str:

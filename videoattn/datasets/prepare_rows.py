@@ -14,6 +14,7 @@ Outputs, under ``--output``: ``<split>/<label>/<stem>.mp4`` (``--layout per-labe
 Kinetics row, the source's stem otherwise; ``<split>`` is the row's ``split`` column, else the input's
 name (``train.csv`` -> ``train``). Folder inputs always keep a folder per class.
 """
+
 from __future__ import annotations
 
 import csv
@@ -26,8 +27,8 @@ from typing import Dict, List, Optional, Tuple
 
 from videoattn.data.annotations import VIDEO_EXTENSIONS, list_lines
 from videoattn.datasets.prepare import BAD_ROW, DUPLICATE, MISSING, NOT_IN_CLASS, WRONG_EXTENSION
-from videoattn.utils.walk import walk_files
 from videoattn.utils.errors import OneLineError
+from videoattn.utils.walk import walk_files
 
 CUT_NAME = re.compile(r"^(?P<id>.+)_(?P<start>\d{6})_(?P<end>\d{6})$")
 
@@ -38,15 +39,15 @@ class InputError(OneLineError, ValueError):
 
 @dataclass
 class Row:
-    annotation: str                  # the input file / folder
-    line: int                        # 1-based line (folders: 0)
+    annotation: str  # the input file / folder
+    line: int  # 1-based line (folders: 0)
     split: str
-    label: str                       # class name (lists: the label index as text)
-    stem: str                        # output file stem
+    label: str  # class name (lists: the label index as text)
+    stem: str  # output file stem
     youtube_id: str = ""
-    start: Optional[float] = None    # seconds (Kinetics CSV rows)
+    start: Optional[float] = None  # seconds (Kinetics CSV rows)
     end: Optional[float] = None
-    source: str = ""                 # a known source path (folder inputs)
+    source: str = ""  # a known source path (folder inputs)
     fields: List[str] = field(default_factory=list)  # the row as read (CSV) / [path, index] (list)
 
     @property
@@ -65,17 +66,18 @@ class Failure:
 @dataclass
 class Inputs:
     """Every row of every input, and what each input looked like (to write its clean copy)."""
+
     rows: List[Row] = field(default_factory=list)
     failures: List[Failure] = field(default_factory=list)
-    formats: Dict[str, str] = field(default_factory=dict)        # annotation -> kinetics_csv | list | folders
+    formats: Dict[str, str] = field(default_factory=dict)  # annotation -> kinetics_csv | list | folders
     headers: Dict[str, List[str]] = field(default_factory=dict)  # CSV annotation -> header
 
 
 # ------------------------------------------------------------------------------------------ sources
 @dataclass
 class SourceIndex:
-    videos: Dict[str, List[str]]     # stem -> video files
-    others: Dict[str, List[str]]     # name up to the first dot -> files without a video extension
+    videos: Dict[str, List[str]]  # stem -> video files
+    others: Dict[str, List[str]]  # name up to the first dot -> files without a video extension
 
 
 def index_sources(root: str, exclude: Tuple[str, ...] = ()) -> SourceIndex:
@@ -110,6 +112,7 @@ def _best(paths: List[str]) -> str:
     def key(p: str):
         st = _stat(p)
         return (st is None or st.st_size == 0, rank.get(os.path.splitext(p)[1].lower(), 99), p)
+
     return sorted(paths, key=key)[0]
 
 
@@ -124,8 +127,16 @@ def find_source(index: SourceIndex, row: Row) -> Tuple[Optional[str], bool, Opti
     names = [row.stem] + ([f"{row.youtube_id}"] if row.youtube_id else [])
     wrong = [p for n in names for p in index.others.get(n, [])]
     if wrong:
-        return None, False, Failure(wrong[0], WRONG_EXTENSION, "not a video file name (" + ", ".join(
-            os.path.basename(p) for p in wrong[:3]) + ")", row.where)
+        return (
+            None,
+            False,
+            Failure(
+                wrong[0],
+                WRONG_EXTENSION,
+                "not a video file name (" + ", ".join(os.path.basename(p) for p in wrong[:3]) + ")",
+                row.where,
+            ),
+        )
     expected = f"{row.stem}.*" + (f" or {row.youtube_id}.*" if row.youtube_id else "")
     return None, False, Failure(expected, MISSING, f"no {expected} under the source folder", row.where)
 
@@ -156,7 +167,9 @@ def _read_csv(path: str, text: str, inputs: Inputs) -> None:
             inputs.failures.append(Failure(yid, BAD_ROW, "time_start/time_end are not numbers", where))
             continue
         if not (math.isfinite(start) and math.isfinite(end)):
-            inputs.failures.append(Failure(yid, BAD_ROW, f"time_start/time_end must be finite: {start:g}, {end:g}", where))
+            inputs.failures.append(
+                Failure(yid, BAD_ROW, f"time_start/time_end must be finite: {start:g}, {end:g}", where)
+            )
             continue
         split = fields[col["split"]].strip() if "split" in col and fields[col["split"]].strip() else _split_name(path)
         stem = f"{yid}_{int(start):06d}_{int(end):06d}" if start >= 0 else yid
@@ -167,7 +180,9 @@ def _read_list(path: str, text: str, inputs: Inputs) -> None:
     inputs.formats[path] = "list"
     for lineno, line, row in list_lines(path, text):
         if row is None or not row[1].isdigit():
-            inputs.failures.append(Failure("", BAD_ROW, f"expected '<path> <label index>': {line!r}", f"{path}:{lineno}"))
+            inputs.failures.append(
+                Failure("", BAD_ROW, f"expected '<path> <label index>': {line!r}", f"{path}:{lineno}")
+            )
             continue
         rel, label = row
         ext = os.path.splitext(rel)[1]
@@ -190,14 +205,26 @@ def _outside_classes(path: str, inputs: Inputs) -> None:
     for name in sorted(os.listdir(path)):
         file = os.path.join(path, name)
         if os.path.isfile(file) and _is_video_name(name):
-            inputs.failures.append(Failure(file, NOT_IN_CLASS, "a video directly in the input folder: move it into "
-                                           "a class folder <folder>/<class>/", path))
+            inputs.failures.append(
+                Failure(
+                    file,
+                    NOT_IN_CLASS,
+                    "a video directly in the input folder: move it into a class folder <folder>/<class>/",
+                    path,
+                )
+            )
         elif os.path.isdir(file) and not name.startswith("."):
             for sub in sorted(d for d in os.listdir(file) if os.path.isdir(os.path.join(file, d))):
                 for video in walk_files(os.path.join(file, sub)):
                     if _is_video_name(os.path.basename(video)):
-                        inputs.failures.append(Failure(video, NOT_IN_CLASS, f"in the sub-folder {name}/{sub}: only "
-                                                       "<folder>/<class>/<video> is read; move it up", path))
+                        inputs.failures.append(
+                            Failure(
+                                video,
+                                NOT_IN_CLASS,
+                                f"in the sub-folder {name}/{sub}: only <folder>/<class>/<video> is read; move it up",
+                                path,
+                            )
+                        )
 
 
 def _read_folders(path: str, inputs: Inputs) -> None:
@@ -214,7 +241,9 @@ def _read_folders(path: str, inputs: Inputs) -> None:
                 continue
             stem, ext = os.path.splitext(name)
             if ext.lower() not in VIDEO_EXTENSIONS:
-                inputs.failures.append(Failure(file, WRONG_EXTENSION, f"{ext or 'no extension'} is not a video extension", path))
+                inputs.failures.append(
+                    Failure(file, WRONG_EXTENSION, f"{ext or 'no extension'} is not a video extension", path)
+                )
                 continue
             inputs.rows.append(Row(path, 0, split, label, stem, source=file))
 
@@ -308,8 +337,10 @@ def annotation_outputs(inputs: Inputs, out_dir: str, reserved: Tuple[str, ...] =
             continue
         target = os.path.join(out_dir, os.path.basename(path))
         if os.path.basename(path) in reserved:
-            raise InputError(f"{path}: its clean copy would be {target}, the name of a report prepare_data "
-                             f"writes ({', '.join(reserved)}); rename the annotation file")
+            raise InputError(
+                f"{path}: its clean copy would be {target}, the name of a report prepare_data "
+                f"writes ({', '.join(reserved)}); rename the annotation file"
+            )
         if target in targets.values():
             raise InputError(f"{path}: another input has the same file name; its clean copy would overwrite it")
         if os.path.exists(target) and os.path.samefile(target, path):
@@ -344,5 +375,7 @@ def refuse_overwrites(outputs: List[str], inputs: List[str]) -> None:
     for path in outputs:
         st = _stat(path)
         if st is not None and (st.st_dev, st.st_ino) in keys:
-            raise InputError(f"{path} would replace the input {keys[(st.st_dev, st.st_ino)]} (the source lies "
-                             "inside --output in its layout, or is linked there); choose an --output outside the inputs")
+            raise InputError(
+                f"{path} would replace the input {keys[(st.st_dev, st.st_ino)]} (the source lies "
+                "inside --output in its layout, or is linked there); choose an --output outside the inputs"
+            )

@@ -3,19 +3,20 @@
 Restarts: every verified output is recorded in ``<output>/.prepare_manifest.jsonl`` (one JSON line,
 appended and fsynced by the main process right after the worker has renamed the file into place):
 its size and mtime, frames, fps, the source's size and mtime and the encoding settings. A rerun
-skips an output whose manifest entry still matches all of these (a ``stat``, no decoding) and
-redoes everything else: a changed source or setting, a file changed since. Before any job runs,
-its output is *claimed* in the manifest (``{"output": ..., "claimed": true}``), so an output killed
-between rename and record is still known as ours and is redone; a file at an output path that the
-manifest never named was not written by this tool and is left alone (a failed.csv row). Temporary files of killed workers
-(``.<name>.mp4.*.tmp``) are swept from the jobs' folders before and after the jobs run. A run holds
-``<output>/.prepare.lock`` (``flock``: released by the kernel even after ``kill -9``), so two runs
-never write one folder.
+skips an output whose manifest entry still matches all of these (a ``stat``, no decoding) and redoes
+everything else: a changed source or setting, a file changed since. Before any job runs, its output
+is *claimed* in the manifest (``{"output": ..., "claimed": true}``), so an output killed between
+rename and record is still known as ours and is redone; a file at an output path that the manifest
+never named was not written by this tool and is left alone (a failed.csv row). Temporary files of
+killed workers (``.<name>.mp4.*.tmp``) are swept from the jobs' folders before and after the jobs
+run. A run holds ``<output>/.prepare.lock`` (``flock``: released by the kernel even after
+``kill -9``), so two runs never write one folder.
 
 Written at the end (atomically): the clean annotation files (``<output>/<input name>``, good rows
 only, same format), ``classes.txt``, ``failed.csv`` (``path,reason,detail,row``; this run's
 failures) and a summary on stdout.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -32,17 +33,39 @@ from dataclasses import dataclass, field
 from typing import Callable, Dict, Iterator, List, Optional, Set, Tuple
 
 from videoattn.data.annotations import load_classes
-from videoattn.datasets.prepare import (CRASHED, ENCODER, NOT_OURS, TIME_LIMIT, UNREADABLE, PrepareJob, PrepareResult,
-                                    prepare_video)
-from videoattn.datasets.prepare_rows import (Failure, Inputs, InputError, Row, annotation_outputs, check_rows,
-                                         clean_annotation_text, find_source, index_sources, output_relpath,
-                                         read_inputs, refuse_overwrites, resolve_classes)
+from videoattn.datasets.prepare import (
+    CRASHED,
+    ENCODER,
+    NOT_OURS,
+    TIME_LIMIT,
+    UNREADABLE,
+    PrepareJob,
+    PrepareResult,
+    prepare_video,
+)
+from videoattn.datasets.prepare_rows import (
+    Failure,
+    InputError,
+    Inputs,
+    Row,
+    annotation_outputs,
+    check_rows,
+    clean_annotation_text,
+    find_source,
+    index_sources,
+    output_relpath,
+    read_inputs,
+    refuse_overwrites,
+    resolve_classes,
+)
 from videoattn.utils.io import atomic_write_text
-from videoattn.utils.workers import (CRASHED as POOL_CRASHED, OK as POOL_OK, TIME_LIMIT as POOL_TIME_LIMIT, run_tasks,
-                                     usable_cores)
+from videoattn.utils.workers import CRASHED as POOL_CRASHED
+from videoattn.utils.workers import OK as POOL_OK
+from videoattn.utils.workers import TIME_LIMIT as POOL_TIME_LIMIT
+from videoattn.utils.workers import run_tasks, usable_cores
 
 MANIFEST, LOCK = ".prepare_manifest.jsonl", ".prepare.lock"
-REPORTS = ("classes.txt", "failed.csv", MANIFEST, LOCK)   # written by the run: no clean copy may take these names
+REPORTS = ("classes.txt", "failed.csv", MANIFEST, LOCK)  # written by the run: no clean copy may take these names
 X264_PRESETS = ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower", "veryslow")
 DEFAULT_GOP = 32  # measured: decode cost flat for 16..32, +10% at 64; 32 is the smallest file there (docs/)
 
@@ -56,12 +79,12 @@ class PrepareOptions:
     gop: int = DEFAULT_GOP
     crf: int = 23
     preset: str = "veryfast"
-    layout: str = "per-label"          # per-label | flat
-    classes: str = ""                  # a class-list file, "kinetics400", or "" (the rows' labels)
+    layout: str = "per-label"  # per-label | flat
+    classes: str = ""  # a class-list file, "kinetics400", or "" (the rows' labels)
     workers: int = 1
-    time_limit: float = 300.0          # seconds per video
+    time_limit: float = 300.0  # seconds per video
     progress: bool = True
-    cabac: bool = False                # True: x264's default CABAC (smaller files, slower decoding)
+    cabac: bool = False  # True: x264's default CABAC (smaller files, slower decoding)
 
 
 @dataclass
@@ -74,26 +97,37 @@ class Planned:
 
 @dataclass
 class RunState:
-    good: Dict[int, str] = field(default_factory=dict)   # id(row) -> output relative path
+    good: Dict[int, str] = field(default_factory=dict)  # id(row) -> output relative path
     new: int = 0
     skipped: int = 0
-    seconds: float = 0.0                                 # worker time of the new outputs
-    stopped: str = ""                                    # why the run stopped early
-    rotated: int = 0                                     # new outputs turned upright (display rotation)
-    workers: int = 0                                     # worker processes used
+    seconds: float = 0.0  # worker time of the new outputs
+    stopped: str = ""  # why the run stopped early
+    rotated: int = 0  # new outputs turned upright (display rotation)
+    workers: int = 0  # worker processes used
 
 
 # ---------------------------------------------------------------------------------------- manifest
 def _params(job: PrepareJob) -> str:
-    return (f"{ENCODER} short_side={job.short_side} gop={job.gop} crf={job.crf} preset={job.preset}"
-            f" cabac={int(job.cabac)}")
+    return (
+        f"{ENCODER} short_side={job.short_side} gop={job.gop} crf={job.crf} preset={job.preset} cabac={int(job.cabac)}"
+    )
 
 
 def _entry(p: Planned, result: PrepareResult) -> dict:
-    return dict(output=p.rel, source=os.path.abspath(p.job.source), source_size=p.source_stat[0],
-                source_mtime_ns=p.source_stat[1], params=_params(p.job), span=[p.job.start, p.job.end],
-                size=result.size, mtime_ns=result.mtime_ns, frames=result.frames, fps=result.fps,
-                width=result.width, height=result.height)
+    return dict(
+        output=p.rel,
+        source=os.path.abspath(p.job.source),
+        source_size=p.source_stat[0],
+        source_mtime_ns=p.source_stat[1],
+        params=_params(p.job),
+        span=[p.job.start, p.job.end],
+        size=result.size,
+        mtime_ns=result.mtime_ns,
+        frames=result.frames,
+        fps=result.fps,
+        width=result.width,
+        height=result.height,
+    )
 
 
 def _manifest_lines(out_dir: str) -> Iterator[dict]:
@@ -122,8 +156,15 @@ def keep_foreign_files(todo: List[Planned], out_dir: str, inputs: Inputs) -> Lis
     ours, kept = claimed_outputs(out_dir), []
     for p in todo:
         if p.rel not in ours and os.path.lexists(p.job.output):
-            inputs.failures.append(Failure(p.job.source, NOT_OURS, f"{p.job.output} exists and was not written by "
-                                           "prepare_data: move it away or choose another --output", p.row.where))
+            inputs.failures.append(
+                Failure(
+                    p.job.source,
+                    NOT_OURS,
+                    f"{p.job.output} exists and was not written by "
+                    "prepare_data: move it away or choose another --output",
+                    p.row.where,
+                )
+            )
         else:
             kept.append(p)
     return kept
@@ -145,8 +186,15 @@ def is_verified(p: Planned, entry: Optional[dict], out_dir: str) -> bool:
         st = os.stat(os.path.join(out_dir, p.rel))
     except OSError:
         return False
-    want = dict(source=os.path.abspath(p.job.source), source_size=p.source_stat[0], source_mtime_ns=p.source_stat[1],
-                params=_params(p.job), span=[p.job.start, p.job.end], size=st.st_size, mtime_ns=st.st_mtime_ns)
+    want = dict(
+        source=os.path.abspath(p.job.source),
+        source_size=p.source_stat[0],
+        source_mtime_ns=p.source_stat[1],
+        params=_params(p.job),
+        span=[p.job.start, p.job.end],
+        size=st.st_size,
+        mtime_ns=st.st_mtime_ns,
+    )
     return all(entry.get(k) == v for k, v in want.items())
 
 
@@ -201,8 +249,10 @@ def _check_options(opts: PrepareOptions) -> None:
         raise InputError(f"--source is not a folder: {opts.source}")
     for folder in [opts.source] + [a for a in opts.annotations if os.path.isdir(a)]:
         if folder and os.path.isdir(opts.output) and os.path.samefile(folder, opts.output):
-            raise InputError(f"--output {opts.output} is the input folder {folder}: the prepared videos would replace "
-                             "the source videos; choose another --output")
+            raise InputError(
+                f"--output {opts.output} is the input folder {folder}: the prepared videos would replace "
+                "the source videos; choose another --output"
+            )
 
 
 def _load_classes(spec: str) -> Optional[List[str]]:
@@ -249,8 +299,17 @@ def plan_jobs(rows: List[Row], inputs: Inputs, classes: List[str], opts: Prepare
             inputs.failures.append(Failure(source, UNREADABLE, e.strerror or str(e), row.where))
             continue
         rel = output_relpath(row, inputs.formats[row.annotation], classes, opts.layout)
-        job = PrepareJob(source, os.path.join(opts.output, rel), row.start if cut else None, row.end if cut else None,
-                         opts.short_side, opts.gop, opts.crf, opts.preset, opts.cabac)
+        job = PrepareJob(
+            source,
+            os.path.join(opts.output, rel),
+            row.start if cut else None,
+            row.end if cut else None,
+            opts.short_side,
+            opts.gop,
+            opts.crf,
+            opts.preset,
+            opts.cabac,
+        )
         planned.append(Planned(row, rel, job, (st.st_size, st.st_mtime_ns)))
     return planned
 
@@ -264,8 +323,14 @@ def _pool_result(p: Planned, status: str, value) -> PrepareResult:
     return PrepareResult(p.job.output, False, reason, str(value))
 
 
-def execute(todo: List[Planned], opts: PrepareOptions, inputs: Inputs, state: RunState, manifest,
-            worker: Callable = prepare_video) -> None:
+def execute(
+    todo: List[Planned],
+    opts: PrepareOptions,
+    inputs: Inputs,
+    state: RunState,
+    manifest,
+    worker: Callable = prepare_video,
+) -> None:
     """Run ``worker`` on the jobs in worker processes; record each verified output in the manifest at once."""
     from tqdm import tqdm
 
@@ -308,9 +373,11 @@ def _write_reports(opts: PrepareOptions, inputs: Inputs, classes: List[str], sta
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
     writer.writerow(["path", "reason", "detail", "row"])
+
     def position(f: Failure):  # input order: annotation, then line
         where, _, line = f.row.rpartition(":")
         return (where, int(line)) if line.isdigit() else (f.row, 0)
+
     writer.writerows([f.path, f.reason, f.detail, f.row] for f in sorted(inputs.failures, key=position))
     atomic_write_text(os.path.join(opts.output, "failed.csv"), buf.getvalue())
     return written + [os.path.join(opts.output, n) for n in ("classes.txt", "failed.csv")]
@@ -323,17 +390,23 @@ def summary(inputs: Inputs, planned: List[Planned], state: RunState, opts: Prepa
     rows = Counter(r.split for r in inputs.rows)
     lines = [f"{'split':<12}{'rows':>8}{'ready':>8}", "-" * 28]
     lines += [f"{s:<12}{rows[s]:>8}{ready[s]:>8}" for s in splits]
-    lines.append(f"{'total':<12}{len(inputs.rows):>8}{sum(ready.values()):>8}   "
-                 f"({state.new} prepared now, {state.skipped} already verified, {len(inputs.failures)} failed)")
+    lines.append(
+        f"{'total':<12}{len(inputs.rows):>8}{sum(ready.values()):>8}   "
+        f"({state.new} prepared now, {state.skipped} already verified, {len(inputs.failures)} failed)"
+    )
     reasons = Counter(f.reason for f in inputs.failures)
     if reasons:
         lines.append("failed: " + ", ".join(f"{r} {n}" for r, n in reasons.most_common()) + "  (see failed.csv)")
     if state.rotated:
-        lines.append(f"{state.rotated} videos had a display rotation (phone video): turned upright, as decord and "
-                     "players show them")
+        lines.append(
+            f"{state.rotated} videos had a display rotation (phone video): turned upright, as decord and "
+            "players show them"
+        )
     if state.new:
-        lines.append(f"{wall:.1f} s, {state.workers} workers: {state.new / wall:.2f} videos/s, "
-                     f"{state.seconds / state.new:.2f} s of one worker per video")
+        lines.append(
+            f"{wall:.1f} s, {state.workers} workers: {state.new / wall:.2f} videos/s, "
+            f"{state.seconds / state.new:.2f} s of one worker per video"
+        )
     return "\n".join(lines)
 
 
@@ -349,8 +422,10 @@ def pick_workers(requested: int, jobs: int, echo: Callable) -> int:
     cores = usable_cores()
     workers = max(1, min(requested, jobs, cores))
     if requested > cores:
-        echo(f"--workers {requested}: using {workers} (this machine has {cores} usable cores"
-             + (f", {jobs} videos to prepare)" if jobs < cores else ")"))
+        echo(
+            f"--workers {requested}: using {workers} (this machine has {cores} usable cores"
+            + (f", {jobs} videos to prepare)" if jobs < cores else ")")
+        )
     return workers
 
 
@@ -362,9 +437,12 @@ def _prepare(opts: PrepareOptions, echo: Callable, worker: Callable, state: RunS
         targets = annotation_outputs(inputs, opts.output, REPORTS)  # fail early on a name clash
         planned = plan_jobs(check_rows(inputs, classes), inputs, classes, opts)
         annotation_files = [a for a in opts.annotations if not os.path.isdir(a)]
-        refuse_overwrites([p.job.output for p in planned] + list(targets.values())
-                          + [os.path.join(opts.output, n) for n in REPORTS if n != LOCK],
-                          [p.job.source for p in planned] + annotation_files)
+        refuse_overwrites(
+            [p.job.output for p in planned]
+            + list(targets.values())
+            + [os.path.join(opts.output, n) for n in REPORTS if n != LOCK],
+            [p.job.source for p in planned] + annotation_files,
+        )
         entries = load_manifest(opts.output)
         todo = []
         for p in planned:
@@ -399,9 +477,11 @@ def run_prepare(opts: PrepareOptions, echo: Callable = print, worker: Callable =
         echo(f"error: cannot write to {opts.output}: {e.strerror or e}; verified videos are kept, rerun to finish")
         return 2
     except KeyboardInterrupt:
-        echo(f"interrupted: {state.new} videos prepared in this run and {state.skipped} verified before are kept in "
-             f"{opts.output} (listed in {MANIFEST}); a rerun skips them and prepares the rest. The clean annotation "
-             "files, classes.txt and failed.csv are written when a run completes")
+        echo(
+            f"interrupted: {state.new} videos prepared in this run and {state.skipped} verified before are kept in "
+            f"{opts.output} (listed in {MANIFEST}); a rerun skips them and prepares the rest. The clean annotation "
+            "files, classes.txt and failed.csv are written when a run completes"
+        )
         return 130
     echo(summary(inputs, planned, state, opts, time.perf_counter() - started))
     echo("wrote " + ", ".join(written))

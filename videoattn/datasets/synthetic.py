@@ -21,6 +21,7 @@ names that this tool did not write (a dataset's own ``train.csv``) is refused, n
 Note: the left/right classes change meaning under a horizontal flip, so train with
 ``data.random_flip=false`` on this set.
 """
+
 from __future__ import annotations
 
 import csv
@@ -34,9 +35,9 @@ from typing import Dict, List, Optional, Tuple
 import av
 import numpy as np
 
+from videoattn.utils.errors import UsageError
 from videoattn.utils.io import atomic_path, atomic_write_text, make_folder
 from videoattn.utils.outputs import claim_outputs
-from videoattn.utils.errors import UsageError
 
 # Pairs of classes; the second member of each pair is the first one played backwards.
 CLASS_PAIRS: List[Tuple[str, str, str]] = [
@@ -79,8 +80,9 @@ def _pair_of(label: int) -> Tuple[str, bool]:
 
 
 # ------------------------------------------------------------------------------------------ render
-def _object_mask(yy: np.ndarray, xx: np.ndarray, cx: float, cy: float, r: float, shape: str,
-                 angle: float) -> np.ndarray:
+def _object_mask(
+    yy: np.ndarray, xx: np.ndarray, cx: float, cy: float, r: float, shape: str, angle: float
+) -> np.ndarray:
     """Soft (anti-aliased) mask in [0, 1] of a disc / square / bar centred at (cx, cy) pixels."""
     dx, dy = xx - cx, yy - cy
     if shape == "disc":
@@ -142,7 +144,7 @@ def draw_frame_index(frame: np.ndarray, index: int) -> None:
     """Draw ``index`` as a black/white barcode (INDEX_BITS cells of INDEX_CELL px) on the top rows."""
     for b in range(INDEX_BITS):
         value = 255 if (index >> b) & 1 else 0
-        frame[:INDEX_CELL, b * INDEX_CELL:(b + 1) * INDEX_CELL] = value
+        frame[:INDEX_CELL, b * INDEX_CELL : (b + 1) * INDEX_CELL] = value
 
 
 def read_frame_index(frame) -> int:
@@ -150,15 +152,21 @@ def read_frame_index(frame) -> int:
     arr = np.asarray(frame)
     index = 0
     for b in range(INDEX_BITS):
-        cell = arr[2:INDEX_CELL - 2, b * INDEX_CELL + 2:(b + 1) * INDEX_CELL - 2]
+        cell = arr[2 : INDEX_CELL - 2, b * INDEX_CELL + 2 : (b + 1) * INDEX_CELL - 2]
         if cell.mean() > 127:
             index |= 1 << b
     return index
 
 
 # ---------------------------------------------------------------------------------------- encoding
-def encode_video(path: str, frames: np.ndarray, fps: int, codec: Optional[str] = None,
-                 options: Optional[Dict[str, str]] = None, container_options: Optional[Dict[str, str]] = None) -> None:
+def encode_video(
+    path: str,
+    frames: np.ndarray,
+    fps: int,
+    codec: Optional[str] = None,
+    options: Optional[Dict[str, str]] = None,
+    container_options: Optional[Dict[str, str]] = None,
+) -> None:
     """Encode (T, H, W, 3) uint8 ``frames`` to ``path`` with PyAV, atomically.
 
     The container follows the extension; ``codec`` defaults to the one of FORMATS for it.
@@ -178,9 +186,11 @@ def encode_video(path: str, frames: np.ndarray, fps: int, codec: Optional[str] =
                 stream.codec_context.open(strict=False)
             except av.error.ArgumentError as e:
                 if "decord" in sys.modules and codec.startswith("libvpx"):
-                    raise RuntimeError("PyAV cannot open the VP9 encoder because decord was imported before av "
-                                       "(their bundled FFmpeg libraries clash): import av (or videoattn.data) "
-                                       "before decord") from e
+                    raise RuntimeError(
+                        "PyAV cannot open the VP9 encoder because decord was imported before av "
+                        "(their bundled FFmpeg libraries clash): import av (or videoattn.data) "
+                        "before decord"
+                    ) from e
                 raise
             for arr in frames:
                 out.mux(stream.encode(av.VideoFrame.from_ndarray(arr, format="rgb24")))
@@ -188,8 +198,9 @@ def encode_video(path: str, frames: np.ndarray, fps: int, codec: Optional[str] =
 
 
 # ------------------------------------------------------------------------------------------ layout
-def _plan(num_classes: int, per_class: Dict[str, int], seed: int,
-          min_seconds: float, max_seconds: float, size_scale: float) -> List[dict]:
+def _plan(
+    num_classes: int, per_class: Dict[str, int], seed: int, min_seconds: float, max_seconds: float, size_scale: float
+) -> List[dict]:
     """Deterministic list of videos to write (everything random is drawn here, from ``seed``)."""
     rng = np.random.default_rng(seed)
     plan, used_ids = [], set()
@@ -208,9 +219,21 @@ def _plan(num_classes: int, per_class: Dict[str, int], seed: int,
                 seconds = rng.uniform(min_seconds, max_seconds)
                 ext = FORMATS[int(rng.choice(len(FORMATS), p=FORMAT_WEIGHTS))][0]
                 start = int(rng.integers(0, 300))
-                plan.append(dict(split=split, label=label, youtube_id=vid, fps=fps, width=w, height=h,
-                                 num_frames=max(2, int(round(seconds * fps))), ext=ext,
-                                 start=start, end=start + 10, seed=int(rng.integers(2 ** 31))))
+                plan.append(
+                    dict(
+                        split=split,
+                        label=label,
+                        youtube_id=vid,
+                        fps=fps,
+                        width=w,
+                        height=h,
+                        num_frames=max(2, int(round(seconds * fps))),
+                        ext=ext,
+                        start=start,
+                        end=start + 10,
+                        seed=int(rng.integers(2**31)),
+                    )
+                )
     return plan
 
 
@@ -220,16 +243,24 @@ def _rel(item: dict) -> str:
 
 def _write_one(item: dict, out_dir: str) -> str:
     rel = _rel(item)
-    frames = render_video(item["label"], item["num_frames"], item["width"], item["height"],
-                          np.random.default_rng(item["seed"]))
+    frames = render_video(
+        item["label"], item["num_frames"], item["width"], item["height"], np.random.default_rng(item["seed"])
+    )
     encode_video(os.path.join(out_dir, rel), frames, item["fps"])
     return rel
 
 
-def make_synthetic_dataset(out_dir: str, num_classes: int = 8, train_per_class: int = 40,
-                           val_per_class: int = 10, seed: int = 0, min_seconds: float = 2.2,
-                           max_seconds: float = 3.0, size_scale: float = 1.0,
-                           workers: int = 0) -> Dict[str, object]:
+def make_synthetic_dataset(
+    out_dir: str,
+    num_classes: int = 8,
+    train_per_class: int = 40,
+    val_per_class: int = 10,
+    seed: int = 0,
+    min_seconds: float = 2.2,
+    max_seconds: float = 3.0,
+    size_scale: float = 1.0,
+    workers: int = 0,
+) -> Dict[str, object]:
     """Write the dataset under ``out_dir`` (see the module docstring for the layout).
 
     Args:
@@ -244,11 +275,16 @@ def make_synthetic_dataset(out_dir: str, num_classes: int = 8, train_per_class: 
     """
     generated = class_names(num_classes)
     names = sorted(generated)  # label indices follow the sorted names, as Kinetics' class list
-    plan = _plan(num_classes, {"train": train_per_class, "val": val_per_class}, seed,
-                 min_seconds, max_seconds, size_scale)
+    plan = _plan(
+        num_classes, {"train": train_per_class, "val": val_per_class}, seed, min_seconds, max_seconds, size_scale
+    )
     make_folder(out_dir)
-    claim_outputs(out_dir, "make_synthetic_dataset", ["classes.txt", "train.csv", "train.txt", "val.csv", "val.txt"]
-                  + [_rel(item) for item in plan], hint="use another --output")
+    claim_outputs(
+        out_dir,
+        "make_synthetic_dataset",
+        ["classes.txt", "train.csv", "train.txt", "val.csv", "val.txt"] + [_rel(item) for item in plan],
+        hint="use another --output",
+    )
     for split in ("train", "val"):
         os.makedirs(os.path.join(out_dir, split), exist_ok=True)
     workers = workers or os.cpu_count() or 1
@@ -268,21 +304,30 @@ def make_synthetic_dataset(out_dir: str, num_classes: int = 8, train_per_class: 
         for _, item in rows:
             writer.writerow([generated[item["label"]], item["youtube_id"], item["start"], item["end"], split])
         atomic_write_text(os.path.join(out_dir, f"{split}.csv"), buf.getvalue())
-        atomic_write_text(os.path.join(out_dir, f"{split}.txt"),
-                          "".join(f"{rel} {names.index(generated[item['label']])}\n" for rel, item in rows))
+        atomic_write_text(
+            os.path.join(out_dir, f"{split}.txt"),
+            "".join(f"{rel} {names.index(generated[item['label']])}\n" for rel, item in rows),
+        )
         result[split] = [(rel, names.index(generated[item["label"]])) for rel, item in rows]
     return result
 
 
-def make_indexed_video(path: str, num_frames: int, fps: int, width: int = 96, height: int = 64,
-                       codec: Optional[str] = None, options: Optional[Dict[str, str]] = None,
-                       container_options: Optional[Dict[str, str]] = None) -> None:
+def make_indexed_video(
+    path: str,
+    num_frames: int,
+    fps: int,
+    width: int = 96,
+    height: int = 64,
+    codec: Optional[str] = None,
+    options: Optional[Dict[str, str]] = None,
+    container_options: Optional[Dict[str, str]] = None,
+) -> None:
     """A video whose frame i carries i as a barcode (see :func:`read_frame_index`); for seek tests.
     ``container_options``: muxer options, e.g. ``{"movflags": "+faststart"}`` (mp4 index first)."""
     rng = np.random.default_rng(num_frames)
     frames = np.empty((num_frames, height, width, 3), np.uint8)
     frames[:] = rng.integers(60, 200, size=(1, height, width, 3))
     for i in range(num_frames):
-        frames[i, INDEX_CELL * 2:, :] = (frames[i, INDEX_CELL * 2:, :].astype(int) + 3 * i) % 256  # moving content
+        frames[i, INDEX_CELL * 2 :, :] = (frames[i, INDEX_CELL * 2 :, :].astype(int) + 3 * i) % 256  # moving content
         draw_frame_index(frames[i], i)
     encode_video(path, frames, fps, codec, options, container_options)

@@ -4,6 +4,7 @@ A checkpoint is ``{"model_state": ..., "config": <plain dict>, "meta": {...}, ..
 ``optimizer_state``, ``scheduler_state``, ``scaler_state``, ``epoch``, ``global_step``, ``rng_state``.
 ``model_state`` never carries DDP's ``module.`` prefix.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -30,15 +31,20 @@ HEAD_PREFIX = "head.proj."  # the classifier that fine-tuning re-initialises
 __all__ = ["CheckpointError", "UntrustedCheckpointError"]  # re-exported for callers of this module
 
 
-def make_checkpoint(model_state: Dict[str, torch.Tensor], config: Optional[dict] = None,
-                    source: str = "videoattn", **extra: Any) -> dict:
+def make_checkpoint(
+    model_state: Dict[str, torch.Tensor], config: Optional[dict] = None, source: str = "videoattn", **extra: Any
+) -> dict:
     """Assemble a checkpoint dict (``config`` is a plain dict, e.g. ``config_to_dict(cfg)``); every
     tensor in it is on the CPU."""
     ckpt = {
         "model_state": unwrap_state_dict(model_state),
         "config": config,
-        "meta": {"videoattn_version": videoattn.__version__, "torch_version": str(torch.__version__),
-                 "created": datetime.datetime.now(datetime.timezone.utc).isoformat(), "source": source},
+        "meta": {
+            "videoattn_version": videoattn.__version__,
+            "torch_version": str(torch.__version__),
+            "created": datetime.datetime.now(datetime.timezone.utc).isoformat(),
+            "source": source,
+        },
     }
     ckpt.update(extra)
     return to_cpu(ckpt)
@@ -67,11 +73,11 @@ def load_checkpoint(path: str, map_location: str = "cpu", trust: bool = False) -
 # --- Training checkpoints: naming, resume, retention, best, fine-tuning, RNG state -----------------
 
 CHECKPOINT_DIR = "checkpoints"
-TOOL = "train_net"   # output_dir's list of outputs (videoattn/utils/outputs.py) names its checkpoints so
+TOOL = "train_net"  # output_dir's list of outputs (videoattn/utils/outputs.py) names its checkpoints so
 BEST_NAME = "checkpoint_best.pyth"
 _EPOCH_RE = re.compile(r"^checkpoint_epoch_(\d{5,})\.pyth$")
 _MID_EPOCH_RE = re.compile(r"^checkpoint_epoch_(\d{5,})_iter_(\d{6,})\.pyth$")
-Position = Tuple[int, int]   # (epochs completed, batches done in the next epoch): the order of checkpoints
+Position = Tuple[int, int]  # (epochs completed, batches done in the next epoch): the order of checkpoints
 
 
 def checkpoint_dir(output_dir: str) -> str:
@@ -196,23 +202,38 @@ def load_pretrained(model: nn.Module, path: str, trust: bool = False) -> Dict[st
         if key in own and state[key].shape != own[key].shape:
             (reinit if key.startswith(HEAD_PREFIX) else bad).append(key)
     if bad:
-        raise CheckpointError(f"{path}: shape mismatch for {len(bad)} tensors, e.g. {bad[0]}: checkpoint "
-                              f"{tuple(state[bad[0]].shape)} vs model {tuple(own[bad[0]].shape)} "
-                              f"(is model.* the same architecture?)")
+        raise CheckpointError(
+            f"{path}: shape mismatch for {len(bad)} tensors, e.g. {bad[0]}: checkpoint "
+            f"{tuple(state[bad[0]].shape)} vs model {tuple(own[bad[0]].shape)} "
+            f"(is model.* the same architecture?)"
+        )
     old_shapes = {key: tuple(state.pop(key).shape) for key in reinit}
     result = model.load_state_dict(state, strict=False)
     missing = [k for k in result.missing_keys if k not in reinit]
     if reinit:
         old = old_shapes[reinit[0]]
-        logger.warning("fine-tuning from %s: re-initialising the classifier head (%s) because its shape "
-                       "%s differs from the model's %s (number of classes changed)",
-                       path, ", ".join(reinit), old, tuple(own[reinit[0]].shape))
+        logger.warning(
+            "fine-tuning from %s: re-initialising the classifier head (%s) because its shape "
+            "%s differs from the model's %s (number of classes changed)",
+            path,
+            ", ".join(reinit),
+            old,
+            tuple(own[reinit[0]].shape),
+        )
     if missing:
-        logger.warning("fine-tuning from %s: %d model tensors not in the checkpoint keep their initialisation: %s",
-                       path, len(missing), ", ".join(missing[:8]) + (" ..." if len(missing) > 8 else ""))
+        logger.warning(
+            "fine-tuning from %s: %d model tensors not in the checkpoint keep their initialisation: %s",
+            path,
+            len(missing),
+            ", ".join(missing[:8]) + (" ..." if len(missing) > 8 else ""),
+        )
     if result.unexpected_keys:
-        logger.warning("fine-tuning from %s: %d checkpoint tensors unused: %s", path, len(result.unexpected_keys),
-                       ", ".join(result.unexpected_keys[:8]) + (" ..." if len(result.unexpected_keys) > 8 else ""))
+        logger.warning(
+            "fine-tuning from %s: %d checkpoint tensors unused: %s",
+            path,
+            len(result.unexpected_keys),
+            ", ".join(result.unexpected_keys[:8]) + (" ..." if len(result.unexpected_keys) > 8 else ""),
+        )
     logger.info("loaded initial weights from %s", path)
     return {"reinitialised": reinit, "missing": missing, "unexpected": list(result.unexpected_keys)}
 
@@ -221,11 +242,16 @@ def get_rng_state() -> dict:
     """This process's python, numpy, torch (and CUDA) generator states, as plain data (tensors,
     numbers, tuples), so the checkpoint loads with ``weights_only=True``."""
     kind, key, pos, has_gauss, gauss = np.random.get_state()
-    numpy_state = {"kind": kind, "key": torch.from_numpy(key.astype(np.int64)), "pos": int(pos),
-                   "has_gauss": int(has_gauss), "cached_gaussian": float(gauss)}
+    numpy_state = {
+        "kind": kind,
+        "key": torch.from_numpy(key.astype(np.int64)),
+        "pos": int(pos),
+        "has_gauss": int(has_gauss),
+        "cached_gaussian": float(gauss),
+    }
     state = {"python": random.getstate(), "numpy": numpy_state, "torch": torch.get_rng_state()}
     if torch.cuda.is_available() and torch.cuda.is_initialized():
-        state["cuda"] = torch.cuda.get_rng_state()    # this process's device only
+        state["cuda"] = torch.cuda.get_rng_state()  # this process's device only
     return state
 
 
@@ -238,5 +264,5 @@ def set_rng_state(state: dict) -> None:
     np.random.set_state(n)  # a tuple in checkpoints of videoattn 0.1.0
     torch.set_rng_state(state["torch"])
     cuda = state.get("cuda")
-    if torch.is_tensor(cuda) and torch.cuda.is_available():   # 0.1.0 stored a list for every visible GPU
+    if torch.is_tensor(cuda) and torch.cuda.is_available():  # 0.1.0 stored a list for every visible GPU
         torch.cuda.set_rng_state(cuda)

@@ -11,6 +11,7 @@
 * :func:`configure_backends`: cuDNN autotuning and TF32 matmuls on CUDA.
 * :func:`autocast_dtype`: a ``mixed_precision`` value -> the autocast dtype (None: off).
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -49,7 +50,8 @@ def for_device(cfg: Config, device: torch.device) -> Config:
         data=dataclasses.replace(cfg.data, normalize_on_device=_pick(cfg.data.normalize_on_device, cuda)),
         model=dataclasses.replace(expand_preset(cfg).model, channels_last=_pick(cfg.model.channels_last, not cuda)),
         train=dataclasses.replace(cfg.train, mixed_precision=amp(cfg.train.mixed_precision)),
-        test=dataclasses.replace(cfg.test, mixed_precision=amp(cfg.test.mixed_precision)))
+        test=dataclasses.replace(cfg.test, mixed_precision=amp(cfg.test.mixed_precision)),
+    )
 
 
 def autocast_dtype(mode: str, device: torch.device) -> Optional[torch.dtype]:

@@ -1,5 +1,6 @@
 """Shared set-up of the inference tools (test, features, attention pictures, predict): a model
 with checkpoint (or public pretrained) weights in eval mode, and the class names to show."""
+
 from __future__ import annotations
 
 import logging
@@ -11,12 +12,17 @@ import torch
 
 from videoattn.config import Config, DataConfig
 from videoattn.data.annotations import default_classes, load_classes
-from videoattn.engine.checkpoint import (HEAD_PREFIX, CheckpointError, best_checkpoint_path, list_epoch_checkpoints,
-                                         load_checkpoint)
+from videoattn.engine.checkpoint import (
+    HEAD_PREFIX,
+    CheckpointError,
+    best_checkpoint_path,
+    list_epoch_checkpoints,
+    load_checkpoint,
+)
 from videoattn.models import build_model
 from videoattn.models.pretrained import load_pretrained_weights, pretrained_entry
-from videoattn.utils.state_dict import unwrap_state_dict
 from videoattn.utils.errors import UsageError
+from videoattn.utils.state_dict import unwrap_state_dict
 
 log = logging.getLogger(__name__)
 
@@ -34,15 +40,19 @@ def check_state_fits(own: dict, state: dict, path: str, what: str = "") -> None:
     if not (missing or unexpected or shape):
         return
     if shape and not missing and not unexpected and all(k.startswith(HEAD_PREFIX) for k in shape):
-        raise CheckpointError(f"{src} has a {state[HEAD_PREFIX + 'weight'].shape[0]}-class head but "
-                              f"model.num_classes={own[HEAD_PREFIX + 'weight'].shape[0]}")
+        raise CheckpointError(
+            f"{src} has a {state[HEAD_PREFIX + 'weight'].shape[0]}-class head but "
+            f"model.num_classes={own[HEAD_PREFIX + 'weight'].shape[0]}"
+        )
 
     def head(keys):
         return ", ".join(keys[:5]) + (" ..." if len(keys) > 5 else "")
+
     raise CheckpointError(
         f"{src} does not match the configured model (model.* keys / preset): "
         f"{len(missing)} missing [{head(missing)}], {len(unexpected)} unexpected [{head(unexpected)}], "
-        f"{len(shape)} with another shape [{head(shape)}]")
+        f"{len(shape)} with another shape [{head(shape)}]"
+    )
 
 
 def load_weights(model: torch.nn.Module, checkpoint_path: str, trust: bool = False) -> dict:
@@ -69,8 +79,10 @@ def check_num_classes(classes: Sequence[str], num_classes: int, source: str) -> 
     if len(classes) == num_classes or (inferred and len(classes) < num_classes):
         return
     what = f"label indices up to {len(classes) - 1}" if inferred else f"{len(classes)} classes"
-    raise UsageError(f"model.num_classes={num_classes} but {source} has {what}; "
-                     f"set model.num_classes={len(classes)}" + (" or more" if inferred else ""))
+    raise UsageError(
+        f"model.num_classes={num_classes} but {source} has {what}; "
+        f"set model.num_classes={len(classes)}" + (" or more" if inferred else "")
+    )
 
 
 def resolve_weights(cfg: Config, checkpoint_path: Optional[str] = None, pretrained: str = "") -> Tuple[str, str]:
@@ -90,14 +102,17 @@ def resolve_weights(cfg: Config, checkpoint_path: Optional[str] = None, pretrain
         return "checkpoint", epochs[-1][1]
     if cfg.model.pretrained:
         return "pretrained", cfg.model.pretrained
-    raise CheckpointError(f"no checkpoint given (--checkpoint / --pretrained / test.checkpoint_file) and none found "
-                          f"in {os.path.join(cfg.output_dir, 'checkpoints')}")
+    raise CheckpointError(
+        f"no checkpoint given (--checkpoint / --pretrained / test.checkpoint_file) and none found "
+        f"in {os.path.join(cfg.output_dir, 'checkpoints')}"
+    )
 
 
 @dataclass
 class LoadedWeights:
     """Where an inference model's weights came from, and the class names they bring (a pretrained
     Kinetics-400 head, or a checkpoint's ``classes`` list; None if they bring none)."""
+
     source: str
     classes: Optional[List[str]] = None
 
@@ -114,16 +129,23 @@ def _load_pretrained(model: torch.nn.Module, name: str, num_classes: int) -> Loa
     info = load_pretrained_weights(model, name)
     if info.classes is None:
         n = pretrained_entry(name)["num_classes"]
-        raise CheckpointError(f"pretrained '{name}' has a {n}-class head but model.num_classes={num_classes}; "
-                              f"set model.num_classes={n} to run it (other class counts are for fine-tuning)")
+        raise CheckpointError(
+            f"pretrained '{name}' has a {n}-class head but model.num_classes={num_classes}; "
+            f"set model.num_classes={n} to run it (other class counts are for fine-tuning)"
+        )
     for note in info.notes:
         log.info("pretrained %s: %s", name, note)
     return LoadedWeights(f"pretrained:{name} ({info.path}, sha256 {info.sha256[:16]})", info.classes)
 
 
-def load_inference_model(cfg: Config, checkpoint_path: Optional[str], device: torch.device,
-                         random_init: bool = False, trust: bool = False,
-                         pretrained: str = "") -> Tuple[torch.nn.Module, LoadedWeights]:
+def load_inference_model(
+    cfg: Config,
+    checkpoint_path: Optional[str],
+    device: torch.device,
+    random_init: bool = False,
+    trust: bool = False,
+    pretrained: str = "",
+) -> Tuple[torch.nn.Module, LoadedWeights]:
     """``build_model(cfg.model)`` with the weights :func:`resolve_weights` picks, on ``device``, in
     eval mode, and what was loaded. ``random_init=True`` skips the weights (benchmarks only);
     ``trust=True`` allows a checkpoint that needs full unpickling (``--trust-checkpoint``)."""
@@ -139,8 +161,14 @@ def load_inference_model(cfg: Config, checkpoint_path: Optional[str], device: to
     return model.to(device).eval(), weights
 
 
-def build_inference_model(cfg: Config, checkpoint_path: Optional[str], device: torch.device,
-                          random_init: bool = False, trust: bool = False, pretrained: str = "") -> torch.nn.Module:
+def build_inference_model(
+    cfg: Config,
+    checkpoint_path: Optional[str],
+    device: torch.device,
+    random_init: bool = False,
+    trust: bool = False,
+    pretrained: str = "",
+) -> torch.nn.Module:
     """The model of :func:`load_inference_model` alone."""
     return load_inference_model(cfg, checkpoint_path, device, random_init, trust, pretrained)[0]
 
@@ -151,14 +179,19 @@ def class_names_for(data: DataConfig, num_classes: int, fallback: Optional[Seque
     bring, see :class:`LoadedWeights`); missing names are ``class_<i>``. A class list longer than
     ``num_classes`` is a one-line UsageError (the names would not match the outputs)."""
     try:
-        names = load_classes(data.root, data.classes_file) if data.classes_file \
+        names = (
+            load_classes(data.root, data.classes_file)
+            if data.classes_file
             else default_classes(data.root, data.train_split) or []
+        )
     except (OSError, ValueError):  # no annotations at hand: predictions are still useful
         names = []
     inferred = names == [str(i) for i in range(len(names))]
     if fallback and (not names or inferred):
         names = list(fallback)
     elif len(names) > num_classes and not inferred:
-        raise UsageError(f"model.num_classes={num_classes} but the class list "
-                         f"({data.classes_file or 'labels of ' + data.train_split}) has {len(names)} classes")
+        raise UsageError(
+            f"model.num_classes={num_classes} but the class list "
+            f"({data.classes_file or 'labels of ' + data.train_split}) has {len(names)} classes"
+        )
     return names[:num_classes] + [f"class_{i}" for i in range(len(names), num_classes)]

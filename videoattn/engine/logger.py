@@ -3,6 +3,7 @@
 Only the main process (rank 0) writes anything; on other ranks every call is a no-op, so the
 training loop can call these unconditionally.
 """
+
 from __future__ import annotations
 
 import json
@@ -102,8 +103,11 @@ class MetricsWriter:
         append_bytes(self._file, (json.dumps(row) + "\n").encode("utf-8"), self.path)  # whole rows only
         if self._tb is not None:
             for k, v in row.items():
-                if k not in ("kind", "epoch", "step", "time") and isinstance(v, (int, float)) \
-                        and not isinstance(v, bool):
+                if (
+                    k not in ("kind", "epoch", "step", "time")
+                    and isinstance(v, (int, float))
+                    and not isinstance(v, bool)
+                ):
                     self._tb.add_scalar(f"{kind}/{k}", v, step)
 
     def close(self) -> None:
@@ -126,8 +130,16 @@ class Progress:
     every ``log_period`` iterations (``set(...)`` supplies what the line/bar shows). ``start``: the
     iterations done before ``iterable``'s first item (a resumed epoch)."""
 
-    def __init__(self, iterable: Iterable, total: int, desc: str, enabled: bool, log_period: int,
-                 log: logging.Logger, start: int = 0) -> None:
+    def __init__(
+        self,
+        iterable: Iterable,
+        total: int,
+        desc: str,
+        enabled: bool,
+        log_period: int,
+        log: logging.Logger,
+        start: int = 0,
+    ) -> None:
         self.iterable, self.total, self.desc = iterable, total, desc
         self.enabled, self.log_period, self.log = enabled, max(1, log_period), log
         self.use_bar = enabled and sys.stdout.isatty()
@@ -145,8 +157,9 @@ class Progress:
 
     def __iter__(self) -> Iterator:
         if self.use_bar:
-            self._bar = tqdm(self.iterable, total=self.total, initial=self.start, desc=self.desc, dynamic_ncols=True,
-                             leave=False)
+            self._bar = tqdm(
+                self.iterable, total=self.total, initial=self.start, desc=self.desc, dynamic_ncols=True, leave=False
+            )
             source: Iterable = self._bar
         else:
             source = self.iterable

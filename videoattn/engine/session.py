@@ -13,6 +13,7 @@ before its work, made once and kept in one typed object.
 The training part of a session (metrics writer, interrupts, the run's position, periodic and
 mid-epoch checkpoints) is :class:`videoattn.train.session.TrainSession`.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -26,17 +27,24 @@ from videoattn.data.transforms import DeviceNormalizer
 from videoattn.engine.device import autocast_dtype, configure_backends, for_device
 from videoattn.engine.inference import LoadedWeights, load_inference_model
 from videoattn.engine.logger import setup_logging
-from videoattn.utils.distributed import (DistInfo, distributed_run, init_distributed, launch_rank, main_process_claim,
-                                         resolve_device)
+from videoattn.utils.distributed import (
+    DistInfo,
+    distributed_run,
+    init_distributed,
+    launch_rank,
+    main_process_claim,
+    resolve_device,
+)
 
 
 @dataclass
 class RunSession:
     """One run of an entry point: this process, the device decisions, and what closes with it."""
-    cfg: Config                           # as the run uses it: preset expanded, device keys set (for_device)
-    info: DistInfo                        # rank, world size, launcher, this process's device
-    normalize: DeviceNormalizer           # batches -> normalised float32 on the device (one per run)
-    amp: Optional[torch.dtype]            # autocast dtype (None: off)
+
+    cfg: Config  # as the run uses it: preset expanded, device keys set (for_device)
+    info: DistInfo  # rank, world size, launcher, this process's device
+    normalize: DeviceNormalizer  # batches -> normalised float32 on the device (one per run)
+    amp: Optional[torch.dtype]  # autocast dtype (None: off)
     stack: contextlib.ExitStack = field(default_factory=contextlib.ExitStack)  # closed with the session
 
     @classmethod
@@ -57,8 +65,9 @@ class RunSession:
     def is_main(self) -> bool:
         return self.info.is_main
 
-    def load_model(self, checkpoint_path: Optional[str], random_init: bool = False, trust: bool = False,
-                   pretrained: str = "") -> Tuple[torch.nn.Module, LoadedWeights]:
+    def load_model(
+        self, checkpoint_path: Optional[str], random_init: bool = False, trust: bool = False, pretrained: str = ""
+    ) -> Tuple[torch.nn.Module, LoadedWeights]:
         """The model in eval mode on the device with the weights
         :func:`videoattn.engine.inference.resolve_weights` picks, and what was loaded."""
         return load_inference_model(self.cfg, checkpoint_path, self.device, random_init, trust, pretrained)
@@ -86,8 +95,9 @@ def one_process_session(cfg: Config, precision: Optional[str] = "test") -> RunSe
 
 
 @contextlib.contextmanager
-def locked_session(cfg: Config, tool: str, names: Iterable[str], hint: str, precision: str = "train",
-                   session_class=RunSession) -> Iterator[RunSession]:
+def locked_session(
+    cfg: Config, tool: str, names: Iterable[str], hint: str, precision: str = "train", session_class=RunSession
+) -> Iterator[RunSession]:
     """Console logging, the process group with ``cfg.output_dir`` locked (:func:`distributed_run`),
     ``names`` there claimed for ``tool``, logging to its ``train.log`` (rank 0), then the device
     decisions; a ``session_class`` session that undoes all of it, in reverse, when it closes."""

@@ -5,6 +5,7 @@ loader; results are gathered so that every (video, view) counts exactly once, an
 result equals the single-process one (per-video scores are accumulated in float64).
 Accuracies are fractions in [0, 1].
 """
+
 from __future__ import annotations
 
 import sys
@@ -18,15 +19,25 @@ from tqdm import tqdm
 
 from videoattn.data.loader import unique_broken
 from videoattn.data.transforms import DeviceNormalizer
-from videoattn.evaluation.metrics import (VideoAggregator, confusion_matrix, mean_class_accuracy, non_finite_rows,
-                                      topk_correct)
+from videoattn.evaluation.metrics import (
+    VideoAggregator,
+    confusion_matrix,
+    mean_class_accuracy,
+    non_finite_rows,
+    topk_correct,
+)
 from videoattn.utils.distributed import all_gather_object, all_reduce_, is_main_process
 from videoattn.utils.state_dict import unwrap_model
 
 
-def _scored_batches(model: torch.nn.Module, loader, device: torch.device, normalize: DeviceNormalizer,
-                    amp: Optional[torch.dtype], desc: str
-                    ) -> Iterator[Tuple[dict, torch.Tensor, Optional[torch.Tensor]]]:
+def _scored_batches(
+    model: torch.nn.Module,
+    loader,
+    device: torch.device,
+    normalize: DeviceNormalizer,
+    amp: Optional[torch.dtype],
+    desc: str,
+) -> Iterator[Tuple[dict, torch.Tensor, Optional[torch.Tensor]]]:
     """Yield ``(batch, valid (B,) bool, logits (B_valid, C) float32 on the CPU or None)``.
 
     Items with ``valid=False`` (undecodable test videos) are not run through the model. The model
@@ -34,8 +45,9 @@ def _scored_batches(model: torch.nn.Module, loader, device: torch.device, normal
     asynchronously and each batch is handed out one batch late, so the GPU never waits for the host.
     """
     pending = None
-    for batch in tqdm(loader, desc=desc, disable=not (is_main_process() and sys.stderr.isatty()), leave=False,
-                      dynamic_ncols=True):
+    for batch in tqdm(
+        loader, desc=desc, disable=not (is_main_process() and sys.stderr.isatty()), leave=False, dynamic_ncols=True
+    ):
         n = batch["label"].shape[0]
         valid = torch.as_tensor(batch.get("valid", torch.ones(n, dtype=torch.bool))).bool()
         logits = None
@@ -73,21 +85,23 @@ def _arrived(batch: dict, valid: torch.Tensor, logits) -> Tuple[dict, torch.Tens
 @dataclass
 class ClipTally:
     """One rank's share of :func:`evaluate_clips` (gathered on every rank)."""
+
     records: np.ndarray  # (N, 5) float64: video index, view index, loss, top-1 hit, top-5 hit
-    skipped: list        # (path, reason) of broken videos the loader replaced
-    invalid: int         # items marked unreadable
-    non_finite: int      # clips whose logits held NaN or inf
+    skipped: list  # (path, reason) of broken videos the loader replaced
+    invalid: int  # items marked unreadable
+    non_finite: int  # clips whose logits held NaN or inf
 
 
 @dataclass
 class ViewTally:
     """One rank's share of :func:`score_multiview` (gathered on every rank)."""
+
     hit1: int
     hit5: int
-    clips: int                         # valid views scored, NaN/inf logits left out
+    clips: int  # valid views scored, NaN/inf logits left out
     failed: List[Tuple[int, int, str]]  # (video index, view index, error) of views that did not decode
-    seen: np.ndarray                   # (N, 2) (video index, view index) pairs scored
-    logits: Optional[np.ndarray]       # (N, 2 + C) with save_logits, else None
+    seen: np.ndarray  # (N, 2) (video index, view index) pairs scored
+    logits: Optional[np.ndarray]  # (N, 2 + C) with save_logits, else None
 
 
 def _unique_rows(parts: List[np.ndarray]) -> np.ndarray:
@@ -102,8 +116,14 @@ def _unique_rows(parts: List[np.ndarray]) -> np.ndarray:
 
 
 @torch.inference_mode()
-def evaluate_clips(model: torch.nn.Module, loader, device: torch.device, normalize: DeviceNormalizer,
-                   amp: Optional[torch.dtype] = None, desc: str = "val") -> Dict[str, object]:
+def evaluate_clips(
+    model: torch.nn.Module,
+    loader,
+    device: torch.device,
+    normalize: DeviceNormalizer,
+    amp: Optional[torch.dtype] = None,
+    desc: str = "val",
+) -> Dict[str, object]:
     """Single-view validation over ``loader``, gathered across processes.
 
     Args:
@@ -133,7 +153,9 @@ def evaluate_clips(model: torch.nn.Module, loader, device: torch.device, normali
             hits = topk_correct(logits, labels, (1, 5))
             loss = F.cross_entropy(logits, labels, reduction="none")
             scored = batch["video_index"][valid][~bad].numpy(), batch["view_index"][valid][~bad].numpy()
-            records.append(np.stack([*scored, loss.numpy(), hits[1].numpy(), hits[5].numpy()], axis=1).astype(np.float64))
+            records.append(
+                np.stack([*scored, loss.numpy(), hits[1].numpy(), hits[5].numpy()], axis=1).astype(np.float64)
+            )
     finally:
         net.train(was_training)
     local = np.concatenate(records) if records else np.zeros((0, 5))
@@ -141,22 +163,28 @@ def evaluate_clips(model: torch.nn.Module, loader, device: torch.device, normali
     rows = _unique_rows([g.records for g in gathered])
     n = len(rows)
     nan = float("nan")
-    return {"top1": float(rows[:, 3].mean()) if n else nan, "top5": float(rows[:, 4].mean()) if n else nan,
-            "loss": float(rows[:, 2].mean()) if n else nan, "num_clips": n,
-            "num_invalid": sum(g.invalid for g in gathered), "num_non_finite": sum(g.non_finite for g in gathered),
-            "skipped": unique_broken(s for g in gathered for s in g.skipped)}
+    return {
+        "top1": float(rows[:, 3].mean()) if n else nan,
+        "top5": float(rows[:, 4].mean()) if n else nan,
+        "loss": float(rows[:, 2].mean()) if n else nan,
+        "num_clips": n,
+        "num_invalid": sum(g.invalid for g in gathered),
+        "num_non_finite": sum(g.non_finite for g in gathered),
+        "skipped": unique_broken(s for g in gathered for s in g.skipped),
+    }
 
 
 @dataclass
 class MultiViewResult:
     """Everything multi-view testing produced (complete on every rank after gathering)."""
-    video_scores: torch.Tensor            # (V, C) float64 aggregated scores; NaN rows for unreadable videos
-    video_labels: torch.Tensor            # (V,) int64; -1 where no view was seen
-    view_counts: torch.Tensor             # (V,) valid views scored per video
-    clip_hits: Dict[int, int]             # {1: n, 5: n} views whose own prediction was a hit
-    num_clips: int                        # valid views scored
+
+    video_scores: torch.Tensor  # (V, C) float64 aggregated scores; NaN rows for unreadable videos
+    video_labels: torch.Tensor  # (V,) int64; -1 where no view was seen
+    view_counts: torch.Tensor  # (V,) valid views scored per video
+    clip_hits: Dict[int, int]  # {1: n, 5: n} views whose own prediction was a hit
+    num_clips: int  # valid views scored
     failed_views: Dict[int, List[Tuple[int, str]]]  # video index -> [(view index, error)]
-    view_logits: Optional[np.ndarray] = None        # (N, 2 + C): video index, view index, logits
+    view_logits: Optional[np.ndarray] = None  # (N, 2 + C): video index, view index, logits
     non_finite_views: Optional[torch.Tensor] = None  # (V,) views whose logits held NaN or inf
 
     @property
@@ -183,16 +211,22 @@ class MultiViewResult:
         nan = float("nan")
         bad_views = 0 if self.non_finite_views is None else int(self.non_finite_views.sum())
         out: Dict[str, object] = {
-            "num_videos": int(ok.sum()), "num_unreadable": int((~self.readable).sum()),
-            "num_non_finite": int(self.non_finite.sum()), "num_non_finite_views": bad_views, "num_clips": self.num_clips,
+            "num_videos": int(ok.sum()),
+            "num_unreadable": int((~self.readable).sum()),
+            "num_non_finite": int(self.non_finite.sum()),
+            "num_non_finite_views": bad_views,
+            "num_clips": self.num_clips,
             "clip_top1": self.clip_hits[1] / self.num_clips if self.num_clips else nan,
             "clip_top5": self.clip_hits[5] / self.num_clips if self.num_clips else nan,
         }
         if len(labels):
             hits = topk_correct(scores, labels, (1, 5))
             conf = confusion_matrix(scores.argmax(dim=1), labels, len(class_names))
-            out.update(video_top1=hits[1].double().mean().item(), video_top5=hits[5].double().mean().item(),
-                       mean_class_accuracy=mean_class_accuracy(conf))
+            out.update(
+                video_top1=hits[1].double().mean().item(),
+                video_top5=hits[5].double().mean().item(),
+                mean_class_accuracy=mean_class_accuracy(conf),
+            )
         else:
             out.update(video_top1=nan, video_top5=nan, mean_class_accuracy=nan)
         return out
@@ -204,8 +238,10 @@ def _check_each_view_once(seen: np.ndarray, expected: int) -> None:
         return
     keys, counts = np.unique(seen, axis=0, return_counts=True)
     if (counts > 1).any():
-        raise RuntimeError(f"{int((counts > 1).sum())} (video, view) pairs were scored more than once: "
-                           "the test loader's sampler must split the views disjointly across processes")
+        raise RuntimeError(
+            f"{int((counts > 1).sum())} (video, view) pairs were scored more than once: "
+            "the test loader's sampler must split the views disjointly across processes"
+        )
     if len(keys) != expected:
         raise RuntimeError(f"the test loader yielded {len(keys)} views, expected {expected}")
 
@@ -225,10 +261,18 @@ def _merge_views(gathered: List[ViewTally]) -> Tuple[Dict[int, List[Tuple[int, s
 
 
 @torch.inference_mode()
-def score_multiview(model: torch.nn.Module, loader, num_videos: int, num_classes: int, normalize: DeviceNormalizer,
-                    aggregation: str = "softmax", save_logits: bool = False,
-                    device: torch.device = torch.device("cpu"), num_views: Optional[int] = None,
-                    amp: Optional[torch.dtype] = None) -> MultiViewResult:
+def score_multiview(
+    model: torch.nn.Module,
+    loader,
+    num_videos: int,
+    num_classes: int,
+    normalize: DeviceNormalizer,
+    aggregation: str = "softmax",
+    save_logits: bool = False,
+    device: torch.device = torch.device("cpu"),
+    num_views: Optional[int] = None,
+    amp: Optional[torch.dtype] = None,
+) -> MultiViewResult:
     """Score every view of every video in ``loader`` and aggregate per video.
 
     Args:
@@ -262,8 +306,11 @@ def score_multiview(model: torch.nn.Module, loader, num_videos: int, num_classes
         non_finite.index_add_(0, vidx[valid][bad], torch.ones(int(bad.sum()), dtype=torch.int64))
         agg.update(logits, vidx[valid])
         if save_logits:
-            logit_rows.append(np.concatenate([vidx[valid, None].numpy(), view[valid, None].numpy(),
-                                              logits.numpy()], axis=1).astype(np.float32))
+            logit_rows.append(
+                np.concatenate([vidx[valid, None].numpy(), view[valid, None].numpy(), logits.numpy()], axis=1).astype(
+                    np.float32
+                )
+            )
     agg.all_reduce()
     all_reduce_(labels, "max")
     all_reduce_(non_finite, "sum")
@@ -273,7 +320,13 @@ def score_multiview(model: torch.nn.Module, loader, num_videos: int, num_classes
     if num_views is not None:
         _check_each_view_once(np.concatenate([g.seen for g in gathered]), num_videos * num_views)
     failed_views, view_logits = _merge_views(gathered)
-    return MultiViewResult(video_scores=agg.video_scores(), video_labels=labels, view_counts=agg.counts,
-                      clip_hits={1: sum(g.hit1 for g in gathered), 5: sum(g.hit5 for g in gathered)},
-                      num_clips=sum(g.clips for g in gathered), failed_views=failed_views, view_logits=view_logits,
-                      non_finite_views=non_finite)
+    return MultiViewResult(
+        video_scores=agg.video_scores(),
+        video_labels=labels,
+        view_counts=agg.counts,
+        clip_hits={1: sum(g.hit1 for g in gathered), 5: sum(g.hit5 for g in gathered)},
+        num_clips=sum(g.clips for g in gathered),
+        failed_views=failed_views,
+        view_logits=view_logits,
+        non_finite_views=non_finite,
+    )

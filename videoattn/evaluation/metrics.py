@@ -3,6 +3,7 @@ and the per-view -> per-video aggregation used by multi-view testing.
 
 All accuracies are fractions in [0, 1]. Tensors: ``logits: (N, C)``, ``labels: (N,)`` int.
 """
+
 from __future__ import annotations
 
 from typing import Dict, Sequence
@@ -24,9 +25,9 @@ def topk_correct(logits: torch.Tensor, labels: torch.Tensor, ks: Sequence[int] =
     if logits.ndim != 2 or labels.ndim != 1 or logits.shape[0] != labels.shape[0]:
         raise ValueError(f"expected logits (N, C) and labels (N,), got {tuple(logits.shape)} and {tuple(labels.shape)}")
     kmax = min(max(ks), logits.shape[1])
-    top = logits.topk(kmax, dim=1).indices                 # (N, kmax)
-    hits = top == labels[:, None].to(top.device)          # (N, kmax)
-    return {k: hits[:, :min(k, kmax)].any(dim=1) for k in ks}
+    top = logits.topk(kmax, dim=1).indices  # (N, kmax)
+    hits = top == labels[:, None].to(top.device)  # (N, kmax)
+    return {k: hits[:, : min(k, kmax)].any(dim=1) for k in ks}
 
 
 def non_finite_rows(t: torch.Tensor) -> torch.Tensor:

@@ -3,6 +3,7 @@
 ``metrics.json``, ``per_class.csv``, ``confusion_matrix.csv`` / ``.png``, ``predictions.csv``
 and, with ``test.save_logits``, ``view_logits.npz``.
 """
+
 from __future__ import annotations
 
 import os
@@ -33,6 +34,7 @@ def write_confusion(csv_path: str, png_path: str, conf: torch.Tensor, class_name
     atomic_write_csv(csv_path, ["true\\predicted"] + list(class_names), rows)
 
     import matplotlib
+
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
@@ -50,28 +52,48 @@ def write_confusion(csv_path: str, png_path: str, conf: torch.Tensor, class_name
         for i in range(n):
             for j in range(n):
                 if conf[i, j]:
-                    ax.text(j, i, str(int(conf[i, j])), ha="center", va="center", fontsize=8,
-                            color="white" if norm[i, j] > 0.5 else "black")
+                    ax.text(
+                        j,
+                        i,
+                        str(int(conf[i, j])),
+                        ha="center",
+                        va="center",
+                        fontsize=8,
+                        color="white" if norm[i, j] > 0.5 else "black",
+                    )
     ax.set_xlabel("predicted class")
     ax.set_ylabel("true class")
     total = int(conf.sum())
-    ax.set_title(f"Video-level confusion matrix\n{total} videos, top-1 {conf.diag().sum().item() / max(total, 1):.1%}",
-                 fontsize=10)
+    ax.set_title(
+        f"Video-level confusion matrix\n{total} videos, top-1 {conf.diag().sum().item() / max(total, 1):.1%}",
+        fontsize=10,
+    )
     fig.tight_layout()
     with atomic_path(png_path) as tmp:
         fig.savefig(tmp, format="png")
     plt.close(fig)
 
 
-def write_predictions(path: str, paths: List[str], scores: torch.Tensor, labels: torch.Tensor,
-                      scored: torch.Tensor, class_names: List[str], k: int = 5,
-                      non_finite: Optional[torch.Tensor] = None) -> None:
+def write_predictions(
+    path: str,
+    paths: List[str],
+    scores: torch.Tensor,
+    labels: torch.Tensor,
+    scored: torch.Tensor,
+    class_names: List[str],
+    k: int = 5,
+    non_finite: Optional[torch.Tensor] = None,
+) -> None:
     """Per video: path, label, top-k predicted classes and their aggregated scores, and
     ``non_finite`` (1: a view's logits held NaN or inf); videos not ``scored`` (unreadable, or
     non-finite) are listed with empty predictions."""
     k = min(k, len(class_names))
-    header = ["video", "label", "label_name", "correct"] + \
-        [f"pred{i + 1}" for i in range(k)] + [f"score{i + 1}" for i in range(k)] + ["non_finite"]
+    header = (
+        ["video", "label", "label_name", "correct"]
+        + [f"pred{i + 1}" for i in range(k)]
+        + [f"score{i + 1}" for i in range(k)]
+        + ["non_finite"]
+    )
     rows = []
     for v, p in enumerate(paths):
         lab = int(labels[v])
@@ -82,8 +104,9 @@ def write_predictions(path: str, paths: List[str], scores: torch.Tensor, labels:
             continue
         top = scores[v].topk(k)
         preds = [class_names[i] for i in top.indices.tolist()]
-        rows.append([p, lab, name, int(top.indices[0] == lab)] + preds + [f"{s:.6g}" for s in top.values.tolist()]
-                    + [flag])
+        rows.append(
+            [p, lab, name, int(top.indices[0] == lab)] + preds + [f"{s:.6g}" for s in top.values.tolist()] + [flag]
+        )
     atomic_write_csv(path, header, rows)
 
 
@@ -91,9 +114,14 @@ def write_view_logits(path: str, view_logits: np.ndarray, labels: torch.Tensor, 
     """``.npz`` with ``logits (N, C)``, ``video_index (N,)``, ``view_index (N,)``, ``label (N,)``, ``paths (V,)``."""
     vidx = view_logits[:, 0].astype(np.int64)
     with atomic_path(path) as tmp, open(tmp, "wb") as f:
-        np.savez_compressed(f, logits=view_logits[:, 2:], video_index=vidx,
-                            view_index=view_logits[:, 1].astype(np.int64),
-                            label=labels.numpy()[vidx], paths=np.asarray(paths))
+        np.savez_compressed(
+            f,
+            logits=view_logits[:, 2:],
+            video_index=vidx,
+            view_index=view_logits[:, 1].astype(np.int64),
+            label=labels.numpy()[vidx],
+            paths=np.asarray(paths),
+        )
 
 
 def test_report_files(save_logits: bool) -> List[str]:
@@ -102,27 +130,46 @@ def test_report_files(save_logits: bool) -> List[str]:
     return names + (["view_logits.npz"] if save_logits else [])
 
 
-def write_test_report(out_dir: str, result, class_names: List[str], paths: List[str],
-                      extra: Dict[str, object]) -> Dict[str, object]:
+def write_test_report(
+    out_dir: str, result, class_names: List[str], paths: List[str], extra: Dict[str, object]
+) -> Dict[str, object]:
     """Write every test output under ``out_dir``; return the metrics dict written to metrics.json."""
     os.makedirs(out_dir, exist_ok=True)
     metrics = result.metrics(class_names)
     readable, scored = result.readable, result.scored
-    conf = confusion_matrix(result.video_scores[scored].argmax(dim=1) if scored.any() else torch.zeros(0),
-                            result.video_labels[scored], len(class_names))
-    unreadable = [{"path": paths[v], "error": "; ".join(sorted({e for _, e in result.failed_views.get(v, [])}))}
-                  for v in torch.nonzero(~readable).flatten().tolist()]
-    partial = [{"path": paths[v], "failed_views": [view for view, _ in fv], "error": fv[0][1]}
-               for v, fv in sorted(result.failed_views.items()) if readable[v]]
-    non_finite = [{"path": paths[v], "non_finite_views": int(result.non_finite_views[v])}
-                  for v in torch.nonzero(result.non_finite).flatten().tolist()]
+    conf = confusion_matrix(
+        result.video_scores[scored].argmax(dim=1) if scored.any() else torch.zeros(0),
+        result.video_labels[scored],
+        len(class_names),
+    )
+    unreadable = [
+        {"path": paths[v], "error": "; ".join(sorted({e for _, e in result.failed_views.get(v, [])}))}
+        for v in torch.nonzero(~readable).flatten().tolist()
+    ]
+    partial = [
+        {"path": paths[v], "failed_views": [view for view, _ in fv], "error": fv[0][1]}
+        for v, fv in sorted(result.failed_views.items())
+        if readable[v]
+    ]
+    non_finite = [
+        {"path": paths[v], "non_finite_views": int(result.non_finite_views[v])}
+        for v in torch.nonzero(result.non_finite).flatten().tolist()
+    ]
     metrics.update(unreadable=unreadable, partially_readable=partial, non_finite=non_finite, **extra)
     atomic_write_json(os.path.join(out_dir, "metrics.json"), metrics)
     write_per_class(os.path.join(out_dir, "per_class.csv"), conf, class_names)
-    write_confusion(os.path.join(out_dir, "confusion_matrix.csv"), os.path.join(out_dir, "confusion_matrix.png"),
-                    conf, class_names)
-    write_predictions(os.path.join(out_dir, "predictions.csv"), paths, result.video_scores, result.video_labels,
-                      scored, class_names, non_finite=result.non_finite)
+    write_confusion(
+        os.path.join(out_dir, "confusion_matrix.csv"), os.path.join(out_dir, "confusion_matrix.png"), conf, class_names
+    )
+    write_predictions(
+        os.path.join(out_dir, "predictions.csv"),
+        paths,
+        result.video_scores,
+        result.video_labels,
+        scored,
+        class_names,
+        non_finite=result.non_finite,
+    )
     if result.view_logits is not None:
         write_view_logits(os.path.join(out_dir, "view_logits.npz"), result.view_logits, result.video_labels, paths)
     return metrics

@@ -3,6 +3,7 @@
 ``build_model(cfg)`` builds from a config; weights come from :mod:`videoattn.models.inflate`
 (torchvision 2D ResNets) and :mod:`videoattn.models.convert` (pytorchvideo, PySlowFast).
 """
+
 from videoattn.models.attention import capture_attention
 from videoattn.models.builder import build_model
 from videoattn.models.cbam import CBAM
@@ -10,5 +11,13 @@ from videoattn.models.nonlocal_block import NonLocal3d
 from videoattn.models.presets import PRESETS
 from videoattn.models.resnet3d import TEMPORAL_PATTERNS, ResNet3D, reset_head
 
-__all__ = ["build_model", "capture_attention", "reset_head", "ResNet3D", "NonLocal3d", "CBAM",
-           "PRESETS", "TEMPORAL_PATTERNS"]
+__all__ = [
+    "build_model",
+    "capture_attention",
+    "reset_head",
+    "ResNet3D",
+    "NonLocal3d",
+    "CBAM",
+    "PRESETS",
+    "TEMPORAL_PATTERNS",
+]

@@ -9,6 +9,7 @@ Forward hooks only read activations, so outputs are unchanged; the non-local row
 recomputed for the requested queries alone (Q x M, never the full matrix). If the model runs
 several times inside the block, the maps of the last call are kept.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -21,9 +22,11 @@ from videoattn.models.cbam import CBAM
 from videoattn.models.nonlocal_block import NonLocal3d
 from videoattn.utils.state_dict import strip_wrapper_prefixes
 
+
 @contextlib.contextmanager
-def capture_attention(model: nn.Module, queries: Sequence[Tuple[float, float, float]] = ()
-                      ) -> Iterator[Dict[str, torch.Tensor]]:
+def capture_attention(
+    model: nn.Module, queries: Sequence[Tuple[float, float, float]] = ()
+) -> Iterator[Dict[str, torch.Tensor]]:
     """Yield a dict filled by the next forward pass(es) of ``model``.
 
     Args:
@@ -37,14 +40,18 @@ def capture_attention(model: nn.Module, queries: Sequence[Tuple[float, float, fl
     for raw_name, module in model.named_modules():
         name = strip_wrapper_prefixes(raw_name)
         if isinstance(module, CBAM):
+
             def cbam_hook(_m, _inp, out, key=f"{name}"):
                 maps[key] = out[:, 0].detach()
+
             handles.append(module.spatial.register_forward_hook(cbam_hook))
         elif isinstance(module, NonLocal3d) and queries:
             key = name[: -len(".nl")] + ".nonlocal" if name.endswith(".nl") else name
+
             def nl_hook(m, inp, _out, key=key):
                 with torch.no_grad():
                     maps[key] = m.attention(inp[0], queries).detach()
+
             handles.append(module.register_forward_hook(nl_hook))
     try:
         yield maps

@@ -1,4 +1,5 @@
 """``build_model(model_cfg)``: a ``model`` config section -> :class:`ResNet3D`; ``compile_model``."""
+
 from __future__ import annotations
 
 import torch
@@ -18,10 +19,18 @@ def build_model(model: ModelConfig) -> ResNet3D:
     """
     m = resolve_model_config(model)
     net = ResNet3D(
-        depth=m.depth, base_channels=m.base_channels, temporal=m.temporal, num_classes=m.num_classes,
-        dropout=m.dropout, nonlocal_locations=m.non_local.locations, nonlocal_instantiation=m.non_local.instantiation,
-        nonlocal_subsample=m.non_local.subsample, nonlocal_inter_ratio=m.non_local.inter_ratio,
-        cbam_stages=m.cbam.stages, cbam_reduction=m.cbam.reduction, cbam_kernel_size=m.cbam.kernel_size,
+        depth=m.depth,
+        base_channels=m.base_channels,
+        temporal=m.temporal,
+        num_classes=m.num_classes,
+        dropout=m.dropout,
+        nonlocal_locations=m.non_local.locations,
+        nonlocal_instantiation=m.non_local.instantiation,
+        nonlocal_subsample=m.non_local.subsample,
+        nonlocal_inter_ratio=m.non_local.inter_ratio,
+        cbam_stages=m.cbam.stages,
+        cbam_reduction=m.cbam.reduction,
+        cbam_kernel_size=m.cbam.kernel_size,
     )
     return to_channels_last_3d(net) if m.channels_last else net
 

@@ -5,6 +5,7 @@ max-pooled descriptor, spatial attention from a 2D convolution over the frame's 
 average and max maps. Nothing mixes information across time, so a CBAM-equipped block keeps
 its temporal receptive field (that is the job of the 3D convolutions and the non-local block).
 """
+
 from __future__ import annotations
 
 import torch
@@ -23,8 +24,7 @@ class ChannelGate(nn.Module):
     def __init__(self, channels: int, reduction: int = 16):
         super().__init__()
         hidden = max(channels // reduction, 1)
-        self.mlp = nn.Sequential(nn.Linear(channels, hidden), nn.ReLU(inplace=True),
-                                 nn.Linear(hidden, channels))
+        self.mlp = nn.Sequential(nn.Linear(channels, hidden), nn.ReLU(inplace=True), nn.Linear(hidden, channels))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         avg = rearrange(x.mean(dim=(3, 4)), "b c t -> b t c")

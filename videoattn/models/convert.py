@@ -20,6 +20,7 @@ PySlowFast (``ResNet`` in video_model_builder.py, single pathway)::
     s<s>.pathway0_nonlocal<j>.conv_theta/phi/g/out, bn  -> res<s>.<j>.nl.theta/phi/g/out, bn
     head.projection                                     -> head.proj
 """
+
 from __future__ import annotations
 
 import re
@@ -33,20 +34,35 @@ from videoattn.utils.serialization import CheckpointError, UntrustedCheckpointEr
 from videoattn.utils.state_dict import check_finite_state, unwrap_state_dict
 
 SOURCES = ("torchvision", "pytorchvideo", "pyslowfast")
-_PTV_BRANCH = {"branch1_conv": "downsample.0", "branch1_norm": "downsample.1",
-               "branch2.conv_a": "conv1", "branch2.norm_a": "bn1", "branch2.conv_b": "conv2",
-               "branch2.norm_b": "bn2", "branch2.conv_c": "conv3", "branch2.norm_c": "bn3"}
-_PSF_BRANCH = {"branch1": "downsample.0", "branch1_bn": "downsample.1", "branch2.a": "conv1",
-               "branch2.a_bn": "bn1", "branch2.b": "conv2", "branch2.b_bn": "bn2", "branch2.c": "conv3",
-               "branch2.c_bn": "bn3"}
+_PTV_BRANCH = {
+    "branch1_conv": "downsample.0",
+    "branch1_norm": "downsample.1",
+    "branch2.conv_a": "conv1",
+    "branch2.norm_a": "bn1",
+    "branch2.conv_b": "conv2",
+    "branch2.norm_b": "bn2",
+    "branch2.conv_c": "conv3",
+    "branch2.norm_c": "bn3",
+}
+_PSF_BRANCH = {
+    "branch1": "downsample.0",
+    "branch1_bn": "downsample.1",
+    "branch2.a": "conv1",
+    "branch2.a_bn": "bn1",
+    "branch2.b": "conv2",
+    "branch2.b_bn": "bn2",
+    "branch2.c": "conv3",
+    "branch2.c_bn": "bn3",
+}
 _PSF_NL = {"conv_theta": "theta", "conv_phi": "phi", "conv_g": "g", "conv_out": "out", "bn": "bn", "norm": "bn"}
 
 
-Rule = Tuple[str, Callable[["re.Match"], str]]   # (key pattern, new name from the match)
+Rule = Tuple[str, Callable[["re.Match"], str]]  # (key pattern, new name from the match)
 
 
-def rename_keys(state: Dict[str, torch.Tensor], rules: Sequence[Rule], source: str,
-                unknown: str = "") -> Dict[str, torch.Tensor]:
+def rename_keys(
+    state: Dict[str, torch.Tensor], rules: Sequence[Rule], source: str, unknown: str = ""
+) -> Dict[str, torch.Tensor]:
     """``state`` with every key renamed by the first rule whose pattern matches it; a key no rule
     matches is a ``KeyError`` naming it (``unknown`` is appended to the message)."""
     out = {}
@@ -73,12 +89,19 @@ def from_pytorchvideo(state: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]
     state = unwrap_state_dict(state)
     stage_ids = sorted({int(m.group(1)) for k in state if (m := re.match(r"^blocks\.(\d+)\.res_blocks\.", k))})
     stage_of = {k: f"res{i + 2}" for i, k in enumerate(stage_ids)}
-    return rename_keys(state, [
-        (r"^blocks\.0\.(conv|norm)\.(.+)$", lambda m: f"stem.{'conv' if m[1] == 'conv' else 'bn'}.{m[2]}"),
-        (r"^blocks\.(\d+)\.res_blocks\.(\d+)\.(.+)$",
-         lambda m: f"{stage_of[int(m[1])]}.{m[2]}.{sub_module(_PTV_BRANCH, m[3], 'pytorchvideo', m[0])}"),
-        (r"^blocks\.\d+\.proj\.(.+)$", lambda m: f"head.proj.{m[1]}"),
-    ], "pytorchvideo", " (only single-pathway create_resnet models convert)")
+    return rename_keys(
+        state,
+        [
+            (r"^blocks\.0\.(conv|norm)\.(.+)$", lambda m: f"stem.{'conv' if m[1] == 'conv' else 'bn'}.{m[2]}"),
+            (
+                r"^blocks\.(\d+)\.res_blocks\.(\d+)\.(.+)$",
+                lambda m: f"{stage_of[int(m[1])]}.{m[2]}.{sub_module(_PTV_BRANCH, m[3], 'pytorchvideo', m[0])}",
+            ),
+            (r"^blocks\.\d+\.proj\.(.+)$", lambda m: f"head.proj.{m[1]}"),
+        ],
+        "pytorchvideo",
+        " (only single-pathway create_resnet models convert)",
+    )
 
 
 def from_pyslowfast(state: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
@@ -86,26 +109,41 @@ def from_pyslowfast(state: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
     two = next((k for k in state if "pathway1" in k), None)
     if two:
         raise KeyError(f"PySlowFast key {two}: two-pathway (SlowFast) checkpoints are not supported")
-    return rename_keys(state, [
-        (r"^s1\.pathway0_stem\.(conv|bn)\.(.+)$", lambda m: f"stem.{m[1]}.{m[2]}"),
-        (r"^s(\d)\.pathway0_res(\d+)\.(.+)$",
-         lambda m: f"res{m[1]}.{m[2]}.{sub_module(_PSF_BRANCH, m[3], 'PySlowFast', m[0])}"),
-        (r"^s(\d)\.pathway0_nonlocal(\d+)\.(.+)$",
-         lambda m: f"res{m[1]}.{m[2]}.nl.{sub_module(_PSF_NL, m[3], 'PySlowFast', m[0])}"),
-        (r"^head\.projection\.(.+)$", lambda m: f"head.proj.{m[1]}"),
-    ], "PySlowFast", " in this model")
+    return rename_keys(
+        state,
+        [
+            (r"^s1\.pathway0_stem\.(conv|bn)\.(.+)$", lambda m: f"stem.{m[1]}.{m[2]}"),
+            (
+                r"^s(\d)\.pathway0_res(\d+)\.(.+)$",
+                lambda m: f"res{m[1]}.{m[2]}.{sub_module(_PSF_BRANCH, m[3], 'PySlowFast', m[0])}",
+            ),
+            (
+                r"^s(\d)\.pathway0_nonlocal(\d+)\.(.+)$",
+                lambda m: f"res{m[1]}.{m[2]}.nl.{sub_module(_PSF_NL, m[3], 'PySlowFast', m[0])}",
+            ),
+            (r"^head\.projection\.(.+)$", lambda m: f"head.proj.{m[1]}"),
+        ],
+        "PySlowFast",
+        " in this model",
+    )
 
 
-def check_compatible(state: Dict[str, torch.Tensor], model: nn.Module, source: str,
-                     allow_missing_head: bool = False) -> List[str]:
+def check_compatible(
+    state: Dict[str, torch.Tensor], model: nn.Module, source: str, allow_missing_head: bool = False
+) -> List[str]:
     """Raise ``ValueError`` naming mismatched/unknown keys; return the model keys left as initialised."""
     target = model.state_dict()
     unknown = [k for k in state if k not in target]
-    shape = [f"{k}: {tuple(v.shape)} vs model {tuple(target[k].shape)}" for k, v in state.items()
-             if k in target and v.shape != target[k].shape]
+    shape = [
+        f"{k}: {tuple(v.shape)} vs model {tuple(target[k].shape)}"
+        for k, v in state.items()
+        if k in target and v.shape != target[k].shape
+    ]
     if unknown or shape:
-        raise ValueError(f"{source} weights do not fit this model (check depth, base_channels, temporal, "
-                         f"non_local.locations, num_classes): unknown keys {unknown[:5]}, shape mismatches {shape[:5]}")
+        raise ValueError(
+            f"{source} weights do not fit this model (check depth, base_channels, temporal, "
+            f"non_local.locations, num_classes): unknown keys {unknown[:5]}, shape mismatches {shape[:5]}"
+        )
     missing = [k for k in target if k not in state]
     # Non-local and CBAM blocks absent from the source keep their init; the non-local block is
     # then the identity (zero BN weight), so the converted network computes the source's function.
@@ -116,8 +154,9 @@ def check_compatible(state: Dict[str, torch.Tensor], model: nn.Module, source: s
     return missing
 
 
-def convert_state_dict(source: str, state: Dict[str, torch.Tensor], model: nn.Module,
-                       inflation: str = "mean") -> tuple[Dict[str, torch.Tensor], List[str]]:
+def convert_state_dict(
+    source: str, state: Dict[str, torch.Tensor], model: nn.Module, inflation: str = "mean"
+) -> tuple[Dict[str, torch.Tensor], List[str]]:
     """Convert ``state`` from ``source`` (one of :data:`SOURCES`) for ``model``.
 
     Returns ``(state_for_model, notes)``; ``notes`` lists keys left as initialised (CBAM, a
@@ -164,8 +203,7 @@ def read_state_dict(path: str, trust: bool = False) -> Dict[str, torch.Tensor]:
     return obj
 
 
-def convert_file(source: str, path: str, model: nn.Module, inflation: str = "mean",
-                 trust: bool = False) -> List[str]:
+def convert_file(source: str, path: str, model: nn.Module, inflation: str = "mean", trust: bool = False) -> List[str]:
     """Load ``path`` (from ``source``) into ``model`` in place; return notes on keys left as initialised."""
     state, notes = convert_state_dict(source, read_state_dict(path, trust), model, inflation)
     model.load_state_dict(state, strict=False)

@@ -9,6 +9,7 @@ placed into the 3D kernel ``(O, I, t, h, w)``:
 * ``mean``: the 2D kernel repeated over t and divided by t (I3D's inflation): on a static clip
   the response equals the 2D one wherever the temporal window is inside the clip.
 """
+
 from __future__ import annotations
 
 import re
@@ -42,8 +43,9 @@ def inflate_kernel(w2d: torch.Tensor, t: int, mode: str = "mean") -> torch.Tenso
     raise ValueError(f"unknown inflation mode '{mode}'; use 'mean' or 'centre'")
 
 
-def inflate_state_dict(state2d: Dict[str, torch.Tensor], model: nn.Module, mode: str = "mean"
-                       ) -> Tuple[Dict[str, torch.Tensor], List[str]]:
+def inflate_state_dict(
+    state2d: Dict[str, torch.Tensor], model: nn.Module, mode: str = "mean"
+) -> Tuple[Dict[str, torch.Tensor], List[str]]:
     """Inflate a torchvision ResNet state dict into ``model``'s key names and shapes.
 
     Returns ``(state3d, skipped)``: ``skipped`` lists 2D keys that have no counterpart or whose
@@ -65,8 +67,10 @@ def inflate_state_dict(state2d: Dict[str, torch.Tensor], model: nn.Module, mode:
             if name.startswith("head."):
                 skipped.append(f"{key}: shape {tuple(value.shape)} != {tuple(want.shape)} (head left as initialised)")
                 continue
-            raise ValueError(f"cannot inflate {key} {tuple(value.shape)} into {name} {tuple(want.shape)}: "
-                             "does the config's depth/base_channels match the 2D network?")
+            raise ValueError(
+                f"cannot inflate {key} {tuple(value.shape)} into {name} {tuple(want.shape)}: "
+                "does the config's depth/base_channels match the 2D network?"
+            )
         out[name] = value.to(want.dtype)
     missing_backbone = [k for k in target if k not in out and not _is_extra(k)]
     if missing_backbone:

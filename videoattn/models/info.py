@@ -4,6 +4,7 @@ FLOPs follow the fvcore / PySlowFast convention (one multiply-add = one FLOP), i
 what ``torch.utils.flop_counter`` reports; like fvcore's defaults, convolutions, matmuls and
 attention are counted, element-wise ops (BN, ReLU, pooling) are not.
 """
+
 from __future__ import annotations
 
 import copy
@@ -34,5 +35,4 @@ def count_flops(model: nn.Module, input_shape: Sequence[int]) -> int:
 
 def model_summary(model: nn.Module, input_shape: Sequence[int]) -> dict:
     """``{"params": int, "flops": int (multiply-adds), "input_shape": tuple}``."""
-    return {"params": count_params(model), "flops": count_flops(model, input_shape),
-            "input_shape": tuple(input_shape)}
+    return {"params": count_params(model), "flops": count_flops(model, input_shape), "input_shape": tuple(input_shape)}

@@ -16,6 +16,7 @@ Instantiations and how they are computed (N queries, M keys, d channels):
 * ``concatenation``: ReLU(w . [theta_i, phi_j] + b) / M. The ReLU makes it genuinely pairwise:
   computed in query chunks (bounded memory at inference; training keeps the N x M activations).
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -39,8 +40,7 @@ CPU_EXPLICIT_MIN_HEAD_DIM = 512
 CPU_EXPLICIT_MAX_ELEMENTS = 1 << 26  # B * N * M
 
 
-def attention_path(device: torch.device, batch: int, queries: int, keys: int, head_dim: int,
-                   training: bool) -> str:
+def attention_path(device: torch.device, batch: int, queries: int, keys: int, head_dim: int, training: bool) -> str:
     """The faster exact softmax-attention path: ``"explicit"`` (softmax(q k^T) v with the
     (B, N, M) matrix) or ``"sdpa"`` (``F.scaled_dot_product_attention``, never builds it).
 
@@ -77,12 +77,19 @@ class NonLocal3d(nn.Module):
             :func:`attention_path`), ``"sdpa"`` or ``"explicit"``; same outputs within 1e-4.
     """
 
-    def __init__(self, dim: int, inter_dim: int, instantiation: str = "embedded_gaussian",
-                 subsample: Sequence[int] = (1, 2, 2), path: str = "auto"):
+    def __init__(
+        self,
+        dim: int,
+        inter_dim: int,
+        instantiation: str = "embedded_gaussian",
+        subsample: Sequence[int] = (1, 2, 2),
+        path: str = "auto",
+    ):
         super().__init__()
         if instantiation not in INSTANTIATIONS:
-            raise UsageError(f"unknown non-local instantiation '{instantiation}'; "
-                             f"choose one of {', '.join(INSTANTIATIONS)}")
+            raise UsageError(
+                f"unknown non-local instantiation '{instantiation}'; choose one of {', '.join(INSTANTIATIONS)}"
+            )
         if path not in ATTENTION_PATHS:
             raise UsageError(f"unknown non-local path '{path}'; choose one of {', '.join(ATTENTION_PATHS)}")
         self.instantiation, self.path = instantiation, path
@@ -121,7 +128,7 @@ class NonLocal3d(nn.Module):
         """Pairwise ``ReLU(w_q . q_i + w_k . k_j + b) / M``: (B, N, d), (B, M, d) -> (B, N, M)."""
         w = self.concat_project.weight[0]
         a = q @ w[: self.inter_dim]
-        b = k @ w[self.inter_dim:] + self.concat_project.bias
+        b = k @ w[self.inter_dim :] + self.concat_project.bias
         return F.relu(a[:, :, None] + b[:, None, :]) / k.shape[1]
 
     # -- forward ----------------------------------------------------------------------------
@@ -144,21 +151,20 @@ class NonLocal3d(nn.Module):
         if self.instantiation == "dot_product":
             return q @ _mean_outer(k, v).to(q.dtype)
         chunk = max(1, _CONCAT_CHUNK // max(k.shape[1], 1))
-        return torch.cat([self._concat_logits(q[:, i:i + chunk], k) @ v
-                          for i in range(0, q.shape[1], chunk)], dim=1)
+        return torch.cat([self._concat_logits(q[:, i : i + chunk], k) @ v for i in range(0, q.shape[1], chunk)], dim=1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         B, C, T, H, W = x.shape
         k, v, _ = self._keys(x)
-        y = self.aggregate(self._queries(x), k, v)                                   # (B, N, e)
+        y = self.aggregate(self._queries(x), k, v)  # (B, N, e)
         if self.training or self.bn.running_var is None:
-            y = F.linear(y, self.out.weight.flatten(1), self.out.bias)               # (B, N, C)
+            y = F.linear(y, self.out.weight.flatten(1), self.out.bias)  # (B, N, C)
             return x + self.bn(rearrange(y, "b (t h w) c -> b c t h w", t=T, h=H, w=W))
         # Inference: BN with running statistics is affine, so fold it into the output conv and let
         # one batched matmul add the residual (no separate (B, C, THW) temporaries).
         scale = self.bn.weight * torch.rsqrt(self.bn.running_var + self.bn.eps)
-        weight = self.out.weight.flatten(1) * scale[:, None]                       # (C, e)
-        bias = (self.out.bias - self.bn.running_mean) * scale + self.bn.bias        # (C,)
+        weight = self.out.weight.flatten(1) * scale[:, None]  # (C, e)
+        bias = (self.out.bias - self.bn.running_mean) * scale + self.bn.bias  # (C,)
         z = torch.baddbmm(x.flatten(2), weight.expand(B, -1, -1), y.transpose(1, 2))
         return z.add_(bias[:, None]).view(B, C, T, H, W)
 
@@ -178,9 +184,9 @@ class NonLocal3d(nn.Module):
         B, C, T, H, W = x.shape
         idx = [tuple(min(int(float(c) * n), n - 1) for c, n in zip(qpos, (T, H, W))) for qpos in queries]
         ti, yi, xi = (torch.tensor(list(col), device=x.device) for col in zip(*idx))
-        xq = x[:, :, ti, yi, xi]                                   # (B, C, Q)
+        xq = x[:, :, ti, yi, xi]  # (B, C, Q)
         if self.instantiation != "gaussian":
-            w = self.theta.weight.flatten(1)                       # (d, C)
+            w = self.theta.weight.flatten(1)  # (d, C)
             q = torch.einsum("dc,bcq->bqd", w, xq) + self.theta.bias
         else:
             q = xq.transpose(1, 2)

@@ -6,6 +6,7 @@ key from ``model.preset``, else from :data:`STANDARD`. So a key set explicitly a
 preset, and the preset over the standard value. Non-local placement follows PySlowFast's
 I3D_NLN_8x8_R50 (NL after blocks 1 and 3 of res3 and blocks 1, 3 and 5 of res4).
 """
+
 from __future__ import annotations
 
 import copy
@@ -18,14 +19,19 @@ from videoattn.utils.errors import UsageError
 
 # The value of every preset-able key that neither the preset nor the config sets.
 STANDARD: Dict[str, Any] = {
-    "depth": 50, "base_channels": 64, "temporal": "i3d",
-    "non_local": {"locations": [[], [], [], []], "instantiation": "embedded_gaussian", "subsample": [1, 2, 2],
-                  "inter_ratio": 0.5},
+    "depth": 50,
+    "base_channels": 64,
+    "temporal": "i3d",
+    "non_local": {
+        "locations": [[], [], [], []],
+        "instantiation": "embedded_gaussian",
+        "subsample": [1, 2, 2],
+        "inter_ratio": 0.5,
+    },
     "cbam": {"stages": [], "reduction": 16, "kernel_size": 7},
 }
 
-_NL_R50 = {"locations": [[], [1, 3], [1, 3, 5], []], "instantiation": "embedded_gaussian",
-           "subsample": [1, 2, 2]}
+_NL_R50 = {"locations": [[], [1, 3], [1, 3, 5], []], "instantiation": "embedded_gaussian", "subsample": [1, 2, 2]}
 _CBAM_ALL = {"stages": [2, 3, 4, 5]}
 _NONE_NL = {"locations": [[], [], [], []]}
 _NONE_CBAM: dict = {"stages": []}
@@ -38,13 +44,15 @@ PRESETS: Dict[str, dict] = {
     "C2D_R50": {"depth": 50, "temporal": "c2d", "non_local": _NONE_NL, "cbam": _NONE_CBAM},
     "SLOW_R50": {"depth": 50, "temporal": "slow", "non_local": _NONE_NL, "cbam": _NONE_CBAM},
     # Tiny CPU model for the demo and tests: R18 layout at a quarter of the width.
-    "I3D_NL_CBAM_R18": {"depth": 18, "base_channels": 16, "temporal": "i3d",
-                        "non_local": {"locations": [[], [1], [1], []], "instantiation": "embedded_gaussian",
-                                      "subsample": [1, 2, 2]},
-                        "cbam": {"stages": [2, 3, 4, 5], "reduction": 4}},
+    "I3D_NL_CBAM_R18": {
+        "depth": 18,
+        "base_channels": 16,
+        "temporal": "i3d",
+        "non_local": {"locations": [[], [1], [1], []], "instantiation": "embedded_gaussian", "subsample": [1, 2, 2]},
+        "cbam": {"stages": [2, 3, 4, 5], "reduction": 4},
+    },
     # Its per-frame twin (no temporal kernels, no non-local): the demo's C2D baseline.
-    "C2D_R18": {"depth": 18, "base_channels": 16, "temporal": "c2d", "non_local": _NONE_NL,
-                "cbam": _NONE_CBAM},
+    "C2D_R18": {"depth": 18, "base_channels": 16, "temporal": "c2d", "non_local": _NONE_NL, "cbam": _NONE_CBAM},
 }
 
 

@@ -19,6 +19,7 @@ its sha256 is then recorded beside it and re-checked on later loads. Files are r
 (``weights_only``); Kinetics-400 weights bring the Kinetics-400 class names, ImageNet weights
 torchvision's ImageNet categories (when the model's head takes them).
 """
+
 from __future__ import annotations
 
 import warnings
@@ -34,9 +35,9 @@ from videoattn.models.presets import PRESETS
 from videoattn.models.resnet3d import ResNet3D
 from videoattn.utils import download
 from videoattn.utils.download import DownloadError  # noqa: F401  (raised by fetch_pretrained)
+from videoattn.utils.errors import UsageError
 from videoattn.utils.resources import kinetics400_classes
 from videoattn.utils.serialization import CheckpointError
-from videoattn.utils.errors import UsageError
 
 with warnings.catch_warnings():  # pytorchvideo's import warns about torch.jit.script
     warnings.simplefilter("ignore", FutureWarning)
@@ -59,6 +60,7 @@ _IMAGENET_META = {18: ResNet18_Weights.IMAGENET1K_V1, 50: ResNet50_Weights.IMAGE
 class PretrainedInfo:
     """What :func:`load_pretrained_weights` loaded: its origin, the cached file, and the class
     names of the model's head (None where the head was left as initialised)."""
+
     name: str
     source: str
     url: str
@@ -87,18 +89,27 @@ def reference_model(entry: dict) -> ResNet3D:
     """The entry's preset model with its head (used to verify a file; ``meta`` device, no memory)."""
     p = PRESETS[entry["preset"]]
     with torch.device("meta"):
-        return ResNet3D(depth=p["depth"], base_channels=p.get("base_channels", 64), temporal=p["temporal"],
-                        num_classes=entry["num_classes"], nonlocal_locations=p["non_local"]["locations"],
-                        cbam_stages=p["cbam"]["stages"])
+        return ResNet3D(
+            depth=p["depth"],
+            base_channels=p.get("base_channels", 64),
+            temporal=p["temporal"],
+            num_classes=entry["num_classes"],
+            nonlocal_locations=p["non_local"]["locations"],
+            cbam_stages=p["cbam"]["stages"],
+        )
 
 
 def layout_hint(name: str, entry: dict) -> str:
     """Which models ``name``'s weights fit, as advice for a config that does not."""
     if entry["preset"] and entry["source"] == "pytorchvideo":
-        return (f"'{name}' holds {entry['preset']} weights: use model.preset={entry['preset']} "
-                f"(non-local / CBAM may be added) with depth, base_channels and temporal unset")
-    return (f"'{name}' holds 2D ResNet-{entry['depth']} weights: they inflate into a model with "
-            f"model.depth={entry['depth']} and model.base_channels=64")
+        return (
+            f"'{name}' holds {entry['preset']} weights: use model.preset={entry['preset']} "
+            f"(non-local / CBAM may be added) with depth, base_channels and temporal unset"
+        )
+    return (
+        f"'{name}' holds 2D ResNet-{entry['depth']} weights: they inflate into a model with "
+        f"model.depth={entry['depth']} and model.base_channels=64"
+    )
 
 
 def verify_by_conversion(path: str, entry: dict) -> None:
@@ -113,8 +124,9 @@ def verify_by_conversion(path: str, entry: dict) -> None:
         raise ValueError(f"it lacks {len(missing)} keys of {entry['preset']}, e.g. {missing[:3]}")
 
 
-def fetch_pretrained(name: str, cache: Optional[str] = None, base_url: Optional[str] = None,
-                     registry: Optional[Dict[str, dict]] = None) -> Tuple[str, str]:
+def fetch_pretrained(
+    name: str, cache: Optional[str] = None, base_url: Optional[str] = None, registry: Optional[Dict[str, dict]] = None
+) -> Tuple[str, str]:
     """``(path, sha256)`` of the verified cached file of ``name`` (downloaded if absent).
 
     Raises :class:`DownloadError` (one line) when the file cannot be had, fails its checksum,
@@ -137,9 +149,14 @@ def _pytorchvideo_state(state: dict, model: nn.Module, name: str) -> tuple:
     return converted, [f"{k}: left as initialised" for k in missing]
 
 
-def load_pretrained_weights(model: nn.Module, name: str, cache: Optional[str] = None,
-                            base_url: Optional[str] = None, inflation: str = "mean",
-                            registry: Optional[Dict[str, dict]] = None) -> PretrainedInfo:
+def load_pretrained_weights(
+    model: nn.Module,
+    name: str,
+    cache: Optional[str] = None,
+    base_url: Optional[str] = None,
+    inflation: str = "mean",
+    registry: Optional[Dict[str, dict]] = None,
+) -> PretrainedInfo:
     """Load the public weights ``name`` (see :data:`PRETRAINED`) into ``model`` in place.
 
     Kinetics-400 weights need the preset's layout (non-local / CBAM blocks absent from the file
@@ -166,5 +183,12 @@ def load_pretrained_weights(model: nn.Module, name: str, cache: Optional[str] = 
         raise UsageError(f"{e}; {layout_hint(name, entry)}") from None
     model.load_state_dict(converted, strict=False)
     head_loaded = any(k.startswith("head.") for k in converted)
-    return PretrainedInfo(name=name, source=entry["source"], url=entry["url"], path=path, sha256=sha256,
-                          classes=class_names(entry) if head_loaded else None, notes=notes)
+    return PretrainedInfo(
+        name=name,
+        source=entry["source"],
+        url=entry["url"],
+        path=path,
+        sha256=sha256,
+        classes=class_names(entry) if head_loaded else None,
+        notes=notes,
+    )

@@ -10,6 +10,7 @@ weights inflate by name.
 Temporal kernels are data (:data:`TEMPORAL_PATTERNS`): per stage a basis cycled over the
 blocks, e.g. I3D res3 ``[3, 1]`` -> blocks use 3, 1, 3, 1 in their first convolution.
 """
+
 from __future__ import annotations
 
 from typing import Dict, List, Optional, Sequence
@@ -40,8 +41,14 @@ class Stem(nn.Module):
 
     def __init__(self, in_channels: int, out_channels: int, temporal_kernel: int):
         super().__init__()
-        self.conv = nn.Conv3d(in_channels, out_channels, (temporal_kernel, 7, 7), stride=(1, 2, 2),
-                              padding=(temporal_kernel // 2, 3, 3), bias=False)
+        self.conv = nn.Conv3d(
+            in_channels,
+            out_channels,
+            (temporal_kernel, 7, 7),
+            stride=(1, 2, 2),
+            padding=(temporal_kernel // 2, 3, 3),
+            bias=False,
+        )
         self.bn = nn.BatchNorm3d(out_channels)
         self.relu = nn.ReLU(inplace=True)
         self.pool = nn.MaxPool3d((1, 3, 3), stride=(1, 2, 2), padding=(0, 1, 1))
@@ -53,8 +60,9 @@ class Stem(nn.Module):
 def _downsample(in_channels: int, out_channels: int, stride: int) -> Optional[nn.Sequential]:
     if stride == 1 and in_channels == out_channels:
         return None
-    return nn.Sequential(nn.Conv3d(in_channels, out_channels, 1, stride=(1, stride, stride), bias=False),
-                         nn.BatchNorm3d(out_channels))
+    return nn.Sequential(
+        nn.Conv3d(in_channels, out_channels, 1, stride=(1, stride, stride), bias=False), nn.BatchNorm3d(out_channels)
+    )
 
 
 class _ResBlock(nn.Module):
@@ -93,8 +101,14 @@ class BasicBlock(_ResBlock):
     def __init__(self, in_channels: int, width: int, temporal_kernel: int, stride: int):
         super().__init__()
         out_channels = width * self.expansion
-        self.conv1 = nn.Conv3d(in_channels, width, (temporal_kernel, 3, 3), stride=(1, stride, stride),
-                               padding=(temporal_kernel // 2, 1, 1), bias=False)
+        self.conv1 = nn.Conv3d(
+            in_channels,
+            width,
+            (temporal_kernel, 3, 3),
+            stride=(1, stride, stride),
+            padding=(temporal_kernel // 2, 1, 1),
+            bias=False,
+        )
         self.bn1 = nn.BatchNorm3d(width)
         self.conv2 = nn.Conv3d(width, out_channels, (1, 3, 3), padding=(0, 1, 1), bias=False)
         self.bn2 = nn.BatchNorm3d(out_channels)
@@ -116,11 +130,11 @@ class Bottleneck(_ResBlock):
     def __init__(self, in_channels: int, width: int, temporal_kernel: int, stride: int):
         super().__init__()
         out_channels = width * self.expansion
-        self.conv1 = nn.Conv3d(in_channels, width, (temporal_kernel, 1, 1),
-                               padding=(temporal_kernel // 2, 0, 0), bias=False)
+        self.conv1 = nn.Conv3d(
+            in_channels, width, (temporal_kernel, 1, 1), padding=(temporal_kernel // 2, 0, 0), bias=False
+        )
         self.bn1 = nn.BatchNorm3d(width)
-        self.conv2 = nn.Conv3d(width, width, (1, 3, 3), stride=(1, stride, stride), padding=(0, 1, 1),
-                               bias=False)
+        self.conv2 = nn.Conv3d(width, width, (1, 3, 3), stride=(1, stride, stride), padding=(0, 1, 1), bias=False)
         self.bn2 = nn.BatchNorm3d(width)
         self.conv3 = nn.Conv3d(width, out_channels, 1, bias=False)
         self.bn3 = nn.BatchNorm3d(out_channels)
@@ -161,12 +175,21 @@ class ResNet3D(nn.Module):
         cbam_stages: stages (2..5) whose every block applies CBAM to its residual branch.
     """
 
-    def __init__(self, depth: int = 50, base_channels: int = 64, temporal: str = "i3d",
-                 num_classes: int = 400, dropout: float = 0.5,
-                 nonlocal_locations: Sequence[Sequence[int]] = ((), (), (), ()),
-                 nonlocal_instantiation: str = "embedded_gaussian",
-                 nonlocal_subsample: Sequence[int] = (1, 2, 2), nonlocal_inter_ratio: float = 0.5,
-                 cbam_stages: Sequence[int] = (), cbam_reduction: int = 16, cbam_kernel_size: int = 7):
+    def __init__(
+        self,
+        depth: int = 50,
+        base_channels: int = 64,
+        temporal: str = "i3d",
+        num_classes: int = 400,
+        dropout: float = 0.5,
+        nonlocal_locations: Sequence[Sequence[int]] = ((), (), (), ()),
+        nonlocal_instantiation: str = "embedded_gaussian",
+        nonlocal_subsample: Sequence[int] = (1, 2, 2),
+        nonlocal_inter_ratio: float = 0.5,
+        cbam_stages: Sequence[int] = (),
+        cbam_reduction: int = 16,
+        cbam_kernel_size: int = 7,
+    ):
         super().__init__()
         if depth not in STAGE_DEPTHS:
             raise UsageError(f"unsupported ResNet depth {depth}; choose one of {sorted(STAGE_DEPTHS)}")
@@ -183,11 +206,10 @@ class ResNet3D(nn.Module):
         self.stem = Stem(3, base_channels, pattern["stem"])
         in_channels = base_channels
         for i, (name, n_blocks) in enumerate(zip(STAGES, STAGE_DEPTHS[depth])):
-            basis, width = pattern["stages"][i], base_channels * 2 ** i
+            basis, width = pattern["stages"][i], base_channels * 2**i
             nl_at = set(int(j) for j in nonlocal_locations[i])
             if any(j >= n_blocks or j < 0 for j in nl_at):
-                raise UsageError(f"non-local location {sorted(nl_at)} out of range for {name} "
-                                 f"with {n_blocks} blocks")
+                raise UsageError(f"non-local location {sorted(nl_at)} out of range for {name} with {n_blocks} blocks")
             blocks: List[nn.Module] = []
             for j in range(n_blocks):
                 b = block(in_channels, width, basis[j % len(basis)], stride=1 if (i == 0 or j > 0) else 2)
@@ -195,8 +217,9 @@ class ResNet3D(nn.Module):
                 if (i + 2) in cbam_stages:
                     b.cbam = CBAM(in_channels, cbam_reduction, cbam_kernel_size)
                 if j in nl_at:
-                    b.nl = NonLocal3d(in_channels, int(in_channels * nonlocal_inter_ratio),
-                                      nonlocal_instantiation, nonlocal_subsample)
+                    b.nl = NonLocal3d(
+                        in_channels, int(in_channels * nonlocal_inter_ratio), nonlocal_instantiation, nonlocal_subsample
+                    )
                 blocks.append(b)
             self.add_module(name, nn.Sequential(*blocks))
             if i == 0:
@@ -234,7 +257,7 @@ class ResNet3D(nn.Module):
         last = max(STAGES.index(layer) for layer in layers)
         out: Dict[str, torch.Tensor] = {}
         x = self.stem(x)
-        for name in STAGES[:last + 1]:
+        for name in STAGES[: last + 1]:
             x = getattr(self, name)(x)
             if name in layers:
                 out[name] = x

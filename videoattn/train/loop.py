@@ -16,6 +16,7 @@ Read top to bottom, :func:`train` does::
 world_size`` clips: ``// data.clips_per_video`` videos of N clips (an epoch: N x the steps; see
 :func:`videoattn.data.loader.videos_per_batch`, also for how PySlowFast's AUG.NUM_SAMPLE differs).
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -37,61 +38,84 @@ from videoattn.data import build_dataset, build_loader
 from videoattn.data.dataset import missing_report_name
 from videoattn.data.loader import unique_broken, videos_per_batch
 from videoattn.engine import checkpoint as ckpt_lib
-from videoattn.evaluation.evaluate import evaluate_clips
-from videoattn.evaluation.metrics import NonFiniteLossError
 from videoattn.engine.inference import check_num_classes
 from videoattn.engine.logger import MetricsWriter, Progress
+from videoattn.evaluation.evaluate import evaluate_clips
+from videoattn.evaluation.metrics import NonFiniteLossError
+from videoattn.models import build_model
+from videoattn.models.builder import compile_model
+from videoattn.models.pretrained import load_pretrained_weights
 from videoattn.train.meter import Clock, Meter
 from videoattn.train.midepoch import continue_epoch, position_of, resume_iteration
 from videoattn.train.precise_bn import update_bn_stats
 from videoattn.train.session import TrainSession
-from videoattn.train.state import TrainState
 from videoattn.train.solver import build_optimizer, build_scheduler
-from videoattn.models import build_model
-from videoattn.models.builder import compile_model
-from videoattn.models.pretrained import load_pretrained_weights
-from videoattn.utils.distributed import (DistInfo, all_gather_object, barrier, broadcast_object, launch_world_size,
-                                         main_process_claim, per_process_batch)
+from videoattn.train.state import TrainState
+from videoattn.utils.distributed import (
+    DistInfo,
+    all_gather_object,
+    barrier,
+    broadcast_object,
+    launch_world_size,
+    main_process_claim,
+    per_process_batch,
+)
 from videoattn.utils.errors import UsageError
 
 logger = logging.getLogger(__name__)
-MAX_LISTED_BROKEN = 20   # broken videos named per epoch summary (all are counted)
+MAX_LISTED_BROKEN = 20  # broken videos named per epoch summary (all are counted)
 # What train_net writes into output_dir, claimed (videoattn/utils/outputs.py) before the first write;
 # the checkpoints/ files are claimed as they are saved, the best one here too (a refusal comes early).
-OUTPUT_NAMES = ["config.yaml", "train.log", "metrics.jsonl", "tensorboard", missing_report_name("train"),
-                missing_report_name("val"), ckpt_lib.checkpoint_name(ckpt_lib.BEST_NAME)]
+OUTPUT_NAMES = [
+    "config.yaml",
+    "train.log",
+    "metrics.jsonl",
+    "tensorboard",
+    missing_report_name("train"),
+    missing_report_name("val"),
+    ckpt_lib.checkpoint_name(ckpt_lib.BEST_NAME),
+]
 OUTPUT_HINT = "use another output_dir"
 
 
 @dataclass
 class EpochSummary:
     """An epoch's numbers over all ranks, and its broken videos."""
-    epoch: int                            # 1-based
+
+    epoch: int  # 1-based
     global_step: int
     loss: float
     top1: float
     clips: int
     clips_per_s: float
     data_wait_frac: float
-    skipped: int                          # broken training videos (each file once)
-    broken: List[Tuple[str, str]]         # (path, reason) of the epoch's broken videos, training and validation
+    skipped: int  # broken training videos (each file once)
+    broken: List[Tuple[str, str]]  # (path, reason) of the epoch's broken videos, training and validation
     val: Dict[str, float] = field(default_factory=dict)  # the validation metrics, if it validated
 
     def to_metrics(self) -> dict:
         """The numbers as logged, saved in checkpoints and kept in :attr:`TrainResult.history`."""
-        return {"epoch": self.epoch, "global_step": self.global_step, "loss": self.loss, "top1": self.top1,
-                "clips": self.clips, "clips_per_s": self.clips_per_s, "data_wait_frac": self.data_wait_frac,
-                "skipped": self.skipped, **{f"val_{k}": v for k, v in self.val.items()}}
+        return {
+            "epoch": self.epoch,
+            "global_step": self.global_step,
+            "loss": self.loss,
+            "top1": self.top1,
+            "clips": self.clips,
+            "clips_per_s": self.clips_per_s,
+            "data_wait_frac": self.data_wait_frac,
+            "skipped": self.skipped,
+            **{f"val_{k}": v for k, v in self.val.items()},
+        }
 
 
 @dataclass
 class TrainResult:
-    model: nn.Module                      # the trained plain module (no DDP wrapper)
-    epochs_run: int                       # epochs trained by this call (0 if already complete)
-    best_top1: float                      # best validation top-1 (fraction) seen, -1 if never evaluated
-    last_val: dict = field(default_factory=dict)   # the last validation metrics
+    model: nn.Module  # the trained plain module (no DDP wrapper)
+    epochs_run: int  # epochs trained by this call (0 if already complete)
+    best_top1: float  # best validation top-1 (fraction) seen, -1 if never evaluated
+    last_val: dict = field(default_factory=dict)  # the last validation metrics
     history: List[dict] = field(default_factory=list)  # one epoch summary per epoch run
-    exit_code: int = 0                    # 75 (requeue) / 143: stopped on a signal, a checkpoint written
+    exit_code: int = 0  # 75 (requeue) / 143: stopped on a signal, a checkpoint written
 
 
 def seed_everything(seed: int) -> None:
@@ -129,16 +153,26 @@ def _train(session: TrainSession) -> TrainResult:
     cfg, info = session.cfg, session.info
     if info.is_main:
         save_config(cfg, os.path.join(cfg.output_dir, "config.yaml"))
-    logger.info("training on %d process(es) (%s), device %s, global batch %d clips (%d per process, %d per "
-                "video)", info.world_size, info.launcher, info.device, cfg.train.batch_size,
-                cfg.train.batch_size // info.world_size, cfg.data.clips_per_video)
+    logger.info(
+        "training on %d process(es) (%s), device %s, global batch %d clips (%d per process, %d per video)",
+        info.world_size,
+        info.launcher,
+        info.device,
+        cfg.train.batch_size,
+        cfg.train.batch_size // info.world_size,
+        cfg.data.clips_per_video,
+    )
     seed_everything(cfg.seed)  # identical initial weights on every rank
     model = build_model(cfg.model).to(info.device)
     train_loader, val_loader = _loaders(cfg, info)
     updates_per_epoch = -(-len(train_loader) // cfg.train.accumulation_steps)
     optimizer = build_optimizer(model, cfg.solver)
-    state = TrainState(model, optimizer, build_scheduler(optimizer, cfg.solver, updates_per_epoch),
-                       torch.amp.GradScaler(info.device.type, enabled=session.amp == torch.float16))
+    state = TrainState(
+        model,
+        optimizer,
+        build_scheduler(optimizer, cfg.solver, updates_per_epoch),
+        torch.amp.GradScaler(info.device.type, enabled=session.amp == torch.float16),
+    )
     session.position.checkpoint = _resume_or_finetune(state, cfg, info, train_loader)
     net = compile_model(wrap_model(model, cfg.bn.sync, info), cfg.train.compile)
     result = TrainResult(model, 0, state.best_top1)
@@ -152,8 +186,9 @@ def _train(session: TrainSession) -> TrainResult:
     return result
 
 
-def _run_epoch(net: nn.Module, train_loader, val_loader, state: TrainState, session: TrainSession,
-               result: TrainResult) -> None:
+def _run_epoch(
+    net: nn.Module, train_loader, val_loader, state: TrainState, session: TrainSession, result: TrainResult
+) -> None:
     """One epoch: train, validate if due, log, save checkpoints if due; stop after it on a signal."""
     cfg, position = session.cfg, session.position
     position.epoch, position.iteration = state.epoch, None
@@ -179,8 +214,11 @@ def _loaders(cfg: Config, info: DistInfo):
     validation loader (None when ``train.eval_period`` is 0 or there is no val split)."""
     batch = per_process_batch(cfg.train.batch_size, "train.batch_size")
     train_set = build_dataset(cfg.data, "train", report_dir=cfg.output_dir)
-    check_num_classes(train_set.classes, cfg.model.num_classes,
-                      f"the class list ({cfg.data.classes_file or 'labels of ' + cfg.data.train_split})")
+    check_num_classes(
+        train_set.classes,
+        cfg.model.num_classes,
+        f"the class list ({cfg.data.classes_file or 'labels of ' + cfg.data.train_split})",
+    )
     videos = videos_per_batch(cfg.train.batch_size, cfg.data.clips_per_video)  # batches of videos x N clips
     train_loader = build_loader(train_set, cfg.data, videos, cfg.seed, info.device)
     if cfg.train.eval_period == 0 or not cfg.data.val_split:
@@ -196,13 +234,20 @@ def train_one_epoch(net: nn.Module, loader, state: TrainState, session: TrainSes
     cfg, info = session.cfg, session.info
     net.train()
     start, accum = state.iteration, cfg.train.accumulation_steps
-    n = start + len(loader)               # the loader yields the batches after ``start``
+    n = start + len(loader)  # the loader yields the batches after ``start``
     epoch_sums, window = Meter(info.device), Meter(info.device)
     clock = Clock()
     skipped = continue_epoch(state.resume_part, epoch_sums, clock, loader)
     state.resume_part, session.position.start = None, start
-    progress = Progress(loader, n, f"epoch {state.epoch + 1}/{cfg.solver.max_epoch}", info.is_main,
-                        cfg.train.log_period, logger, start=start)
+    progress = Progress(
+        loader,
+        n,
+        f"epoch {state.epoch + 1}/{cfg.solver.max_epoch}",
+        info.is_main,
+        cfg.train.log_period,
+        logger,
+        start=start,
+    )
     for i, batch in enumerate(progress, start):
         clock.got_batch()
         clip, label = session.normalize(batch["clip"], info.device), batch["label"].to(info.device, non_blocking=True)
@@ -229,7 +274,7 @@ def train_one_epoch(net: nn.Module, loader, state: TrainState, session: TrainSes
 def _forward_backward(net, clip, label, group_size: int, is_update: bool, state: TrainState, session: TrainSession):
     """Loss ``(,)`` and correct count of one batch; gradients accumulated (DDP syncs them only on
     the batch that completes an update)."""
-    ddp = getattr(net, "_orig_mod", net)   # the DDP wrapper inside torch.compile's, if any
+    ddp = getattr(net, "_orig_mod", net)  # the DDP wrapper inside torch.compile's, if any
     sync = contextlib.nullcontext() if is_update or not isinstance(ddp, DDP) else ddp.no_sync()
     with sync:
         with torch.autocast(session.device.type, dtype=session.amp, enabled=session.amp is not None):
@@ -245,7 +290,8 @@ def _non_finite_loss(state: TrainState, i: int, n: int) -> NonFiniteLossError:
     return NonFiniteLossError(
         f"non-finite training loss at epoch {state.epoch + 1}, iteration {i + 1}/{n} (global update "
         f"{state.step + 1}); stopping without writing a checkpoint for this epoch. Lower solver.base_lr, "
-        f"enable train.clip_grad_norm or check the data.")
+        f"enable train.clip_grad_norm or check the data."
+    )
 
 
 def _update(state: TrainState, clip_grad_norm: float) -> None:
@@ -261,17 +307,26 @@ def _update(state: TrainState, clip_grad_norm: float) -> None:
     state.step += 1
 
 
-def _write_window(window: Meter, clock: Clock, state: TrainState, writer: MetricsWriter,
-                  epoch_fraction: float) -> float:
+def _write_window(
+    window: Meter, clock: Clock, state: TrainState, writer: MetricsWriter, epoch_fraction: float
+) -> float:
     """A ``train`` metrics row for the batches since the last one (all ranks); returns its loss."""
-    sums = window.read()                   # the sync point: all ranks, then host floats
+    sums = window.read()  # the sync point: all ranks, then host floats
     window.reset()
     elapsed, data = clock.window()
     batches = max(sums["batches"], 1)
     loss = sums["loss_sum"] / max(sums["clips"], 1)
-    writer.write("train", state.step, state.epoch + epoch_fraction, loss=loss,
-                 lr=state.optimizer.param_groups[0]["lr"], clips_per_s=sums["clips"] / elapsed,
-                 data_wait_frac=data / elapsed, data_time=data / batches, compute_time=(elapsed - data) / batches)
+    writer.write(
+        "train",
+        state.step,
+        state.epoch + epoch_fraction,
+        loss=loss,
+        lr=state.optimizer.param_groups[0]["lr"],
+        clips_per_s=sums["clips"] / elapsed,
+        data_wait_frac=data / elapsed,
+        data_time=data / batches,
+        compute_time=(elapsed - data) / batches,
+    )
     return loss
 
 
@@ -281,9 +336,17 @@ def _epoch_summary(sums: Meter, clock: Clock, skipped: list, state: TrainState) 
     elapsed = max(time.perf_counter() - clock.start, 1e-9)
     broken = unique_broken(s for part in all_gather_object(unique_broken(skipped)) for s in part)
     clips = max(total["clips"], 1)
-    return EpochSummary(epoch=state.epoch + 1, global_step=state.step, loss=total["loss_sum"] / clips,
-                        top1=total["correct"] / clips, clips=int(total["clips"]), clips_per_s=total["clips"] / elapsed,
-                        data_wait_frac=clock.data / elapsed, skipped=len(broken), broken=broken)
+    return EpochSummary(
+        epoch=state.epoch + 1,
+        global_step=state.step,
+        loss=total["loss_sum"] / clips,
+        top1=total["correct"] / clips,
+        clips=int(total["clips"]),
+        clips_per_s=total["clips"] / elapsed,
+        data_wait_frac=clock.data / elapsed,
+        skipped=len(broken),
+        broken=broken,
+    )
 
 
 # ------------------------------------------------------------------ resume, validation, checkpoints
@@ -296,30 +359,49 @@ def _resume_or_finetune(state: TrainState, cfg: Config, info: DistInfo, loader) 
     path = broadcast_object(found[0] if found else None)
     if path is None:
         if cfg.train.checkpoint_file and cfg.model.pretrained:
-            raise UsageError(f"train.checkpoint_file={cfg.train.checkpoint_file} and model.pretrained="
-                             f"{cfg.model.pretrained} both name initial weights; set one of them")
+            raise UsageError(
+                f"train.checkpoint_file={cfg.train.checkpoint_file} and model.pretrained="
+                f"{cfg.model.pretrained} both name initial weights; set one of them"
+            )
         if cfg.train.checkpoint_file:
             ckpt_lib.load_pretrained(state.model, cfg.train.checkpoint_file, trust)
         elif cfg.model.pretrained:  # every rank reads the cached file; one downloads it (file lock)
             loaded = load_pretrained_weights(state.model, cfg.model.pretrained)
-            logger.info("initial weights: pretrained %s (%s, sha256 %s); %s", loaded.name, loaded.path,
-                        loaded.sha256[:16], "; ".join(loaded.notes) or "every tensor loaded")
+            logger.info(
+                "initial weights: pretrained %s (%s, sha256 %s); %s",
+                loaded.name,
+                loaded.path,
+                loaded.sha256[:16],
+                "; ".join(loaded.notes) or "every tensor loaded",
+            )
         return None
     ckpt = found[1] if found else ckpt_lib.load_checkpoint(path, trust=trust)
     state.restore(ckpt, path)
     rng = ckpt.get("rng_state") or []
     if len(rng) == info.world_size:
         ckpt_lib.set_rng_state(rng[info.rank])
-    state.iteration, state.resume_part = resume_iteration(position_of(ckpt), info, loader.batch_size,
-                                                          cfg.train.accumulation_steps, len(loader), path,
-                                                          cfg.data.clips_per_video)
-    logger.info("resumed from %s (epoch %d done, global step %d%s)", path, state.epoch, state.step,
-                f", epoch {state.epoch + 1} at iteration {state.iteration}" if state.iteration else "")
+    state.iteration, state.resume_part = resume_iteration(
+        position_of(ckpt),
+        info,
+        loader.batch_size,
+        cfg.train.accumulation_steps,
+        len(loader),
+        path,
+        cfg.data.clips_per_video,
+    )
+    logger.info(
+        "resumed from %s (epoch %d done, global step %d%s)",
+        path,
+        state.epoch,
+        state.step,
+        f", epoch {state.epoch + 1} at iteration {state.iteration}" if state.iteration else "",
+    )
     return path
 
 
-def _validate_if_due(state: TrainState, session: TrainSession, train_loader, val_loader, summary: EpochSummary,
-                     result: TrainResult) -> bool:
+def _validate_if_due(
+    state: TrainState, session: TrainSession, train_loader, val_loader, summary: EpochSummary, result: TrainResult
+) -> bool:
     """Validate every ``train.eval_period`` epochs and after the last (precise BN first); sets
     ``summary.val``; returns whether this is the best validation so far."""
     cfg = session.cfg
@@ -327,8 +409,9 @@ def _validate_if_due(state: TrainState, session: TrainSession, train_loader, val
     if val_loader is None or not (state.epoch % cfg.train.eval_period == 0 or last):
         return False
     if cfg.bn.use_precise_stats:
-        update_bn_stats(state.model, train_loader, cfg.bn.num_batches_precise, session.device, session.normalize,
-                        session.amp)
+        update_bn_stats(
+            state.model, train_loader, cfg.bn.num_batches_precise, session.device, session.normalize, session.amp
+        )
     val = evaluate_clips(state.model, val_loader, session.device, session.normalize, session.amp)
     val_skipped = val.pop("skipped")
     val["skipped"] = len(val_skipped)
@@ -341,8 +424,9 @@ def _validate_if_due(state: TrainState, session: TrainSession, train_loader, val
     return is_best
 
 
-def _save_if_due(state: TrainState, session: TrainSession, summary: EpochSummary, is_best: bool,
-                 stopping: bool) -> Optional[str]:
+def _save_if_due(
+    state: TrainState, session: TrainSession, summary: EpochSummary, is_best: bool, stopping: bool
+) -> Optional[str]:
     """Periodic (every ``train.checkpoint_period`` epochs, the last, and when ``stopping``) and best
     checkpoints. Every rank contributes its RNG state; rank 0 writes (atomically) and prunes.
     Returns the periodic checkpoint's path (on every rank), else None."""
@@ -352,8 +436,9 @@ def _save_if_due(state: TrainState, session: TrainSession, summary: EpochSummary
         return None
     path = ckpt_lib.epoch_checkpoint_path(cfg.output_dir, state.epoch) if periodic else None
     best = ckpt_lib.best_checkpoint_path(cfg.output_dir) if is_best else None
-    main_process_claim(cfg.output_dir, ckpt_lib.TOOL, [ckpt_lib.checkpoint_name(p) for p in (path, best) if p],
-                       OUTPUT_HINT)
+    main_process_claim(
+        cfg.output_dir, ckpt_lib.TOOL, [ckpt_lib.checkpoint_name(p) for p in (path, best) if p], OUTPUT_HINT
+    )
     rng = all_gather_object(ckpt_lib.get_rng_state())
     session.interrupts.saved()
     if not info.is_main:
@@ -372,15 +457,30 @@ def _save_if_due(state: TrainState, session: TrainSession, summary: EpochSummary
 def _log_epoch(summary: EpochSummary, best_top1: float, writer: MetricsWriter) -> None:
     """The epoch's log line, its broken videos (the first :data:`MAX_LISTED_BROKEN`) and metrics row."""
     val = summary.val
-    val_line = f", val top1 {100 * val['top1']:.2f}% top5 {100 * val['top5']:.2f}% loss {val['loss']:.4f} " \
-               f"(best {100 * best_top1:.2f}%)" if val else ""
-    logger.info("epoch %d: train loss %.4f top1 %.2f%%, %.1f clips/s, data wait %.0f%%, %d broken videos "
-                "skipped%s", summary.epoch, summary.loss, 100 * summary.top1, summary.clips_per_s,
-                100 * summary.data_wait_frac, len(summary.broken), val_line)
+    val_line = (
+        f", val top1 {100 * val['top1']:.2f}% top5 {100 * val['top5']:.2f}% loss {val['loss']:.4f} "
+        f"(best {100 * best_top1:.2f}%)"
+        if val
+        else ""
+    )
+    logger.info(
+        "epoch %d: train loss %.4f top1 %.2f%%, %.1f clips/s, data wait %.0f%%, %d broken videos skipped%s",
+        summary.epoch,
+        summary.loss,
+        100 * summary.top1,
+        summary.clips_per_s,
+        100 * summary.data_wait_frac,
+        len(summary.broken),
+        val_line,
+    )
     for path, reason in summary.broken[:MAX_LISTED_BROKEN]:
         logger.warning("skipped broken video %s: %s", path, reason)
     if len(summary.broken) > MAX_LISTED_BROKEN:
         logger.warning("... and %d more broken videos this epoch", len(summary.broken) - MAX_LISTED_BROKEN)
     metrics = summary.to_metrics()
-    writer.write("epoch", summary.global_step, summary.epoch,
-                 **{k: v for k, v in metrics.items() if k not in ("epoch", "global_step")})
+    writer.write(
+        "epoch",
+        summary.global_step,
+        summary.epoch,
+        **{k: v for k, v in metrics.items() if k not in ("epoch", "global_step")},
+    )

@@ -5,6 +5,7 @@ Tensor values (a loss, a count of correct predictions) are summed on their devic
 (clips, batches) on the host. :meth:`Meter.read` sums every value over the ranks in one
 all-reduce on the run's device and returns floats: the only sync point.
 """
+
 from __future__ import annotations
 
 import time
@@ -59,8 +60,9 @@ class Meter:
         """Every sum, added over all ranks."""
         names = sorted(self._tensors) + sorted(self._numbers)
         values = [self._tensors[n].reshape(()) for n in sorted(self._tensors)]
-        values += [torch.tensor(self._numbers[n], dtype=torch.float64, device=self.device)
-                   for n in sorted(self._numbers)]
+        values += [
+            torch.tensor(self._numbers[n], dtype=torch.float64, device=self.device) for n in sorted(self._numbers)
+        ]
         total = all_reduce_(torch.stack(values).to(self.device), "sum")
         return dict(zip(names, total.tolist()))
 

@@ -20,6 +20,7 @@ epoch``), skips the ``iteration x loader.batch_size`` videos of the batches done
 with ``data.num_workers=0`` it computes exactly what the uninterrupted run would have (with
 workers, their augmentation RNG is not saved).
 """
+
 from __future__ import annotations
 
 import logging
@@ -99,18 +100,25 @@ class Interrupts:
         """The exception that ends the run after the position checkpoint ``path`` was written."""
         code, got = self.handler.exit_code, self.handler.received
         cause = f"signal {signal.Signals(got).name} on this rank" if got else "a signal on another rank"
-        return TrainingStopped(code, f"stopped {where} ({cause}); saved {path}; exit status {code} ("
-                                     f"{'requeue' if code == REQUEUE_EXIT_CODE else 'terminated'}), a re-run "
-                                     f"resumes there")
+        return TrainingStopped(
+            code,
+            f"stopped {where} ({cause}); saved {path}; exit status {code} ("
+            f"{'requeue' if code == REQUEUE_EXIT_CODE else 'terminated'}), a re-run "
+            f"resumes there",
+        )
 
 
 # ------------------------------------------------------------------------------- save / restore
 def capture_part(sums: Meter, clock: Clock, skipped: list, loader) -> dict:
     """This rank's share of a position: RNG states, loader generator, partial sums, timings, skips."""
     generator = getattr(loader, "generator", None)
-    return {"rng": ckpt_lib.get_rng_state(), "sums": sums.state_dict(), "clock": list(clock.elapsed()),
-            "skipped": [list(s) for s in skipped],
-            "loader_generator": generator.get_state() if generator is not None else None}
+    return {
+        "rng": ckpt_lib.get_rng_state(),
+        "sums": sums.state_dict(),
+        "clock": list(clock.elapsed()),
+        "skipped": [list(s) for s in skipped],
+        "loader_generator": generator.get_state() if generator is not None else None,
+    }
 
 
 def continue_epoch(part: Optional[dict], sums: Meter, clock: Clock, loader) -> list:
@@ -127,28 +135,43 @@ def continue_epoch(part: Optional[dict], sums: Meter, clock: Clock, loader) -> l
     return [tuple(s) for s in part["skipped"]]
 
 
-def save_position(state: TrainState, cfg: Config, info: DistInfo, sums: Meter, clock: Clock, skipped: list,
-                  loader) -> str:
+def save_position(
+    state: TrainState, cfg: Config, info: DistInfo, sums: Meter, clock: Clock, skipped: list, loader
+) -> str:
     """Write a mid-epoch checkpoint at ``state.iteration`` (every rank contributes its part; rank 0
     writes atomically and prunes superseded ones). Returns its path on every rank."""
     path = ckpt_lib.mid_epoch_checkpoint_path(cfg.output_dir, state.epoch + 1, state.iteration)
     main_process_claim(cfg.output_dir, ckpt_lib.TOOL, [ckpt_lib.checkpoint_name(path)], "use another output_dir")
     parts = all_gather_object(capture_part(sums, clock, skipped, loader))
     if info.is_main:
-        position = {"epoch": state.epoch, "iteration": state.iteration, "seed": cfg.seed,
-                    "world_size": info.world_size, "batch_size": loader.batch_size,  # videos per process
-                    "clips_per_video": cfg.data.clips_per_video,
-                    "accumulation_steps": cfg.train.accumulation_steps, "ranks": parts}
-        ckpt = state.checkpoint(config_to_dict(cfg), [p["rng"] for p in parts], world_size=info.world_size,
-                                position=position)
+        position = {
+            "epoch": state.epoch,
+            "iteration": state.iteration,
+            "seed": cfg.seed,
+            "world_size": info.world_size,
+            "batch_size": loader.batch_size,  # videos per process
+            "clips_per_video": cfg.data.clips_per_video,
+            "accumulation_steps": cfg.train.accumulation_steps,
+            "ranks": parts,
+        }
+        ckpt = state.checkpoint(
+            config_to_dict(cfg), [p["rng"] for p in parts], world_size=info.world_size, position=position
+        )
         ckpt_lib.save_checkpoint(path, ckpt)
         logger.info("saved %s (epoch %d, iteration %d)", path, state.epoch + 1, state.iteration)
         ckpt_lib.prune_checkpoints(cfg.output_dir, cfg.train.keep_last)
     return path
 
 
-def resume_iteration(position: Optional[dict], info: DistInfo, batch_size: int, accumulation: int,
-                     batches_per_epoch: int, path: str, clips_per_video: int = 1) -> Tuple[int, Optional[dict]]:
+def resume_iteration(
+    position: Optional[dict],
+    info: DistInfo,
+    batch_size: int,
+    accumulation: int,
+    batches_per_epoch: int,
+    path: str,
+    clips_per_video: int = 1,
+) -> Tuple[int, Optional[dict]]:
     """(batches done in the epoch under way, this rank's part) of a checkpoint's ``position``;
     ``batch_size``: videos per process and batch (``loader.batch_size``).
 
@@ -165,9 +188,16 @@ def resume_iteration(position: Optional[dict], info: DistInfo, batch_size: int, 
     iteration = min(videos // (batch_size * info.world_size), batches_per_epoch)
     if iteration < batches_per_epoch:
         iteration -= iteration % accumulation
-    logger.warning("%s stopped mid-epoch with %d processes x %d videos (x %d clips); this run has %d x %d (x %d): "
-                   "the epoch goes on at iteration %d (about as many videos), not in the same order", path, *was,
-                   info.world_size, batch_size, clips_per_video, iteration)
+    logger.warning(
+        "%s stopped mid-epoch with %d processes x %d videos (x %d clips); this run has %d x %d (x %d): "
+        "the epoch goes on at iteration %d (about as many videos), not in the same order",
+        path,
+        *was,
+        info.world_size,
+        batch_size,
+        clips_per_video,
+        iteration,
+    )
     return iteration, None
 
 

@@ -4,6 +4,7 @@ The running mean/variance that momentum updates leave behind lag behind the weig
 evaluation they are recomputed as plain averages over ``num_batches`` training batches with the
 weights frozen, then pooled across processes so that every rank holds the same statistics.
 """
+
 from __future__ import annotations
 
 import itertools
@@ -20,13 +21,18 @@ logger = logging.getLogger(__name__)
 
 
 def bn_layers(model: nn.Module) -> List[nn.modules.batchnorm._BatchNorm]:
-    return [m for m in model.modules()
-            if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
+    return [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
 
 
 @torch.no_grad()
-def update_bn_stats(model: nn.Module, loader: Iterable, num_batches: int, device: torch.device,
-                    normalize: DeviceNormalizer, autocast_dtype: torch.dtype | None = None) -> int:
+def update_bn_stats(
+    model: nn.Module,
+    loader: Iterable,
+    num_batches: int,
+    device: torch.device,
+    normalize: DeviceNormalizer,
+    autocast_dtype: torch.dtype | None = None,
+) -> int:
     """Recompute every BN layer's running statistics over up to ``num_batches`` batches.
 
     ``model`` must be the plain module (not the DDP wrapper, whose buffer broadcast would
@@ -60,8 +66,7 @@ def update_bn_stats(model: nn.Module, loader: Iterable, num_batches: int, device
         _pool_over_ranks(layers)
     model.train(was_training)
     if used < num_batches:
-        logger.info("precise BN: the loader has only %d batches (asked for %d); used all of them",
-                    used, num_batches)
+        logger.info("precise BN: the loader has only %d batches (asked for %d); used all of them", used, num_batches)
     return used
 
 
@@ -77,6 +82,6 @@ def _pool_over_ranks(layers: List[nn.modules.batchnorm._BatchNorm]) -> None:
     offset = 0
     for m in layers:
         n = m.running_mean.numel()
-        m.running_mean.copy_(mean[offset:offset + n])
-        m.running_var.copy_(var[offset:offset + n])
+        m.running_mean.copy_(mean[offset : offset + n])
+        m.running_var.copy_(var[offset : offset + n])
         offset += n

@@ -11,6 +11,7 @@ In the training loop (:mod:`videoattn.train.loop`)::
                          update; log; session.maybe_checkpoint(flags, state, ...)
     # a TrainingStopped ends ``training`` quietly; session.exit_code is 75 (requeue) or 143
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -28,17 +29,20 @@ from videoattn.train.state import TrainState
 @dataclass
 class Position:
     """Where the run is: what the Ctrl-C line says, and the checkpoint a re-run resumes from."""
-    epoch: int = 0                        # the epoch under way (0-based)
-    iteration: Optional[int] = None       # its batches, once it ended (None: under way, see ``start``)
-    start: int = 0                        # the batch the epoch under way (re)started at
-    loss: float = float("nan")            # the last logged training loss (for the progress bar)
-    checkpoint: Optional[str] = None      # the last checkpoint written or resumed from (periodic or mid-epoch)
+
+    epoch: int = 0  # the epoch under way (0-based)
+    iteration: Optional[int] = None  # its batches, once it ended (None: under way, see ``start``)
+    start: int = 0  # the batch the epoch under way (re)started at
+    loss: float = float("nan")  # the last logged training loss (for the progress bar)
+    checkpoint: Optional[str] = None  # the last checkpoint written or resumed from (periodic or mid-epoch)
 
     def interrupted(self, loader) -> str:
         """``interrupted at epoch E, iteration I/N; last checkpoint: PATH`` (or ``none``)."""
         i = self.iteration if self.iteration is not None else self.start + getattr(loader, "position", 0)
-        return (f"interrupted at epoch {self.epoch + 1}, iteration {i}/{len(loader)}; "
-                f"last checkpoint: {self.checkpoint or 'none'}")
+        return (
+            f"interrupted at epoch {self.epoch + 1}, iteration {i}/{len(loader)}; "
+            f"last checkpoint: {self.checkpoint or 'none'}"
+        )
 
 
 @contextlib.contextmanager
@@ -53,16 +57,18 @@ def interrupt_line(position: Position, loader) -> Iterator[None]:
 @dataclass(frozen=True)
 class StepFlags:
     """What the ranks agree on before an update, in one all-reduce (:meth:`TrainSession.agree`)."""
-    finite: bool                          # every rank's loss so far is finite (else: stop, no update)
-    stop: bool = False                    # a rank got a preemption signal: save the position, then stop
-    save: bool = False                    # save the position now (a stop, or rank 0's checkpoint timer)
+
+    finite: bool  # every rank's loss so far is finite (else: stop, no update)
+    stop: bool = False  # a rank got a preemption signal: save the position, then stop
+    save: bool = False  # save the position now (a stop, or rank 0's checkpoint timer)
 
 
 @dataclass
 class TrainSession(RunSession):
     """A :class:`RunSession` that trains: see the module doc."""
-    writer: Optional[MetricsWriter] = None      # metrics.jsonl + TensorBoard (rank 0), during :meth:`training`
-    interrupts: Optional[Interrupts] = None     # preemption signals and the checkpoint timer, likewise
+
+    writer: Optional[MetricsWriter] = None  # metrics.jsonl + TensorBoard (rank 0), during :meth:`training`
+    interrupts: Optional[Interrupts] = None  # preemption signals and the checkpoint timer, likewise
     position: Position = field(default_factory=Position)
 
     @classmethod
@@ -95,16 +101,18 @@ class TrainSession(RunSession):
         stop, save = self.interrupts.decide(signal_level, save_due)
         return StepFlags(True, stop, save)
 
-    def maybe_checkpoint(self, flags: StepFlags, state: TrainState, sums: Meter, clock: Clock, skipped: list,
-                         loader, batches: int) -> None:
+    def maybe_checkpoint(
+        self, flags: StepFlags, state: TrainState, sums: Meter, clock: Clock, skipped: list, loader, batches: int
+    ) -> None:
         """After an update: a position checkpoint if ``flags`` ask (every rank), then the stop if
         they ask (:class:`TrainingStopped`, ``batches``: the epoch's)."""
         if flags.save:
             self.position.checkpoint = save_position(state, self.cfg, self.info, sums, clock, skipped, loader)
             self.interrupts.saved()
         if flags.stop:
-            raise self.interrupts.stopped(f"in epoch {state.epoch + 1} at iteration {state.iteration}/{batches}",
-                                          self.position.checkpoint)
+            raise self.interrupts.stopped(
+                f"in epoch {state.epoch + 1} at iteration {state.iteration}/{batches}", self.position.checkpoint
+            )
 
     def stop_after_epoch(self, state: TrainState) -> None:
         """The stop at an epoch's end (a signal during validation or a save), its checkpoint written."""

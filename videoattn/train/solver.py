@@ -11,6 +11,7 @@ and is applied once per optimiser update (not per epoch), as PySlowFast does:
 It is wrapped in ``torch.optim.lr_scheduler.LambdaLR`` so that its state (the update counter)
 goes into checkpoints with ``state_dict()``.
 """
+
 from __future__ import annotations
 
 import math
@@ -27,8 +28,10 @@ LR_POLICIES = ("cosine", "steps")
 
 def _policy_lr(solver: SolverConfig, epoch: float) -> float:
     if solver.lr_policy == "cosine":
-        return solver.cosine_end_lr + (solver.base_lr - solver.cosine_end_lr) * \
-            (1.0 + math.cos(math.pi * epoch / solver.max_epoch)) * 0.5
+        return (
+            solver.cosine_end_lr
+            + (solver.base_lr - solver.cosine_end_lr) * (1.0 + math.cos(math.pi * epoch / solver.max_epoch)) * 0.5
+        )
     if solver.lr_policy == "steps":
         return solver.base_lr * solver.gamma ** sum(1 for s in solver.steps if epoch >= s)
     raise UsageError(f"unknown solver.lr_policy '{solver.lr_policy}' (choose from {', '.join(LR_POLICIES)})")
@@ -59,13 +62,18 @@ def param_groups(model: nn.Module, weight_decay: float, zero_wd_1d_param: bool) 
 
 def build_optimizer(model: nn.Module, s: SolverConfig) -> torch.optim.SGD:
     """SGD with momentum (optionally Nesterov) and weight decay, from ``s`` (``cfg.solver``)."""
-    return torch.optim.SGD(param_groups(model, s.weight_decay, s.zero_wd_1d_param), lr=s.base_lr,
-                           momentum=s.momentum, nesterov=s.nesterov and s.momentum > 0,
-                           dampening=0.0)
+    return torch.optim.SGD(
+        param_groups(model, s.weight_decay, s.zero_wd_1d_param),
+        lr=s.base_lr,
+        momentum=s.momentum,
+        nesterov=s.nesterov and s.momentum > 0,
+        dampening=0.0,
+    )
 
 
-def build_scheduler(optimizer: torch.optim.Optimizer, s: SolverConfig,
-                    updates_per_epoch: int) -> torch.optim.lr_scheduler.LambdaLR:
+def build_scheduler(
+    optimizer: torch.optim.Optimizer, s: SolverConfig, updates_per_epoch: int
+) -> torch.optim.lr_scheduler.LambdaLR:
     """Per-update schedule: call ``scheduler.step()`` after every ``optimizer.step()``.
 
     Right after construction (and after each step) every group's ``lr`` holds the rate for the

@@ -1,4 +1,5 @@
 """What a training checkpoint saves and a resume restores (:class:`TrainState`)."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -14,28 +15,41 @@ from videoattn.engine.inference import check_state_fits
 @dataclass
 class TrainState:
     """Everything a checkpoint saves and a resume restores, in one place."""
-    model: nn.Module                      # the plain module (never the DDP wrapper)
+
+    model: nn.Module  # the plain module (never the DDP wrapper)
     optimizer: torch.optim.Optimizer
     scheduler: torch.optim.lr_scheduler.LRScheduler
     scaler: torch.amp.GradScaler
-    epoch: int = 0                        # epochs completed
-    step: int = 0                         # optimizer updates done
-    best_top1: float = -1.0               # best validation top-1 (fraction); -1 before any validation
-    iteration: int = 0                    # batches done in the epoch under way (0 at an epoch's start)
-    resume_part: Optional[dict] = None    # this rank's RNG / sums where a mid-epoch checkpoint stopped
+    epoch: int = 0  # epochs completed
+    step: int = 0  # optimizer updates done
+    best_top1: float = -1.0  # best validation top-1 (fraction); -1 before any validation
+    iteration: int = 0  # batches done in the epoch under way (0 at an epoch's start)
+    resume_part: Optional[dict] = None  # this rank's RNG / sums where a mid-epoch checkpoint stopped
 
     def checkpoint(self, config: dict, rng_states: list, **extra) -> dict:
         """A PySlowFast-style checkpoint dict (``epoch`` = the 0-based epoch just completed)."""
         return ckpt_lib.make_checkpoint(
-            self.model.state_dict(), config, optimizer_state=self.optimizer.state_dict(),
-            scheduler_state=self.scheduler.state_dict(), scaler_state=self.scaler.state_dict(),
-            epoch=self.epoch - 1, global_step=self.step, best_top1=self.best_top1, rng_state=rng_states, **extra)
+            self.model.state_dict(),
+            config,
+            optimizer_state=self.optimizer.state_dict(),
+            scheduler_state=self.scheduler.state_dict(),
+            scaler_state=self.scaler.state_dict(),
+            epoch=self.epoch - 1,
+            global_step=self.step,
+            best_top1=self.best_top1,
+            rng_state=rng_states,
+            **extra,
+        )
 
     def restore(self, ckpt: dict, path: str) -> None:
         """Load a checkpoint written by :meth:`checkpoint`; a one-line error if the model differs."""
         weights = ckpt_lib.unwrap_state_dict(ckpt["model_state"])
-        check_state_fits(self.model.state_dict(), weights, path, "auto-resume from output_dir: use another "
-                         "output_dir or train.auto_resume=false")
+        check_state_fits(
+            self.model.state_dict(),
+            weights,
+            path,
+            "auto-resume from output_dir: use another output_dir or train.auto_resume=false",
+        )
         self.model.load_state_dict(weights)
         self.optimizer.load_state_dict(ckpt["optimizer_state"])
         self.scheduler.load_state_dict(ckpt["scheduler_state"])

@@ -6,8 +6,8 @@
 One task per GPU (``tasks_per_node = gpus_per_node``); each task runs :class:`TrainJob`, which
 turns the launcher's variables (``SLURM_*`` under SLURM, ``SUBMITIT_LOCAL_*`` locally) into
 torch.distributed's ``env://`` variables (:mod:`videoattn.utils.launcher`) and runs the training of
-``tools/train_net.py`` (:func:`run_training`) with ``--config CFG key=value ... output_dir=ABS``. The submitit folder (job script,
-pickles, one ``<job>_<task>_log.out/.err`` per task) is ``output_dir/slurm/<job id>/``.
+``tools/train_net.py`` (:func:`run_training`) with ``--config CFG key=value ... output_dir=ABS``.
+The submitit folder (job script, pickles, one ``<job>_<task>_log.out/.err`` per task) is ``output_dir/slurm/<job id>/``.
 
 Time limit and preemption: SLURM sends SIGUSR1 ``--signal-delay`` seconds (default 120) before
 the limit (``#SBATCH --signal=USR1@120``; this tool sets ``SUBMITIT_PREEMPT_SIGNAL=USR1`` so that
@@ -19,6 +19,7 @@ starts the same training, which auto-resumes from ``output_dir``. A training ent
 not stop on the signal itself is requeued by submitit directly (from its last checkpoint).
 ``output_dir`` must be on a file system that every node shares.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -30,11 +31,11 @@ import sys
 from typing import Callable, List, Optional, Sequence
 
 from videoattn.config import ConfigError, load_config
-from videoattn.train.loop import train
 from videoattn.engine.device import expand_preset
+from videoattn.train.loop import train
 from videoattn.utils.distributed import per_process_batch
-from videoattn.utils.launcher import detect_launcher, export_env
 from videoattn.utils.errors import OneLineError, UsageError
+from videoattn.utils.launcher import detect_launcher, export_env
 from videoattn.utils.preemption import REQUEUE_EXIT_CODE
 
 PREEMPT_SIGNAL = "USR1"
@@ -42,9 +43,11 @@ Entry = Callable[[List[str]], int]
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description="Submit training to SLURM with submitit (one task per GPU); "
-                                "--local runs the same job on this machine.",
-                                epilog="Trailing key=value pairs override config keys, as for tools/train_net.py.")
+    p = argparse.ArgumentParser(
+        description="Submit training to SLURM with submitit (one task per GPU); "
+        "--local runs the same job on this machine.",
+        epilog="Trailing key=value pairs override config keys, as for tools/train_net.py.",
+    )
     p.add_argument("--config", required=True, help="YAML config file")
     p.add_argument("--nodes", type=int, default=1)
     p.add_argument("--gpus-per-node", type=int, default=1, help="GPUs per node (0: CPU tasks, gloo)")
@@ -58,10 +61,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--constraint", default="")
     p.add_argument("--comment", default="")
     p.add_argument("--job-name", default="", help="default: the config file's name")
-    p.add_argument("--signal-delay", type=int, default=120,
-                   help="seconds before the time limit at which SLURM sends SIGUSR1 (default 120)")
-    p.add_argument("--max-timeouts", type=int, default=30,
-                   help="how many times the job may hit its time limit and requeue itself (default 30)")
+    p.add_argument(
+        "--signal-delay",
+        type=int,
+        default=120,
+        help="seconds before the time limit at which SLURM sends SIGUSR1 (default 120)",
+    )
+    p.add_argument(
+        "--max-timeouts",
+        type=int,
+        default=30,
+        help="how many times the job may hit its time limit and requeue itself (default 30)",
+    )
     p.add_argument("--local", action="store_true", help="run here with submitit's local executor and wait")
     p.add_argument("--wait", action="store_true", help="wait for the job to finish (always with --local)")
     p.add_argument("opts", nargs="*", default=[], help="key=value config overrides")
@@ -71,9 +82,14 @@ def build_parser() -> argparse.ArgumentParser:
 def check_args(args: argparse.Namespace) -> int:
     """Validate the resources; returns tasks per node. Raises ValueError with a one-line message."""
     tasks = args.tasks_per_node if args.tasks_per_node is not None else max(1, args.gpus_per_node)
-    for name, value, low in (("--nodes", args.nodes, 1), ("--gpus-per-node", args.gpus_per_node, 0),
-                             ("--tasks-per-node", tasks, 1), ("--time", args.time, 1),
-                             ("--signal-delay", args.signal_delay, 0), ("--max-timeouts", args.max_timeouts, 0)):
+    for name, value, low in (
+        ("--nodes", args.nodes, 1),
+        ("--gpus-per-node", args.gpus_per_node, 0),
+        ("--tasks-per-node", tasks, 1),
+        ("--time", args.time, 1),
+        ("--signal-delay", args.signal_delay, 0),
+        ("--max-timeouts", args.max_timeouts, 0),
+    ):
         if value < low:
             raise UsageError(f"{name}={value} must be >= {low}")
     if args.cpus_per_task is not None and args.cpus_per_task < 1:
@@ -147,16 +163,25 @@ def _hand_over_to_submitit(rank: int) -> None:
 
 def executor_parameters(args: argparse.Namespace, tasks: int) -> dict:
     """The AutoExecutor parameters: submitit's generic names plus ``slurm_*`` ones (sbatch options)."""
-    params = dict(name=args.job_name or os.path.splitext(os.path.basename(args.config))[0], timeout_min=args.time,
-                  nodes=args.nodes, tasks_per_node=tasks, gpus_per_node=args.gpus_per_node)
+    params = dict(
+        name=args.job_name or os.path.splitext(os.path.basename(args.config))[0],
+        timeout_min=args.time,
+        nodes=args.nodes,
+        tasks_per_node=tasks,
+        gpus_per_node=args.gpus_per_node,
+    )
     if args.cpus_per_task:
         params["cpus_per_task"] = args.cpus_per_task
     if not args.local:
-        params.update(slurm_partition=args.partition, slurm_signal_delay_s=args.signal_delay,
-                      slurm_setup=[f"export SUBMITIT_PREEMPT_SIGNAL={PREEMPT_SIGNAL}"],
-                      slurm_additional_parameters={"requeue": True})
-        params.update({f"slurm_{k}": v for k in ("account", "qos", "mem", "constraint", "comment")
-                       if (v := getattr(args, k))})
+        params.update(
+            slurm_partition=args.partition,
+            slurm_signal_delay_s=args.signal_delay,
+            slurm_setup=[f"export SUBMITIT_PREEMPT_SIGNAL={PREEMPT_SIGNAL}"],
+            slurm_additional_parameters={"requeue": True},
+        )
+        params.update(
+            {f"slurm_{k}": v for k in ("account", "qos", "mem", "constraint", "comment") if (v := getattr(args, k))}
+        )
     return params
 
 
@@ -175,8 +200,12 @@ def make_executor(args: argparse.Namespace, tasks: int, folder: str):
     """A submitit AutoExecutor (``cluster="local"`` with ``--local``) with this job's resources."""
     submitit = import_submitit()
     try:
-        ex = submitit.AutoExecutor(folder, cluster="local" if args.local else "slurm",
-                                   slurm_max_num_timeout=args.max_timeouts, local_max_num_timeout=args.max_timeouts)
+        ex = submitit.AutoExecutor(
+            folder,
+            cluster="local" if args.local else "slurm",
+            slurm_max_num_timeout=args.max_timeouts,
+            local_max_num_timeout=args.max_timeouts,
+        )
     except RuntimeError as e:  # no srun on this machine
         raise OneLineError(f"cannot submit to SLURM here ({e}); use --local to run on this machine") from None
     ex.update_parameters(**executor_parameters(args, tasks))
@@ -213,8 +242,10 @@ def main(argv: Optional[Sequence[str]] = None, entry: Optional[Entry] = None) ->
     except OneLineError as e:  # bad arguments or config values, no SLURM here, a locked output_dir
         print(f"error: {e}", file=sys.stderr)
         return 1
-    print(f"submitted job {job.job_id} ({'local' if args.local else 'slurm'}): {args.nodes} node(s) x "
-          f"{tasks} task(s), output_dir {output_dir}")
+    print(
+        f"submitted job {job.job_id} ({'local' if args.local else 'slurm'}): {args.nodes} node(s) x "
+        f"{tasks} task(s), output_dir {output_dir}"
+    )
     print(f"logs: {job.paths.stdout} {job.paths.stderr} (one pair per task in {job.paths.folder})", flush=True)
     if not (args.local or args.wait):
         return 0

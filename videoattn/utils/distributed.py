@@ -8,6 +8,7 @@ exported before ``init_process_group``. Under srun and submitit the processes me
 :mod:`videoattn.utils.rendezvous` (rank 0 says whom it waits for, Ctrl-C works, a one-line
 timeout). Works unchanged in a plain single process.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -21,7 +22,7 @@ import torch
 import torch.distributed as dist
 
 from videoattn.utils.errors import OneLineError, UsageError
-from videoattn.utils.launcher import LaunchInfo, LauncherError, detect_launcher, export_env
+from videoattn.utils.launcher import LauncherError, LaunchInfo, detect_launcher, export_env
 from videoattn.utils.lock import LockError, folder_lock
 from videoattn.utils.outputs import OutputError, claim_outputs
 from videoattn.utils.rendezvous import open_store, report_interval
@@ -36,7 +37,7 @@ class DistInfo:
     world_size: int
     local_rank: int
     device: torch.device
-    launch: LaunchInfo = SINGLE           # the launcher detected and its variables
+    launch: LaunchInfo = SINGLE  # the launcher detected and its variables
 
     @property
     def launcher(self) -> str:
@@ -57,8 +58,10 @@ def resolve_device(device: str = "auto", local_rank: int = 0) -> torch.device:
     if count == 1:
         return torch.device("cuda", 0)
     if local_rank >= count:
-        raise UsageError(f"local rank {local_rank} has no GPU: this process sees {count}; start one process per "
-                         f"GPU (--ntasks-per-node / --nproc_per_node = GPUs per node)")
+        raise UsageError(
+            f"local rank {local_rank} has no GPU: this process sees {count}; start one process per "
+            f"GPU (--ntasks-per-node / --nproc_per_node = GPUs per node)"
+        )
     return torch.device("cuda", local_rank)
 
 
@@ -85,8 +88,10 @@ def per_process_batch(global_batch: int, key: str, world_size: Optional[int] = N
     """``global_batch // world_size``; a one-line UsageError naming ``key`` unless it divides."""
     world = world_size or get_world_size()
     if global_batch < world or global_batch % world:
-        raise UsageError(f"{key}={global_batch} is the global batch and must be a positive multiple of the "
-                         f"number of processes ({world}); e.g. {key}={max(1, global_batch // world) * world}")
+        raise UsageError(
+            f"{key}={global_batch} is the global batch and must be a positive multiple of the "
+            f"number of processes ({world}); e.g. {key}={max(1, global_batch // world) * world}"
+        )
     return global_batch // world
 
 
@@ -114,8 +119,11 @@ def init_distributed(device: str = "auto", timeout_s: float = 1800, report_s: Op
     if use_cuda:
         torch.cuda.set_device(dev)
     if launch.world_size > 1 and not dist.is_initialized():
-        group = dict(backend="nccl" if use_cuda else "gloo", timeout=datetime.timedelta(seconds=timeout_s),
-                     **({"device_id": dev} if use_cuda else {}))
+        group = dict(
+            backend="nccl" if use_cuda else "gloo",
+            timeout=datetime.timedelta(seconds=timeout_s),
+            **({"device_id": dev} if use_cuda else {}),
+        )
         if launch.launcher == "torchrun":  # its agent gathered every worker before starting them, and hosts the store
             dist.init_process_group(init_method="env://", **group)
         else:  # srun / submitit-local: wait for the others in Python (heard, Ctrl-C, one-line timeout)
@@ -193,9 +201,11 @@ def named_timeouts(timeout_minutes: float) -> Iterator[None]:
         text = str(e).strip().splitlines()[0] if str(e).strip() else ""
         if get_world_size() == 1 or isinstance(e, OneLineError) or not re.search(r"timed? ?out", text, re.I):
             raise
-        text = re.sub(r"^\[[^\]]*\]\s*", "", text)      # gloo's "[path/to/source.cc:78] " prefix
-        raise CollectiveTimeout(f"rank {get_rank()} waited dist_timeout_minutes={timeout_minutes:g} for the other "
-                                f"processes, one of which stalled or died ({text})") from None
+        text = re.sub(r"^\[[^\]]*\]\s*", "", text)  # gloo's "[path/to/source.cc:78] " prefix
+        raise CollectiveTimeout(
+            f"rank {get_rank()} waited dist_timeout_minutes={timeout_minutes:g} for the other "
+            f"processes, one of which stalled or died ({text})"
+        ) from None
 
 
 @contextlib.contextmanager

@@ -22,6 +22,7 @@ A file there is used as is; to work offline, put the file there by hand under it
 
 All failures raise :class:`DownloadError` with a one-line message.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -40,7 +41,7 @@ from videoattn.utils.outputs import claim_files, read_manifest
 HOME_ENV = "VIDEOATTN_HOME"
 URL_ENV = "VIDEOATTN_WEIGHTS_URL"
 _CHUNK = 1 << 20
-TOOL = "download"   # how the cache folder's list of outputs names the files downloaded into it
+TOOL = "download"  # how the cache folder's list of outputs names the files downloaded into it
 
 
 class DownloadError(OneLineError):
@@ -113,8 +114,9 @@ def file_lock(path: str, timeout_s: float = 1800.0) -> Iterator[None]:
                 break
             except BlockingIOError:
                 if time.monotonic() > deadline:
-                    raise DownloadError(f"gave up after {timeout_s:.0f} s waiting for another process "
-                                        f"holding {path}") from None
+                    raise DownloadError(
+                        f"gave up after {timeout_s:.0f} s waiting for another process holding {path}"
+                    ) from None
                 time.sleep(0.1)
         try:
             yield
@@ -128,8 +130,9 @@ def _network_error(url: str, dest: str, e: Exception) -> DownloadError:
         reason = f"HTTP {e.code} {e.reason}"
     else:
         reason = f"{type(e).__name__}: {getattr(e, 'reason', None) or e}"
-    return DownloadError(f"cannot download {url} ({reason.splitlines()[0][:160]}); "
-                         f"to work offline, put the file by hand at {dest}")
+    return DownloadError(
+        f"cannot download {url} ({reason.splitlines()[0][:160]}); to work offline, put the file by hand at {dest}"
+    )
 
 
 def _stream(url: str, out, timeout_s: float, dest: str) -> str:
@@ -161,8 +164,10 @@ def _download(url: str, dest: str, timeout_s: float) -> str:
         with open(tmp, "wb") as out:
             sha256 = _stream(url, out, timeout_s, dest)
         if expected and not sha256.startswith(expected):
-            raise DownloadError(f"checksum mismatch for {url}: sha256 {sha256[:16]}... does "
-                                f"not start with {expected} (its file name); the download was discarded")
+            raise DownloadError(
+                f"checksum mismatch for {url}: sha256 {sha256[:16]}... does "
+                f"not start with {expected} (its file name); the download was discarded"
+            )
         claim_files(TOOL, {dest: "set VIDEOATTN_HOME to another folder"})  # listed: a later bad copy may be removed
     return sha256
 
@@ -188,14 +193,21 @@ def check_hash_prefix(path: str, url: str = "", actual: Optional[str] = None) ->
     actual = actual or sha256_file(path)
     expected = hash_prefix(os.path.basename(path))
     if expected and not actual.startswith(expected):
-        raise DownloadError(f"checksum mismatch for {path}{' from ' + url if url else ''}: sha256 "
-                            f"{actual[:16]}... does not start with {expected} (its file name); "
-                            f"{_remove_if_downloaded(path)}")
+        raise DownloadError(
+            f"checksum mismatch for {path}{' from ' + url if url else ''}: sha256 "
+            f"{actual[:16]}... does not start with {expected} (its file name); "
+            f"{_remove_if_downloaded(path)}"
+        )
     return actual
 
 
-def fetch(url: str, cache: Optional[str] = None, base_url: Optional[str] = None, timeout_s: float = 60.0,
-          verify: Optional[Callable[[str], None]] = None) -> Tuple[str, str]:
+def fetch(
+    url: str,
+    cache: Optional[str] = None,
+    base_url: Optional[str] = None,
+    timeout_s: float = 60.0,
+    verify: Optional[Callable[[str], None]] = None,
+) -> Tuple[str, str]:
     """``(path, sha256)`` of the cached copy of ``url``, downloading it first if absent.
 
     The cached file is ``<cache_dir(cache)>/<file name of url>``; a hash prefix in that name is
@@ -217,8 +229,9 @@ def fetch(url: str, cache: Optional[str] = None, base_url: Optional[str] = None,
             try:
                 verify(dest)
             except ValueError as e:
-                raise DownloadError(f"{dest} (from {source}) failed verification: {e}; "
-                                    f"{_remove_if_downloaded(dest)}") from None
+                raise DownloadError(
+                    f"{dest} (from {source}) failed verification: {e}; {_remove_if_downloaded(dest)}"
+                ) from None
             record_sha256(dest, sha256)
         return dest, sha256
 
@@ -256,7 +269,9 @@ def check_recorded_sha256(path: str, actual: Optional[str] = None) -> Optional[s
         return None
     actual = actual or sha256_file(path)
     if actual != recorded:
-        raise DownloadError(f"{path} changed since it was verified (sha256 {actual[:16]}..., recorded "
-                            f"{recorded[:16]}... in {sidecar_path(path)}); "
-                            f"{_remove_if_downloaded(path, sidecar_path(path))}")
+        raise DownloadError(
+            f"{path} changed since it was verified (sha256 {actual[:16]}..., recorded "
+            f"{recorded[:16]}... in {sidecar_path(path)}); "
+            f"{_remove_if_downloaded(path, sidecar_path(path))}"
+        )
     return actual

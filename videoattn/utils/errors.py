@@ -9,6 +9,7 @@ where other code catches it by that.
 
 class OneLineError(Exception):
     """The tools print ``<prefix>: <message>`` and exit with status 1 (see ``videoattn.cli``)."""
+
     prefix = "error"
 
 

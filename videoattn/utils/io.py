@@ -4,6 +4,7 @@ A process killed at any point leaves either the old file or the new one, never h
 New files get the umask's normal mode (``0o666 & ~umask``, e.g. 0o644), as ``open()`` gives.
 A failed write (disk full, read-only, no permission) raises :class:`WriteError` naming the file.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -143,7 +144,7 @@ def append_bytes(f: BinaryIO, data: bytes, path: str) -> None:
     view = memoryview(data)
     try:
         while view:
-            view = view[f.write(view):]
+            view = view[f.write(view) :]
     except OSError as e:
         with contextlib.suppress(OSError):
             os.ftruncate(f.fileno(), start)

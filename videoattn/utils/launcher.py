@@ -21,6 +21,7 @@ Detection order (the first that applies wins):
 ``MASTER_ADDR`` and ``MASTER_PORT``, when set, always win (e.g. a cluster whose node names do not
 resolve on the high-speed network: ``export MASTER_ADDR=$(hostname)-ib``).
 """
+
 from __future__ import annotations
 
 import os
@@ -42,12 +43,12 @@ class LauncherError(OneLineError, ValueError):
 
 @dataclass(frozen=True)
 class LaunchInfo:
-    launcher: str            # torchrun | srun | submitit-local | single
+    launcher: str  # torchrun | srun | submitit-local | single
     rank: int
     world_size: int
     local_rank: int
-    master_addr: str         # "" for a single process
-    master_port: int         # 0 for a single process
+    master_addr: str  # "" for a single process
+    master_port: int  # 0 for a single process
 
     def describe(self) -> str:
         """One log line, e.g. ``launcher srun: rank 5 of 8 (local rank 1), master gpu01:13105``."""
@@ -133,8 +134,9 @@ def _require(env: Mapping[str, str], names, launcher: str, trigger: str) -> None
     missing = [n for n in names if not env.get(n, "").strip()]
     if missing:
         present = [n for n in names if n not in missing]
-        raise LauncherError(f"incomplete {launcher} environment: {', '.join(present) or trigger} set but "
-                            f"{', '.join(missing)} missing")
+        raise LauncherError(
+            f"incomplete {launcher} environment: {', '.join(present) or trigger} set but {', '.join(missing)} missing"
+        )
 
 
 def _check_ranks(rank: int, world: int, local: int, names) -> None:
@@ -145,8 +147,9 @@ def _check_ranks(rank: int, world: int, local: int, names) -> None:
         raise LauncherError(f"inconsistent launcher variables: {lr}={local} must be <= {r}={rank}")
 
 
-def _master(env: Mapping[str, str], default_addr: Optional[str], default_port: Optional[int],
-            what_addr: str, what_port: str) -> tuple:
+def _master(
+    env: Mapping[str, str], default_addr: Optional[str], default_port: Optional[int], what_addr: str, what_port: str
+) -> tuple:
     """MASTER_ADDR / MASTER_PORT from the environment when set, else the launcher's defaults."""
     addr = env.get("MASTER_ADDR", "").strip() or default_addr
     if not addr:
@@ -187,8 +190,11 @@ def _srun(env: Mapping[str, str], check_gpus: bool) -> LaunchInfo:
             if local >= n:
                 hint = " (one task per GPU: --ntasks-per-node must equal the GPUs per node)" if "GPU" in limit else ""
                 raise LauncherError(f"inconsistent SLURM variables: SLURM_LOCALID={local} must be < {limit}={n}{hint}")
-    nodes = env.get("SLURM_STEP_NODELIST", "").strip() or env.get("SLURM_JOB_NODELIST", "").strip() \
+    nodes = (
+        env.get("SLURM_STEP_NODELIST", "").strip()
+        or env.get("SLURM_JOB_NODELIST", "").strip()
         or env.get("SLURM_NODELIST", "").strip()
+    )
     first = parse_nodelist(nodes)[0] if nodes and not env.get("MASTER_ADDR", "").strip() else None
     job_id = env.get("SLURM_JOB_ID", "").strip() or env.get("SLURM_JOBID", "").strip()
     port = port_from_job_id(job_id) if job_id and not env.get("MASTER_PORT", "").strip() else None
@@ -205,8 +211,13 @@ def _submitit_local(env: Mapping[str, str]) -> LaunchInfo:
     local = _int(env["SUBMITIT_LOCAL_LOCALID"], "SUBMITIT_LOCAL_LOCALID")
     _check_ranks(rank, world, local, LOCAL_VARS)
     job_id = env.get("SUBMITIT_LOCAL_JOB_ID", "").strip()
-    addr, port = _master(env, "127.0.0.1", port_from_job_id(job_id, "SUBMITIT_LOCAL_JOB_ID") if job_id else None,
-                         "", "SUBMITIT_LOCAL_JOB_ID")
+    addr, port = _master(
+        env,
+        "127.0.0.1",
+        port_from_job_id(job_id, "SUBMITIT_LOCAL_JOB_ID") if job_id else None,
+        "",
+        "SUBMITIT_LOCAL_JOB_ID",
+    )
     return LaunchInfo("submitit-local", rank, world, local, addr, port)
 
 

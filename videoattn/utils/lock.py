@@ -13,6 +13,7 @@ requeued SLURM job: a lock whose record has this job's ``SLURM_JOB_ID`` and a lo
 preempted on another node; SLURM starts a requeued job only after the old one ended): it is taken
 over with a warning.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -32,7 +33,7 @@ from videoattn.utils.io import WriteError, make_folder
 
 log = logging.getLogger(__name__)
 LOCK_NAME = ".videoattn.lock"
-_TAKEOVER_STALE_S = 30.0   # a takeover guard older than this was left by a killed process
+_TAKEOVER_STALE_S = 30.0  # a takeover guard older than this was left by a killed process
 
 
 class LockError(OneLineError):
@@ -52,7 +53,7 @@ def _proc_stat(pid: int) -> Optional[list]:
             data = f.read()
     except OSError:
         return None
-    return data[data.rindex(b")") + 2:].decode("ascii", "replace").split()
+    return data[data.rindex(b")") + 2 :].decode("ascii", "replace").split()
 
 
 def process_start(pid: int) -> str:
@@ -70,10 +71,10 @@ def process_alive(pid: int, start: str = "") -> bool:
     except ProcessLookupError:
         return False
     except PermissionError:
-        pass                                  # exists, owned by another user
+        pass  # exists, owned by another user
     stat = _proc_stat(pid)
     if stat is not None and stat[0] in ("Z", "X"):
-        return False                          # exited, not yet reaped
+        return False  # exited, not yet reaped
     now = process_start(pid)
     return not (start and now and now != start)
 
@@ -87,18 +88,25 @@ def _pid_namespace() -> str:
 
 def _record() -> dict:
     argv = [os.path.basename(sys.executable)] + sys.argv
-    return {"host": socket.gethostname(), "pid_namespace": _pid_namespace(), "pid": os.getpid(),
-            "process_start": process_start(os.getpid()),
-            "started": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
-            "command": " ".join(shlex.quote(a) for a in argv).replace("\n", "\\n"), "token": secrets.token_hex(8),
-            **_slurm_job()}
+    return {
+        "host": socket.gethostname(),
+        "pid_namespace": _pid_namespace(),
+        "pid": os.getpid(),
+        "process_start": process_start(os.getpid()),
+        "started": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
+        "command": " ".join(shlex.quote(a) for a in argv).replace("\n", "\\n"),
+        "token": secrets.token_hex(8),
+        **_slurm_job(),
+    }
 
 
 def _slurm_job() -> dict:
     """This process's SLURM job id and restart count (both "" / 0 outside SLURM)."""
     restarts = os.environ.get("SLURM_RESTART_COUNT", "0").strip()
-    return {"slurm_job_id": os.environ.get("SLURM_JOB_ID", "").strip(),
-            "slurm_restart_count": int(restarts) if restarts.isdigit() else 0}
+    return {
+        "slurm_job_id": os.environ.get("SLURM_JOB_ID", "").strip(),
+        "slurm_restart_count": int(restarts) if restarts.isdigit() else 0,
+    }
 
 
 def read_lock(path: str) -> Optional[dict]:
@@ -114,8 +122,10 @@ def read_lock(path: str) -> Optional[dict]:
 
 
 def describe(holder: dict) -> str:
-    return (f"host {holder.get('host')}, pid {holder.get('pid')}, since {holder.get('started')}, "
-            f"command: {holder.get('command')}")
+    return (
+        f"host {holder.get('host')}, pid {holder.get('pid')}, since {holder.get('started')}, "
+        f"command: {holder.get('command')}"
+    )
 
 
 def _checkable(holder: dict) -> bool:
@@ -176,14 +186,20 @@ def _take_over(path: str, holder: dict) -> bool:
 
 def _refusal(folder: str, path: str, holder: dict) -> LockError:
     if not holder:
-        return LockError(f"output folder {folder} has an unreadable lock file {path} (a run starting, or one killed "
-                         f"while taking it); if no run uses this folder, delete {path}")
+        return LockError(
+            f"output folder {folder} has an unreadable lock file {path} (a run starting, or one killed "
+            f"while taking it); if no run uses this folder, delete {path}"
+        )
     if not _checkable(holder):
         where = "another host" if holder.get("host") != socket.gethostname() else "another container of this host"
-        return LockError(f"output folder {folder} is locked by a run on {where} ({describe(holder)}); this "
-                         f"process cannot tell whether it still runs. If you are sure it has ended, delete {path}")
-    return LockError(f"output folder {folder} is in use by another run ({describe(holder)}); wait for it to end "
-                     f"or choose another folder")
+        return LockError(
+            f"output folder {folder} is locked by a run on {where} ({describe(holder)}); this "
+            f"process cannot tell whether it still runs. If you are sure it has ended, delete {path}"
+        )
+    return LockError(
+        f"output folder {folder} is in use by another run ({describe(holder)}); wait for it to end "
+        f"or choose another folder"
+    )
 
 
 def _settled_holder(path: str) -> Optional[dict]:
@@ -221,14 +237,14 @@ def acquire(folder: str, attempts: int = 100) -> dict:
             fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666)
         except FileExistsError:
             holder = _settled_holder(path)
-            if holder is None:                # released meanwhile
+            if holder is None:  # released meanwhile
                 continue
             reason = _stale_reason(holder) if holder else ""
             if reason:
                 if _take_over(path, holder):
                     stale, why = holder, reason
                 else:
-                    time.sleep(0.05)          # another process is taking it over: look again
+                    time.sleep(0.05)  # another process is taking it over: look again
                 continue
             raise _refusal(folder, path, holder) from None
         except OSError as e:

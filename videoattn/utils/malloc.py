@@ -9,6 +9,7 @@ the figures are in docs/benchmarks.md).
 :func:`tune_malloc` keeps freed blocks in the heap for reuse (a steady high-water mark, not growth)
 and caps the arenas. It is a no-op off glibc.
 """
+
 from __future__ import annotations
 
 import ctypes

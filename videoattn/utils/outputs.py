@@ -15,6 +15,7 @@ claiming in one folder at the same instant may lose an entry, which makes a late
 replace) that file. :func:`check_not_input` refuses an output that is an input file (the same file
 through a symlink or a hard link too).
 """
+
 from __future__ import annotations
 
 import json
@@ -43,8 +44,9 @@ def read_manifest(folder: str) -> Dict[str, str]:
         data = None
     files = data.get("files") if isinstance(data, dict) else None
     if not isinstance(files, dict) or not all(isinstance(v, str) for v in files.values()):
-        raise OutputError(f"{path} is not a videoattn list of outputs; not replaced: move it away or choose "
-                          "another output")
+        raise OutputError(
+            f"{path} is not a videoattn list of outputs; not replaced: move it away or choose another output"
+        )
     return dict(files)
 
 

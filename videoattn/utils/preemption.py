@@ -40,6 +40,7 @@ DataLoader worker processes get the same signals (SLURM signals every process of
 call :func:`ignore_signals` in ``worker_init_fn`` so that they keep loading while the main process
 decides.
 """
+
 from __future__ import annotations
 
 import signal
@@ -50,11 +51,11 @@ import torch
 
 from videoattn.utils.distributed import all_reduce_
 
-REQUEUE_EXIT_CODE = 75            # sysexits.h EX_TEMPFAIL: "temporary failure, try again"
+REQUEUE_EXIT_CODE = 75  # sysexits.h EX_TEMPFAIL: "temporary failure, try again"
 TERMINATED_EXIT_CODE = 128 + signal.SIGTERM
 DEFAULT_SIGNALS = (signal.SIGUSR1, signal.SIGTERM)
 REQUEUE_SIGNALS = (signal.SIGUSR1, signal.SIGUSR2)
-_STOP, _REQUEUE = 1, 2            # local flag levels; MAX over ranks: any requeue signal wins
+_STOP, _REQUEUE = 1, 2  # local flag levels; MAX over ranks: any requeue signal wins
 
 
 class PreemptionHandler:
@@ -64,13 +65,14 @@ class PreemptionHandler:
     agrees across ranks; afterwards ``exit_code`` is the status to exit with (the same on all ranks).
     """
 
-    def __init__(self, signals: Sequence[int] = DEFAULT_SIGNALS,
-                 requeue_signals: Iterable[int] = REQUEUE_SIGNALS) -> None:
+    def __init__(
+        self, signals: Sequence[int] = DEFAULT_SIGNALS, requeue_signals: Iterable[int] = REQUEUE_SIGNALS
+    ) -> None:
         self.signals = tuple(signal.Signals(s) for s in signals)
         self.requeue_signals = frozenset(signal.Signals(s) for s in requeue_signals)
         self.received: Optional[int] = None
-        self._level = 0              # written only by the handler: 0, _STOP or _REQUEUE
-        self._agreed = 0             # the all-rank MAX of the levels at the last should_stop()
+        self._level = 0  # written only by the handler: 0, _STOP or _REQUEUE
+        self._agreed = 0  # the all-rank MAX of the levels at the last should_stop()
         self._previous: dict = {}
 
     def _on_signal(self, signum: int, frame) -> None:  # noqa: ARG002 (signal handler signature)
@@ -84,8 +86,9 @@ class PreemptionHandler:
     def install(self) -> "PreemptionHandler":
         """Replace the handlers of ``self.signals``, remembering the previous ones."""
         if threading.current_thread() is not threading.main_thread():
-            raise RuntimeError("PreemptionHandler.install() must run in the main thread (Python delivers "
-                               "signals there only)")
+            raise RuntimeError(
+                "PreemptionHandler.install() must run in the main thread (Python delivers signals there only)"
+            )
         if self._previous:
             return self
         for s in self.signals:

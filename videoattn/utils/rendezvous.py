@@ -16,6 +16,7 @@ says nothing, Ctrl-C reaches Python only when the wait ends, and a missing proce
 The store is then handed to ``init_process_group(store=...)``. Under torchrun its agent has
 gathered the workers before starting them, and hosts the store: ``env://`` is used as before.
 """
+
 from __future__ import annotations
 
 import datetime
@@ -29,12 +30,12 @@ from typing import Callable, List
 import torch.distributed as dist
 
 from videoattn.utils.errors import OneLineError
-from videoattn.utils.launcher import LaunchInfo, LauncherError
+from videoattn.utils.launcher import LauncherError, LaunchInfo
 
 logger = logging.getLogger(__name__)
 PREFIX = "videoattn/rendezvous"
 REPORT_ENV, REPORT_DEFAULT_S = "VIDEOATTN_WAIT_REPORT_SECONDS", 60.0
-SLICE_S = 0.25                      # the longest Python waits in one call; Ctrl-C acts within it
+SLICE_S = 0.25  # the longest Python waits in one call; Ctrl-C acts within it
 
 
 class RendezvousError(OneLineError):
@@ -58,6 +59,7 @@ def report_interval() -> float:
 @dataclass
 class _Wait:
     """One rendezvous: who, where, until when, and when to report next."""
+
     launch: LaunchInfo
     timeout_s: float
     report_s: float
@@ -92,16 +94,23 @@ def open_store(launch: LaunchInfo, timeout_s: float, report_s: float) -> dist.St
         store = _serve(wait) if launch.rank == 0 else _connect(wait)
         _check_in(store, wait)
     except KeyboardInterrupt:
-        raise KeyboardInterrupt(f"interrupted while waiting for the other processes at {wait.where}; "
-                                f"nothing was written") from None
+        raise KeyboardInterrupt(
+            f"interrupted while waiting for the other processes at {wait.where}; nothing was written"
+        ) from None
     store.set_timeout(datetime.timedelta(seconds=timeout_s))
     return store
 
 
 def _store(wait: _Wait, is_master: bool, timeout_s: float) -> dist.TCPStore:
     launch = wait.launch
-    return dist.TCPStore(launch.master_addr, launch.master_port, launch.world_size, is_master,
-                         datetime.timedelta(seconds=timeout_s), wait_for_workers=False)
+    return dist.TCPStore(
+        launch.master_addr,
+        launch.master_port,
+        launch.world_size,
+        is_master,
+        datetime.timedelta(seconds=timeout_s),
+        wait_for_workers=False,
+    )
 
 
 def _serve(wait: _Wait) -> dist.TCPStore:
@@ -109,41 +118,56 @@ def _serve(wait: _Wait) -> dist.TCPStore:
     try:
         return _store(wait, True, wait.timeout_s)
     except dist.DistError as e:
-        raise RendezvousError(f"rank 0 cannot open the rendezvous port {wait.where} ({_first_line(e)}); "
-                              f"set MASTER_PORT to a free port") from None
+        raise RendezvousError(
+            f"rank 0 cannot open the rendezvous port {wait.where} ({_first_line(e)}); set MASTER_PORT to a free port"
+        ) from None
 
 
 def _connect(wait: _Wait) -> dist.TCPStore:
     """A rank > 0: probe rank 0's address in short slices until it answers, then connect."""
     while True:
         try:
-            with socket.create_connection((wait.launch.master_addr, wait.launch.master_port),
-                                          timeout=max(0.05, min(1.0, wait.left()))):
+            with socket.create_connection(
+                (wait.launch.master_addr, wait.launch.master_port), timeout=max(0.05, min(1.0, wait.left()))
+            ):
                 pass
             return _store(wait, False, max(1.0, min(10.0, wait.left())))
         except (OSError, dist.DistError) as e:
             if wait.left() <= 0:
-                raise RendezvousError(f"rank {wait.launch.rank} of {wait.launch.world_size}: nothing answered at "
-                                      f"{wait.where} (rank 0's rendezvous) within {wait.limit} "
-                                      f"({_first_line(e)}); was rank 0 started?") from None
+                raise RendezvousError(
+                    f"rank {wait.launch.rank} of {wait.launch.world_size}: nothing answered at "
+                    f"{wait.where} (rank 0's rendezvous) within {wait.limit} "
+                    f"({_first_line(e)}); was rank 0 started?"
+                ) from None
             time.sleep(min(SLICE_S, max(0.0, wait.left())))
 
 
 def _check_in(store: dist.Store, wait: _Wait) -> None:
     """Add this rank's key and poll the count until every process is there."""
     launch = wait.launch
-    arrived = _ask(store, wait, lambda: (store.set(f"{PREFIX}/rank{launch.rank}", "1"),
-                                         store.add(f"{PREFIX}/arrived", 1))[1])
+    arrived = _ask(
+        store, wait, lambda: (store.set(f"{PREFIX}/rank{launch.rank}", "1"), store.add(f"{PREFIX}/arrived", 1))[1]
+    )
     while arrived < launch.world_size:
         if wait.left() <= 0:
-            raise RendezvousError(f"rank {launch.rank} of {launch.world_size}: only {arrived} of "
-                                  f"{launch.world_size} processes came to {wait.where} within {wait.limit} "
-                                  f"(missing: {_missing(store, wait)}); {_hint(launch)}")
+            raise RendezvousError(
+                f"rank {launch.rank} of {launch.world_size}: only {arrived} of "
+                f"{launch.world_size} processes came to {wait.where} within {wait.limit} "
+                f"(missing: {_missing(store, wait)}); {_hint(launch)}"
+            )
         if launch.rank == 0 and wait.report_due():
             more = launch.world_size - arrived
-            logger.info("waiting for %d more process%s at %s (%d of %d here; missing: %s); waited %.0f s, "
-                        "giving up after %s", more, "es" if more > 1 else "", wait.where, arrived,
-                        launch.world_size, _missing(store, wait), time.monotonic() - wait.start, wait.limit)
+            logger.info(
+                "waiting for %d more process%s at %s (%d of %d here; missing: %s); waited %.0f s, giving up after %s",
+                more,
+                "es" if more > 1 else "",
+                wait.where,
+                arrived,
+                launch.world_size,
+                _missing(store, wait),
+                time.monotonic() - wait.start,
+                wait.limit,
+            )
         time.sleep(min(SLICE_S, max(0.0, wait.left())))
         arrived = _ask(store, wait, lambda: store.add(f"{PREFIX}/arrived", 0))
 
@@ -152,22 +176,29 @@ def _ask(store: dist.Store, wait: _Wait, call: Callable[[], int]) -> int:
     try:
         return call()
     except dist.DistError as e:
-        raise RendezvousError(f"rank {wait.launch.rank}: lost the rendezvous store at {wait.where} while waiting "
-                              f"for the other processes ({_first_line(e)}); did rank 0 stop?") from None
+        raise RendezvousError(
+            f"rank {wait.launch.rank}: lost the rendezvous store at {wait.where} while waiting "
+            f"for the other processes ({_first_line(e)}); did rank 0 stop?"
+        ) from None
 
 
 def _missing(store: dist.Store, wait: _Wait, show: int = 8) -> str:
     """``rank 1`` | ``ranks 1, 3`` | ``ranks 1, 2, ... (and 5 more)``: the ranks not checked in."""
-    ranks: List[int] = [r for r in range(wait.launch.world_size)
-                        if not _ask(store, wait, lambda r=r: store.check([f"{PREFIX}/rank{r}"]))]
+    ranks: List[int] = [
+        r
+        for r in range(wait.launch.world_size)
+        if not _ask(store, wait, lambda r=r: store.check([f"{PREFIX}/rank{r}"]))
+    ]
     names = ", ".join(map(str, ranks[:show])) + (f" (and {len(ranks) - show} more)" if len(ranks) > show else "")
     return f"rank{'s' if len(ranks) > 1 else ''} {names}"
 
 
 def _hint(launch: LaunchInfo) -> str:
     if launch.launcher == "srun":
-        return (f"start one process per task with srun (SLURM_NTASKS={launch.world_size}), "
-                f"or run a single process without the SLURM_PROCID/SLURM_NTASKS variables")
+        return (
+            f"start one process per task with srun (SLURM_NTASKS={launch.world_size}), "
+            f"or run a single process without the SLURM_PROCID/SLURM_NTASKS variables"
+        )
     return f"start all {launch.world_size} processes"
 
 

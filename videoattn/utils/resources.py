@@ -4,6 +4,7 @@
 (alphabetical: the order of the official CSVs' sorted labels, as PySlowFast and pytorchvideo
 number them). Source: mmaction2 ``tools/data/kinetics/label_map_k400.txt`` (commit 4d6c934).
 """
+
 from __future__ import annotations
 
 from importlib.resources import files

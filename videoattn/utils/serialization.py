@@ -10,6 +10,7 @@ A file that needs full unpickling (a whole pickled ``nn.Module``, unknown classe
 :class:`UntrustedCheckpointError`, naming the globals it would import and the explicit opt-in
 (``--trust-checkpoint``) that loads it anyway.
 """
+
 from __future__ import annotations
 
 import os
@@ -26,12 +27,18 @@ TRUST_OPT_IN = "--trust-checkpoint"
 _np_core = getattr(np, "_core", None) or np.core  # numpy 2.x | 1.x
 # Checkpoints of videoattn 0.1.0 hold np.random.get_state() (a uint32 ndarray unpickles through
 # these four) and torch.__version__ (a str subclass); nothing else is allowed.
-SAFE_GLOBALS = [_np_core.multiarray._reconstruct, np.ndarray, np.dtype, type(np.dtype(np.uint32)),
-                torch.torch_version.TorchVersion]
+SAFE_GLOBALS = [
+    _np_core.multiarray._reconstruct,
+    np.ndarray,
+    np.dtype,
+    type(np.dtype(np.uint32)),
+    torch.torch_version.TorchVersion,
+]
 
 
 class CheckpointError(OneLineError):
     """A checkpoint or weights file is missing, unreadable, unsafe or not what was expected."""
+
     prefix = "checkpoint error"
 
 
@@ -42,8 +49,10 @@ class UntrustedCheckpointError(CheckpointError):
 # How the weights-only unpickler names what it refused: a global not on the allowlist, a global of a
 # blocked module (torch >= 2.6 words ``os.system`` as "GLOBAL posix.system whose module posix is
 # blocked"), or a class it will not build.
-_REFUSED = re.compile(r"GLOBAL ([\w.]+) was not an allowed global|GLOBAL ([\w.]+) whose module [\w.]+ is blocked"
-                      r"|but got <class '([\w.]+)'>")
+_REFUSED = re.compile(
+    r"GLOBAL ([\w.]+) was not an allowed global|GLOBAL ([\w.]+) whose module [\w.]+ is blocked"
+    r"|but got <class '([\w.]+)'>"
+)
 # Globals of these packages are classes and functions of libraries, not what a payload calls (os,
 # posix, builtins, subprocess, ...); the refusal names the others first.
 _LIBRARY_PREFIXES = ("torch.", "numpy.", "videoattn.", "collections.")
@@ -93,7 +102,8 @@ def load_file(path: str, trust: bool = False, map_location: str = "cpu") -> Any:
             raise CheckpointError(f"unreadable checkpoint {path}: not a torch file, or corrupt") from None
         raise UntrustedCheckpointError(
             f"refusing to load {path}: it can only be read by full unpickling, which can run arbitrary code "
-            f"(it would import {_telling_first(names)}); if you trust its source, pass {TRUST_OPT_IN}") from None
+            f"(it would import {_telling_first(names)}); if you trust its source, pass {TRUST_OPT_IN}"
+        ) from None
     except Exception as e:  # truncated zip, random bytes, ...
         raise CheckpointError(f"unreadable checkpoint {path}: {type(e).__name__}: {_first_line(e)}") from None
 

@@ -1,5 +1,6 @@
 """The one place that strips the prefixes DDP (``module.``) and ``torch.compile`` (``_orig_mod.``)
 put in front of parameter and module names."""
+
 from __future__ import annotations
 
 from typing import Any, Dict, List
@@ -18,7 +19,7 @@ def strip_wrapper_prefixes(name: str) -> str:
         stripped = False
         for prefix in WRAPPER_PREFIXES:
             if name.startswith(prefix):
-                name, stripped = name[len(prefix):], True
+                name, stripped = name[len(prefix) :], True
     return name
 
 
@@ -30,7 +31,7 @@ def unwrap_state_dict(state: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]
 def unwrap_model(model: torch.nn.Module) -> torch.nn.Module:
     """The plain module inside DDP / torch.compile wrappers."""
     while hasattr(model, "module") or hasattr(model, "_orig_mod"):
-        model = getattr(model, "module", None) or getattr(model, "_orig_mod")
+        model = getattr(model, "module", None) or model._orig_mod
     return model
 
 
@@ -50,8 +51,11 @@ def to_cpu(obj: Any) -> Any:
 
 def non_finite_tensors(state: Dict[str, Any]) -> List[str]:
     """The sorted names of the floating-point tensors in ``state`` that hold a NaN or an infinity."""
-    return sorted(k for k, v in state.items()
-                  if torch.is_tensor(v) and (v.is_floating_point() or v.is_complex()) and not bool(torch.isfinite(v).all()))
+    return sorted(
+        k
+        for k, v in state.items()
+        if torch.is_tensor(v) and (v.is_floating_point() or v.is_complex()) and not bool(torch.isfinite(v).all())
+    )
 
 
 def check_finite_state(state: Dict[str, Any], source: str) -> None:
@@ -60,5 +64,7 @@ def check_finite_state(state: Dict[str, Any], source: str) -> None:
     bad = non_finite_tensors(state)
     if bad:
         shown = ", ".join(bad[:4]) + (f" and {len(bad) - 4} more" if len(bad) > 4 else "")
-        raise CheckpointError(f"{source}: {len(bad)} of {len(state)} weight tensors hold NaN or inf values "
-                              f"({shown}); refusing to use them")
+        raise CheckpointError(
+            f"{source}: {len(bad)} of {len(state)} weight tensors hold NaN or inf values "
+            f"({shown}); refusing to use them"
+        )

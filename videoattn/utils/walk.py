@@ -4,6 +4,7 @@ Datasets are often assembled with symlinks (a split folder linking to a shared s
 walk follows them; a link back to a folder already on the walk (a cycle, or the same folder
 reached twice) is skipped by its (device, inode), with one warning naming it.
 """
+
 from __future__ import annotations
 
 import logging
@@ -34,10 +35,10 @@ def walk_files(root: str, exclude: Sequence[str] = ()) -> Iterator[str]:
     skipped = []
     for folder, dirs, files in os.walk(root, followlinks=True):
         st = os.stat(folder)
-        if (st.st_dev, st.st_ino) in excluded:   # however reached (its own name, a link)
+        if (st.st_dev, st.st_ino) in excluded:  # however reached (its own name, a link)
             dirs[:] = []
             continue
-        if (st.st_dev, st.st_ino) in seen:   # a second link to a folder already listed
+        if (st.st_dev, st.st_ino) in seen:  # a second link to a folder already listed
             skipped.append((folder, os.path.realpath(folder)))
             dirs[:] = []
             continue
@@ -47,7 +48,7 @@ def walk_files(root: str, exclude: Sequence[str] = ()) -> Iterator[str]:
             path = os.path.join(folder, d)
             try:
                 sd = os.stat(path)
-            except OSError:                  # a dangling link
+            except OSError:  # a dangling link
                 continue
             if (sd.st_dev, sd.st_ino) in seen:
                 skipped.append((path, os.path.realpath(path)))
@@ -59,5 +60,10 @@ def walk_files(root: str, exclude: Sequence[str] = ()) -> Iterator[str]:
     if skipped:
         path, target = skipped[0]
         more = f" (and {len(skipped) - 1} more such links)" if len(skipped) > 1 else ""
-        log.warning("symlink cycle (or second link to one folder) under %s: %s -> %s is already listed; "
-                    "not followed%s", root, path, target, more)
+        log.warning(
+            "symlink cycle (or second link to one folder) under %s: %s -> %s is already listed; not followed%s",
+            root,
+            path,
+            target,
+            more,
+        )

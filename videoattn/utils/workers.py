@@ -10,6 +10,7 @@ not mix), die with the main process (Linux: ``PR_SET_PDEATHSIG``; elsewhere they
 pipe closes), and run one task at a time, so a deadline measures one task.
 ``fn`` and the tasks must be picklable (``fn`` a module-level function).
 """
+
 from __future__ import annotations
 
 import collections
@@ -150,8 +151,9 @@ def _assign(worker: _Worker, index: int, task: Any, time_limit: Optional[float])
         pass
 
 
-def run_tasks(fn: Callable, tasks: Sequence[Any], workers: int,
-              time_limit: Optional[float] = None) -> Iterator[Tuple[int, str, Any]]:
+def run_tasks(
+    fn: Callable, tasks: Sequence[Any], workers: int, time_limit: Optional[float] = None
+) -> Iterator[Tuple[int, str, Any]]:
     """Yield ``(task index, status, value)`` as tasks finish (in completion order).
 
     Args:
@@ -173,8 +175,10 @@ def run_tasks(fn: Callable, tasks: Sequence[Any], workers: int,
                     _assign(w, index, tasks[index], time_limit)
             active = [w for w in pool if w.task is not None or not w.ready]
             deadline = min([w.deadline for w in active if w.task is not None] + [float("inf")])
-            wait([w.conn for w in active] + [w.proc.sentinel for w in active],
-                 timeout=min(max(0.0, deadline - time.monotonic()), 60.0))
+            wait(
+                [w.conn for w in active] + [w.proc.sentinel for w in active],
+                timeout=min(max(0.0, deadline - time.monotonic()), 60.0),
+            )
             now = time.monotonic()
             for i, w in enumerate(pool):
                 if not w.ready:
