@@ -16,7 +16,7 @@ import datetime
 import logging
 import re
 from dataclasses import dataclass
-from typing import Any, Iterable, Iterator, List, Optional, Tuple
+from typing import Any, Callable, Iterable, Iterator, List, Optional, Tuple
 
 import torch
 import torch.distributed as dist
@@ -208,40 +208,37 @@ def named_timeouts(timeout_minutes: float) -> Iterator[None]:
         ) from None
 
 
-@contextlib.contextmanager
-def main_process_lock(folder: str) -> Iterator[None]:
-    """Rank 0 holds :func:`videoattn.utils.lock.folder_lock` on ``folder`` for the ``with`` block
-    (``folder`` may be shared between nodes); if it cannot, every rank raises the same one-line
-    error (the outcome is broadcast, so no rank is left waiting in a collective)."""
-    with contextlib.ExitStack() as stack:
-        error = None
-        if is_main_process():
-            try:
-                stack.enter_context(folder_lock(folder))
-            except Exception as e:  # noqa: BLE001 -- every outcome must reach the other ranks
-                error = e
-        message = broadcast_object(None if error is None else str(error))
-        if error is not None:
-            raise error
-        if message is not None:
-            raise LockError(message)
-        yield
-
-
-def main_process_claim(folder: str, tool: str, names: Iterable[str], hint: str = "use another --output") -> None:
-    """Rank 0 claims ``names`` in ``folder`` (:func:`videoattn.utils.outputs.claim_outputs`); a refusal
-    is raised on every rank alike (broadcast, so no rank is left waiting in a collective)."""
+def _on_main_process(action: Callable[[], Any], error_type: type) -> None:
+    """Run ``action`` on rank 0 only; if it raises, every rank raises alike (the outcome is
+    broadcast, so no rank is left waiting in a collective): rank 0 its own error, the others
+    ``error_type`` with its message."""
     error = None
     if is_main_process():
         try:
-            claim_outputs(folder, tool, names, hint)
+            action()
         except Exception as e:  # noqa: BLE001 -- every outcome must reach the other ranks
             error = e
     message = broadcast_object(None if error is None else str(error))
     if error is not None:
         raise error
     if message is not None:
-        raise OutputError(message)
+        raise error_type(message)
+
+
+@contextlib.contextmanager
+def main_process_lock(folder: str) -> Iterator[None]:
+    """Rank 0 holds :func:`videoattn.utils.lock.folder_lock` on ``folder`` for the ``with`` block
+    (``folder`` may be shared between nodes); if it cannot, every rank raises the same one-line
+    error."""
+    with contextlib.ExitStack() as stack:
+        _on_main_process(lambda: stack.enter_context(folder_lock(folder)), LockError)
+        yield
+
+
+def main_process_claim(folder: str, tool: str, names: Iterable[str], hint: str = "use another --output") -> None:
+    """Rank 0 claims ``names`` in ``folder`` (:func:`videoattn.utils.outputs.claim_outputs`); a refusal
+    is raised on every rank alike."""
+    _on_main_process(lambda: claim_outputs(folder, tool, names, hint), OutputError)
 
 
 @contextlib.contextmanager
