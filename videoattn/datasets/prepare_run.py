@@ -113,14 +113,21 @@ def _params(job: PrepareJob) -> str:
     )
 
 
-def _entry(p: Planned, result: PrepareResult) -> dict:
+def _job_key(p: Planned) -> dict:
+    """What an output was made from: the source (path, size, mtime), the settings and the span."""
     return dict(
-        output=p.rel,
         source=os.path.abspath(p.job.source),
         source_size=p.source_stat[0],
         source_mtime_ns=p.source_stat[1],
         params=_params(p.job),
         span=[p.job.start, p.job.end],
+    )
+
+
+def _entry(p: Planned, result: PrepareResult) -> dict:
+    return dict(
+        output=p.rel,
+        **_job_key(p),
         size=result.size,
         mtime_ns=result.mtime_ns,
         frames=result.frames,
@@ -186,15 +193,7 @@ def is_verified(p: Planned, entry: Optional[dict], out_dir: str) -> bool:
         st = os.stat(os.path.join(out_dir, p.rel))
     except OSError:
         return False
-    want = dict(
-        source=os.path.abspath(p.job.source),
-        source_size=p.source_stat[0],
-        source_mtime_ns=p.source_stat[1],
-        params=_params(p.job),
-        span=[p.job.start, p.job.end],
-        size=st.st_size,
-        mtime_ns=st.st_mtime_ns,
-    )
+    want = dict(_job_key(p), size=st.st_size, mtime_ns=st.st_mtime_ns)
     return all(entry.get(k) == v for k, v in want.items())
 
 
