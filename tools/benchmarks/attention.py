@@ -307,6 +307,14 @@ def header(budget: Budget, started: float) -> List[str]:
     ]
 
 
+def _grid(text: str) -> Tuple[int, int, int]:
+    try:
+        t, h, w = (int(n) for n in text.lower().split("x"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"'{text}' is not TxHxW (e.g. 16x56x56)") from None
+    return t, h, w
+
+
 def main(argv: List[str]) -> int:
     parser = argparse.ArgumentParser(prog="tools/benchmark.py attention", description=__doc__.splitlines()[0])
     parser.add_argument("--limit", type=float, default=4.0, help="CPU s per row (projected, fwd+bwd)")
@@ -314,6 +322,9 @@ def main(argv: List[str]) -> int:
     parser.add_argument("--iters", type=int, default=2, help="timed passes per row (best is kept)")
     parser.add_argument("--step-limit", type=float, default=30.0, help="CPU s per train-step row (projected)")
     parser.add_argument("--frames", type=int, nargs="*", default=[8, 32], help="train-step clips (none: skip)")
+    parser.add_argument("--channels", type=int, nargs="+", default=[512, 1024], help="block widths C")
+    parser.add_argument("--maps", type=_grid, nargs="+", default=list(MAPS), help="feature maps TxHxW, small first")
+    parser.add_argument("--batches", type=int, nargs="+", default=[1, 4])
     parser.add_argument("--quick", action="store_true", help="tiny sizes, for the tests")
     args = parser.parse_args(argv[1:])
     started = os.getloadavg()[0]
@@ -322,7 +333,7 @@ def main(argv: List[str]) -> int:
         blocks = block_table((32,), QUICK_MAPS, (1,), budget)
         preset, frames, crop = ["model.preset=I3D_NL_R50", "model.base_channels=4", "model.num_classes=4"], [4], 32
     else:
-        blocks = block_table((512, 1024), MAPS, (1, 4), budget)
+        blocks = block_table(args.channels, args.maps, args.batches, budget)
         preset, frames, crop = ["model.preset=I3D_NL_R50"], args.frames, 224
     steps = step_table(preset, frames, crop, budget, args.step_limit) if frames else []
     print("\n" + "\n\n".join(["\n".join(header(budget, started)), "\n".join(blocks), "\n".join(steps)]))
