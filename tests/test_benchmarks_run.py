@@ -44,3 +44,19 @@ def test_suite_runs_and_prints_its_table(args, header):
 def test_unknown_suite_is_a_usage_line():
     proc = _bench("nope")
     assert proc.returncode != 0 and "usage:" in proc.stderr
+
+
+def test_attention_suite_measures_each_kind_and_marks_rows_over_budget():
+    """--quick: the block at C=32 on 4x8x8 and 8x8x8, and a width-4 I3D_NL_R50 step per kind. A
+    ~107 KB memory budget fits the first map's explicit matrix (64 KiB) but not the second's."""
+    proc = _bench("attention", "--quick", "--memory-gib", "0.0001")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = [line for line in proc.stdout.splitlines() if line.startswith("| ")]
+    first, second = (r for r in rows if r.startswith("| 32 |"))
+    assert rows[0].startswith("| C | map TxHxW | batch | N x M | explicit matrix | full SDPA | full explicit |")
+    assert first.count(" MiB") == 5 and "failed" not in proc.stdout, proc.stdout[-2000:]  # every kind measured
+    assert second.split(" | ")[6] == "over budget: matrix 0.25 MiB", second  # full explicit, 512 x 128 x 4 B
+    steps = [r for r in rows if r.startswith("| 4x32x32 |")]
+    assert [r.split(" | ")[1] for r in steps] == ["full", "local", "axial", "linear"] and all(
+        float(r.split(" | ")[2]) > 0 for r in steps
+    )

@@ -2,6 +2,7 @@
 """Benchmarks; each prints ratios against named baselines measured in the same run.
 
 python tools/benchmark.py model      # I3D R50 vs pytorchvideo i3d_r50; SDPA vs explicit non-local
+python tools/benchmark.py attention  # non-local kinds (full SDPA / explicit, local, axial, linear): time, memory
 python tools/benchmark.py data       # Kinetics recipe: raw vs prepared, vs peers (per core), GOP sweep
 python tools/benchmark.py train      # demo preset clips/s and data-wait, 1 and 2 processes
 python tools/benchmark.py eval       # multi-view test views/s
@@ -15,6 +16,7 @@ import sys
 
 SUITES = {
     "model": "model",
+    "attention": "attention",
     "data": "data",
     "train": "train",
     "eval": "evaluation",

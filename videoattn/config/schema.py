@@ -130,6 +130,13 @@ class NonLocalConfig:
         each([], lambda x: x >= 1, ">= 1", length=3)
     )  # [1, 2, 2]: max-pool (t, h, w) on phi, g
     inter_ratio: Optional[float] = preset_or(positive(0.0))  # 0.5: inter-channels = ratio * C
+    # Which keys each query attends to (docs/model.md#attention-kinds); the weights are the same for
+    # every kind, so a checkpoint trained with one runs with another. local: embedded_gaussian |
+    # gaussian; axial: embedded_gaussian | gaussian; linear: embedded_gaussian | dot_product.
+    attention: Optional[str] = preset_or(one_of("", ("full", "local", "axial", "linear")))  # full
+    # local only: non-overlapping (t, h, w) windows in the block's input positions, each a multiple
+    # of subsample; clipped to the feature map (so a large window is full attention).
+    window: Optional[List[int]] = preset_or(each([], lambda x: x >= 1, ">= 1", length=3))  # [8, 14, 14]
 
 
 @dataclass

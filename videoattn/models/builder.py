@@ -28,6 +28,8 @@ def build_model(model: ModelConfig) -> ResNet3D:
         nonlocal_instantiation=m.non_local.instantiation,
         nonlocal_subsample=m.non_local.subsample,
         nonlocal_inter_ratio=m.non_local.inter_ratio,
+        nonlocal_attention=m.non_local.attention,
+        nonlocal_window=m.non_local.window,
         cbam_stages=m.cbam.stages,
         cbam_reduction=m.cbam.reduction,
         cbam_kernel_size=m.cbam.kernel_size,

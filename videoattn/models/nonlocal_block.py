@@ -15,11 +15,15 @@ Instantiations and how they are computed (N queries, M keys, d channels):
   sum over M is accumulated in float32 even under fp16/bf16 autocast (no overflow).
 * ``concatenation``: ReLU(w . [theta_i, phi_j] + b) / M. The ReLU makes it genuinely pairwise:
   computed in query chunks (bounded memory at inference; training keeps the N x M activations).
+
+Which keys a query sees (``attention``, :data:`KINDS`): ``full`` (all of them, the above), ``local``
+(its spacetime window), ``axial`` (its T, H and W lines in sequence) or ``linear`` (Efficient
+Attention); the kernels and each kind's instantiations are in :mod:`~videoattn.models.attention_kinds`.
+The parameters do not depend on the kind, so one state_dict loads into every kind.
 """
 
 from __future__ import annotations
 
-import contextlib
 from typing import Sequence, Tuple
 
 import torch
@@ -27,42 +31,20 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 
+from videoattn.models import attention_kinds as kinds
+from videoattn.models.attention_kinds import (
+    CPU_EXPLICIT_MAX_ELEMENTS,
+    CPU_EXPLICIT_MIN_HEAD_DIM,
+    KINDS,
+    attention_path,
+    mean_outer,
+)
 from videoattn.utils.errors import UsageError
 
 INSTANTIATIONS = ("embedded_gaussian", "dot_product", "gaussian", "concatenation")
 ATTENTION_PATHS = ("auto", "sdpa", "explicit")
 _CONCAT_CHUNK = 1 << 22  # elements of the (chunk x M) pairwise matrix per step
-# CPU rule, from whole-block forward+backward timings at 8x28x28 (docs/benchmarks.md, non-local):
-# SDPA was faster with head dim 256 (C = 512) and in inference, the explicit matrix with head dim 512
-# (C = 1024) in training. The explicit path keeps B x N x M matrices for the backward, so it is taken
-# only while one float32 matrix stays under 256 MiB.
-CPU_EXPLICIT_MIN_HEAD_DIM = 512
-CPU_EXPLICIT_MAX_ELEMENTS = 1 << 26  # B * N * M
-
-
-def attention_path(device: torch.device, batch: int, queries: int, keys: int, head_dim: int, training: bool) -> str:
-    """The faster exact softmax-attention path: ``"explicit"`` (softmax(q k^T) v with the
-    (B, N, M) matrix) or ``"sdpa"`` (``F.scaled_dot_product_attention``, never builds it).
-
-    CUDA (and any other accelerator): always SDPA (fused flash / memory-efficient kernels).
-    CPU: explicit only for a backward pass (``training``) with ``head_dim >= CPU_EXPLICIT_MIN_HEAD_DIM``
-    and ``batch * queries * keys <= CPU_EXPLICIT_MAX_ELEMENTS``; SDPA otherwise.
-    """
-    if torch.device(device).type != "cpu" or not training:
-        return "sdpa"
-    fits = batch * queries * keys <= CPU_EXPLICIT_MAX_ELEMENTS
-    return "explicit" if head_dim >= CPU_EXPLICIT_MIN_HEAD_DIM and fits else "sdpa"
-
-
-def _mean_outer(k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-    """``k^T v / M`` accumulated and returned in float32, autocast off: (B, M, d), (B, M, e) -> (B, d, e).
-
-    Under fp16 autocast a sum over thousands of positions overflows fp16's 65504 before the
-    division by M; this d x e product is small, so float32 costs nothing measurable.
-    """
-    kind = k.device.type
-    with torch.autocast(kind, enabled=False) if torch.amp.is_autocast_available(kind) else contextlib.nullcontext():
-        return torch.matmul(k.transpose(1, 2).float(), v.float()).div_(k.shape[1])
+__all__ = ["NonLocal3d", "attention_path", "CPU_EXPLICIT_MAX_ELEMENTS", "CPU_EXPLICIT_MIN_HEAD_DIM", "KINDS"]
 
 
 class NonLocal3d(nn.Module):
@@ -75,6 +57,9 @@ class NonLocal3d(nn.Module):
         subsample: max-pool kernel = stride (t, h, w) applied to x before phi and g.
         path: softmax-attention path (embedded_gaussian, gaussian): ``"auto"`` (per call, by
             :func:`attention_path`), ``"sdpa"`` or ``"explicit"``; same outputs within 1e-4.
+        attention: which keys each query sees, one of :data:`KINDS` (see
+            :mod:`~videoattn.models.attention_kinds`); the parameters are the same for every kind.
+        window: local attention's (t, h, w) window in input positions, a multiple of ``subsample``.
     """
 
     def __init__(
@@ -84,6 +69,8 @@ class NonLocal3d(nn.Module):
         instantiation: str = "embedded_gaussian",
         subsample: Sequence[int] = (1, 2, 2),
         path: str = "auto",
+        attention: str = "full",
+        window: Sequence[int] = (8, 14, 14),
     ):
         super().__init__()
         if instantiation not in INSTANTIATIONS:
@@ -92,7 +79,10 @@ class NonLocal3d(nn.Module):
             )
         if path not in ATTENTION_PATHS:
             raise UsageError(f"unknown non-local path '{path}'; choose one of {', '.join(ATTENTION_PATHS)}")
-        self.instantiation, self.path = instantiation, path
+        subsample = tuple(int(s) for s in subsample)
+        kinds.check_kind(attention, instantiation, window, subsample)
+        self.instantiation, self.path, self.kind = instantiation, path, attention
+        self.subsample, self.window = subsample, tuple(int(w) for w in window)
         self.dim, self.inter_dim = dim, inter_dim
         if instantiation != "gaussian":
             self.theta = nn.Conv3d(dim, inter_dim, 1)
@@ -100,11 +90,14 @@ class NonLocal3d(nn.Module):
         self.g = nn.Conv3d(dim, inter_dim, 1)
         if instantiation == "concatenation":
             self.concat_project = nn.Linear(2 * inter_dim, 1)
-        subsample = tuple(int(s) for s in subsample)
         self.pool = nn.MaxPool3d(subsample, subsample) if any(s > 1 for s in subsample) else None
         self.out = nn.Conv3d(inter_dim, dim, 1)
         self.bn = nn.BatchNorm3d(dim)
         nn.init.zeros_(self.bn.weight)
+
+    def extra_repr(self) -> str:
+        window = f", window={list(self.window)}" if self.kind == "local" else ""
+        return f"{self.instantiation}, attention={self.kind}{window}"
 
     # -- embeddings -------------------------------------------------------------------------
     @staticmethod
@@ -118,9 +111,17 @@ class NonLocal3d(nn.Module):
             return x.flatten(2).transpose(1, 2)
         return self._project(self.theta, x)
 
+    def _pooled(self, x: torch.Tensor) -> torch.Tensor:
+        """The key grid's input: max-pooled by ``subsample``. local and axial pool with ``ceil_mode``
+        (a partial cell at the far end keeps the max of its positions), so every query has its key
+        cell; on maps the subsample divides, that is the same grid as full attention's."""
+        if self.pool is None:
+            return x
+        return F.max_pool3d(x, self.subsample, self.subsample, ceil_mode=self.kind in ("local", "axial"))
+
     def _keys(self, x: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor, Tuple[int, int, int]]:
         """``x: (B, C, T, H, W)`` -> keys (B, M, d), values (B, M, inter_dim), key grid (T', H', W')."""
-        xp = self.pool(x) if self.pool is not None else x
+        xp = self._pooled(x)
         k = self._project(self.phi, xp) if self.instantiation != "gaussian" else xp.flatten(2).transpose(1, 2)
         return k, self._project(self.g, xp), tuple(xp.shape[2:])
 
@@ -134,29 +135,34 @@ class NonLocal3d(nn.Module):
     # -- forward ----------------------------------------------------------------------------
     def softmax_path(self, q: torch.Tensor, k: torch.Tensor) -> str:
         """The path :meth:`aggregate` takes for queries ``q: (B, N, d)`` and keys ``k: (B, M, d)``."""
-        if self.path != "auto":
-            return self.path
-        grad = torch.is_grad_enabled() and any(t.requires_grad for t in (q, k))
-        return attention_path(q.device, q.shape[0], q.shape[1], k.shape[1], q.shape[2], grad)
+        return kinds.resolve_path(self.path, q, k)
 
     def aggregate(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-        """``y_i = sum_j f(q_i, k_j) v_j / C``: (B, N, d), (B, M, d), (B, M, e) -> (B, N, e)."""
+        """Full attention ``y_i = sum_j f(q_i, k_j) v_j / C``: (B, N, d), (B, M, d), (B, M, e) -> (B, N, e)."""
         if self.instantiation in ("embedded_gaussian", "gaussian"):
-            if self.softmax_path(q, k) == "explicit":  # (B, N, M) matrix; scale 1/sqrt(d) as SDPA's
-                return torch.softmax((q * q.shape[-1] ** -0.5) @ k.transpose(1, 2), dim=-1) @ v
-            # Contiguous 4D (B, heads=1, L, E): otherwise SDPA silently falls back to its "math"
-            # backend, which materialises the N x M matrix. Default scale 1/sqrt(d).
-            q, k, v = (t[:, None].contiguous() for t in (q, k, v))  # no-ops except for "gaussian"
-            return F.scaled_dot_product_attention(q, k, v)[:, 0]
+            return kinds.softmax_attention(q[:, None], k[:, None], v[:, None], self.path)[:, 0]
         if self.instantiation == "dot_product":
-            return q @ _mean_outer(k, v).to(q.dtype)
+            return q @ mean_outer(k, v).to(q.dtype)
         chunk = max(1, _CONCAT_CHUNK // max(k.shape[1], 1))
         return torch.cat([self._concat_logits(q[:, i : i + chunk], k) @ v for i in range(0, q.shape[1], chunk)], dim=1)
 
+    def attend(self, x: torch.Tensor) -> torch.Tensor:
+        """``y`` of every position under :attr:`kind`: ``(B, C, T, H, W) -> (B, THW, inter_dim)``."""
+        grid = tuple(x.shape[2:])
+        k, v, kgrid = self._keys(x)
+        q = self._queries(x)
+        if self.kind == "local":
+            return kinds.local_attention(q, k, v, grid, kgrid, self.window, self.subsample, self.path)
+        if self.kind == "axial":
+            qp = self._queries(self._pooled(x)) if self.pool is not None else q
+            return kinds.axial_attention(q, qp, k, v, grid, kgrid, self.subsample, self.path)
+        if self.kind == "linear" and self.instantiation == "embedded_gaussian":
+            return kinds.linear_attention(q, k, v)
+        return self.aggregate(q, k, v)  # full; linear dot_product is the same computation
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         B, C, T, H, W = x.shape
-        k, v, _ = self._keys(x)
-        y = self.aggregate(self._queries(x), k, v)  # (B, N, e)
+        y = self.attend(x)  # (B, N, e)
         if self.training or self.bn.running_var is None:
             y = F.linear(y, self.out.weight.flatten(1), self.out.bias)  # (B, N, C)
             return x + self.bn(rearrange(y, "b (t h w) c -> b c t h w", t=T, h=H, w=W))
@@ -172,29 +178,43 @@ class NonLocal3d(nn.Module):
     def attention(self, x: torch.Tensor, queries: Sequence[Tuple[float, float, float]]) -> torch.Tensor:
         """Attention weights of chosen query positions over all key positions.
 
-        Only the Q requested rows are computed (never the full matrix).
+        Only the Q requested rows are computed (never the full matrix). local: zero outside the
+        query's window; axial and linear: the effective weights (the rows of the N x M matrix that
+        the kind applies to the values, see :mod:`~videoattn.models.attention_kinds`).
 
         Args:
             x: the block's input ``(B, C, T, H, W)``.
             queries: ``[(t, y, x), ...]`` fractional coordinates in [0, 1].
         Returns:
             ``(B, Q, T', H', W')`` over the (subsampled) key grid; rows sum to 1 for the softmax
-            instantiations, and are the raw normalised affinities ``f / M`` otherwise.
+            instantiations and linear embedded_gaussian, and are the raw normalised affinities ``f / M`` otherwise.
         """
         B, C, T, H, W = x.shape
-        idx = [tuple(min(int(float(c) * n), n - 1) for c, n in zip(qpos, (T, H, W))) for qpos in queries]
-        ti, yi, xi = (torch.tensor(list(col), device=x.device) for col in zip(*idx))
-        xq = x[:, :, ti, yi, xi]  # (B, C, Q)
+        cells = torch.tensor(
+            [[min(int(float(c) * n), n - 1) for c, n in zip(qpos, (T, H, W))] for qpos in queries], device=x.device
+        )  # (Q, 3)
+        xq = x[:, :, cells[:, 0], cells[:, 1], cells[:, 2]]  # (B, C, Q)
         if self.instantiation != "gaussian":
             w = self.theta.weight.flatten(1)  # (d, C)
             q = torch.einsum("dc,bcq->bqd", w, xq) + self.theta.bias
         else:
             q = xq.transpose(1, 2)
         k, _, grid = self._keys(x)
-        if self.instantiation in ("embedded_gaussian", "gaussian"):
-            weights = torch.softmax(q @ k.transpose(1, 2) / q.shape[-1] ** 0.5, dim=-1)
-        elif self.instantiation == "dot_product":
-            weights = q @ k.transpose(1, 2) / k.shape[1]
-        else:
-            weights = self._concat_logits(q, k)
+        weights = self._weights(x, q, k, cells)
         return rearrange(weights, "b q (t h w) -> b q t h w", t=grid[0], h=grid[1], w=grid[2])
+
+    def _weights(self, x: torch.Tensor, q: torch.Tensor, k: torch.Tensor, cells: torch.Tensor) -> torch.Tensor:
+        """Rows of the chosen queries ``q: (B, Q, d)`` (grid cells ``(Q, 3)``) over the keys ``k`` -> (B, Q, M)."""
+        if self.kind == "local":
+            return kinds.local_weights(q, k, cells, self.window, self.subsample, tuple(x.shape[2:]))
+        if self.kind == "axial":
+            qp = self._queries(self._pooled(x)) if self.pool is not None else self._queries(x)
+            kgrid = tuple(-(-n // s) for n, s in zip(x.shape[2:], self.subsample))
+            return kinds.axial_weights(q, qp, k, cells, kgrid, self.subsample)
+        if self.kind == "linear" and self.instantiation == "embedded_gaussian":
+            return kinds.linear_weights(q, k)
+        if self.instantiation in ("embedded_gaussian", "gaussian"):
+            return torch.softmax(q @ k.transpose(1, 2) / q.shape[-1] ** 0.5, dim=-1)
+        if self.instantiation == "dot_product":
+            return q @ k.transpose(1, 2) / k.shape[1]
+        return self._concat_logits(q, k)

@@ -27,6 +27,8 @@ STANDARD: Dict[str, Any] = {
         "instantiation": "embedded_gaussian",
         "subsample": [1, 2, 2],
         "inter_ratio": 0.5,
+        "attention": "full",
+        "window": [8, 14, 14],
     },
     "cbam": {"stages": [], "reduction": 16, "kernel_size": 7},
 }

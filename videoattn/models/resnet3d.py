@@ -18,6 +18,7 @@ from typing import Dict, List, Optional, Sequence
 import torch
 from torch import nn
 
+from videoattn.models.attention_kinds import check_kind
 from videoattn.models.cbam import CBAM
 from videoattn.models.nonlocal_block import NonLocal3d
 from videoattn.utils.errors import UsageError
@@ -172,6 +173,8 @@ class ResNet3D(nn.Module):
         base_channels: stem / res2 width (64 standard).
         temporal: key of :data:`TEMPORAL_PATTERNS`.
         nonlocal_locations: per stage (res2..res5) the block indices followed by a non-local block.
+        nonlocal_attention, nonlocal_window: the non-local blocks' kind and local window
+            (:class:`~videoattn.models.nonlocal_block.NonLocal3d`).
         cbam_stages: stages (2..5) whose every block applies CBAM to its residual branch.
     """
 
@@ -186,6 +189,8 @@ class ResNet3D(nn.Module):
         nonlocal_instantiation: str = "embedded_gaussian",
         nonlocal_subsample: Sequence[int] = (1, 2, 2),
         nonlocal_inter_ratio: float = 0.5,
+        nonlocal_attention: str = "full",
+        nonlocal_window: Sequence[int] = (8, 14, 14),
         cbam_stages: Sequence[int] = (),
         cbam_reduction: int = 16,
         cbam_kernel_size: int = 7,
@@ -197,6 +202,7 @@ class ResNet3D(nn.Module):
             raise UsageError(f"unknown temporal pattern '{temporal}'; choose one of {', '.join(TEMPORAL_PATTERNS)}")
         if len(nonlocal_locations) != 4:
             raise UsageError(f"model.non_local.locations needs one list per stage res2..res5, got {nonlocal_locations}")
+        check_kind(nonlocal_attention, nonlocal_instantiation, nonlocal_window, nonlocal_subsample)
         bad = [s for s in cbam_stages if s not in (2, 3, 4, 5)]
         if bad:
             raise UsageError(f"model.cbam.stages must name stages 2..5, got {list(cbam_stages)}")
@@ -218,7 +224,12 @@ class ResNet3D(nn.Module):
                     b.cbam = CBAM(in_channels, cbam_reduction, cbam_kernel_size)
                 if j in nl_at:
                     b.nl = NonLocal3d(
-                        in_channels, int(in_channels * nonlocal_inter_ratio), nonlocal_instantiation, nonlocal_subsample
+                        in_channels,
+                        int(in_channels * nonlocal_inter_ratio),
+                        nonlocal_instantiation,
+                        nonlocal_subsample,
+                        attention=nonlocal_attention,
+                        window=nonlocal_window,
                     )
                 blocks.append(b)
             self.add_module(name, nn.Sequential(*blocks))
