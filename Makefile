@@ -60,7 +60,7 @@ demo: venv
 	@echo "metrics:      $(DEMO_OUT)/metrics.jsonl, $(DEMO_OUT)/test/metrics.json"
 	@echo "tensorboard:  $(VENV)/bin/tensorboard --logdir $(DEMO_OUT)/tensorboard"
 	@echo "features:     $(DEMO_OUT)/features/index.csv"
-	@echo "pictures:     $(DEMO_OUT)/attention.png, $(DEMO_OUT)/test/confusion_matrix.png"
+	@echo "pictures:     $(DEMO_OUT)/attention.png, $(DEMO_OUT)/attention.channels.png (+ attention.json), $(DEMO_OUT)/test/confusion_matrix.png"
 	@echo "predictions:  $(DEMO_OUT)/predict/predictions.csv, labelled video and timeline strip in $(DEMO_OUT)/predict"
 
 clean:

@@ -1,17 +1,19 @@
 #!/usr/bin/env python
-"""Attention pictures of one video: CBAM spatial maps and the non-local attention of a query point.
+"""Attention pictures of one video: CBAM spatial maps, the non-local attention of a query point and
+the channel view of one CBAM block (fig.channels.png), with fig.json (prediction, faithfulness).
 
     python tools/visualize_attention.py --config CFG (--checkpoint PATH | --pretrained NAME) \
         --video VIDEO --output fig.png \
-        [--query FRAME Y X] [--cbam-layer res3] [--nl-layer res3] [--gif fig.gif] [key=value ...]
+        [--query FRAME Y X] [--cbam-layer res3] [--nl-layer res3] [--gif fig.gif] \
+        [--channel-layer res3] [--top-channels 4] [--random-draws 20] [key=value ...]
 
 FRAME is an input-frame index (0..num_frames-1); Y and X are fractions of the crop in [0, 1].
-See videoattn/apps/visualize.py.
+See videoattn/apps/visualize.py and videoattn/apps/channel_view.py.
 """
 
 import sys
 
-from videoattn.apps.visualize import visualize_video
+from videoattn.apps.visualize import ChannelOptions, visualize_video
 from videoattn.cli import add_checkpoint_argument, config_parser, exit_on_user_error, parse_config
 
 
@@ -35,10 +37,15 @@ def main(argv=None) -> int:
     )
     parser.add_argument("--gif", default="", help="also write an animated GIF here")
     parser.add_argument("--max-columns", type=int, default=8, help="frames shown in the grid")
+    parser.add_argument("--channel-layer", default="", help="CBAM block of the channel view (default: --cbam-layer)")
+    parser.add_argument("--top-channels", type=int, default=4, help="k emphasised channels shown and zeroed")
+    parser.add_argument(
+        "--random-draws", type=int, default=20, help="random k-channel sets zeroed for the faithfulness baseline"
+    )
     args, cfg = parse_config(parser, argv)
     query = (int(args.query[0]), args.query[1], args.query[2]) if args.query else None
     with exit_on_user_error(distributed=False):
-        visualize_video(
+        out = visualize_video(
             cfg,
             args.checkpoint,
             args.video,
@@ -51,8 +58,11 @@ def main(argv=None) -> int:
             args.max_columns,
             trust=args.trust_checkpoint,
             pretrained=args.pretrained,
+            channels=ChannelOptions(args.channel_layer, args.top_channels, args.random_draws),
         )
-    print(f"wrote {args.output}" + (f" and {args.gif}" if args.gif else ""))
+    if out.note:
+        print(out.note)
+    print("wrote " + ", ".join(out.written))
     return 0
 
 

@@ -189,3 +189,16 @@ def test_extract_features_writes_no_non_finite_features_and_exits_1(kit):
     failed = _rows(os.path.join(out, "failed.csv"))
     assert len(failed) == 2 and all(r["reason"].startswith("NaN or inf features/scores in") for r in failed)
     assert not any(os.path.exists(os.path.join(out, r["video"] + ".npy")) for r in failed)
+
+
+@pytest.mark.slow
+def test_visualize_attention_writes_no_prediction_or_faithfulness_and_exits_1(kit):
+    out = str(kit["tmp"] / "overflow_visualize")
+    os.makedirs(out)
+    line = _one_line(_tool(kit, "visualize_attention", kit["finite"], out, *OVERFLOW))
+    assert f"{kit['good'][0]}: NaN or inf logits; wrote {os.path.join(out, 'a.png')}, " in line, line
+    with open(os.path.join(out, "a.json")) as f:
+        written = json.load(f)
+    assert written["prediction"] is None and written["prediction_note"] == "NaN or inf logits: no prediction"
+    assert written["channel_view"] is None  # the inf input makes the channel weights NaN too
+    assert written["channel_view_note"].startswith("res3.1.cbam has NaN or inf channel weights: no channel view")

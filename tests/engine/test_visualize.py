@@ -1,12 +1,26 @@
 """Attention pictures from a real video and a real checkpoint file."""
 
+import copy
+import json
+
 import numpy as np
 import pytest
 import torch
 from evalkit import check, make_eval_root, make_random_checkpoint, run, write_config
 from PIL import Image
 
-from videoattn.apps.visualize import compute_attention, load_clip, pick_key, render_grid
+from videoattn.apps.channel_view import compute_channel_view, random_channel_sets, render_channels
+from videoattn.apps.visualize import (
+    ChannelOptions,
+    Visualized,
+    channel_view_of,
+    compute_attention,
+    load_clip,
+    pick_key,
+    render_grid,
+    summary,
+    visualize_video,
+)
 from videoattn.config import load_config
 from videoattn.data.annotations import Annotations
 from videoattn.data.dataset import VideoClipDataset
@@ -14,6 +28,8 @@ from videoattn.data.protocols import ClipSpec, Protocol
 from videoattn.data.windows import window_layout
 from videoattn.datasets.synthetic import make_indexed_video
 from videoattn.engine.inference import build_inference_model
+from videoattn.models import build_model, capture_channels
+from videoattn.models.cbam import CBAM
 
 
 @pytest.fixture(scope="module")
@@ -87,8 +103,6 @@ def test_pick_key_by_stage_or_name():
 
 
 def test_model_without_non_local_gets_a_two_row_picture(setup):
-    from videoattn.models import build_model
-
     cfg = load_config(
         setup["cfg_path"],
         [
@@ -118,7 +132,7 @@ def test_query_outside_the_clip_is_rejected(setup):
 @pytest.mark.slow
 def test_cli_writes_png_and_gif(setup):
     png, gif = str(setup["tmp"] / "cli.png"), str(setup["tmp"] / "cli.gif")
-    check(
+    proc = check(
         run(
             [
                 "tools/visualize_attention.py",
@@ -138,6 +152,12 @@ def test_cli_writes_png_and_gif(setup):
                 "0.6",
                 "--nl-layer",
                 "res4",
+                "--channel-layer",
+                "res4.0.cbam",
+                "--top-channels",
+                "2",
+                "--random-draws",
+                "3",
                 "data.num_frames=8",
             ]
         )
@@ -145,6 +165,15 @@ def test_cli_writes_png_and_gif(setup):
     assert Image.open(png).size[0] > 1000
     im = Image.open(gif)
     assert im.n_frames == 8
+    channels = str(setup["tmp"] / "cli.channels.png")
+    assert Image.open(channels).size[0] > 1000 and f"wrote {png}, {gif}, {channels}," in proc.stdout
+    with open(str(setup["tmp"] / "cli.json")) as f:
+        out = json.load(f)
+    view, faith = out["channel_view"], out["channel_view"]["faithfulness"]
+    assert view["block"] == "res4.0.cbam" and len(view["top_channels"]) == 2 and view["frames"] == 4
+    assert faith["random_draws"] == 3 and faith["predicted_class"] == out["prediction"][0]["index"]
+    assert faith["probability"] == pytest.approx(out["prediction"][0]["probability"], abs=1e-6)
+    assert faith["drop_top_k"] == pytest.approx(faith["probability"] - faith["top_k_zeroed"])
 
 
 @pytest.mark.slow
@@ -197,3 +226,108 @@ def test_cli_start_past_the_end_is_a_one_line_error_naming_the_duration(setup, t
         f"error: --start {duration + 0.5:g} s is outside {setup['video']} ({duration:.2f} s long)"
     ]
     assert not png.exists()
+
+
+# ------------------------------------------------------------------------------------- channel view
+class _Masked(torch.nn.Module):
+    """The block's CBAM, then the channels ``drop`` zeroed: brute force for zero_channels."""
+
+    def __init__(self, cbam, drop):
+        super().__init__()
+        self.cbam, self.drop = cbam, list(drop)
+
+    def forward(self, x):
+        out = self.cbam(x).clone()
+        out[:, self.drop] = 0
+        return out
+
+
+@torch.no_grad()
+def _probability_without(model, clip, block, drop, target):
+    """Class ``target``'s probability with channels ``drop`` of ``block``'s CBAM output zeroed: one pass."""
+    model = copy.deepcopy(model)
+    b = model.get_submodule(block)
+    b.cbam = _Masked(b.cbam, drop)
+    return float(model(clip[None]).softmax(1)[0, target])
+
+
+def test_channel_view_numbers_equal_a_brute_force_recomputation(setup):
+    model, clip = setup["model"], setup["clip"]
+    view = compute_channel_view(model, clip, "res3.1.cbam", k=3, draws=4, seed=7)
+    with torch.no_grad(), capture_channels(model, ["res3.1.cbam"]) as found:
+        probs = model(clip[None])[0].softmax(0)
+    weights = found["res3.1.cbam"].weights[0].numpy()
+    C = weights.shape[0]
+    np.testing.assert_array_equal(view.weights, weights)
+    assert view.order.tolist() == sorted(range(C), key=lambda c: -weights[c].mean())  # largest mean weight first
+    np.testing.assert_array_equal(view.top_maps, found["res3.1.cbam"].output[0, view.top].numpy())
+    f, target = view.faithfulness, int(probs.argmax())
+    assert f.target == target and f.probability == pytest.approx(float(probs[target]), rel=1e-5)
+    sets = random_channel_sets(C, 3, 4, 7)
+    assert all(len(set(s)) == 3 and 0 <= min(s) and max(s) < C for s in sets) and sets != random_channel_sets(
+        C, 3, 4, 8
+    )
+    brute = [_probability_without(model, clip, "res3.1", s, target) for s in [view.top] + sets]
+    assert f.top_k == pytest.approx(brute[0], rel=1e-5, abs=1e-7)
+    assert f.random == pytest.approx(brute[1:], rel=1e-5, abs=1e-7)
+    j = f.as_json()
+    assert j["random_k_zeroed_mean"] == pytest.approx(np.mean(brute[1:]), rel=1e-5)
+    assert j["random_k_zeroed_std"] == pytest.approx(np.std(brute[1:], ddof=1), rel=1e-3, abs=1e-8)
+    # every channel zeroed: top and random sets are the same set, the block adds nothing to its shortcut
+    every = compute_channel_view(model, clip, "res3.1.cbam", k=C, draws=2).faithfulness
+    assert every.top_k == pytest.approx(_probability_without(model, clip, "res3.1", range(C), target), rel=1e-5)
+    assert every.random == pytest.approx([every.top_k] * 2, rel=1e-5)
+    path = str(setup["tmp"] / "channels.png")
+    render_channels(_attention(setup, (3, 0.5, 0.5)), view, path, [0, 3, 7], title="t", class_name="c", dpi=60)
+    assert np.asarray(Image.open(path).convert("L")).std() > 10
+
+
+class _SpatialOnly(CBAM):
+    """A CBAM block without a channel gate (``cbam.channel is None``, as ``model.cbam.gates=spatial`` builds)."""
+
+    def __init__(self, cbam):
+        super().__init__(1)
+        self.channel, self.spatial = None, cbam.spatial
+
+    def forward(self, x):
+        return x * self.spatial(x)
+
+
+def test_no_channel_gate_or_no_cbam_is_one_line_and_the_rest_is_drawn(setup, tmp_path):
+    model = copy.deepcopy(setup["model"])
+    model.res3[1].cbam = _SpatialOnly(model.res3[1].cbam)
+    view, note = channel_view_of(model, setup["clip"], "res3", ChannelOptions())
+    assert view is None and note == "res3.1.cbam has no channel gate: no channel view (the other pictures are drawn)"
+    res = compute_attention(
+        model, setup["clip"], (3, 0.5, 0.5), "res3", "res3", (0.45,) * 3, (0.225,) * 3, setup["times"]
+    )
+    assert res.cbam.shape == (4, 12, 12)  # the spatial map is still there
+    cfg = load_config(setup["cfg_path"], ["data.num_frames=8", "model.cbam.stages=[]"])
+    ckpt = make_random_checkpoint(cfg, str(tmp_path / "no_cbam.pyth"))
+    out = visualize_video(cfg, ckpt, setup["video"], str(tmp_path / "a.png"))
+    assert out.channels is None and out.note.startswith("this model has no CBAM block: no channel view")
+    assert sorted(p.name for p in tmp_path.iterdir() if not p.name.startswith(".")) == [
+        "a.json",
+        "a.png",
+        "no_cbam.pyth",
+    ]
+    written = json.load(open(tmp_path / "a.json"))
+    assert written["channel_view"] is None and written["channel_view_note"] == out.note and written["prediction"]
+
+
+def test_non_finite_weights_or_logits_give_no_numbers(setup):
+    clip = setup["clip"] * float("inf")  # a real clip scaled past float32: NaN everywhere from res2 on
+    view, note = channel_view_of(setup["model"], clip, "res3", ChannelOptions())
+    assert view is None and note.startswith("res3.1.cbam has NaN or inf channel weights: no channel view")
+    model = copy.deepcopy(setup["model"])
+    model.head.proj.bias.data[0] = float("nan")  # injected fault: finite channel weights, NaN logits
+    view = compute_channel_view(model, setup["clip"], "res3.1.cbam", k=2, draws=2)
+    assert view.faithfulness is None and view.note == "NaN or inf logits: no faithfulness numbers"
+    assert view.as_json()["faithfulness"] is None and view.as_json()["faithfulness_note"] == view.note
+    res = compute_attention(
+        model, setup["clip"], (3, 0.5, 0.5), "res3", "res3", (0.45,) * 3, (0.225,) * 3, setup["times"]
+    )
+    written = summary(res, [str(i) for i in range(8)], "v", "w", Visualized(res, view, "", []))
+    assert written["prediction"] is None and written["prediction_note"] == "NaN or inf logits: no prediction"
+    with pytest.raises(ValueError, match="--top-channels 99: res3.1.cbam has"):
+        compute_channel_view(setup["model"], setup["clip"], "res3.1.cbam", k=99)

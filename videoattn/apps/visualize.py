@@ -6,7 +6,9 @@
 * row 3: the non-local attention of the query point ``(frame, y, x)`` over all frames,
   in multiples of uniform attention (1 = every key position weighted 1/M);
 
-as a PNG grid (and optionally an animated GIF, one panel triple per frame).
+as a PNG grid (and optionally an animated GIF, one panel triple per frame); then the channel view of
+one CBAM block as a second figure (:mod:`videoattn.apps.channel_view`) and a JSON of the prediction
+and the channel view's faithfulness numbers.
 """
 
 from __future__ import annotations
@@ -19,15 +21,17 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from videoattn.apps.channel_view import ChannelView, NoChannelView, compute_channel_view, overlay, render_channels
 from videoattn.config import Config, DataConfig
 from videoattn.data.decoding import config_backend, open_video
 from videoattn.data.protocols import ClipSpec, Protocol
 from videoattn.data.transforms import to_clip, to_tchw
 from videoattn.engine.inference import class_names_for
 from videoattn.engine.session import one_process_session
-from videoattn.models import capture_attention
+from videoattn.evaluation.metrics import NonFiniteError
+from videoattn.models import capture_attention, cbam_blocks
 from videoattn.utils.errors import UsageError
-from videoattn.utils.io import atomic_path
+from videoattn.utils.io import atomic_path, atomic_write_json
 from videoattn.utils.outputs import claim_files
 
 
@@ -145,11 +149,8 @@ def _draw(ax, res: AttentionResult, row: _Row, t: int, highlight: bool = True):
     im = None
     if row.heat is None:
         ax.imshow(res.frames[t], interpolation="bilinear")
-    else:  # grey frame under the heat map, so the colours read as attention only
-        ax.imshow(res.frames[t].mean(axis=2), cmap="gray", vmin=0, vmax=1, interpolation="bilinear")
-        im = ax.imshow(
-            row.heat[t], cmap=row.cmap, alpha=0.6, vmin=row.limits[0], vmax=row.limits[1], interpolation="bilinear"
-        )
+    else:
+        im = overlay(ax, res.frames[t], row.heat[t], row.cmap, row.limits)
     qf, qy, qx = res.query
     if row.marks_query and t == qf:
         ax.plot(qx * (W - 1), qy * (H - 1), marker="+", color="red", markersize=14, mew=2.5)
@@ -265,6 +266,70 @@ def load_clip(data: DataConfig, video: str, start_s: Optional[float] = None) -> 
     return clip, [i / fps for i in idx.tolist()]
 
 
+@dataclass
+class ChannelOptions:
+    """The channel view: ``--channel-layer``, ``--top-channels``, ``--random-draws``."""
+
+    layer: str = ""  # a stage (its last CBAM block) or a key like res3.1.cbam; "" -> the CBAM layer
+    top: int = 4  # k: the emphasised channels shown and zeroed
+    draws: int = 20  # random k-channel sets of the faithfulness baseline
+    seed: int = 0  # of those draws
+
+
+@dataclass
+class Visualized:
+    """What :func:`visualize_video` computed and wrote."""
+
+    attention: AttentionResult
+    channels: Optional[ChannelView]  # None: see ``note``
+    note: str  # why there is no channel view (one line), or ""
+    written: List[str]  # the files, in the order written
+
+
+def companion_paths(output: str) -> Tuple[str, str]:
+    """The channel figure and the JSON beside the picture: ``fig.png`` -> ``fig.channels.png``, ``fig.json``."""
+    root, ext = os.path.splitext(output)
+    return f"{root}.channels{ext or '.png'}", f"{root}.json"
+
+
+def channel_view_of(
+    model: torch.nn.Module, clip: torch.Tensor, layer: str, opts: ChannelOptions
+) -> Tuple[Optional[ChannelView], str]:
+    """The channel view of the CBAM block ``layer`` names, or None and one line saying why there is none."""
+    key = pick_key(list(cbam_blocks(model)), layer, "cbam")
+    if key is None:
+        return None, "this model has no CBAM block: no channel view (the other pictures are drawn)"
+    try:
+        return compute_channel_view(model, clip, key, opts.top, opts.draws, opts.seed), ""
+    except NoChannelView as e:
+        return None, str(e)
+
+
+def summary(res: AttentionResult, names: Sequence[str], video: str, source: str, out: Visualized) -> dict:
+    """The tool's JSON: the prediction (top 5; None if the logits are not finite) and the channel view."""
+    finite = bool(np.isfinite(res.probs).all())
+    top = np.argsort(-res.probs)[:5].tolist() if finite else []
+    return {
+        "video": video,
+        "weights": source,
+        "frame_times": res.frame_times,
+        "prediction": [{"class": names[i], "index": i, "probability": float(res.probs[i])} for i in top] or None,
+        "cbam_block": res.cbam_key,
+        "nonlocal_block": res.nl_key,
+        "nonlocal_query": list(res.query),
+        "channel_view": out.channels.as_json() if out.channels else None,
+        **({"channel_view_note": out.note} if out.note else {}),
+        **({"prediction_note": "NaN or inf logits: no prediction"} if not finite else {}),
+    }
+
+
+def _title(video: str, names: Sequence[str], probs: np.ndarray) -> str:
+    if not np.isfinite(probs).all():
+        return f"{os.path.basename(video)} — NaN or inf logits: no prediction"
+    pred = ", ".join(f"{names[i]} {probs[i]:.0%}" for i in np.argsort(-probs)[:2])
+    return f"{os.path.basename(video)} — predicted: {pred}"
+
+
 def visualize_video(
     cfg: Config,
     checkpoint: Optional[str],
@@ -278,21 +343,31 @@ def visualize_video(
     max_columns: int = 8,
     trust: bool = False,
     pretrained: str = "",
-) -> AttentionResult:
-    """Load the model and one clip of ``video``; write the PNG grid (and GIF). ``query`` None:
-    the centre of the middle frame."""
+    channels: Optional[ChannelOptions] = None,
+) -> Visualized:
+    """Load the model and one clip of ``video``; write the PNG grid (and GIF), the channel figure
+    and the JSON (:func:`companion_paths`). ``query`` None: the centre of the middle frame."""
     session = one_process_session(cfg, precision=None)  # the device decisions; it does not autocast
-    cfg = session.cfg
+    cfg, opts = session.cfg, channels or ChannelOptions()
     model, weights = session.load_model(checkpoint, trust=trust, pretrained=pretrained)
     clip, times = load_clip(cfg.data, video, start_s)
     if query is None:
         query = (clip.shape[1] // 2, 0.5, 0.5)
     res = compute_attention(model, clip, query, cbam_layer, nl_layer, cfg.data.mean, cfg.data.std, times)
+    view, note = channel_view_of(model, clip, opts.layer or cbam_layer, opts)
     names = class_names_for(cfg.data, cfg.model.num_classes, weights.classes)
-    top = np.argsort(-res.probs)[:2]
-    pred = ", ".join(f"{names[i]} {res.probs[i]:.0%}" for i in top)
-    claim_files("visualize_attention", {output: "use another --output", **({gif: "use another --gif"} if gif else {})})
-    render_grid(res, output, title=f"{os.path.basename(video)} — predicted: {pred}", max_columns=max_columns)
+    channel_png, json_path = companion_paths(output)
+    files = [output] + ([gif] if gif else []) + ([channel_png] if view else []) + [json_path]
+    claim_files("visualize_attention", {f: "use another --gif" if f == gif else "use another --output" for f in files})
+    title = _title(video, names, res.probs)
+    render_grid(res, output, title=title, max_columns=max_columns)
     if gif:
         render_gif(res, gif, fps=max(1.0, cfg.data.target_fps / cfg.data.sampling_rate))
-    return res
+    out = Visualized(res, view, note, files)
+    if view:
+        cls = names[view.faithfulness.target] if view.faithfulness else ""
+        render_channels(res, view, channel_png, _columns(len(times), max_columns, query[0]), title, cls)
+    atomic_write_json(json_path, summary(res, names, video, weights.source, out))
+    if not np.isfinite(res.probs).all():
+        raise NonFiniteError(f"{video}: NaN or inf logits; wrote {', '.join(files)} with no prediction or faithfulness")
+    return out
