@@ -4,6 +4,8 @@
            <-  train, apps (neither imports the other)                    (<- tools/)
     data  <-  datasets (the offline dataset tooling: prepare, check, synthetic)
     engine  <-  cli (argument parsing and one-line exits, for tools/)
+    utils, config, models, train  <-  ablation (runs the tools as processes; train only for the submitit
+                                      machinery of train/submit.py)
 
 and no module of the library imports another inside a function (the way to hide an upward
 import). Third-party imports inside functions (matplotlib, tensorboard) are allowed.
@@ -27,6 +29,7 @@ ALLOWED = {
     "train": {"utils", "config", "data", "models", "engine", "evaluation"},
     "apps": {"utils", "config", "data", "models", "engine", "evaluation"},
     "cli": {"utils", "config", "data", "models", "engine"},
+    "ablation": {"utils", "config", "models", "train"},
 }
 
 
@@ -103,6 +106,7 @@ def test_imports_only_go_down():
         ("videoattn.utils.io", "from videoattn import config\n", "utils imports videoattn.config"),
         ("videoattn.apps.extract", "def f():\n    from videoattn.cli import parse_config\n", "inside a function"),
         ("videoattn.data.loader", "from ..engine import train\n", "data imports videoattn.engine"),
+        ("videoattn.ablation.run", "from videoattn.engine import session\n", "ablation imports videoattn.engine"),
     ],
 )
 def test_the_check_catches_what_it_must(module, source, expected):

@@ -137,7 +137,7 @@ class TrainJob:
         print(info.describe(), flush=True)
         status = (self.entry or run_training)(list(self.argv))
         if status == REQUEUE_EXIT_CODE:
-            _hand_over_to_submitit(info.rank)
+            hand_over_to_submitit(info.rank)
         if status:
             if status == 1:  # the entry point printed the error
                 raise RuntimeError(f"training failed (exit status 1) on rank {info.rank}; see this task's log")
@@ -151,7 +151,7 @@ class TrainJob:
         return DelayedSubmission(TrainJob(self.argv, self.entry))
 
 
-def _hand_over_to_submitit(rank: int) -> None:
+def hand_over_to_submitit(rank: int) -> None:
     """After the training stopped on the preemption signal with a checkpoint written (all ranks
     agreed), give rank 0's signal to submitit's handler: checkpoint(), requeue, exit."""
     import submitit
@@ -256,7 +256,7 @@ def main(argv: Optional[Sequence[str]] = None, entry: Optional[Entry] = None) ->
     return status
 
 
-def _failure_line(e: Exception) -> str:
+def failure_line(e: Exception) -> str:
     """One line from submitit's multi-line errors: the remote exception (the last line of the trace
     that FailedJobError holds between two dashed rules), else the first two lines."""
     parts = str(e).split("-" * 22)
@@ -272,7 +272,7 @@ def _wait(job) -> int:
     try:
         job.results()
     except Exception as e:  # submitit's FailedJobError / UncompletedJobError carry the remote error
-        print(f"error: job {job.job_id} failed: {_failure_line(e)} (see {job.paths.stderr})", file=sys.stderr)
+        print(f"error: job {job.job_id} failed: {failure_line(e)} (see {job.paths.stderr})", file=sys.stderr)
         return 1
     print(f"job {job.job_id} finished")
     return 0
