@@ -148,6 +148,17 @@ class CBAMConfig:
     kernel_size: Optional[int] = preset_or(
         rule(0, lambda v: v >= 1 and v % 2 == 1, "be odd and >= 1")
     )  # 7: spatial 2D kernel
+    # Which CBAM (videoattn/models/cbam.py, docs/model.md#cbam): official = the authors' released
+    # code (MLP with biases; spatial max-then-mean pool, conv, BN whose weight starts at 0, so the
+    # gate starts at 0.5); article = the paper's equations as tutorials give them (MLP without
+    # biases; mean-then-max pool, conv, no BN); legacy = videoattn's form before this key existed
+    # (MLP with biases; mean-then-max pool, conv, no BN): checkpoints written then hold it, and a
+    # checkpoint of another form is refused with the override to use.
+    variant: Optional[str] = preset_or(one_of("", ("official", "article", "legacy")))  # official
+    # How the gates combine: channel_spatial = x * Mc, then * Ms of that (the paper);
+    # spatial_channel the other way round; parallel = x * Mc(x) * Ms(x), both from the same x.
+    order: Optional[str] = preset_or(one_of("", ("channel_spatial", "spatial_channel", "parallel")))  # channel_spatial
+    gates: Optional[str] = preset_or(one_of("", ("both", "channel", "spatial")))  # both: the gates that exist
 
 
 @dataclass

@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 import videoattn
+from videoattn.models.cbam_form import check_cbam_form
 from videoattn.utils.io import atomic_torch_save
 from videoattn.utils.outputs import read_manifest
 from videoattn.utils.serialization import CheckpointError, UntrustedCheckpointError, load_file
@@ -192,10 +193,13 @@ def load_pretrained(model: nn.Module, path: str, trust: bool = False) -> Dict[st
 
     Tensors whose shape differs from the model's are an error, except the classifier
     (``head.proj.*``): with a different number of classes the head keeps its fresh
-    initialisation and a warning says so. Keys present on one side only are reported.
+    initialisation and a warning says so. Keys present on one side only are reported. A checkpoint
+    of another CBAM form (``model.cbam.variant`` / ``gates`` / ``order``) is refused in one line.
     Returns ``{"reinitialised": [...], "missing": [...], "unexpected": [...]}``.
     """
-    state = unwrap_state_dict(load_checkpoint(path, trust=trust)["model_state"])
+    ckpt = load_checkpoint(path, trust=trust)
+    state = unwrap_state_dict(ckpt["model_state"])
+    check_cbam_form(model, ckpt, state, path)  # another CBAM form: one line, never a partial load
     own = model.state_dict()
     reinit, bad = [], []
     for key in list(state):

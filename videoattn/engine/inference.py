@@ -20,6 +20,7 @@ from videoattn.engine.checkpoint import (
     load_checkpoint,
 )
 from videoattn.models import build_model
+from videoattn.models.cbam_form import check_cbam_form
 from videoattn.models.pretrained import load_pretrained_weights, pretrained_entry
 from videoattn.utils.errors import UsageError
 from videoattn.utils.state_dict import unwrap_state_dict
@@ -59,11 +60,13 @@ def load_weights(model: torch.nn.Module, checkpoint_path: str, trust: bool = Fal
     """Load ``model_state`` of a videoattn / PySlowFast checkpoint into ``model`` (strict).
 
     Returns the checkpoint dict. Raises :class:`CheckpointError` naming the file and the
-    mismatching keys when the checkpoint does not fit the configured architecture, and
+    mismatching keys when the checkpoint does not fit the configured architecture (or, in one line
+    with the override to use, when it holds another CBAM form: :mod:`videoattn.models.cbam_form`), and
     :class:`UntrustedCheckpointError` when it needs full unpickling and ``trust`` is False.
     """
     ckpt = load_checkpoint(checkpoint_path, trust=trust)
     state = unwrap_state_dict(ckpt["model_state"])
+    check_cbam_form(model, ckpt, state, checkpoint_path)
     check_state_fits(model.state_dict(), state, checkpoint_path)
     model.load_state_dict(state)
     return ckpt

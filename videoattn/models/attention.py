@@ -46,7 +46,7 @@ def capture_attention(
     queries = [tuple(float(c) for c in q) for q in queries]
     for raw_name, module in model.named_modules():
         name = strip_wrapper_prefixes(raw_name)
-        if isinstance(module, CBAM):
+        if isinstance(module, CBAM) and module.spatial is not None:  # model.cbam.gates=channel: no map
 
             def cbam_hook(_m, _inp, out, key=f"{name}"):
                 maps[key] = out[:, 0].detach()

@@ -6,6 +6,7 @@ import torch
 from torch import nn
 
 from videoattn.config.schema import ModelConfig
+from videoattn.models.cbam import CBAMForm
 from videoattn.models.presets import resolve_model_config
 from videoattn.models.resnet3d import ResNet3D
 
@@ -33,6 +34,7 @@ def build_model(model: ModelConfig) -> ResNet3D:
         cbam_stages=m.cbam.stages,
         cbam_reduction=m.cbam.reduction,
         cbam_kernel_size=m.cbam.kernel_size,
+        cbam_form=CBAMForm(m.cbam.variant, m.cbam.order, m.cbam.gates),
     )
     return to_channels_last_3d(net) if m.channels_last else net
 

@@ -30,7 +30,15 @@ STANDARD: Dict[str, Any] = {
         "attention": "full",
         "window": [8, 14, 14],
     },
-    "cbam": {"stages": [], "reduction": 16, "kernel_size": 7},
+    "cbam": {
+        "stages": [],
+        "reduction": 16,
+        "kernel_size": 7,
+        # official for now; the ablation issue (22) decides the standard form by measurement.
+        "variant": "official",
+        "order": "channel_spatial",
+        "gates": "both",
+    },
 }
 
 _NL_R50 = {"locations": [[], [1, 3], [1, 3, 5], []], "instantiation": "embedded_gaussian", "subsample": [1, 2, 2]}

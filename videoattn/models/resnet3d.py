@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from videoattn.models.attention_kinds import check_kind
-from videoattn.models.cbam import CBAM
+from videoattn.models.cbam import CBAM, CBAMForm
 from videoattn.models.nonlocal_block import NonLocal3d
 from videoattn.utils.errors import UsageError
 
@@ -175,7 +175,9 @@ class ResNet3D(nn.Module):
         nonlocal_locations: per stage (res2..res5) the block indices followed by a non-local block.
         nonlocal_attention, nonlocal_window: the non-local blocks' kind and local window
             (:class:`~videoattn.models.nonlocal_block.NonLocal3d`).
-        cbam_stages: stages (2..5) whose every block applies CBAM to its residual branch.
+        cbam_stages: stages (2..5) whose every block applies CBAM to its residual branch (after
+            the branch's last BN, before the residual add, as in the CBAM paper's ResNets).
+        cbam_form: which CBAM (variant, order, gates; see :mod:`videoattn.models.cbam`).
     """
 
     def __init__(
@@ -194,6 +196,7 @@ class ResNet3D(nn.Module):
         cbam_stages: Sequence[int] = (),
         cbam_reduction: int = 16,
         cbam_kernel_size: int = 7,
+        cbam_form: Optional[CBAMForm] = None,
     ):
         super().__init__()
         if depth not in STAGE_DEPTHS:
@@ -221,7 +224,7 @@ class ResNet3D(nn.Module):
                 b = block(in_channels, width, basis[j % len(basis)], stride=1 if (i == 0 or j > 0) else 2)
                 in_channels = width * block.expansion
                 if (i + 2) in cbam_stages:
-                    b.cbam = CBAM(in_channels, cbam_reduction, cbam_kernel_size)
+                    b.cbam = CBAM(in_channels, cbam_reduction, cbam_kernel_size, cbam_form or CBAMForm())
                 if j in nl_at:
                     b.nl = NonLocal3d(
                         in_channels,
@@ -241,7 +244,9 @@ class ResNet3D(nn.Module):
         self._init_weights()
 
     def _init_weights(self) -> None:
-        """PySlowFast init: MSRA fan-out convs, BN (1, 0), final BN of every residual branch 0."""
+        """PySlowFast init: MSRA fan-out convs, BN (1, 0), final BN of every residual branch 0.
+
+        3D layers only: CBAM's 2D conv, 2D BN and MLP keep the init their form gives them."""
         for m in self.modules():
             if isinstance(m, nn.Conv3d):
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")

@@ -10,6 +10,7 @@ from torch import nn
 
 from videoattn.engine import checkpoint as ckpt_lib
 from videoattn.engine.inference import check_state_fits
+from videoattn.models.cbam_form import check_cbam_form
 
 
 @dataclass
@@ -42,14 +43,12 @@ class TrainState:
         )
 
     def restore(self, ckpt: dict, path: str) -> None:
-        """Load a checkpoint written by :meth:`checkpoint`; a one-line error if the model differs."""
+        """Load a checkpoint written by :meth:`checkpoint`; a one-line error if the model (or its CBAM
+        form) differs."""
         weights = ckpt_lib.unwrap_state_dict(ckpt["model_state"])
-        check_state_fits(
-            self.model.state_dict(),
-            weights,
-            path,
-            "auto-resume from output_dir: use another output_dir or train.auto_resume=false",
-        )
+        hint = "auto-resume from output_dir: use another output_dir or train.auto_resume=false"
+        check_cbam_form(self.model, ckpt, weights, f"{path} ({hint})")
+        check_state_fits(self.model.state_dict(), weights, path, hint)
         self.model.load_state_dict(weights)
         self.optimizer.load_state_dict(ckpt["optimizer_state"])
         self.scheduler.load_state_dict(ckpt["scheduler_state"])
