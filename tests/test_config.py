@@ -8,6 +8,7 @@ import textwrap
 
 import pytest
 
+from videoattn.ablation.grid import load_cell_configs, load_grid
 from videoattn.config import ConfigError, config_from_dict, config_to_dict, load_config, save_config
 from videoattn.config.schema import Config
 from videoattn.data.annotations import load_classes
@@ -167,11 +168,17 @@ CONFIGS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "config
 
 
 def test_shipped_yaml_configs_load():
-    """Every shipped YAML loads; those outside ``_base_/`` (the ones to train) name a model preset."""
+    """Every shipped YAML loads; those outside ``_base_/`` (the ones to train) name a model preset.
+    Ablation grids (``configs/ablations/``) are grid files: every cell's config loads."""
     paths = sorted(glob.glob(os.path.join(CONFIGS, "**", "*.yaml"), recursive=True))
+    grids = [p for p in paths if os.sep + "ablations" + os.sep in p]
     bases = [p for p in paths if os.sep + "_base_" + os.sep in p]
-    assert bases and len(paths) > len(bases), "no YAML configs shipped"
+    assert bases and len(paths) > len(bases) + len(grids), "no YAML configs shipped"
     for path in paths:
+        if path in grids:
+            grid = load_grid(path)
+            assert all(cfg.model.preset in PRESETS for cfg in load_cell_configs(grid, "unused").values()), path
+            continue
         cfg = load_config(path)
         if path not in bases:
             assert cfg.model.preset in PRESETS, path
