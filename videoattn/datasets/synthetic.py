@@ -25,12 +25,13 @@ Note: the left/right classes change meaning under a horizontal flip, so train wi
 from __future__ import annotations
 
 import csv
+import functools
 import io
 import math
 import os
 import sys
 from concurrent.futures import ThreadPoolExecutor
-from typing import Dict, List, Optional, Tuple
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import av
 import numpy as np
@@ -198,13 +199,27 @@ def encode_video(
 
 
 # ------------------------------------------------------------------------------------------ layout
-def _plan(
-    num_classes: int, per_class: Dict[str, int], seed: int, min_seconds: float, max_seconds: float, size_scale: float
+SPLITS = ("train", "val", "test")
+# render(label, num_frames, width, height, rng) -> (T, H, W, 3) uint8: the contents of one video
+Renderer = Callable[[int, int, int, int, np.random.Generator], np.ndarray]
+
+
+def plan_videos(
+    num_classes: int,
+    per_class: Dict[str, int],
+    seed: int,
+    min_seconds: float,
+    max_seconds: float,
+    size_scale: float,
+    sizes: Sequence[Tuple[int, int]] = SIZE_CHOICES,
 ) -> List[dict]:
-    """Deterministic list of videos to write (everything random is drawn here, from ``seed``)."""
+    """Deterministic list of videos to write (everything random is drawn here, from ``seed``): per
+    split of ``per_class`` (train, val, test; a split of 0 videos is left out) and class, the id,
+    fps, (width, height) from ``sizes``, frame count, container, Kinetics start/end and the seed of
+    the video's contents."""
     rng = np.random.default_rng(seed)
     plan, used_ids = [], set()
-    for split in ("train", "val"):
+    for split in [s for s in SPLITS if per_class.get(s, 0) > 0]:
         for label in range(num_classes):
             for _ in range(per_class[split]):
                 vid = "".join(rng.choice(list(_ID_ALPHABET), size=11))
@@ -212,7 +227,7 @@ def _plan(
                     vid = "".join(rng.choice(list(_ID_ALPHABET), size=11))
                 used_ids.add(vid)
                 fps = int(rng.choice(FPS_CHOICES))
-                w, h = SIZE_CHOICES[int(rng.integers(len(SIZE_CHOICES)))]
+                w, h = sizes[int(rng.integers(len(sizes)))]
                 if size_scale != 1.0:  # multiples of 16, avoiding widths decord 0.6 cannot decode
                     w, h = max(32, int(round(w * size_scale / 16)) * 16), max(32, int(round(h * size_scale / 16)) * 16)
                     w = w + 16 if w in DECORD_BAD_WIDTHS else w
@@ -241,62 +256,46 @@ def _rel(item: dict) -> str:
     return f"{item['split']}/{item['youtube_id']}_{item['start']:06d}_{item['end']:06d}.{item['ext']}"
 
 
-def _write_one(item: dict, out_dir: str) -> str:
+def _write_one(item: dict, out_dir: str, render: Renderer) -> str:
     rel = _rel(item)
-    frames = render_video(
-        item["label"], item["num_frames"], item["width"], item["height"], np.random.default_rng(item["seed"])
-    )
+    rng = np.random.default_rng(item["seed"])
+    frames = render(item["label"], item["num_frames"], item["width"], item["height"], rng)
     encode_video(os.path.join(out_dir, rel), frames, item["fps"])
     return rel
 
 
-def make_synthetic_dataset(
-    out_dir: str,
-    num_classes: int = 8,
-    train_per_class: int = 40,
-    val_per_class: int = 10,
-    seed: int = 0,
-    min_seconds: float = 2.2,
-    max_seconds: float = 3.0,
-    size_scale: float = 1.0,
-    workers: int = 0,
+def write_dataset(
+    out_dir: str, generated: List[str], plan: List[dict], render: Renderer, workers: int = 0
 ) -> Dict[str, object]:
-    """Write the dataset under ``out_dir`` (see the module docstring for the layout).
+    """Render and encode every video of ``plan`` (:func:`plan_videos`) with ``render``, then write
+    the annotations (module docstring's layout); ``generated[label]`` is the class name of a label.
 
-    Args:
-        num_classes: 2..10; pairs of time-reversed classes.
-        train_per_class / val_per_class: videos per class and split (balanced).
-        seed: everything (ids, sizes, fps, codecs, contents) is a function of it.
-        min_seconds / max_seconds: video length range.
-        size_scale: multiplies the frame sizes of SIZE_CHOICES (e.g. 0.5 for tiny test sets).
-        workers: encoding processes (0: one per CPU core).
     Returns:
-        dict(classes=[...], train=[(rel_path, label)], val=[...]).
+        dict(classes=[...], train=[(rel_path, label)], val=[...], and test=[...] if planned).
     """
-    generated = class_names(num_classes)
     names = sorted(generated)  # label indices follow the sorted names, as Kinetics' class list
-    plan = _plan(
-        num_classes, {"train": train_per_class, "val": val_per_class}, seed, min_seconds, max_seconds, size_scale
-    )
+    splits = [s for s in SPLITS if any(item["split"] == s for item in plan)]
     make_folder(out_dir)
+    annotations = [f"{s}.{ext}" for s in splits for ext in ("csv", "txt")]
     claim_outputs(
         out_dir,
         "make_synthetic_dataset",
-        ["classes.txt", "train.csv", "train.txt", "val.csv", "val.txt"] + [_rel(item) for item in plan],
+        ["classes.txt"] + annotations + [_rel(item) for item in plan],
         hint="use another --output",
     )
-    for split in ("train", "val"):
+    for split in splits:
         os.makedirs(os.path.join(out_dir, split), exist_ok=True)
     workers = workers or os.cpu_count() or 1
+    write = functools.partial(_write_one, out_dir=out_dir, render=render)
     if workers > 1 and len(plan) > 8:
         with ThreadPoolExecutor(workers) as pool:  # PyAV encodes without the GIL
-            rels = list(pool.map(_write_one, plan, [out_dir] * len(plan), chunksize=4))
+            rels = list(pool.map(write, plan, chunksize=4))
     else:
-        rels = [_write_one(item, out_dir) for item in plan]
+        rels = [write(item) for item in plan]
 
     result: Dict[str, object] = {"classes": names}
     atomic_write_text(os.path.join(out_dir, "classes.txt"), "".join(n + "\n" for n in names))
-    for split in ("train", "val"):
+    for split in splits:
         rows = [(rel, item) for rel, item in zip(rels, plan) if item["split"] == split]
         buf = io.StringIO()
         writer = csv.writer(buf, lineterminator="\n")
@@ -310,6 +309,37 @@ def make_synthetic_dataset(
         )
         result[split] = [(rel, names.index(generated[item["label"]])) for rel, item in rows]
     return result
+
+
+def make_synthetic_dataset(
+    out_dir: str,
+    num_classes: int = 8,
+    train_per_class: int = 40,
+    val_per_class: int = 10,
+    seed: int = 0,
+    min_seconds: float = 2.2,
+    max_seconds: float = 3.0,
+    size_scale: float = 1.0,
+    workers: int = 0,
+    test_per_class: int = 0,
+) -> Dict[str, object]:
+    """Write the dataset under ``out_dir`` (see the module docstring for the layout).
+
+    Args:
+        num_classes: 2..10; pairs of time-reversed classes.
+        train_per_class / val_per_class / test_per_class: videos per class and split (balanced;
+            no test split when 0).
+        seed: everything (ids, sizes, fps, codecs, contents) is a function of it.
+        min_seconds / max_seconds: video length range.
+        size_scale: multiplies the frame sizes of SIZE_CHOICES (e.g. 0.5 for tiny test sets).
+        workers: encoding threads (0: one per CPU core).
+    Returns:
+        dict(classes=[...], train=[(rel_path, label)], val=[...], test=[...] if any).
+    """
+    generated = class_names(num_classes)
+    per_class = {"train": train_per_class, "val": val_per_class, "test": test_per_class}
+    plan = plan_videos(num_classes, per_class, seed, min_seconds, max_seconds, size_scale)
+    return write_dataset(out_dir, generated, plan, render_video, workers)
 
 
 def make_indexed_video(
