@@ -61,6 +61,9 @@ def synthetic_root(tmp_path_factory) -> str:
 
 
 def pytest_configure(config):
+    # pytorchvideo's import calls torch.jit.script, which warns; the library imports it under a filter
+    # (videoattn/models/pretrained.py), test modules that import it directly get this one instead
+    config.addinivalue_line("filterwarnings", "ignore:`torch.jit.script` is deprecated:FutureWarning")
     if _xdist_worker():  # 2 workers x torch's default thread pool would oversubscribe the cores
         os.environ.setdefault("OMP_NUM_THREADS", "1")
         import torch

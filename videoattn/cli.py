@@ -11,7 +11,7 @@ from typing import Iterator, NoReturn, Optional, Sequence, Tuple
 
 from videoattn.config import Config, load_config
 from videoattn.engine.device import expand_preset
-from videoattn.models.pretrained import PRETRAINED, pretrained_entry
+from videoattn.models.pretrained import PRETRAINED_NAMES, pretrained_entry
 from videoattn.utils.distributed import cleanup
 from videoattn.utils.errors import OneLineError
 
@@ -66,7 +66,7 @@ def add_pretrained_argument(parser, what: str = "start training from these publi
         "--pretrained",
         default="",
         metavar="NAME",
-        help=f"{what}: one of {', '.join(sorted(PRETRAINED))}; downloaded once into "
+        help=f"{what}: one of {', '.join(PRETRAINED_NAMES)}; downloaded once into "
         "$VIDEOATTN_HOME/weights (default: torch hub's folder/videoattn/weights) and verified; "
         "sets model.pretrained",
     )

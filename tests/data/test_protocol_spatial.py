@@ -150,6 +150,22 @@ def test_resize_is_plain_bilinear_as_pyslowfast(decoded):
     assert (_as_slowfast(antialiased) - theirs).abs().max() > 10 * UINT8_TOL
 
 
+@pytest.mark.parametrize("dtype", [torch.uint8, torch.float32])
+def test_resize_equals_torchvisions_bit_for_bit(decoded, dtype):
+    """S.resize calls torch's bilinear kernel itself (torchvision's import costs ~1 s per process):
+    the pixels equal torchvision's ``resize`` exactly, for the channels-last view the loader makes,
+    a contiguous copy, one frame, a cropped view, 5-D input, up- and downscaling."""
+    frames = decoded["large"] if dtype == torch.uint8 else torch.rand(3, 99, 101, 3)
+    video = frames.permute(0, 3, 1, 2)                              # channels-last, as transforms.to_tchw
+    cases = [video, video.contiguous(), video[:1], video[1:2, :, 3:90, 5:], video.unsqueeze(0).expand(2, -1, -1, -1, -1)]
+    for case in cases:
+        for size in [(64, 85), (85, 64), (150, 121), (37, 53)]:
+            theirs = F.resize(case, list(size), interpolation=F.InterpolationMode.BILINEAR, antialias=False)
+            ours = S.resize(case, size)
+            assert ours.dtype == theirs.dtype and ours.shape == theirs.shape, (case.shape, size)
+            assert torch.equal(ours, theirs), (case.shape, size)
+
+
 @pytest.mark.parametrize("name", ["landscape", "portrait", "large"])
 def test_pyslowfast_train_pixels_equal_reference(decoded, name):
     """spatial_sampling(-1): jitter, random crop, flip, seeded alike (np.random.seed / RandomState)."""

@@ -22,13 +22,13 @@ torchvision's ImageNet categories (when the model's head takes them).
 
 from __future__ import annotations
 
+import functools
 import warnings
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Tuple
 
 import torch
 from torch import nn
-from torchvision.models import ResNet18_Weights, ResNet50_Weights
 
 from videoattn.models.convert import check_compatible, convert_state_dict, from_pytorchvideo, read_state_dict
 from videoattn.models.presets import PRESETS
@@ -39,21 +39,46 @@ from videoattn.utils.errors import UsageError
 from videoattn.utils.resources import kinetics400_classes
 from videoattn.utils.serialization import CheckpointError
 
-with warnings.catch_warnings():  # pytorchvideo's import warns about torch.jit.script
-    warnings.simplefilter("ignore", FutureWarning)
-    from pytorchvideo.models.hub.resnet import checkpoint_paths as _PTV_URLS
-
 _K400 = {"source": "pytorchvideo", "num_classes": 400, "classes": "kinetics400"}
 _IMAGENET = {"source": "torchvision", "num_classes": 1000, "classes": "imagenet1k"}
-PRETRAINED: Dict[str, dict] = {
-    "i3d_r50": dict(_K400, url=_PTV_URLS["i3d_r50"], preset="I3D_R50", depth=50),
-    "c2d_r50": dict(_K400, url=_PTV_URLS["c2d_r50"], preset="C2D_R50", depth=50),
-    "slow_r50": dict(_K400, url=_PTV_URLS["slow_r50"], preset="SLOW_R50", depth=50),
+_ENTRIES: Dict[str, dict] = {  # without their URLs, which pretrained_registry() reads from the libraries
+    "i3d_r50": dict(_K400, preset="I3D_R50", depth=50),
+    "c2d_r50": dict(_K400, preset="C2D_R50", depth=50),
+    "slow_r50": dict(_K400, preset="SLOW_R50", depth=50),
     # 2D ImageNet ResNets, inflated into any 3D model of the same depth and width (64)
-    "resnet18_imagenet": dict(_IMAGENET, url=ResNet18_Weights.IMAGENET1K_V1.url, preset=None, depth=18),
-    "resnet50_imagenet": dict(_IMAGENET, url=ResNet50_Weights.IMAGENET1K_V1.url, preset="I3D_R50", depth=50),
+    "resnet18_imagenet": dict(_IMAGENET, preset=None, depth=18),
+    "resnet50_imagenet": dict(_IMAGENET, preset="I3D_R50", depth=50),
 }
-_IMAGENET_META = {18: ResNet18_Weights.IMAGENET1K_V1, 50: ResNet50_Weights.IMAGENET1K_V1}
+PRETRAINED_NAMES: Tuple[str, ...] = tuple(sorted(_ENTRIES))
+
+
+def _imagenet_weights(depth: int):
+    """torchvision's ``ResNet{depth}_Weights.IMAGENET1K_V1`` (its URL and class names)."""
+    # imported here: torchvision's import costs ~1 s (torchvision.ops pulls torch._dynamo) in every process
+    import torchvision.models
+
+    return {18: torchvision.models.ResNet18_Weights, 50: torchvision.models.ResNet50_Weights}[depth].IMAGENET1K_V1
+
+
+@functools.lru_cache(maxsize=None)
+def pretrained_registry() -> Dict[str, dict]:
+    """name -> entry (source, url, preset, depth, num_classes, classes); also :data:`PRETRAINED`.
+    Built on first use: reading the URLs imports torchvision and pytorchvideo (~1.2 s)."""
+    with warnings.catch_warnings():  # pytorchvideo's import warns about torch.jit.script
+        warnings.simplefilter("ignore", FutureWarning)
+        from pytorchvideo.models.hub.resnet import checkpoint_paths
+    registry = {}
+    for name, entry in _ENTRIES.items():
+        url = checkpoint_paths[name] if entry["source"] == "pytorchvideo" else _imagenet_weights(entry["depth"]).url
+        registry[name] = dict(entry, url=url)
+    return registry
+
+
+def __getattr__(name: str):
+    """``PRETRAINED``: :func:`pretrained_registry`, built when first read (PEP 562)."""
+    if name == "PRETRAINED":
+        return pretrained_registry()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 @dataclass
@@ -72,17 +97,17 @@ class PretrainedInfo:
 
 def pretrained_entry(name: str, registry: Optional[Dict[str, dict]] = None) -> dict:
     """The registry entry for ``name``; ``ValueError`` (one line, listing the names) if unknown."""
-    registry = PRETRAINED if registry is None else registry
-    if name not in registry:
-        raise UsageError(f"unknown pretrained weights '{name}'; choose one of {', '.join(sorted(registry))}")
-    return registry[name]
+    names = PRETRAINED_NAMES if registry is None else sorted(registry)  # no import for an unknown name
+    if name not in names:
+        raise UsageError(f"unknown pretrained weights '{name}'; choose one of {', '.join(names)}")
+    return (pretrained_registry() if registry is None else registry)[name]
 
 
 def class_names(entry: dict) -> List[str]:
     """Class names of an entry's head, in output-index order."""
     if entry["classes"] == "kinetics400":
         return kinetics400_classes()
-    return list(_IMAGENET_META[entry["depth"]].meta["categories"])
+    return list(_imagenet_weights(entry["depth"]).meta["categories"])
 
 
 def reference_model(entry: dict) -> ResNet3D:
