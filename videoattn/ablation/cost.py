@@ -11,7 +11,6 @@ from videoattn.ablation.grid import Cell, Grid, GridError
 from videoattn.config import Config
 from videoattn.models import build_model
 from videoattn.models.info import count_flops, count_params
-from videoattn.models.presets import resolve_model_config
 from videoattn.utils.distributed import per_process_batch
 from videoattn.utils.errors import UsageError
 
@@ -40,7 +39,7 @@ def model_costs(grid: Grid, configs: Dict[Cell, Config]) -> Dict[Cell, ModelCost
         try:
             per_process_batch(cfg.train.batch_size, "train.batch_size", grid.nproc)
             per_process_batch(cfg.test.batch_size, "test.batch_size", grid.nproc)
-            key = repr((resolve_model_config(cfg.model), cfg.data.num_frames, cfg.data.train_crop_size))
+            key = repr((cfg.model, cfg.data.num_frames, cfg.data.train_crop_size))  # build_model resolves the preset
             if key not in built:
                 built[key] = _cost(cfg)
         except (UsageError, ValueError) as e:  # an unknown preset, a block index past the stage
