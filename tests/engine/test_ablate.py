@@ -207,3 +207,13 @@ def test_submitit_local_executor_runs_a_cell(synthetic_root, tmp_path):
         for n in os.listdir(os.path.join(out, "slurm", j))
         if n.endswith(".out")
     )
+
+
+def test_cells_run_in_rounds_of_seeds_and_the_tables_stay_in_file_order(tmp_path):
+    """A grid stopped part-way leaves every variant with the same number of seeds done: the runner
+    starts every variant's first seed before any second one; results.csv keeps the file's order."""
+    from videoattn.ablation.grid import load_grid
+
+    grid = load_grid(write_grid(tmp_path / "g.yaml", str(tmp_path), {"a": {"seeds": [0, 1, 2]}, "b": {}, "c": {}}))
+    assert [c.name for c in grid.run_order()] == ["a/seed0", "b/seed0", "c/seed0", "a/seed1", "a/seed2"]
+    assert [c.name for c in grid.cells()] == ["a/seed0", "a/seed1", "a/seed2", "b/seed0", "c/seed0"]

@@ -78,6 +78,15 @@ class Grid:
         """Every cell, variant by variant (file order), seeds in their order."""
         return [Cell(v.name, s, self.overrides + v.overrides + (f"seed={s}",)) for v in self.variants for s in v.seeds]
 
+    def run_order(self) -> List[Cell]:
+        """The cells in rounds: every variant's first seed, then every variant's second, and so on.
+        A grid stopped part-way (a session's end, a preemption) then leaves all variants with the same
+        number of finished seeds, which a comparison can use, rather than some variants done and
+        others not started."""
+        cells = self.cells()
+        rank = {c: [v for v in self.variants if v.name == c.variant][0].seeds.index(c.seed) for c in cells}
+        return sorted(cells, key=lambda c: rank[c])  # sorted() is stable: file order within a round
+
     def variant(self, name: str) -> Variant:
         return next(v for v in self.variants if v.name == name)
 

@@ -71,7 +71,7 @@ def prepare(args: argparse.Namespace, tools_dir: str) -> tuple:
     if args.report_only:
         return grid, out, []
     costs = model_costs(grid, load_cell_configs(grid, out))
-    folders = {cell: claim_cell(grid, cell, out, costs[cell]) for cell in grid.cells()}
+    folders = {cell: claim_cell(grid, cell, out, costs[cell]) for cell in grid.run_order()}
     jobs = [cell_job(grid, c, f, tools_dir) for c, f in folders.items() if not is_done(f)]
     return grid, out, jobs
 
