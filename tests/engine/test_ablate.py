@@ -82,7 +82,10 @@ def test_t_quantiles_match_scipy():
 @pytest.mark.parametrize(
     "change, expected",
     [
-        ({"epochs": 3}, "unknown key 'epochs' (valid keys: base_config, overrides, seeds, nproc, baseline, variants)"),
+        (
+            {"epochs": 3},
+            "unknown key 'epochs' (valid keys: base_config, overrides, seeds, nproc, baseline, variants, comparisons)",
+        ),
         ({"base_config": "nowhere.yaml"}, "base_config nowhere.yaml not found"),
         ({"variants": {"a": {}, "b": {"overrides": ["solver.base_lr=-1"]}}}, "variant 'b' (seed 0): "),
         ({"variants": {"a": {}, "b": {"overrides": ["model.cbam.stagez=[2]"]}}}, "did you mean 'model.cbam.stages'"),
@@ -217,3 +220,27 @@ def test_cells_run_in_rounds_of_seeds_and_the_tables_stay_in_file_order(tmp_path
     grid = load_grid(write_grid(tmp_path / "g.yaml", str(tmp_path), {"a": {"seeds": [0, 1, 2]}, "b": {}, "c": {}}))
     assert [c.name for c in grid.run_order()] == ["a/seed0", "b/seed0", "c/seed0", "a/seed1", "a/seed2"]
     assert [c.name for c in grid.cells()] == ["a/seed0", "a/seed1", "a/seed2", "b/seed0", "c/seed0"]
+
+
+def test_comparisons_are_paired_over_the_seeds_both_finished(tmp_path):
+    """A grid's ``comparisons`` ("a - b") in summary.md: the paired difference by hand, over shared seeds."""
+    from videoattn.ablation.grid import load_grid
+    from videoattn.ablation.report import DONE_STATUS, CellResult
+    from videoattn.ablation.summary import comparison_table
+
+    path = write_grid(tmp_path / "g.yaml", str(tmp_path), {"a": {"seeds": [0, 1, 2]}, "b": {}, "c": {"seeds": [0, 1]}})
+    data = yaml.safe_load(read(path))
+    data["comparisons"] = ["c - b"]
+    with open(path, "w") as f:
+        yaml.safe_dump(data, f)
+    grid = load_grid(path)
+    cells = [("b", 0, 0.5), ("b", 1, 0.6), ("c", 0, 0.7), ("c", 1, 0.7)]
+    rows = [CellResult(v, s, DONE_STATUS, test_clip_top1=x, test_video_top1=x) for v, s, x in cells]
+    line = next(t for t in comparison_table(grid, rows) if t.startswith("| c - b | Test video"))
+    # differences 0.2 and 0.1: mean 15 points, std 0.0707, half-width 12.7062 * 0.0707 / sqrt(2) = 63.53 points
+    assert line == "| c - b | Test video top-1 | 2 | +15.00 | [-48.53, +78.53] | contains 0 |", line
+    data["comparisons"] = ["c - d"]
+    with open(path, "w") as f:
+        yaml.safe_dump(data, f)
+    with pytest.raises(Exception, match="comparison 'c - d' is not 'variant - variant'"):
+        load_grid(path)

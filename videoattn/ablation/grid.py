@@ -5,6 +5,7 @@
     seeds: [0, 1, 2]                                 # default seeds of every variant
     nproc: 1                                         # processes per cell (torchrun --nproc_per_node)
     baseline: plain                                  # the variant the others are compared with
+    comparisons: ["cbam - plain"]                    # more paired differences for summary.md (optional)
     variants:
       plain: {overrides: [model.cbam.stages=[]], seeds: [0, 1, 2, 3, 4]}   # its own seeds
       cbam: {overrides: []}
@@ -29,7 +30,7 @@ from omegaconf.errors import OmegaConfBaseException
 from videoattn.config import Config, ConfigError, load_config
 from videoattn.utils.errors import UsageError
 
-GRID_KEYS = ("base_config", "overrides", "seeds", "nproc", "baseline", "variants")
+GRID_KEYS = ("base_config", "overrides", "seeds", "nproc", "baseline", "variants", "comparisons")
 VARIANT_KEYS = ("overrides", "seeds")
 RUNNER_KEYS = ("seed", "output_dir")  # set per cell by the runner, never by the grid
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+-]*")  # a variant name is a folder name
@@ -65,6 +66,18 @@ class Cell:
 
 
 @dataclass(frozen=True)
+class Comparison:
+    """``left - right``: a paired difference summary.md reports besides each variant's from the baseline."""
+
+    left: str
+    right: str
+
+    @property
+    def name(self) -> str:
+        return f"{self.left} - {self.right}"
+
+
+@dataclass(frozen=True)
 class Grid:
     path: str  # the grid file
     base_config: str  # absolute
@@ -73,6 +86,7 @@ class Grid:
     nproc: int
     baseline: str
     variants: Tuple[Variant, ...]
+    comparisons: Tuple[Comparison, ...] = ()
 
     def cells(self) -> List[Cell]:
         """Every cell, variant by variant (file order), seeds in their order."""
@@ -171,7 +185,22 @@ def load_grid(path: str) -> Grid:
         nproc,
         baseline,
         tuple(variants),
+        _comparisons(path, data.get("comparisons", []), [v.name for v in variants]),
     )
+
+
+def _comparisons(path: str, value: Any, names: List[str]) -> Tuple[Comparison, ...]:
+    """``["a - b", ...]``: each side a variant of the grid, the two different."""
+    if not isinstance(value, list):
+        raise GridError(f"{path}: comparisons must be a list of 'variant - variant' strings")
+    out = []
+    for item in value:
+        parts = [p.strip() for p in item.split(" - ")] if isinstance(item, str) else []
+        if len(parts) != 2 or parts[0] == parts[1] or not all(p in names for p in parts):
+            known = ", ".join(names)
+            raise GridError(f"{path}: comparison {item!r} is not 'variant - variant' of two variants ({known})")
+        out.append(Comparison(*parts))
+    return tuple(out)
 
 
 def load_cell_configs(grid: Grid, out: str) -> Dict[Cell, Config]:

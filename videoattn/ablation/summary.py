@@ -76,6 +76,27 @@ def metric_table(grid: Grid, rows: List[CellResult], metric: str, title: str) ->
     return lines + [""]
 
 
+def comparison_table(grid: Grid, rows: List[CellResult]) -> List[str]:
+    """The grid's ``comparisons``: ``left - right`` seed by seed over the seeds both finished, per metric."""
+    if not grid.comparisons:
+        return []
+    lines = [
+        "## Comparisons (paired, points)",
+        "",
+        "| comparison | metric | n | mean Δ | 95% interval of Δ | verdict |",
+        "| --- | --- | ---: | ---: | ---: | --- |",
+    ]
+    for c in grid.comparisons:
+        for metric, title in METRICS[:2]:
+            values = {v: {r.seed: getattr(r, metric) for r in rows if r.status == DONE_STATUS and r.variant == v}
+                      for v in (c.left, c.right)}  # fmt: skip
+            d = paired_difference(values[c.left], values[c.right])
+            verdict = d.verdict if d.diff.n else NO_CELL
+            lines.append(f"| {c.name} | {title} | {d.diff.n} | {_pct(d.diff.mean, True)} | "
+                         f"{_interval(d.diff, True)} | {verdict} |")  # fmt: skip
+    return lines + [""]
+
+
 def _mean(xs) -> Optional[float]:
     xs = [x for x in xs if x is not None]
     return sum(xs) / len(xs) if xs else None
@@ -134,7 +155,7 @@ def write_summary(grid: Grid, rows: List[CellResult], out: str) -> None:
         "",
     ]
     body = [line for metric, title in METRICS for line in metric_table(grid, rows, metric, title)]
-    text = "\n".join(head + body + cost_table(grid, rows) + unfinished(rows, out))
+    text = "\n".join(head + body + comparison_table(grid, rows) + cost_table(grid, rows) + unfinished(rows, out))
     atomic_write_text(os.path.join(out, SUMMARY), text.rstrip("\n") + "\n")
 
 
