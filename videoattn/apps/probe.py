@@ -13,6 +13,7 @@ the head's input), it writes ``probe.pyth``: the backbone's ``model_state`` with
 replaced by the probe, standardisation folded in (``W' = W / std``, ``b' = b - W (mean / std)``), so
 ``test_net`` / ``predict`` run it with ``model.num_classes`` = the probe's class count. The head's
 dropout is the identity in eval mode, and ``pool`` features are exactly what ``head.proj`` sees.
+(:mod:`videoattn.apps.probe_head`; the features' recorded weights must be that backbone).
 
 Outputs in ``--output``: ``probe.json`` (every number), ``head.npz`` (the probe on standardised
 features, the train mean/std and the folded head), ``predictions.csv``, ``logits.npz`` (per split:
@@ -36,6 +37,7 @@ from videoattn.apps.probe_fit import (
     DEFAULT_L2_GRID,
     GridPoint,
     LinearFit,
+    Scores,
     Standardiser,
     fit_logistic,
     grid_point,
@@ -43,10 +45,18 @@ from videoattn.apps.probe_fit import (
     pick,
     score,
 )
-from videoattn.config import Config, config_to_dict
-from videoattn.engine.checkpoint import HEAD_PREFIX, make_checkpoint, save_checkpoint
-from videoattn.engine.inference import load_inference_model
-from videoattn.utils.download import sha256_file
+from videoattn.apps.probe_head import (
+    Backbone,
+    BackboneSpec,
+    check_backbone,
+    fold_head,
+    load_backbone,
+    probe_checkpoint,
+    recorded_weights,
+    write_head,
+)
+from videoattn.config import Config
+from videoattn.engine.checkpoint import save_checkpoint
 from videoattn.utils.errors import UsageError
 from videoattn.utils.io import atomic_path, atomic_write_csv, atomic_write_json, atomic_write_text
 from videoattn.utils.outputs import claim_outputs
@@ -72,15 +82,6 @@ class ProbeOptions:
     checkpoint: str = ""  # the backbone the features came from (for probe.pyth)
     pretrained: str = ""
     trust: bool = False
-
-
-@dataclass
-class Backbone:
-    """The backbone's weights and where they came from (None: no checkpoint is written)."""
-
-    state: Dict[str, torch.Tensor]
-    source: str
-    feature_dim: int
 
 
 @dataclass
@@ -144,86 +145,6 @@ def select_l2(train: ProbeSplit, val: Optional[ProbeSplit], o: ProbeOptions, num
     return Selection(points, pick(points), how, time.perf_counter() - t0, fits)
 
 
-def recorded_weights(splits: Dict[str, ProbeSplit]) -> str:
-    """The one source of weights the features record ("" if they record none: extracted before
-    extract_features wrote it); features of several are refused."""
-    found = sorted({w for s in splits.values() for w in s.weights} - {""})
-    if len(found) > 1:
-        raise UsageError(
-            f"the features come from {len(found)} different weights ({found[0]}; {found[1]}): use one backbone"
-        )
-    return found[0] if found else ""
-
-
-def check_backbone(recorded: str, o: ProbeOptions) -> None:
-    """One line if the backbone given is not the one the features were extracted with (a file of
-    the same content elsewhere passes; a recorded file that is gone only gets a warning)."""
-    if not recorded:
-        log.warning("probe: the features do not say which weights they came from; trusting --checkpoint/--pretrained")
-        return
-    if recorded.startswith("pretrained:"):
-        same = o.pretrained == recorded.split(":", 1)[1].split(" ", 1)[0]
-    elif o.pretrained or not os.path.isfile(recorded):
-        same = not o.pretrained
-        if same:
-            log.warning("probe: the features came from %s, which is gone; trusting --checkpoint", recorded)
-    else:
-        same = os.path.samefile(recorded, o.checkpoint) or sha256_file(recorded) == sha256_file(o.checkpoint)
-    if not same:
-        raise UsageError(
-            f"the features came from {recorded}, not from {o.checkpoint or 'pretrained:' + o.pretrained}; "
-            "the probe's checkpoint needs the backbone the features came from"
-        )
-
-
-def load_backbone(cfg: Config, o: ProbeOptions, layer: str, dim: int) -> Optional[Backbone]:
-    """The backbone's ``model_state`` (None without ``--checkpoint`` / ``--pretrained``); one line
-    if the features cannot be its head's input."""
-    if not (o.checkpoint or o.pretrained):
-        return None
-    if layer != "pool":
-        raise UsageError(
-            f"features of layer {layer!r} are not the head's input; a checkpoint needs features.layer=pool "
-            f"(or leave out --checkpoint/--pretrained for the probe's numbers alone)"
-        )
-    model, weights = load_inference_model(cfg, o.checkpoint or None, torch.device("cpu"), False, o.trust, o.pretrained)
-    proj = model.head.proj
-    if proj.in_features != dim:
-        raise UsageError(f"the features are {dim}-d but {weights.source}'s head takes {proj.in_features}-d input")
-    return Backbone({k: v.detach().clone() for k, v in model.state_dict().items()}, weights.source, dim)
-
-
-def fold_head(fit: LinearFit, std: Standardiser) -> Dict[str, torch.Tensor]:
-    """``head.proj`` weights on raw features: ``W' = W / std``, ``b' = b - W (mean / std)`` (float32)."""
-    w, b = fit.weight.numpy(), fit.bias.numpy()
-    return {
-        HEAD_PREFIX + "weight": torch.from_numpy(w / std.std[None, :]).float(),
-        HEAD_PREFIX + "bias": torch.from_numpy(b - w @ (std.mean / std.std)).float(),
-    }
-
-
-def probe_checkpoint(cfg: Config, backbone: Backbone, head: Dict[str, torch.Tensor], classes: List[str], info: dict):
-    """The backbone's checkpoint with the probe as its head (``model.num_classes`` = the probe's)."""
-    state = dict(backbone.state)
-    state.update(head)
-    config = config_to_dict(cfg)
-    config["model"]["num_classes"] = len(classes)
-    return make_checkpoint(state, config, source=TOOL, classes=list(classes), probe=info)
-
-
-def write_head(path: str, fit: LinearFit, std: Standardiser, head: Dict[str, torch.Tensor]) -> None:
-    with atomic_path(path) as tmp, open(tmp, "wb") as f:
-        np.savez(
-            f,
-            weight=fit.weight.numpy(),
-            bias=fit.bias.numpy(),
-            mean=std.mean,
-            std=std.std,
-            folded_weight=head[HEAD_PREFIX + "weight"].numpy(),
-            folded_bias=head[HEAD_PREFIX + "bias"].numpy(),
-        )
-
-
 def check_classes(train: ProbeSplit, classes: List[str], source: str) -> None:
     """Every class of the class list needs a training video (a probe cannot learn one it never sees)."""
     counts = np.bincount(train.labels, minlength=len(classes))
@@ -250,116 +171,163 @@ def log_selection(sel: Selection, num_train: int) -> None:
         )
 
 
-def run_probe(cfg: Config, o: ProbeOptions) -> dict:
-    """Fit, pick, score and write the probe (module docstring); returns what probe.json holds."""
+@dataclass
+class ProbeInputs:
+    """Everything checked before anything is written."""
+
+    splits: Dict[str, ProbeSplit]  # train, and val / test where given
+    annotations: Dict[str, str]  # split -> its annotation file
+    classes: List[str]
+    layer: str
+    dim: int
+    weights: str  # where the features' weights came from ("" unknown)
+    backbone: Optional[Backbone]
+
+
+@dataclass
+class Probe:
+    """The final probe and its logits (``(N, C)`` float64 per split) and scores."""
+
+    std: Standardiser
+    fit: LinearFit
+    seconds: float
+    head: Dict[str, torch.Tensor]  # the folded head.proj
+    logits: Dict[str, torch.Tensor]
+    scores: Dict[str, Scores]
+
+
+def load_inputs(cfg: Config, o: ProbeOptions) -> ProbeInputs:
+    """Features, annotations and backbone, each checked (one line for what does not fit)."""
     check_options(o)
     index = read_feature_index(o.features)
     classes = probe_classes(cfg.data, o.train)
-    named = [(n, a) for n, a in (("train", o.train), ("val", o.val), ("test", o.test)) if a]
-    splits = {n: load_split(n, a, o.train, cfg.data, index, o.allow_missing) for n, a in named}
-    train = splits["train"]
-    check_classes(train, classes, cfg.data.classes_file or f"the labels of {o.train}")
+    named = {n: a for n, a in (("train", o.train), ("val", o.val), ("test", o.test)) if a}
+    splits = {n: load_split(n, a, o.train, cfg.data, index, o.allow_missing) for n, a in named.items()}
+    check_classes(splits["train"], classes, cfg.data.classes_file or f"the labels of {o.train}")
     dims = sorted({s.windows[0].shape[1] for s in splits.values()})
     if len(dims) > 1:
         raise UsageError(f"the splits' features have different sizes {dims}")
     weights = recorded_weights(splits)
-    backbone = load_backbone(cfg, o, index.layer, dims[0])  # a bad checkpoint fails before any fit
+    spec = BackboneSpec(o.checkpoint, o.pretrained, o.trust)
+    backbone = load_backbone(cfg, spec, index.layer, dims[0])  # a bad checkpoint fails before any fit
     if backbone is not None:
-        check_backbone(weights, o)
-    os.makedirs(o.output, exist_ok=True)
-    claim_outputs(o.output, TOOL, OUTPUTS, hint="use another --output")
-    x, _, _ = training_samples(train, o.per)
-    log.info(
-        "probe: %d classes, %d-d %s features, %s; %s",
-        len(classes),
-        dims[0],
-        index.layer,
-        f"{len(x)} training samples (per {o.per}) of {len(train.labels)} videos",
-        ", ".join(
-            f"{len(s.labels)} {n} videos" + (f" ({len(s.left_out)} left out)" if s.left_out else "")
-            for n, s in splits.items()
-        ),
-    )
-    sel = select_l2(train, splits.get("val"), o, len(classes), cfg.seed)
-    log_selection(sel, len(x))
+        check_backbone(weights, spec)
+    return ProbeInputs(splits, named, classes, index.layer, dims[0], weights, backbone)
+
+
+def fit_probe(inputs: ProbeInputs, o: ProbeOptions, l2: float) -> Probe:
+    """The final fit on the training split, folded and scored on every split."""
     t0 = time.perf_counter()
-    std, fit = fit_split(train, o.per, len(classes), sel.picked.l2)
-    fit_s = time.perf_counter() - t0
+    std, fit = fit_split(inputs.splits["train"], o.per, len(inputs.classes), l2)
+    seconds = time.perf_counter() - t0
     if not all(bool(torch.isfinite(t).all()) for t in (fit.weight, fit.bias)):
         raise UsageError(f"the probe's weights are not finite (l2 {fit.l2:g}); try larger --l2 values")
-    logits = {n: fit.logits(std(s.videos())) for n, s in splits.items()}
-    scores = {n: score(logits[n], s.labels) for n, s in splits.items()}
-    for n, s in scores.items():
-        note = " (the L2 weight was picked on it: optimistic)" if n == "val" else ""
-        log.info("probe %s: %s%s", n, s.line(), note)
-    head = fold_head(fit, std)
-    info = dict(
+    if not fit.converged:
+        log.warning("probe: L-BFGS stopped at max |gradient| %.2g after %d iterations", fit.grad_max, fit.iterations)
+    logits = {n: fit.logits(std(s.videos())) for n, s in inputs.splits.items()}
+    scores = {n: score(logits[n], s.labels) for n, s in inputs.splits.items()}
+    for n, sc in scores.items():
+        log.info("probe %s: %s%s", n, sc.line(), " (the L2 weight was picked on it: optimistic)" if n == "val" else "")
+    return Probe(std, fit, seconds, fold_head(fit, std), logits, scores)
+
+
+def run_probe(cfg: Config, o: ProbeOptions) -> dict:
+    """Fit, pick, score and write the probe (module docstring); returns what probe.json holds."""
+    inputs = load_inputs(cfg, o)
+    os.makedirs(o.output, exist_ok=True)
+    claim_outputs(o.output, TOOL, OUTPUTS, hint="use another --output")
+    train = inputs.splits["train"]
+    samples = len(training_samples(train, o.per)[0])
+    log.info(
+        "probe: %d classes, %d-d %s features, %d training samples (per %s); %s",
+        len(inputs.classes),
+        inputs.dim,
+        inputs.layer,
+        samples,
+        o.per,
+        ", ".join(
+            f"{len(s.labels)} {n} videos" + (f" ({len(s.left_out)} left out)" if s.left_out else "")
+            for n, s in inputs.splits.items()
+        ),
+    )
+    sel = select_l2(train, inputs.splits.get("val"), o, len(inputs.classes), cfg.seed)
+    log_selection(sel, samples)
+    probe = fit_probe(inputs, o, sel.picked.l2)
+    info = probe_record(inputs, o, sel, probe, samples)
+    write_outputs(cfg, o.output, inputs, probe, info)
+    return info
+
+
+def probe_record(inputs: ProbeInputs, o: ProbeOptions, sel: Selection, probe: Probe, samples: int) -> dict:
+    """What probe.json holds (every number of the run)."""
+    fit = probe.fit
+    return dict(
         features=[os.path.abspath(f) for f in o.features],
-        layer=index.layer,
+        layer=inputs.layer,
         per=o.per,
-        features_weights=weights or None,
-        backbone=backbone.source if backbone else None,
-        classes=classes,
-        feature_dim=dims[0],
-        splits={n: dict(annotations=a, videos=len(splits[n].labels), left_out=splits[n].left_out) for n, a in named},
+        features_weights=inputs.weights or None,
+        backbone=inputs.backbone.source if inputs.backbone else None,
+        classes=inputs.classes,
+        feature_dim=inputs.dim,
+        splits={
+            n: dict(annotations=a, videos=len(inputs.splits[n].labels), left_out=inputs.splits[n].left_out)
+            for n, a in inputs.annotations.items()
+        },
         selection=dict(
             how=sel.how,
             picked_l2=sel.picked.l2,
             seconds=sel.seconds,
             fits=sel.fits,
-            grid=[dict(vars(p), sklearn_C=1.0 / (p.l2 * len(x))) for p in sel.points],
+            grid=[dict(vars(p), sklearn_C=1.0 / (p.l2 * samples)) for p in sel.points],
         ),
         fit=dict(
             l2=fit.l2,
-            sklearn_C=1.0 / (fit.l2 * len(x)),
-            samples=len(x),
+            sklearn_C=1.0 / (fit.l2 * samples),
+            samples=samples,
             loss=fit.loss,
             grad_max=fit.grad_max,
             iterations=fit.iterations,
             converged=fit.converged,
-            seconds=fit_s,
+            seconds=probe.seconds,
         ),
-        results={n: vars(s) for n, s in scores.items()},
+        results={n: vars(sc) for n, sc in probe.scores.items()},
         ci="95% Wilson score interval of top-1 over videos (each video one trial)",
     )
-    if not fit.converged:
-        log.warning("probe: L-BFGS stopped at max |gradient| %.2g after %d iterations", fit.grad_max, fit.iterations)
-    write_outputs(cfg, o, info, splits, logits, classes, fit, std, head, backbone)
-    return info
 
 
-def write_outputs(cfg, o, info, splits, logits, classes, fit, std, head, backbone) -> None:
-    """Every file of the module docstring (``probe.pyth`` only with a backbone)."""
-    out = o.output
-    atomic_write_text(os.path.join(out, "classes.txt"), "".join(c + "\n" for c in classes))
-    write_head(os.path.join(out, "head.npz"), fit, std, head)
-    rows = []
-    for n, s in splits.items():
-        prob = torch.softmax(logits[n], dim=1)
+def write_predictions(out: str, inputs: ProbeInputs, probe: Probe) -> None:
+    """``predictions.csv`` and ``logits.npz`` (same order)."""
+    rows, classes = [], inputs.classes
+    for n, s in inputs.splits.items():
+        prob = torch.softmax(probe.logits[n], dim=1)
         for i, path in enumerate(s.paths):
             k = int(prob[i].argmax())
             rows.append([n, path, classes[s.labels[i]], classes[k], f"{float(prob[i, k]):.6f}", int(k == s.labels[i])])
-    atomic_write_csv(
-        os.path.join(out, "predictions.csv"), ["split", "path", "label", "prediction", "score", "correct"], rows
-    )
+    header = ["split", "path", "label", "prediction", "score", "correct"]
+    atomic_write_csv(os.path.join(out, "predictions.csv"), header, rows)
     with atomic_path(os.path.join(out, "logits.npz")) as tmp, open(tmp, "wb") as f:
-        np.savez(f, **{f"{n}_logits": v.numpy() for n, v in logits.items()})
-    if backbone is not None:
-        ckpt_path = os.path.join(out, "probe.pyth")
-        info["checkpoint"] = ckpt_path
-        extra = dict(info, mean=torch.from_numpy(std.mean), std=torch.from_numpy(std.std))
-        save_checkpoint(ckpt_path, probe_checkpoint(cfg, backbone, head, classes, extra))
+        np.savez(f, **{f"{n}_logits": v.numpy() for n, v in probe.logits.items()})
+
+
+def write_outputs(cfg: Config, out: str, inputs: ProbeInputs, probe: Probe, info: dict) -> None:
+    """Every file of the module docstring (``probe.pyth`` only with a backbone); sets
+    ``info["checkpoint"]``."""
+    classes_txt = os.path.join(out, "classes.txt")
+    atomic_write_text(classes_txt, "".join(c + "\n" for c in inputs.classes))
+    write_head(os.path.join(out, "head.npz"), probe.fit, probe.std, probe.head)
+    write_predictions(out, inputs, probe)
+    info["checkpoint"] = None
+    if inputs.backbone is not None:
+        info["checkpoint"] = path = os.path.join(out, "probe.pyth")
+        extra = dict(info, mean=torch.from_numpy(probe.std.mean), std=torch.from_numpy(probe.std.std))
+        save_checkpoint(path, probe_checkpoint(cfg, inputs.backbone, probe.head, inputs.classes, extra))
+        k = len(inputs.classes)
         log.info(
             "probe: checkpoint %s (the backbone's weights, this probe as its %d-class head); test it with "
             "tools/test_net.py --checkpoint %s model.num_classes=%d data.classes_file=%s",
-            ckpt_path,
-            len(classes),
-            ckpt_path,
-            len(classes),
-            os.path.abspath(os.path.join(out, "classes.txt")),
+            *(path, k, path, k, os.path.abspath(classes_txt)),
         )
     else:
-        info["checkpoint"] = None
         log.info("probe: no checkpoint written (give the backbone with --checkpoint or --pretrained for one)")
     atomic_write_json(os.path.join(out, "probe.json"), info)
     log.info("probe: %s", os.path.join(out, "probe.json"))
