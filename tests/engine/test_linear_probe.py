@@ -17,8 +17,8 @@ from evalkit import REPO, check, make_random_checkpoint, run, write_config
 
 from videoattn.apps.probe import ProbeOptions, run_probe, select_l2
 from videoattn.apps.probe_data import ProbeSplit
-from videoattn.apps.probe_head import fold_head
 from videoattn.apps.probe_fit import Standardiser, fit_logistic, kfold_assignment, objective, wilson_interval
+from videoattn.apps.probe_head import fold_head
 from videoattn.config import load_config
 from videoattn.utils.errors import UsageError
 
