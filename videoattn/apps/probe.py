@@ -26,13 +26,13 @@ from __future__ import annotations
 import logging
 import os
 import time
-from dataclasses import dataclass, field
-from typing import Dict, List, Optional, Sequence
+from dataclasses import dataclass
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
 
-from videoattn.apps.probe_data import ProbeSplit, load_split, probe_classes, read_feature_index
+from videoattn.apps.probe_data import ClipSamples, ProbeSplit, load_split, probe_classes, read_feature_index
 from videoattn.apps.probe_fit import (
     DEFAULT_L2_GRID,
     GridPoint,
@@ -93,7 +93,6 @@ class Selection:
     how: str
     seconds: float = 0.0
     fits: int = 0
-    notes: List[str] = field(default_factory=list)
 
 
 def check_options(o: ProbeOptions) -> None:
@@ -109,19 +108,19 @@ def check_options(o: ProbeOptions) -> None:
         raise UsageError(f"--l2 {list(o.l2_grid)}: the L2 weights must be positive numbers")
 
 
-def training_samples(split: ProbeSplit, per: str) -> tuple:
-    """``(x (M, D), y (M,), video (M,))``: per video one sample, per clip one per window."""
+def training_samples(split: ProbeSplit, per: str) -> ClipSamples:
+    """Per video one sample (its mean window), per clip one per window."""
     if per == "video":
-        return split.videos(), split.labels, np.arange(len(split.labels))
-    c = split.clips()
-    return c.x, c.labels, c.video
+        return ClipSamples(split.videos(), split.labels, np.arange(len(split.labels)))
+    return split.clips()
 
 
-def fit_split(split: ProbeSplit, per: str, num_classes: int, l2: float, keep: Optional[np.ndarray] = None):
+def fit_split(
+    split: ProbeSplit, per: str, num_classes: int, l2: float, keep: Optional[np.ndarray] = None
+) -> Tuple[Standardiser, LinearFit]:
     """``(standardiser, fit)`` on ``split``'s videos ``keep`` (bool (N,); default all)."""
-    x, y, video = training_samples(split, per)
-    if keep is not None:
-        x, y = x[keep[video]], y[keep[video]]
+    t = training_samples(split, per)
+    x, y = (t.x, t.labels) if keep is None else (t.x[keep[t.video]], t.labels[keep[t.video]])
     std = Standardiser.fit(x)
     return std, fit_logistic(std(x), y, num_classes, l2)
 
@@ -237,7 +236,7 @@ def run_probe(cfg: Config, o: ProbeOptions) -> dict:
     os.makedirs(o.output, exist_ok=True)
     claim_outputs(o.output, TOOL, OUTPUTS, hint="use another --output")
     train = inputs.splits["train"]
-    samples = len(training_samples(train, o.per)[0])
+    samples = len(training_samples(train, o.per).labels)
     log.info(
         "probe: %d classes, %d-d %s features, %d training samples (per %s); %s",
         len(inputs.classes),

@@ -35,7 +35,7 @@ class BackboneSpec:
 
 @dataclass
 class Backbone:
-    """The backbone's weights and where they came from (None: no checkpoint is written)."""
+    """The backbone's ``model_state`` (CPU tensors), where it came from, and its head's input size."""
 
     state: Dict[str, torch.Tensor]
     source: str
