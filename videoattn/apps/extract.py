@@ -9,7 +9,8 @@ resize and crops (``features.num_spatial_crops``, optionally averaged) and the m
 
     DIR/<id>.npy    (num_windows, D) or (num_windows, crops, D) without crop averaging
     DIR/<id>.json   path, fps, duration (decoded and declared), window starts/ends in seconds,
-                    frame indices, samples past the end per window, layer, dtype
+                    frame indices, samples past the end per window, layer, dtype, weights (where the
+                    model's weights came from: a checkpoint path or a pretrained name)
     DIR/index.csv   one row per finished video (rank 0, after all ranks finished)
     DIR/failed.csv  videos that could not be decoded this run (and missing ones), with the reason;
                     also videos whose features or scores held NaN or inf (not written; the tool
@@ -84,6 +85,7 @@ INDEX_COLUMNS = [
     "layer",
     "features",
     "windows",
+    "weights",  # where the model's weights came from (empty in files written before this column)
 ]
 NON_FINITE = "NaN or inf features/scores"  # the failed.csv reason of a video whose outputs are not finite
 TRUNCATED_COLUMNS = ["video", "path", "decoded_frames", "declared_frames", "decoded_s", "declared_s", "num_windows"]
@@ -214,8 +216,10 @@ def _save_video(
     feats: np.ndarray,
     features: FeaturesConfig,
     scores: Optional[np.ndarray] = None,
+    weights: str = "",
 ) -> dict:
-    """Write ``scores/<vid>.npy`` (if any), ``<vid>.json``, then ``<vid>.npy`` (which marks it done)."""
+    """Write ``scores/<vid>.npy`` (if any), ``<vid>.json``, then ``<vid>.npy`` (which marks it done);
+    ``weights``: where the model's weights came from (a probe checks its backbone against it)."""
     meta = {
         "video": vid,
         "path": path,
@@ -235,6 +239,7 @@ def _save_video(
         "layer": features.layer,
         "dtype": features.dtype,
         "feature_shape": list(feats.shape),
+        "weights": weights,
     }
     if scores is not None:
         _save_npy(os.path.join(out_dir, SCORES_DIR, vid + ".npy"), scores)
@@ -263,6 +268,7 @@ def _index_row(meta: dict) -> list:
         meta["layer"],
         meta["video"] + ".npy",
         meta["video"] + ".json",
+        meta.get("weights", ""),
     ]
 
 
@@ -395,7 +401,7 @@ def extract_features(
     )
     written = 0
     for got in videos:
-        written += _write_video(got, out_dir, ids, paths, f, failed)
+        written += _write_video(got, out_dir, ids, paths, f, failed, weights.source)
         bar.update(1)
     bar.close()
     gathered = all_gather_object(RankTally(sorted(failed.items()), written, skipped))
@@ -412,6 +418,7 @@ def _write_video(
     paths: List[str],
     f: FeaturesConfig,
     failed: Dict[int, str],
+    weights: str = "",
 ) -> int:
     """Write one video's files from :func:`per_video`'s ``got`` (1), or record in ``failed`` why
     not (0): it could not be decoded, or its outputs are not finite."""
@@ -426,7 +433,7 @@ def _write_video(
         failed[k] = _non_finite_reason(feats, scores)
         log.warning("features: not writing %s: %s", paths[k], failed[k])
         return 0
-    _save_video(out_dir, ids[k], paths[k], got.window, got.declared_frames, feats, f, scores)
+    _save_video(out_dir, ids[k], paths[k], got.window, got.declared_frames, feats, f, scores, weights)
     return 1
 
 
