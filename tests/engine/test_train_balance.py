@@ -24,6 +24,7 @@ def _first_loss(cfg) -> float:
     return next(r["loss"] for r in rows if r["kind"] == "train")
 
 
+@pytest.mark.slow
 def test_the_first_update_s_loss_is_scaled_by_its_class_weight(synthetic_root, tmp_path):
     """4 videos, 3 of class 0 and 1 of class 1: weights 4 / (2 x 3) = 2/3 and 4 / (2 x 1) = 2. The
     seed is picked so that the first batch (2 videos) is of one class: the same model on the same
