@@ -222,6 +222,7 @@ BAD_VALUES = [
     ("data.decoding_backend", "opencv", "one of decord | pyav"),
     ("solver.base_lr", "0", "> 0"),
     ("solver.momentum", "1.0", "in [0, 1)"),
+    ("data.balance", "oversample", "one of none | sampler | loss"),
     ("solver.lr_policy", "linear", "one of cosine | steps"),
     ("solver.weight_decay", "-0.1", ">= 0"),
     ("model.dropout", "1.0", "in [0, 1)"),

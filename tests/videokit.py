@@ -1,5 +1,10 @@
-"""Test helpers shared by tests/data and tests/engine: damaged copies of real videos and an
-independent count of the frames that decode (not part of the library)."""
+"""Test helpers shared by tests/data and tests/engine: damaged copies of real videos, an
+independent count of the frames that decode, and skewed training splits of the synthetic set (not
+part of the library)."""
+
+import csv
+import os
+from typing import Sequence
 
 import av
 
@@ -30,6 +35,30 @@ def decodable_indexed_frames(path: str) -> int:
     while n in seen:
         n += 1
     return n
+
+
+def write_skewed_split(synthetic_root: str, path: str, per_class: Sequence[int]) -> str:
+    """A Kinetics CSV at ``path`` whose training videos are the first ``per_class[c]`` videos of
+    class c (``classes.txt`` order) of the ``synthetic_root`` set, its train videos then its val
+    ones (the fixture has 3 + 2 per class): an imbalanced training split of real files."""
+    rows = []
+    for split in ("train", "val"):
+        with open(os.path.join(synthetic_root, f"{split}.csv"), newline="") as f:
+            rows += list(csv.DictReader(f))
+    with open(os.path.join(synthetic_root, "classes.txt")) as f:
+        want = dict(zip([line.strip() for line in f if line.strip()], per_class))
+    keep = []
+    for row in rows:
+        if want.get(row["label"], 0) > 0:
+            want[row["label"]] -= 1
+            keep.append({**row, "split": "train"})
+    if any(want.values()):
+        raise ValueError(f"the set has too few videos for {per_class}")
+    with open(path, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(keep)
+    return path
 
 
 def dataset_for(cfg, split: str):

@@ -122,3 +122,26 @@ def window_views(frames, data, num_crops: int = 1) -> torch.Tensor:
     protocol, spec = Protocol.from_data(data), ClipSpec.from_data(data, 1, num_crops)
     resized = protocol.test_resize(to_tchw(frames), spec)
     return torch.stack([to_clip(protocol.test_crop(resized, c, spec), data) for c in range(num_crops)])
+
+
+# ----------------------------------------------------- class-balanced metrics, from their definitions
+def brute_balanced_accuracy(labels, preds) -> float:
+    """Mean over the classes among ``labels`` of the fraction of their samples predicted right
+    (sklearn's balanced_accuracy_score), by counting pairs; NaN without labels."""
+    classes = sorted(set(labels))
+    recalls = [sum(t == p == c for t, p in zip(labels, preds)) / sum(t == c for t in labels) for c in classes]
+    return sum(recalls) / len(recalls) if recalls else float("nan")
+
+
+def brute_macro_f1(labels, preds) -> float:
+    """Mean over the classes among the labels or the predictions of 2PR / (P + R), a precision or
+    recall with an empty denominator counting 0 (sklearn's f1_score(average="macro"),
+    zero_division=0), by counting pairs; NaN without either."""
+    scores = []
+    for c in sorted(set(labels) | set(preds)):
+        tp = sum(t == p == c for t, p in zip(labels, preds))
+        predicted, actual = sum(p == c for p in preds), sum(t == c for t in labels)
+        precision = tp / predicted if predicted else 0.0
+        recall = tp / actual if actual else 0.0
+        scores.append(2 * precision * recall / (precision + recall) if precision + recall else 0.0)
+    return sum(scores) / len(scores) if scores else float("nan")

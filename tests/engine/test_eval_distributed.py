@@ -8,7 +8,7 @@ import os
 
 import numpy as np
 import pytest
-from evalkit import BROKEN_ID, MISSING_ID, check, run
+from evalkit import BROKEN_ID, MISSING_ID, brute_balanced_accuracy, brute_macro_f1, check, run
 
 pytestmark = pytest.mark.slow  # real test_net / evaluation runs on 1 and 2 processes
 
@@ -44,7 +44,7 @@ def test_outputs_and_unreadable_accounting(one_and_two_ranks, setup):
     assert m["unreadable"][0]["error"]
     assert any(MISSING_ID in row for row in m["missing"])
     assert m["num_clips"] == 5 * 6
-    for key in ("clip_top1", "video_top1", "video_top5", "mean_class_accuracy"):
+    for key in ("clip_top1", "video_top1", "video_top5", "mean_class_accuracy", "balanced_accuracy", "macro_f1"):
         assert 0.0 <= m[key] <= 1.0, key
     conf = np.array([r[1:] for r in _read(os.path.join(d1, "confusion_matrix.csv"))[1:]], dtype=int)
     assert conf.shape == (8, 8) and conf.sum() == 5
@@ -78,6 +78,9 @@ def test_video_metrics_match_brute_force_from_view_logits(one_and_two_ranks, set
     for v in video_pred:
         per_class.setdefault(video_label[v], []).append(video_pred[v] == video_label[v])
     assert m["mean_class_accuracy"] == pytest.approx(np.mean([np.mean(x) for x in per_class.values()]))
+    truth, guess = [video_label[v] for v in sorted(video_pred)], [video_pred[v] for v in sorted(video_pred)]
+    assert m["balanced_accuracy"] == pytest.approx(brute_balanced_accuracy(truth, guess))
+    assert m["macro_f1"] == pytest.approx(brute_macro_f1(truth, guess))
     names = [line.strip() for line in open(setup["data"]["classes"]) if line.strip()]
     rows = [r for r in _read(os.path.join(d1, "predictions.csv"))[1:] if r[4]]
     assert len(rows) == len(video_pred)
@@ -100,6 +103,8 @@ def test_two_ranks_equal_one_rank(one_and_two_ranks):
     np.testing.assert_array_equal(z1["view_index"], z2["view_index"])
     np.testing.assert_allclose(z1["logits"], z2["logits"], atol=1e-5)
     assert "rank1" not in p2.stdout  # only rank 0 logs
+    summary = f"mean class acc (balanced acc) {m1['balanced_accuracy']:.4f} | macro-F1 {m1['macro_f1']:.4f} -> "
+    assert summary in p2.stdout
 
 
 def test_evaluate_clips_two_ranks_count_each_video_once(setup):

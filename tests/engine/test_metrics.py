@@ -5,12 +5,16 @@ import math
 import numpy as np
 import pytest
 import torch
+from evalkit import brute_balanced_accuracy, brute_macro_f1
 
 from videoattn.evaluation.metrics import (
     VideoAggregator,
+    balanced_accuracy,
     confusion_matrix,
+    macro_f1,
     mean_class_accuracy,
     per_class_accuracy,
+    per_class_f1,
     topk_correct,
 )
 
@@ -64,6 +68,36 @@ def test_confusion_and_class_accuracy_hand_computed():
     assert mean_class_accuracy(conf) != pytest.approx(4 / 6)
     with pytest.raises(ValueError):
         confusion_matrix(torch.tensor([5]), torch.tensor([0]), num_classes=4)
+
+
+def test_balanced_accuracy_and_macro_f1_hand_computed_with_empty_classes():
+    """Class 3: no sample and no prediction (0/0: left out of both); class 4: predicted, no sample
+    (F1 0, no recall); class 5: a sample, never predicted (recall 0, F1 0)."""
+    labels = [0, 0, 1, 2, 2, 2, 1, 5]
+    preds = [0, 1, 1, 2, 0, 2, 4, 0]
+    conf = confusion_matrix(torch.tensor(preds), torch.tensor(labels), num_classes=6)
+    f1 = per_class_f1(conf)
+    # class 0: TP 1, FP 2, FN 1 -> 2/5; class 1: TP 1, FP 1, FN 1 -> 1/2; class 2: TP 2, FN 1 -> 4/5
+    assert f1[[0, 1, 2, 4, 5]].tolist() == pytest.approx([2 / 5, 1 / 2, 4 / 5, 0.0, 0.0]) and math.isnan(f1[3])
+    assert macro_f1(conf) == pytest.approx((2 / 5 + 1 / 2 + 4 / 5) / 5)
+    assert balanced_accuracy(conf) == pytest.approx((1 / 2 + 1 / 2 + 2 / 3 + 0) / 4)  # classes 0, 1, 2, 5
+    assert balanced_accuracy(conf) == mean_class_accuracy(conf)
+    assert macro_f1(conf) == pytest.approx(brute_macro_f1(labels, preds))
+    assert balanced_accuracy(conf) == pytest.approx(brute_balanced_accuracy(labels, preds))
+    empty = confusion_matrix(torch.zeros(0), torch.zeros(0), num_classes=3)
+    assert math.isnan(macro_f1(empty)) and math.isnan(balanced_accuracy(empty))  # no video: no number
+
+
+def test_balanced_accuracy_and_macro_f1_match_counting_on_random_cases():
+    g = torch.Generator().manual_seed(0)
+    for trial in range(50):
+        n, c = int(torch.randint(1, 30, (1,), generator=g)), int(torch.randint(1, 7, (1,), generator=g))
+        labels = torch.randint(0, c, (n,), generator=g)
+        # skewed predictions: often right, else mostly class 0, so some classes are never predicted
+        preds = torch.where(torch.rand(n, generator=g) < 0.5, labels, torch.randint(0, 2, (n,), generator=g) % c)
+        conf = confusion_matrix(preds, labels, c)
+        assert macro_f1(conf) == pytest.approx(brute_macro_f1(labels.tolist(), preds.tolist())), trial
+        assert balanced_accuracy(conf) == pytest.approx(brute_balanced_accuracy(labels.tolist(), preds.tolist()))
 
 
 def _brute_force(logits, video_index, num_videos, method):

@@ -1,7 +1,8 @@
 """Training with data.clips_per_video=2 through the real tool: the divisibility error (one line);
 2 ranks (srun tasks, gloo on CPU) where every update sees train.batch_size clips and an epoch has
 twice the updates; a run stopped mid-epoch by a real signal resumes at the right video and ends
-bit-identical to the uninterrupted run."""
+bit-identical to the uninterrupted run. That run also draws class-balanced epochs
+(data.balance=sampler) from a skewed training split (5:1), so the balanced draw resumes exactly too."""
 
 import json
 import os
@@ -12,6 +13,7 @@ import pytest
 import torch
 from ddp_worker import small_overrides
 from slurmkit import clean_env, srun
+from videokit import write_skewed_split
 
 from videoattn.engine import checkpoint as ck
 from videoattn.train.midepoch import resume_iteration
@@ -40,8 +42,8 @@ def _overrides(root, out, *extra):
     )
 
 
-def _train(root, out, fault=()):
-    args = ([WORKER, *fault] if fault else []) + [TRAIN, "--config", CFG, *_overrides(root, out)]
+def _train(root, out, fault=(), extra=()):
+    args = ([WORKER, *fault] if fault else []) + [TRAIN, "--config", CFG, *_overrides(root, out, *extra)]
     return srun(args, ntasks=2, timeout=400)
 
 
@@ -78,10 +80,14 @@ def test_resume_iteration_counts_videos_and_knows_clips_per_video():
 @pytest.mark.slow
 def test_two_ranks_global_batch_of_clips_and_a_mid_epoch_resume(synthetic_root, tmp_path):
     ref_out, out = str(tmp_path / "reference"), str(tmp_path / "preempted")
-    results = _train(synthetic_root, ref_out)
+    skewed = write_skewed_split(synthetic_root, str(tmp_path / "skewed.csv"), [5, 5, 5, 5, 1, 1, 1, 1])  # 24 videos
+    balance = (f"data.train_split={skewed}", "data.balance=sampler")
+    results = _train(synthetic_root, ref_out, extra=balance)
     assert [rc for rc, _, _ in results] == [0, 0], results[0][2][-3000:] + results[1][2][-3000:]
     log0 = results[0][1]
     assert "global batch 8 clips (4 per process, 2 per video)" in log0 and "epoch 1/2 [6/6]" in log0
+    drawn = "class balance sampler: 24 videos in 8 of 8 classes, 1..5 per class; each epoch draws 24 videos, 3 of each"
+    assert drawn in log0
     epochs = [json.loads(line) for line in open(os.path.join(ref_out, "metrics.jsonl"))]
     epochs = [r for r in epochs if r["kind"] == "epoch"]
     # per epoch: 24 videos x 2 clips = 48 clips in 6 updates of the global batch (8 clips)
@@ -90,13 +96,13 @@ def test_two_ranks_global_batch_of_clips_and_a_mid_epoch_resume(synthetic_root, 
 
     # Rank 0 gets SIGUSR1 after its 2nd update of epoch 2 (update 8): both stop at the next
     # boundary, iteration 3 of 6: 3 x 2 videos per rank done; the re-run skips exactly those.
-    results = _train(synthetic_root, out, ("signal_at_update", "0", "8", "USR1"))
+    results = _train(synthetic_root, out, ("signal_at_update", "0", "8", "USR1"), balance)
     assert [rc for rc, _, _ in results] == [75, 75], results[0][2][-3000:] + results[1][2][-3000:]
     saved = ck.load_checkpoint(ck.mid_epoch_checkpoint_path(out, 2, 3))
     position = saved["position"]
     assert (position["iteration"], position["batch_size"], position["clips_per_video"]) == (3, 2, 2)
     assert saved["global_step"] == 9
-    results = _train(synthetic_root, out)
+    results = _train(synthetic_root, out, extra=balance)
     assert [rc for rc, _, _ in results] == [0, 0], results[0][2][-3000:]
     assert "epoch 2 at iteration 3)" in results[0][1] and "epoch 2/2 [6/6]" in results[0][1]
     a, b = (ck.load_checkpoint(ck.epoch_checkpoint_path(d, 2)) for d in (ref_out, out))

@@ -101,6 +101,11 @@ class DataConfig:
     # loads batch_size / processes / N videos per step and an epoch (one pass over the videos) has N
     # times the steps: divide solver.max_epoch and warmup_epochs by N to keep the number of updates.
     clips_per_video: int = at_least(1, 1)
+    # Class imbalance in training (docs/data.md#class-balance). none: every video once per epoch.
+    # sampler: each epoch draws as many videos as the set has, the same number of each class (rare
+    # classes repeated, frequent ones a different subset each epoch); works with DDP and mid-epoch resume.
+    # loss: cross-entropy weighted by N / (classes * videos of the class): mean weight 1 over the videos.
+    balance: str = one_of("none", ("none", "sampler", "loss"))
     pin_memory: bool = True  # only takes effect on CUDA
     normalize_on_device: Optional[bool] = (
         None  # uint8 from the workers, normalised on the device (4x less traffic); null: on for CUDA

@@ -11,7 +11,7 @@ from torch.utils.data._utils.collate import default_collate
 
 from videoattn.config import DataConfig
 from videoattn.data.dataset import VideoClipDataset
-from videoattn.data.samplers import ResumableDistributedSampler, ShardSampler
+from videoattn.data.samplers import BalancedDistributedSampler, ResumableDistributedSampler, ShardSampler
 from videoattn.utils.distributed import get_rank, get_world_size, per_process_batch
 from videoattn.utils.malloc import tune_malloc
 from videoattn.utils.preemption import ignore_signals
@@ -119,14 +119,18 @@ def build_loader(dataset: VideoClipDataset, data: DataConfig, batch_size: int, s
     and ``loader.batch_size`` count videos (train: :func:`videos_per_batch`).
 
     train: :class:`ResumableDistributedSampler` (``DistributedSampler(shuffle=True, seed=seed)``; call
-    ``loader.sampler.set_epoch(e)``),
+    ``loader.sampler.set_epoch(e)``), :class:`BalancedDistributedSampler` with ``data.balance=sampler``,
     drop_last when the shard holds at least one batch. val/test: :class:`ShardSampler` (disjoint,
     no padding). Workers: ``data.num_workers`` (persistent, ``data.prefetch_factor``), pinned memory
     if ``data.pin_memory`` and ``device`` is CUDA.
     """
     rank, world = get_rank(), get_world_size()
     if dataset.split == "train":
-        sampler = ResumableDistributedSampler(dataset, num_replicas=world, rank=rank, shuffle=True, seed=seed)
+        if data.balance == "sampler":
+            labels = [label for _, label in dataset.videos]  # one item per training video
+            sampler = BalancedDistributedSampler(dataset, labels, num_replicas=world, rank=rank, seed=seed)
+        else:
+            sampler = ResumableDistributedSampler(dataset, num_replicas=world, rank=rank, shuffle=True, seed=seed)
         drop_last = len(sampler) >= batch_size
     else:
         sampler = ShardSampler(len(dataset), rank, world)

@@ -1,10 +1,13 @@
-"""Samplers: a training sampler that can start a pass part-way (mid-epoch resume), and disjoint
-shards for distributed evaluation."""
+"""Samplers: a training sampler that can start a pass part-way (mid-epoch resume), its
+class-balanced variant (``data.balance=sampler``), and disjoint shards for distributed evaluation."""
 from __future__ import annotations
 
-from typing import Iterator
+from typing import Iterator, Sequence
 
+import torch
 from torch.utils.data import DistributedSampler, Sampler
+
+from videoattn.data.balance import balanced_order
 
 
 class ResumableDistributedSampler(DistributedSampler):
@@ -26,11 +29,38 @@ class ResumableDistributedSampler(DistributedSampler):
 
     def __iter__(self) -> Iterator[int]:
         skip, self.skip = self.skip, 0
-        indices = list(super().__iter__())
+        indices = list(self._shard())
         return iter(indices[skip:])
 
     def __len__(self) -> int:
         return self.num_samples - self.skip
+
+    def _shard(self) -> Iterator[int]:
+        """This rank's whole share of the epoch: ``DistributedSampler``'s."""
+        return super().__iter__()
+
+
+class BalancedDistributedSampler(ResumableDistributedSampler):
+    """:class:`ResumableDistributedSampler` over an exactly class-balanced epoch
+    (:func:`videoattn.data.balance.balanced_order` of ``labels``, one per dataset item, drawn with
+    ``seed + epoch`` as the permutation it replaces).
+
+    The epoch keeps the dataset's length N; torch's ``DistributedSampler`` pads and shards its
+    positions (``shuffle=False``: ``0..N-1``, padded by repeating the first ones, rank r takes every
+    R-th from r), so each rank gets the same share of the same balanced order as it would of a
+    permutation, ``set_epoch(epoch, skip=k)`` resumes mid-epoch the same way, and the union of the
+    ranks' shares is the balanced epoch plus at most R - 1 padding draws.
+    """
+
+    def __init__(self, dataset, labels: Sequence[int], num_replicas: int, rank: int, seed: int = 0):
+        super().__init__(dataset, num_replicas=num_replicas, rank=rank, shuffle=False, seed=seed)
+        self.labels = torch.as_tensor(labels, dtype=torch.int64)
+        if self.labels.numel() != len(dataset):
+            raise ValueError(f"{self.labels.numel()} labels for {len(dataset)} items")
+
+    def _shard(self) -> Iterator[int]:
+        order = balanced_order(self.labels, torch.Generator().manual_seed(self.seed + self.epoch)).tolist()
+        return (order[i] for i in super()._shard())
 
 
 class ShardSampler(Sampler[int]):

@@ -21,7 +21,9 @@ from videoattn.data.loader import unique_broken
 from videoattn.data.transforms import DeviceNormalizer
 from videoattn.evaluation.metrics import (
     VideoAggregator,
+    balanced_accuracy,
     confusion_matrix,
+    macro_f1,
     mean_class_accuracy,
     non_finite_rows,
     topk_correct,
@@ -226,9 +228,11 @@ class MultiViewResult:
                 video_top1=hits[1].double().mean().item(),
                 video_top5=hits[5].double().mean().item(),
                 mean_class_accuracy=mean_class_accuracy(conf),
+                balanced_accuracy=balanced_accuracy(conf),
+                macro_f1=macro_f1(conf),
             )
         else:
-            out.update(video_top1=nan, video_top5=nan, mean_class_accuracy=nan)
+            out.update(video_top1=nan, video_top5=nan, mean_class_accuracy=nan, balanced_accuracy=nan, macro_f1=nan)
         return out
 
 

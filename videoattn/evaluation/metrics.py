@@ -1,5 +1,5 @@
-"""Classification metrics for clips and videos: top-k, confusion matrix, mean class accuracy,
-and the per-view -> per-video aggregation used by multi-view testing.
+"""Classification metrics for clips and videos: top-k, confusion matrix, mean class accuracy
+(balanced accuracy), macro-F1, and the per-view -> per-video aggregation used by multi-view testing.
 
 All accuracies are fractions in [0, 1]. Tensors: ``logits: (N, C)``, ``labels: (N,)`` int.
 """
@@ -67,6 +67,30 @@ def mean_class_accuracy(conf: torch.Tensor) -> float:
     acc = per_class_accuracy(conf)
     present = ~acc.isnan()
     return acc[present].mean().item() if present.any() else float("nan")
+
+
+def balanced_accuracy(conf: torch.Tensor) -> float:
+    """sklearn's ``balanced_accuracy_score``: the mean recall over the classes that have samples,
+    the same number as :func:`mean_class_accuracy` (mmaction2's name). NaN if no class has one."""
+    return mean_class_accuracy(conf)
+
+
+def per_class_f1(conf: torch.Tensor) -> torch.Tensor:
+    """``(C,)`` float64 F1 of each class, ``2 TP / (2 TP + FP + FN)`` (= ``2 P R / (P + R)``, and 0
+    where a class has samples but no prediction, or predictions but no sample); NaN (0/0) for a class
+    with neither, which is left out of :func:`macro_f1`."""
+    conf = conf.double()
+    tp = conf.diag()
+    denom = conf.sum(dim=0) + conf.sum(dim=1)  # 2 TP + FP + FN
+    return torch.where(denom > 0, 2 * tp / denom.clamp(min=1), torch.full_like(tp, float("nan")))
+
+
+def macro_f1(conf: torch.Tensor) -> float:
+    """Mean F1 over the classes that occur among the labels or the predictions (sklearn's
+    ``f1_score(average="macro")`` with its default labels); NaN if there are none."""
+    f1 = per_class_f1(conf)
+    seen = ~f1.isnan()
+    return f1[seen].mean().item() if seen.any() else float("nan")
 
 
 def view_scores(logits: torch.Tensor, method: str) -> torch.Tensor:

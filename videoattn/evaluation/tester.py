@@ -10,6 +10,7 @@ sharded across processes; rank 0 writes ``output_dir/test/``).
 from __future__ import annotations
 
 import logging
+import math
 import os
 from typing import Dict, Optional
 
@@ -24,6 +25,7 @@ from videoattn.evaluation.report import test_report_files, write_test_report
 from videoattn.utils.distributed import barrier, is_main_process, main_process_claim, per_process_batch
 
 log = logging.getLogger(__name__)
+SUMMARY = ("clip_top1", "video_top1", "video_top5", "balanced_accuracy", "macro_f1")  # the summary line's numbers
 
 
 def score_test_views(
@@ -95,21 +97,23 @@ def run_test(
         }
         metrics = write_test_report(out_dir, result, class_names, paths, extra)
         log.info(
-            "test: %d videos (%d unreadable, %d missing, %d non-finite) clip top-1 %.4f | video top-1 %.4f "
-            "top-5 %.4f | mean class acc %.4f -> %s",
+            "test: %d videos (%d unreadable, %d missing, %d non-finite) clip top-1 %s | video top-1 %s "
+            "top-5 %s | mean class acc (balanced acc) %s | macro-F1 %s -> %s",
             metrics["num_videos"],
             metrics["num_unreadable"],
             len(dataset.missing),
             metrics["num_non_finite"],
-            metrics["clip_top1"],
-            metrics["video_top1"],
-            metrics["video_top5"],
-            metrics["mean_class_accuracy"],
+            *(_fraction(metrics[k]) for k in SUMMARY),
             out_dir,
         )
     barrier()
     _raise_if_non_finite(result, out_dir)
     return metrics
+
+
+def _fraction(value: float) -> str:
+    """``0.1234``, or ``n/a`` where no video gave the number (NaN: never printed as one)."""
+    return f"{value:.4f}" if math.isfinite(value) else "n/a"
 
 
 def _raise_if_non_finite(result: MultiViewResult, out_dir: str) -> None:

@@ -35,6 +35,7 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 
 from videoattn.config import Config, config_to_dict, save_config
 from videoattn.data import build_dataset, build_loader
+from videoattn.data.balance import Balance, weighted_cross_entropy
 from videoattn.data.dataset import missing_report_name
 from videoattn.data.loader import unique_broken, videos_per_batch
 from videoattn.engine import checkpoint as ckpt_lib
@@ -165,6 +166,9 @@ def _train(session: TrainSession) -> TrainResult:
     seed_everything(cfg.seed)  # identical initial weights on every rank
     model = build_model(cfg.model).to(info.device)
     train_loader, val_loader = _loaders(cfg, info)
+    balance = Balance.of(cfg.data.balance, [y for _, y in train_loader.dataset.videos], cfg.model.num_classes)
+    logger.info("%s", balance.describe())
+    session.class_weights = None if balance.weights is None else balance.weights.to(info.device)
     updates_per_epoch = -(-len(train_loader) // cfg.train.accumulation_steps)
     optimizer = build_optimizer(model, cfg.solver)
     state = TrainState(
@@ -279,7 +283,8 @@ def _forward_backward(net, clip, label, group_size: int, is_update: bool, state:
     with sync:
         with torch.autocast(session.device.type, dtype=session.amp, enabled=session.amp is not None):
             logits = net(clip)
-        loss = F.cross_entropy(logits.float(), label)
+        logits, weights = logits.float(), session.class_weights  # weights: data.balance=loss
+        loss = F.cross_entropy(logits, label) if weights is None else weighted_cross_entropy(logits, label, weights)
         scaled = loss / group_size
         (state.scaler.scale(scaled) if state.scaler.is_enabled() else scaled).backward()
     return loss, (logits.argmax(1) == label).sum()

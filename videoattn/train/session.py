@@ -18,6 +18,8 @@ import contextlib
 from dataclasses import dataclass, field
 from typing import Iterable, Iterator, Optional
 
+import torch
+
 from videoattn.config import Config
 from videoattn.engine.logger import MetricsWriter
 from videoattn.engine.session import RunSession, locked_session
@@ -70,6 +72,7 @@ class TrainSession(RunSession):
     writer: Optional[MetricsWriter] = None  # metrics.jsonl + TensorBoard (rank 0), during :meth:`training`
     interrupts: Optional[Interrupts] = None  # preemption signals and the checkpoint timer, likewise
     position: Position = field(default_factory=Position)
+    class_weights: Optional[torch.Tensor] = None  # (C,) the loss's, under data.balance=loss (videoattn.data.balance)
 
     @classmethod
     def open(cls, cfg: Config, tool: str, names: Iterable[str], hint: str):
