@@ -21,6 +21,7 @@ from typing import Iterable, Iterator, Optional
 from videoattn.config import Config
 from videoattn.engine.logger import MetricsWriter
 from videoattn.engine.session import RunSession, locked_session
+from videoattn.train.freeze import FrozenPart
 from videoattn.train.meter import Clock, Meter
 from videoattn.train.midepoch import Interrupts, save_position
 from videoattn.train.state import TrainState
@@ -70,6 +71,7 @@ class TrainSession(RunSession):
     writer: Optional[MetricsWriter] = None  # metrics.jsonl + TensorBoard (rank 0), during :meth:`training`
     interrupts: Optional[Interrupts] = None  # preemption signals and the checkpoint timer, likewise
     position: Position = field(default_factory=Position)
+    frozen: FrozenPart = field(default_factory=lambda: FrozenPart([], 0, 0))  # train.freeze, set at start-up
 
     @classmethod
     def open(cls, cfg: Config, tool: str, names: Iterable[str], hint: str):
