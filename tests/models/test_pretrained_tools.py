@@ -40,6 +40,7 @@ SMALL = [
     "features.batch_size=4",
 ]
 K400_CFG = "configs/kinetics400/I3D_R50.yaml"
+FINETUNE_CFG = "configs/finetune/I3D_R50_folders.yaml"
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
@@ -265,6 +266,8 @@ def test_inference_needs_the_pretrained_head(served, videos, tmp_path):
 
 
 def test_train_net_starts_from_pretrained(served, synthetic_root, tmp_path):
+    """The fine-tuning recipe (configs/finetune) from public weights: the head re-initialised at the
+    data's class count, the frozen stem and res2 exactly the file's (weights and BN statistics)."""
     folder = tmp_path / "data"  # two classes, a folder each
     for label in ("moving left", "moving right"):
         (folder / "train" / label).mkdir(parents=True)
@@ -280,7 +283,7 @@ def test_train_net_starts_from_pretrained(served, synthetic_root, tmp_path):
             [
                 "tools/train_net.py",
                 "--config",
-                K400_CFG,
+                FINETUNE_CFG,  # i3d_r50 and I3D_R50 there: the C2D ones here cover another preset
                 "--pretrained",
                 "c2d_r50",
                 f"output_dir={out}",
@@ -288,8 +291,6 @@ def test_train_net_starts_from_pretrained(served, synthetic_root, tmp_path):
                 "model.preset=C2D_R50",
                 "model.num_classes=2",
                 f"data.root={folder}",
-                "data.train_split=train",
-                "data.classes_file=",
                 "data.val_split=",
                 "train.eval_period=0",
                 "train.batch_size=2",
@@ -304,12 +305,16 @@ def test_train_net_starts_from_pretrained(served, synthetic_root, tmp_path):
     )
     log = open(os.path.join(out, "train.log")).read()
     assert "initial weights: pretrained c2d_r50" in log and "head.proj.weight: left as initialised" in log
+    assert "frozen stages: stem, res2 (" in log
     state = torch.load(os.path.join(out, "checkpoints", "checkpoint_epoch_00001.pyth"), weights_only=True)[
         "model_state"
     ]
     expected = from_pytorchvideo(served["states"]["c2d_r50"])
-    for key in ("stem.conv.weight", "res3.0.conv1.weight", "res5.2.conv3.weight"):  # lr 1e-12: still the file's
+    for key in ("res3.0.conv1.weight", "res5.2.conv3.weight"):  # lr 1e-12: still the file's
         torch.testing.assert_close(state[key], expected[key], rtol=0, atol=1e-8)
+    frozen = [k for k in expected if k.startswith(("stem.", "res2."))]
+    assert len(frozen) == 66 and all(torch.equal(state[k], expected[k]) for k in frozen)  # BN statistics too
+    assert not torch.equal(state["res3.0.bn1.running_mean"], expected["res3.0.bn1.running_mean"])  # not frozen
     assert state["head.proj.weight"].shape == (2, 2048) and _downloads(served, "C2D_8x8_R50.pyth") == 1
 
 

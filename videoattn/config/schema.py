@@ -60,6 +60,11 @@ def each(default: list, ok: Callable[[Any], bool], must: str, length: Optional[i
     return rule(default, lambda v: (length is None or len(v) == length) and all(ok(x) for x in v), f"be {size}{must}")
 
 
+# What train.freeze may name: the backbone's stages in input order (videoattn.models.resnet3d; a test
+# checks each is a module of the model). The head is never frozen (nothing would train).
+FREEZABLE_STAGES = ("stem", "res2", "res3", "res4", "res5")
+
+
 def _min_max(v) -> bool:
     return len(v) == 2 and 1 <= v[0] <= v[1]
 
@@ -201,6 +206,12 @@ class SolverConfig:
     nesterov: bool = True
     weight_decay: float = at_least(0, 1e-4)
     zero_wd_1d_param: bool = False  # exclude BN weights/biases and all biases from weight decay
+    # Fine-tuning: each parameter group's LR is the schedule's rate (warm-up, cosine, steps) times its
+    # multiplier; head = head.proj, backbone = everything else. Equal multipliers keep the two groups
+    # (decay, no decay) of checkpoints written before these keys existed (they resume); unequal make
+    # four (backbone, head) x (decay, no decay). Changing either (or train.freeze) breaks a resume.
+    head_lr_mult: float = positive(1.0)
+    backbone_lr_mult: float = positive(1.0)
 
 
 @dataclass
@@ -220,6 +231,9 @@ class TrainConfig:
     keep_last: int = at_least(0, 3)  # periodic checkpoints kept (0: all; best and final are kept too)
     auto_resume: bool = True  # resume from the newest valid checkpoint in output_dir
     checkpoint_file: str = ""  # initial weights (fine-tuning); ignored when resuming
+    # Stages kept as they were loaded (fine-tuning): no gradient, not in the optimizer, and their BN
+    # layers in eval mode (running statistics neither updated in training nor by precise BN).
+    freeze: List[str] = each([], lambda x: x in FREEZABLE_STAGES, "one of " + " | ".join(FREEZABLE_STAGES))
     trust_checkpoint: bool = False  # allow checkpoints that need full unpickling (runs code!): trusted files only
     # auto: bf16 on CUDA, none on CPU; fp16: CUDA only
     mixed_precision: str = one_of("auto", ("auto", "none", "bf16", "fp16"))

@@ -46,11 +46,12 @@ from videoattn.evaluation.metrics import NonFiniteLossError
 from videoattn.models import build_model
 from videoattn.models.builder import compile_model
 from videoattn.models.pretrained import load_pretrained_weights
+from videoattn.train.freeze import freeze_stages
 from videoattn.train.meter import Clock, Meter
 from videoattn.train.midepoch import continue_epoch, position_of, resume_iteration
 from videoattn.train.precise_bn import update_bn_stats
 from videoattn.train.session import TrainSession
-from videoattn.train.solver import build_optimizer, build_scheduler
+from videoattn.train.solver import build_optimizer, build_scheduler, schedule_lr
 from videoattn.train.state import TrainState
 from videoattn.utils.distributed import (
     DistInfo,
@@ -165,6 +166,7 @@ def _train(session: TrainSession) -> TrainResult:
     )
     seed_everything(cfg.seed)  # identical initial weights on every rank
     model = build_model(cfg.model).to(info.device)
+    session.frozen = freeze_stages(model, cfg.train.freeze)  # before the optimizer: frozen ones stay out
     train_loader, val_loader = _loaders(cfg, info)
     balance = Balance.of(cfg.data.balance, [y for _, y in train_loader.dataset.videos], cfg.model.num_classes)
     logger.info("%s", balance.describe())
@@ -237,6 +239,7 @@ def train_one_epoch(net: nn.Module, loader, state: TrainState, session: TrainSes
     non-finite-loss check, shared with the interrupt flags) and at log points."""
     cfg, info = session.cfg, session.info
     net.train()
+    session.frozen.bn_eval(state.model)  # train.freeze: their BN layers back to eval mode
     start, accum = state.iteration, cfg.train.accumulation_steps
     n = start + len(loader)  # the loader yields the batches after ``start``
     epoch_sums, window = Meter(info.device), Meter(info.device)
@@ -270,7 +273,7 @@ def train_one_epoch(net: nn.Module, loader, state: TrainState, session: TrainSes
             if state.step % cfg.train.log_period == 0 or i + 1 == n:
                 session.position.loss = _write_window(window, clock, state, session.writer, (i + 1) / n)
             session.maybe_checkpoint(flags, state, epoch_sums, clock, skipped, loader, n)
-        progress.set(loss=session.position.loss, lr=state.optimizer.param_groups[0]["lr"])
+        progress.set(loss=session.position.loss, lr=schedule_lr(state.optimizer))
         clock.wait_for_batch()
     return _epoch_summary(epoch_sums, clock, skipped, state)
 
@@ -326,7 +329,7 @@ def _write_window(
         state.step,
         state.epoch + epoch_fraction,
         loss=loss,
-        lr=state.optimizer.param_groups[0]["lr"],
+        lr=schedule_lr(state.optimizer),
         clips_per_s=sums["clips"] / elapsed,
         data_wait_frac=data / elapsed,
         data_time=data / batches,
@@ -415,7 +418,13 @@ def _validate_if_due(
         return False
     if cfg.bn.use_precise_stats:
         update_bn_stats(
-            state.model, train_loader, cfg.bn.num_batches_precise, session.device, session.normalize, session.amp
+            state.model,
+            train_loader,
+            cfg.bn.num_batches_precise,
+            session.device,
+            session.normalize,
+            session.amp,
+            frozen=session.frozen.bn_layers(state.model),
         )
     val = evaluate_clips(state.model, val_loader, session.device, session.normalize, session.amp)
     val_skipped = val.pop("skipped")

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import itertools
 import logging
-from typing import Iterable, List
+from typing import Iterable, List, Sequence
 
 import torch
 from torch import nn
@@ -32,6 +32,7 @@ def update_bn_stats(
     device: torch.device,
     normalize: DeviceNormalizer,
     autocast_dtype: torch.dtype | None = None,
+    frozen: Sequence[nn.modules.batchnorm._BatchNorm] = (),
 ) -> int:
     """Recompute every BN layer's running statistics over up to ``num_batches`` batches.
 
@@ -40,8 +41,11 @@ def update_bn_stats(
     A loader shorter than ``num_batches`` is used in full. Statistics are then pooled over
     ranks: mean = average of the rank means, variance = average variance plus the variance of
     the rank means (the ranks see equally many batches, up to one). Returns the batches used.
+    The ``frozen`` layers (``train.freeze``) stay in eval mode throughout, before and after (they
+    normalise with their own statistics, which stay untouched).
     """
-    layers = bn_layers(model)
+    keep = {id(m) for m in frozen}
+    layers = [m for m in bn_layers(model) if id(m) not in keep]
     if not layers or num_batches <= 0:
         return 0
     was_training = model.training
@@ -51,6 +55,7 @@ def update_bn_stats(
         m.reset_running_stats()
         m.momentum = None  # cumulative moving average: equal weight for every batch
     model.train()
+    _eval(frozen)
     used = 0
     for batch in itertools.islice(loader, num_batches):
         clip = normalize(batch["clip"], device)
@@ -65,9 +70,15 @@ def update_bn_stats(
     if get_world_size() > 1:
         _pool_over_ranks(layers)
     model.train(was_training)
+    _eval(frozen)  # train() above put them back into training mode
     if used < num_batches:
         logger.info("precise BN: the loader has only %d batches (asked for %d); used all of them", used, num_batches)
     return used
+
+
+def _eval(layers: Sequence[nn.Module]) -> None:
+    for m in layers:
+        m.eval()
 
 
 def _pool_over_ranks(layers: List[nn.modules.batchnorm._BatchNorm]) -> None:

@@ -23,6 +23,7 @@ import torch
 from videoattn.config import Config
 from videoattn.engine.logger import MetricsWriter
 from videoattn.engine.session import RunSession, locked_session
+from videoattn.train.freeze import FrozenPart
 from videoattn.train.meter import Clock, Meter
 from videoattn.train.midepoch import Interrupts, save_position
 from videoattn.train.state import TrainState
@@ -73,6 +74,7 @@ class TrainSession(RunSession):
     interrupts: Optional[Interrupts] = None  # preemption signals and the checkpoint timer, likewise
     position: Position = field(default_factory=Position)
     class_weights: Optional[torch.Tensor] = None  # (C,) the loss's, under data.balance=loss (videoattn.data.balance)
+    frozen: FrozenPart = field(default_factory=lambda: FrozenPart([], 0, 0))  # train.freeze, set at start-up
 
     @classmethod
     def open(cls, cfg: Config, tool: str, names: Iterable[str], hint: str):

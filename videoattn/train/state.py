@@ -11,6 +11,7 @@ from torch import nn
 from videoattn.engine import checkpoint as ckpt_lib
 from videoattn.engine.inference import check_state_fits
 from videoattn.models.cbam_form import check_cbam_form
+from videoattn.utils.serialization import CheckpointError
 
 
 @dataclass
@@ -50,9 +51,25 @@ class TrainState:
         check_cbam_form(self.model, ckpt, weights, f"{path} ({hint})")
         check_state_fits(self.model.state_dict(), weights, path, hint)
         self.model.load_state_dict(weights)
+        check_groups_fit(self.optimizer, ckpt["optimizer_state"], f"{path} ({hint})")
         self.optimizer.load_state_dict(ckpt["optimizer_state"])
         self.scheduler.load_state_dict(ckpt["scheduler_state"])
         if ckpt.get("scaler_state"):
             self.scaler.load_state_dict(ckpt["scaler_state"])
         self.epoch, self.step = ckpt["epoch"] + 1, ckpt.get("global_step", 0)
         self.best_top1 = ckpt.get("best_top1", -1.0)
+
+
+def check_groups_fit(optimizer: torch.optim.Optimizer, saved: dict, where: str) -> None:
+    """A one-line :class:`CheckpointError` unless the saved optimizer state has the parameter groups
+    (count and sizes) that ``optimizer`` has; they follow train.freeze, solver.head_lr_mult /
+    backbone_lr_mult and solver.zero_wd_1d_param, so a change of one of them since the file was
+    written shows here (torch would say "a parameter group that doesn't match the size")."""
+    ours = [len(g["params"]) for g in optimizer.param_groups]
+    theirs = [len(g["params"]) for g in saved.get("param_groups", [])]
+    if ours != theirs:
+        raise CheckpointError(
+            f"{where}: its optimizer has parameter groups of sizes {theirs}, this config makes {ours}: "
+            "train.freeze, solver.head_lr_mult / backbone_lr_mult or solver.zero_wd_1d_param differ from "
+            "the run that wrote it"
+        )
