@@ -45,24 +45,22 @@ from videoattn.evaluation.evaluate import evaluate_clips
 from videoattn.evaluation.metrics import NonFiniteLossError
 from videoattn.models import build_model
 from videoattn.models.builder import compile_model
-from videoattn.models.pretrained import load_pretrained_weights
 from videoattn.train.freeze import freeze_stages
 from videoattn.train.meter import Clock, Meter
-from videoattn.train.midepoch import continue_epoch, position_of, resume_iteration
+from videoattn.train.midepoch import continue_epoch
 from videoattn.train.precise_bn import update_bn_stats
 from videoattn.train.session import TrainSession
 from videoattn.train.solver import build_optimizer, build_scheduler, schedule_lr
 from videoattn.train.state import TrainState
+from videoattn.train.weights import resume_or_finetune
 from videoattn.utils.distributed import (
     DistInfo,
     all_gather_object,
     barrier,
-    broadcast_object,
     launch_world_size,
     main_process_claim,
     per_process_batch,
 )
-from videoattn.utils.errors import UsageError
 
 logger = logging.getLogger(__name__)
 MAX_LISTED_BROKEN = 20  # broken videos named per epoch summary (all are counted)
@@ -179,7 +177,7 @@ def _train(session: TrainSession) -> TrainResult:
         build_scheduler(optimizer, cfg.solver, updates_per_epoch),
         torch.amp.GradScaler(info.device.type, enabled=session.amp == torch.float16),
     )
-    session.position.checkpoint = _resume_or_finetune(state, cfg, info, train_loader)
+    session.position.checkpoint = resume_or_finetune(state, cfg, info, train_loader)
     net = compile_model(wrap_model(model, cfg.bn.sync, info), cfg.train.compile)
     result = TrainResult(model, 0, state.best_top1)
     if state.epoch >= cfg.solver.max_epoch:
@@ -358,55 +356,6 @@ def _epoch_summary(sums: Meter, clock: Clock, skipped: list, state: TrainState) 
 
 
 # ------------------------------------------------------------------ resume, validation, checkpoints
-def _resume_or_finetune(state: TrainState, cfg: Config, info: DistInfo, loader) -> Optional[str]:
-    """Restore ``state`` from the newest valid checkpoint in ``output_dir`` (``train.auto_resume``),
-    also a mid-epoch one (then ``state.iteration`` > 0), else load ``train.checkpoint_file`` or the
-    public weights ``model.pretrained`` for fine-tuning. Returns the checkpoint resumed from."""
-    trust = cfg.train.trust_checkpoint
-    found = ckpt_lib.find_last_checkpoint(cfg.output_dir, trust) if cfg.train.auto_resume and info.is_main else None
-    path = broadcast_object(found[0] if found else None)
-    if path is None:
-        if cfg.train.checkpoint_file and cfg.model.pretrained:
-            raise UsageError(
-                f"train.checkpoint_file={cfg.train.checkpoint_file} and model.pretrained="
-                f"{cfg.model.pretrained} both name initial weights; set one of them"
-            )
-        if cfg.train.checkpoint_file:
-            ckpt_lib.load_pretrained(state.model, cfg.train.checkpoint_file, trust)
-        elif cfg.model.pretrained:  # every rank reads the cached file; one downloads it (file lock)
-            loaded = load_pretrained_weights(state.model, cfg.model.pretrained)
-            logger.info(
-                "initial weights: pretrained %s (%s, sha256 %s); %s",
-                loaded.name,
-                loaded.path,
-                loaded.sha256[:16],
-                "; ".join(loaded.notes) or "every tensor loaded",
-            )
-        return None
-    ckpt = found[1] if found else ckpt_lib.load_checkpoint(path, trust=trust)
-    state.restore(ckpt, path)
-    rng = ckpt.get("rng_state") or []
-    if len(rng) == info.world_size:
-        ckpt_lib.set_rng_state(rng[info.rank])
-    state.iteration, state.resume_part = resume_iteration(
-        position_of(ckpt),
-        info,
-        loader.batch_size,
-        cfg.train.accumulation_steps,
-        len(loader),
-        path,
-        cfg.data.clips_per_video,
-    )
-    logger.info(
-        "resumed from %s (epoch %d done, global step %d%s)",
-        path,
-        state.epoch,
-        state.step,
-        f", epoch {state.epoch + 1} at iteration {state.iteration}" if state.iteration else "",
-    )
-    return path
-
-
 def _validate_if_due(
     state: TrainState, session: TrainSession, train_loader, val_loader, summary: EpochSummary, result: TrainResult
 ) -> bool:
