@@ -28,11 +28,14 @@ def main(argv=None) -> int:
     parser.add_argument("--output", required=True, help="the file to write (and FILE.json next to it)")
     parser.add_argument("--opset", type=int, default=None, help=f"ONNX opset (default {DEFAULT_OPSET})")
     args, cfg = parse_config(parser, argv)
-    setup_logging(0)
-    with exit_on_user_error(distributed=False):
-        result = export_model(
-            cfg, args.format, args.output, args.checkpoint, args.pretrained, args.opset, trust=args.trust_checkpoint
-        )
+    restore_logging = setup_logging(0)
+    try:
+        with exit_on_user_error(distributed=False):
+            result = export_model(
+                cfg, args.format, args.output, args.checkpoint, args.pretrained, args.opset, trust=args.trust_checkpoint
+            )
+    finally:
+        restore_logging()  # main() also runs in-process (tests)
     print(describe(result))
     return 0
 
