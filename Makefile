@@ -28,7 +28,7 @@ export MALLOC_ARENA_MAX ?= 2
 $(STAMP):
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q -U pip setuptools wheel
-	$(PY) -m pip install -q -e '.[test]'
+	$(PY) -m pip install -q -e '.[test,export]'
 	$(PY) -m pip install -q --no-deps -r requirements-references.txt
 	$(PY) -c "import av, slowfast.datasets.kinetics, mmaction.datasets.transforms; print('references: pyslowfast, mmaction2')"
 	$(PY) -c "import torch, torchvision, decord, av, pytorchvideo.models; print('torch', torch.__version__, 'torchvision', torchvision.__version__)"

@@ -7,6 +7,8 @@ python tools/benchmark.py data       # Kinetics recipe: raw vs prepared, vs peer
 python tools/benchmark.py train      # demo preset clips/s and data-wait, 1 and 2 processes
 python tools/benchmark.py eval       # multi-view test views/s
 python tools/benchmark.py features   # feature extraction video-seconds/s
+python tools/benchmark.py export     # onnxruntime (CPU) vs eager PyTorch per clip, 1 and 2 threads;
+                                     #   --check-all: every preset exported and compared with eager
 python tools/benchmark.py gpu        # GPU train step, non-local paths, train/test/extract on a GPU
                                      #   (--device cpu --quick: the same code, tiny, on the CPU)
 """
@@ -22,6 +24,7 @@ SUITES = {
     "eval": "evaluation",
     "features": "evaluation",
     "gpu": "gpu",
+    "export": "export",
 }
 
 if __name__ == "__main__":

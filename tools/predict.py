@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Label videos with a trained model: top-k per video, a timeline of long videos, labelled videos.
 
-    python tools/predict.py --config CFG (--checkpoint CKPT | --pretrained NAME) \
+    python tools/predict.py --config CFG (--checkpoint CKPT | --pretrained NAME | --model FILE.onnx) \
         --input VIDEO|FOLDER|LIST --output DIR [--top-k 5] [--render] [key=value ...]
     python tools/predict.py --config configs/kinetics400/I3D_R50.yaml --pretrained i3d_r50 \
         --input my_videos/ --output predictions/ --render
@@ -11,7 +11,10 @@ test.num_spatial_crops, test.aggregation); for videos longer than a clip the sco
 windows (features.stride_seconds) and the segments where the top label changes. Writes
 DIR/predictions.csv, predictions.json, timeline.csv, segments.csv, failed.csv and, with --render,
 DIR/<id>.mp4 (top-3 drawn on every frame) and DIR/<id>_timeline.png. No labels are needed;
-undecodable videos are listed with their reason. See videoattn/apps/predict.py.
+undecodable videos are listed with their reason. --model FILE.onnx (tools/export.py) runs the
+exported file through onnxruntime on the CPU instead (pip install -e '.[export]'), with the same
+views and aggregation; its frames, crop, normalisation and classes come from the file. See
+videoattn/apps/predict.py.
 """
 
 import sys
@@ -25,6 +28,12 @@ from videoattn.utils.distributed import distributed_run, launch_rank
 def main(argv=None) -> int:
     parser = config_parser(__doc__.splitlines()[0])
     add_checkpoint_argument(parser)
+    parser.add_argument(
+        "--model",
+        default="",
+        metavar="FILE.onnx",
+        help="an ONNX file of tools/export.py, run by onnxruntime (CPU) instead of --checkpoint",
+    )
     parser.add_argument("--input", required=True, help="a video, a folder of videos, or a list (CSV/txt) of videos")
     parser.add_argument("--output", required=True, help="output folder (locked while predict runs)")
     parser.add_argument("--top-k", type=int, default=5, help="classes per video and per window (default 5)")
@@ -48,6 +57,7 @@ def main(argv=None) -> int:
             args.top_k,
             args.render,
             trust=args.trust_checkpoint,
+            model_file=args.model,
         )
         print(format_table(results, missing, k))
         done = sum(not r.error for r in results)

@@ -138,7 +138,7 @@ def test_official_bn_running_statistics_follow_momentum_0_01():
     torch.manual_seed(4)
     cbam = CBAM(8, reduction=2, form=CBAMForm("official")).train()
     logits = []
-    cbam.spatial.conv.register_forward_hook(lambda m, i, o: logits.append(o.detach()))
+    cbam.spatial.bn.register_forward_hook(lambda m, i, o: logits.append(i[0].detach()))  # the conv's output
     cbam(torch.randn(2, 8, 3, 6, 6))
     z = logits[0]
     assert cbam.spatial.bn.eps == EPS and cbam.spatial.bn.momentum == 0.01
@@ -221,7 +221,7 @@ def test_precise_bn_and_sync_bn_handle_the_spatial_bn():
     torch.manual_seed(6)
     cbam = CBAM(3, reduction=1, kernel_size=3, form=CBAMForm("official")).eval()
     logits = []
-    hook = cbam.spatial.conv.register_forward_hook(lambda m, i, o: logits.append(o.detach()))
+    hook = cbam.spatial.bn.register_forward_hook(lambda m, i, o: logits.append(i[0].detach()))
     batches = [{"clip": torch.randn(2, 3, 2, 5, 5) * (i + 1)} for i in range(3)]
     move = DeviceNormalizer([0, 0, 0], [1, 1, 1])
     assert update_bn_stats(cbam, batches, num_batches=3, device=torch.device("cpu"), normalize=move) == 3

@@ -23,6 +23,7 @@ is never replaced: the run is refused before it writes anything (:mod:`videoattn
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -31,13 +32,14 @@ from typing import List, Optional, Sequence, Tuple
 
 import torch
 
-from videoattn.apps.extract import chunk_outputs, list_inputs, video_ids, window_loader
+from videoattn.apps.exported import apply_record, load_onnx_model
+from videoattn.apps.extract import list_inputs, video_ids, window_loader
 from videoattn.apps.render import render_timeline, render_video
 from videoattn.apps.timeline import WindowTopK, segments, timeline_rows, window_topk
 from videoattn.config import Config
 from videoattn.data.annotations import Annotations
 from videoattn.data.dataset import VideoClipDataset
-from videoattn.data.windows import WindowError, per_video
+from videoattn.data.windows import WindowChunk, WindowError, per_video
 from videoattn.engine.inference import class_names_for
 from videoattn.engine.session import RunSession, one_process_session
 from videoattn.evaluation.metrics import NonFiniteError, non_finite_rows
@@ -104,14 +106,24 @@ def score_video_level(session: RunSession, model, results: List[VideoResult], na
         r.top = [(i, names[i], float(s)) for i, s in zip(top.indices.tolist(), top.values.tolist())]
 
 
+def window_probs(session: RunSession, model, chunk: WindowChunk) -> torch.Tensor:
+    """Class probabilities of a chunk's windows, its crops averaged: ``(w * crops, 3, T, S, S) -> (w, C)``.
+    Only ``model(x)`` (logits), so a PyTorch model and an exported one go through the same steps."""
+    x = session.normalize(chunk.clips, session.device)
+    with torch.autocast(session.device.type, dtype=session.amp, enabled=session.amp is not None):
+        logits = model(x)
+    probs = logits.float().softmax(dim=1).cpu()
+    return probs.reshape(chunk.num_windows, -1, probs.shape[-1]).mean(dim=1)
+
+
 @torch.inference_mode()
 def score_windows(session: RunSession, model, results: List[VideoResult], names: Sequence[str], k: int) -> None:
     """Fill ``windows`` / ``duration_s`` of the predicted results (sliding windows, one pass)."""
     todo = [(j, r.path) for j, r in enumerate(results) if not r.error]
     cfg, device = session.cfg, session.device
     videos = per_video(
-        window_loader(todo, cfg.data, cfg.features, device) if todo else [],  # (w, crops, C) -> (w, C)
-        lambda c: chunk_outputs(model, c, "pool", device, session.normalize, session.amp, scores=True)[1].mean(dim=1),
+        window_loader(todo, cfg.data, cfg.features, device) if todo else [],
+        lambda c: window_probs(session, model, c),
     )
     for got in videos:
         r = results[got.k]
@@ -311,6 +323,20 @@ def _raise_if_non_finite(results: Sequence[VideoResult], out_dir: str) -> None:
         )
 
 
+def _load(cfg: Config, checkpoint_path: Optional[str], pretrained: str, trust: bool, model_file: str):
+    """``(session, model, weights source, class names the weights bring)``: the checkpoint's PyTorch
+    model, or with ``model_file`` the exported one (CPU, float32: no autocast)."""
+    if not model_file:
+        session = one_process_session(cfg)  # the device decisions (test.mixed_precision)
+        model, weights = session.load_model(checkpoint_path, trust=trust, pretrained=pretrained)
+        return session, model, weights.source, weights.classes
+    if checkpoint_path or pretrained:
+        raise UsageError("--model runs an exported file: give no --checkpoint / --pretrained with it")
+    loaded = load_onnx_model(model_file, torch.get_num_threads())
+    session = dataclasses.replace(one_process_session(apply_record(cfg, loaded.record)), amp=None)
+    return session, loaded.model, loaded.source, loaded.record["classes"] or None
+
+
 def predict_videos(
     cfg: Config,
     source: str,
@@ -320,8 +346,13 @@ def predict_videos(
     top_k: int = 5,
     render: bool = False,
     trust: bool = False,
+    model_file: str = "",
 ) -> Tuple[List[VideoResult], List[str], int]:
     """Predict every video of ``source`` (a video, a folder, or a list/CSV) into ``out_dir``.
+
+    ``model_file``: an ONNX file of tools/export.py instead of the weights, run by onnxruntime on
+    the CPU (:mod:`videoattn.apps.exported`); its record sets the clips (frames, sampling rate,
+    crop, normalisation) and the classes; views and aggregation are the config's, as for PyTorch.
 
     Returns ``(results, missing paths, k)``. Undecodable and missing videos are listed, not
     fatal; :class:`PredictError` when not a single video could be predicted, :class:`NonFiniteError`
@@ -336,14 +367,13 @@ def predict_videos(
     if not paths and not missing:
         raise UsageError(f"--input {source}: no videos found")
     _check_folders(source, out_dir, paths)
-    session = one_process_session(cfg)  # the device decisions (test.mixed_precision)
+    session, model, source, classes = _load(cfg, checkpoint_path, pretrained, trust, model_file)
     cfg = session.cfg
-    model, weights = session.load_model(checkpoint_path, trust=trust, pretrained=pretrained)
-    names = class_names_for(cfg.data, cfg.model.num_classes, weights.classes)
+    names = class_names_for(cfg.data, cfg.model.num_classes, classes)
     k = min(top_k, len(names))
     ids = video_ids(paths)
     claim_outputs(out_dir, "predict", output_names(ids, render), hint="use another --output")
-    run = claim_output(out_dir, weights.source, paths)
+    run = claim_output(out_dir, source, paths)
     results = [VideoResult(video=i, path=p) for i, p in zip(ids, paths)]
     if results:
         score_video_level(session, model, results, names, max(k, min(3, len(names))))

@@ -84,7 +84,9 @@ def resolve_path(path: str, q: torch.Tensor, k: torch.Tensor) -> str:
     if path != "auto":
         return path
     grad = torch.is_grad_enabled() and (q.requires_grad or k.requires_grad)
-    return attention_path(q.device, q.shape[:-2].numel(), q.shape[-2], k.shape[-2], q.shape[-1], grad)
+    # math.prod, not torch.Size.numel(): numel() turns a symbolic batch (torch.export with a dynamic
+    # batch dimension) into the example's constant; the product stays symbolic.
+    return attention_path(q.device, math.prod(q.shape[:-2]), q.shape[-2], k.shape[-2], q.shape[-1], grad)
 
 
 def softmax_attention(
@@ -170,6 +172,9 @@ def local_attention(
     if any(n * w != g for n, w, g in zip(counts, kwin, kgrid)):  # padded keys exist: (1, nW, 1, m)
         real = torch.ones(1, math.prod(kgrid), 1, device=k.device)
         mask = _windows(real, kgrid, kwin, counts)[..., 0][:, :, None, :].bool()
+        # expanded to the batch (a view): a batch-1 mask makes SDPA compare 1 with the batch size,
+        # which torch.export turns into a fixed batch
+        mask = mask.expand(q.shape[0], -1, -1, -1)
     y = softmax_attention(qw, kw, vw, path, mask)  # (B, nW, wt*wh*ww, e)
     y = rearrange(
         y, "b (nt nh nw) (wt wh ww) e -> b (nt wt) (nh wh) (nw ww) e", nt=counts[0], nh=counts[1], wt=win[0], wh=win[1]

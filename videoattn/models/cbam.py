@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from typing import Optional
 
 import torch
-from einops import rearrange
+import torch.nn.functional as F
 from torch import nn
 
 from videoattn.utils.errors import UsageError
@@ -86,10 +86,18 @@ class ChannelGate(nn.Module):
             nn.init.zeros_(self.mlp[2].bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        avg = rearrange(x.mean(dim=(3, 4)), "b c t -> b t c")
-        mx = rearrange(x.amax(dim=(3, 4)), "b c t -> b t c")
-        weights = torch.sigmoid(self.mlp(avg) + self.mlp(mx))
-        return rearrange(weights, "b t c -> b c t 1 1")
+        avg, mx = x.mean(dim=(3, 4)), x.amax(dim=(3, 4))  # (B, C, T) each
+        return torch.sigmoid(self._mlp(avg) + self._mlp(mx))[..., None, None]
+
+    def _mlp(self, d: torch.Tensor) -> torch.Tensor:
+        """``self.mlp`` along the channels of ``d: (B, C, T) -> (B, C, T)``, each Linear as a width-1 conv1d.
+
+        The same numbers as ``self.mlp`` on ``(B, T, C)``, without moving C last: a reshape of the
+        permuted view would fix the time and size of a model exported with dynamic shapes
+        (torch.export cannot tell whether it is a view for every size).
+        """
+        fc1, fc2 = self.mlp[0], self.mlp[2]
+        return F.conv1d(F.relu(F.conv1d(d, fc1.weight[:, :, None], fc1.bias)), fc2.weight[:, :, None], fc2.bias)
 
 
 class SpatialGate(nn.Module):
@@ -113,11 +121,16 @@ class SpatialGate(nn.Module):
             nn.init.zeros_(self.bn.bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        frames = rearrange(x, "b c t h w -> (b t) c h w")
-        mean, mx = frames.mean(dim=1, keepdim=True), frames.amax(dim=1, keepdim=True)
-        logits = self.conv(torch.cat([mx, mean] if self.max_first else [mean, mx], dim=1))
-        attn = torch.sigmoid(logits if self.bn is None else self.bn(logits))
-        return rearrange(attn, "(b t) 1 h w -> b 1 t h w", b=x.shape[0])
+        # Frame by frame without folding T into the batch (a reshape of the permuted view, which
+        # would fix the time and size of a model exported with dynamic shapes): the 2D kernel as a
+        # (1, k, k) conv3d, the BatchNorm2d(1) on (B, 1, T*H, W), which holds the same values.
+        mean, mx = x.mean(dim=1, keepdim=True), x.amax(dim=1, keepdim=True)  # (B, 1, T, H, W)
+        pooled = torch.cat([mx, mean] if self.max_first else [mean, mx], dim=1)
+        pad = self.conv.padding[0]
+        logits = F.conv3d(pooled, self.conv.weight[:, :, None], padding=(0, pad, pad))  # (B, 1, T, H, W)
+        if self.bn is not None:
+            logits = self.bn(logits.flatten(2, 3)).view_as(logits)
+        return torch.sigmoid(logits)
 
 
 class CBAM(nn.Module):
