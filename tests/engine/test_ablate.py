@@ -144,14 +144,15 @@ def test_grid_end_to_end_stopped_mid_cell_and_rerun(synthetic_root, tmp_path):
         "broken": {"overrides": ["data.train_split=missing.csv", "model.cbam.stages=[]"]},  # fails in train_net
     }
     grid, out = write_grid(tmp_path / "grid.yaml", synthetic_root, variants), str(tmp_path / "out")
-    first = _ablate(grid, out)  # --jobs 1: full/seed0, then full/seed1 ...
+    first = _ablate(grid, out)  # --jobs 1, in rounds of seeds: full/seed0, broken/seed0, then full/seed1
     _wait_for(os.path.join(out, "full", "seed1", "checkpoints", "checkpoint_epoch_00001.pyth"), first)
     first.send_signal(signal.SIGTERM)  # a real signal to the runner, mid-cell
     log, _ = first.communicate(timeout=300)
     assert first.returncode == 143, log
-    assert "full/seed0: done" in log and "full/seed1: stopped" in log and "broken" not in log
+    assert "full/seed0: done" in log and "full/seed1: stopped" in log and "broken/seed0: FAILED" in log
+    assert log.index("broken/seed0: training") < log.index("full/seed1: training"), log  # every first seed first
     rows = results(out)
-    assert [rows[k]["status"] for k in rows] == ["done", "stopped", "not run"]
+    assert [rows[k]["status"] for k in rows] == ["done", "stopped", "failed"]  # the tables keep file order
     done0 = os.path.join(out, "full", "seed0")
     before = {n: os.stat(os.path.join(done0, n)).st_mtime_ns for n in ("ablate_done.json", "ablate.log", "train.log")}
 

@@ -42,9 +42,10 @@ import torch
 
 import videoattn
 from videoattn.config import Config
-from videoattn.engine.inference import class_names_for, load_inference_model
+from videoattn.engine.device import expand_preset
+from videoattn.engine.inference import class_names_for
+from videoattn.engine.session import one_process_session
 from videoattn.models.nonlocal_block import NonLocal3d
-from videoattn.models.presets import resolve_model_config
 from videoattn.models.resnet3d import TEMPORAL_PATTERNS
 from videoattn.utils.errors import OneLineError, UsageError
 from videoattn.utils.io import atomic_write_bytes, atomic_write_json, json_safe
@@ -120,7 +121,7 @@ def dynamic_dims(model: torch.nn.Module, cfg: Config) -> List[DimSpec]:
     block attends ``local`` / ``axial`` (:data:`STATIC_KINDS`), else the config's clip size."""
     static = _static_reason(model)
     frames, crop = int(cfg.data.num_frames), int(cfg.data.test_crop_size)
-    pool = int(TEMPORAL_PATTERNS[resolve_model_config(cfg.model).temporal]["pool1"])
+    pool = int(TEMPORAL_PATTERNS[expand_preset(cfg).model.temporal]["pool1"])
     dims = [DimSpec("batch", 0, 2, True, 1), DimSpec("channels", 1, 3, False)]
     if static:
         fixed = (("time", 2, frames), ("height", 3, crop), ("width", 4, crop))
@@ -262,7 +263,7 @@ def export_record(cfg: Config, fmt: str, dims: List[DimSpec], names: List[str], 
         output_name=OUTPUT_NAME,
         num_classes=int(cfg.model.num_classes),
         classes=list(names),
-        model=dataclasses.asdict(resolve_model_config(cfg.model)),
+        model=dataclasses.asdict(expand_preset(cfg).model),
         weights=weights,
         opset=None,
     )
@@ -324,7 +325,9 @@ def export_model(
     sidecar = sidecar_path(output)
     check_not_input(output, [checkpoint_path] if checkpoint_path else [])
     claim_files("export", {output: "use another --output", sidecar: "use another --output"})
-    model, weights = load_inference_model(cfg, checkpoint_path, torch.device("cpu"), trust=trust, pretrained=pretrained)
+    cpu = dataclasses.replace(cfg, device="cpu", model=dataclasses.replace(cfg.model, channels_last=False))
+    with one_process_session(cpu, precision=None) as session:  # the file: float32, NCDHW, whatever runs it
+        model, weights = session.load_model(checkpoint_path, trust=trust, pretrained=pretrained)
     names = class_names_for(cfg.data, cfg.model.num_classes, weights.classes)
     exported = export_module(model, cfg, fmt, opset, weights.source, names)
     atomic_write_bytes(output, exported.data)

@@ -3,6 +3,7 @@ folded into ``head.proj``, and the checkpoint test_net and predict run (see :mod
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 from dataclasses import dataclass
@@ -15,7 +16,7 @@ from videoattn.apps.probe_data import ProbeSplit
 from videoattn.apps.probe_fit import LinearFit, Standardiser
 from videoattn.config import Config, config_to_dict
 from videoattn.engine.checkpoint import HEAD_PREFIX, make_checkpoint
-from videoattn.engine.inference import load_inference_model
+from videoattn.engine.session import one_process_session
 from videoattn.utils.download import sha256_file
 from videoattn.utils.errors import UsageError
 from videoattn.utils.io import atomic_path
@@ -84,7 +85,9 @@ def load_backbone(cfg: Config, o: BackboneSpec, layer: str, dim: int) -> Optiona
             f"features of layer {layer!r} are not the head's input; a checkpoint needs features.layer=pool "
             f"(or leave out --checkpoint/--pretrained for the probe's numbers alone)"
         )
-    model, weights = load_inference_model(cfg, o.checkpoint or None, torch.device("cpu"), False, o.trust, o.pretrained)
+    cpu = dataclasses.replace(cfg, device="cpu", model=dataclasses.replace(cfg.model, channels_last=False))
+    with one_process_session(cpu, precision=None) as session:  # weights only: CPU, the stored layout
+        model, weights = session.load_model(o.checkpoint or None, trust=o.trust, pretrained=o.pretrained)
     proj = model.head.proj
     if proj.in_features != dim:
         raise UsageError(f"the features are {dim}-d but {weights.source}'s head takes {proj.in_features}-d input")
