@@ -103,7 +103,7 @@ def library_version(mode: Mode) -> str:
         return f"PyAV {av.__version__}"
     import decord
 
-    return f"decord {decord.__version__}"
+    return f"{'decord2' if mode.side else 'decord'} {decord.__version__}"
 
 
 # ----------------------------------------------------------------------------------- exactness
