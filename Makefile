@@ -34,8 +34,17 @@ $(STAMP):
 	$(PY) -c "import torch, torchvision, decord, av, pytorchvideo.models; print('torch', torch.__version__, 'torchvision', torchvision.__version__)"
 	touch $@
 
+# decord2, a maintained fork of decord with the same `import decord` package, for the decoder
+# comparison (tools/benchmark.py data, tests/data/test_decoder_exactness.py): it cannot share
+# site-packages with the venv's decord 0.6, so it gets a folder of its own inside the venv.
+DECORD2 ?= decord2==3.4.0
+DECORD2_STAMP := $(VENV)/decord2/.installed
+$(DECORD2_STAMP): $(STAMP)
+	$(PY) -m pip install -q --no-deps --target $(VENV)/decord2 $(DECORD2)
+	touch $@
+
 # Point the (possibly shared) cached venv at this checkout.
-venv: $(STAMP)
+venv: $(STAMP) $(DECORD2_STAMP)
 	@$(PY) -m pip install -q --no-deps --no-build-isolation -e . >/dev/null 2>&1 || \
 		$(PY) -m pip install --no-deps --no-build-isolation -e .
 

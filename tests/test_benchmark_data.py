@@ -1,5 +1,7 @@
 """tools/benchmark.py data --quick: every code path of the data suite (raw set, prepare, our loader,
-the decode-only bound, the peers' loaders, the GOP sweep, the memory check) on a tiny set."""
+every decoder's decode-only bound, decord2 in its child process, the peers' loaders on raw and
+prepared files, the GOP sweep, the loader's and the decoders' memory) on a tiny set. The decoders'
+exactness table has its own test (tests/data/test_decoder_exactness.py)."""
 
 import os
 import re
@@ -9,16 +11,24 @@ import sys
 import pytest
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(REPO, "tools"))
+from benchmarks.decoders import MODES, decord2_missing  # noqa: E402
+
 ROWS = [
     "ours, raw",
+    "ours, raw, decoding_backend=decord",
     "ours, raw, normalize_on_device",
-    "ours, raw, decoding_backend=pyav",
     "ours, raw, clips_per_video=2",
     "ours, prepared",
+    "ours, prepared, decoding_backend=decord",
     "ours, prepared, normalize_on_device",
-    "decode-only bound, raw",
-    "decode-only bound, prepared",
+    "ours, prepared, referenced B-frames",
     "PySlowFast PyAV decoder (decode only), raw",
+    "PySlowFast PyAV decoder (decode only), prepared",
+]
+# every decoder's bound on the raw and the prepared files; the old prepared format: decord and PyAV
+BOUNDS = [f"decode-only bound: {m}, {where}" for where in ("raw", "prepared") for m in MODES] + [
+    f"decode-only bound: {m}, prepared, referenced B-frames" for m in ("decord", "pyav", "pyav, no skip")
 ]
 PEER_ROWS = {
     "pytorchvideo": [
@@ -42,6 +52,9 @@ def test_data_benchmark_quick_runs_every_row(tmp_path):
         "--rss",
         "4",
         "8",
+        "--decoder-rss",
+        "4",
+        "8",
         "--data-dir",
         str(tmp_path / "raw"),
     ]
@@ -60,7 +73,7 @@ def test_data_benchmark_quick_runs_every_row(tmp_path):
         m[1].strip(): (float(m[2]), float(m[3]))
         for m in re.finditer(r"^\| ([^|]+?) +\| +([\d.]+) \| +([\d.]+) \|", main_table, re.M)
     }
-    expected = list(ROWS)
+    expected = ROWS + [r for r in BOUNDS if "decord2" not in r or not decord2_missing()]
     for peer, rows in PEER_ROWS.items():
         if f"peer not measured: {peer}" not in out:
             expected += rows
@@ -72,7 +85,14 @@ def test_data_benchmark_quick_runs_every_row(tmp_path):
     assert "ours drew the same clips on raw and prepared files: True" in out
     assert re.search(r"preparation .*: 4 videos in [\d.]+ s wall, [\d.]+ CPU s: [\d.]+ videos/s per core", out)
     assert re.search(r"prepared vs raw \(ours, per core\): [\d.]+x", out)
-    assert re.search(r"loader / decode-only bound .*: raw [\d.]+x, prepared [\d.]+x", out)
+    assert re.search(r"loader / its decoder's decode-only bound .*: ours, raw [\d.]+x, .*ours, prepared [\d.]+x", out)
+    for where in ("raw", "prepared"):
+        assert re.search(rf"ours vs the best peer loader on the same {where} files \(per core\): [\d.]+x", out) or (
+            "peer not measured" in out
+        )
+    assert re.search(r"unreferenced vs referenced B-frames in prepared files \(ours, per core\): [\d.]+x", out)
+    for name in ("decord", "pyav") + (() if decord2_missing() else ("decord2",)):
+        assert re.search(rf"resident memory, {name} \(decode only, one fresh process\): [\d]+ MiB after 4 clips", out)
     assert re.search(r"^\| 16 \| [\d.]+ \| [\d.]+ \| [\d.]+x \| [\d.]+ \|$", out, re.M)
     assert re.search(r"^\| 32, CABAC \| [\d.]+ \| [\d.]+ \| [\d.]+x \| [\d.]+ \|$", out, re.M)
     assert "resident memory, 2 workers + main (3 processes)" in out

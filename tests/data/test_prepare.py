@@ -5,6 +5,7 @@ from fractions import Fraction
 
 import av
 import pytest
+from av.video.frame import PictureType
 
 from prepare_helpers import (decoded_indices, h264_uses_cabac, keyframe_positions, long_indexed_video,
                              vfr_indexed_video, video_with_audio, zero_frame_video)
@@ -60,6 +61,26 @@ def test_cut_to_the_last_frame_and_past_it(long_videos, tmp_path):
 def test_whole_file_keeps_every_frame(long_videos, tmp_path):
     r = prepare_video(PrepareJob(long_videos["v25"], str(tmp_path / "w.mp4"), short_side=96))
     assert r.ok and decoded_indices(r.output) == list(range(300))
+
+
+def _decoded_types(path: str, skip: str) -> list:
+    with av.open(path) as c:
+        s = c.streams.video[0]
+        s.codec_context.skip_frame = skip
+        return [PictureType(f.pict_type).name for f in c.decode(s)]
+
+
+def test_b_frames_are_unreferenced_so_a_reader_can_skip_them(long_videos, tmp_path):
+    """Prepared files keep B-frames (a third of the file here) but no frame references one: the
+    decoder told to skip non-reference frames decodes exactly the I- and P-frames. With x264's default
+    pyramid (``b_pyramid=True``, the format before) it must still decode some B-frames."""
+    out, pyramid = str(tmp_path / "o.mp4"), str(tmp_path / "pyramid.mp4")
+    assert prepare_video(PrepareJob(long_videos["v30"], out, 0, 4, short_side=96)).ok
+    assert prepare_video(PrepareJob(long_videos["v30"], pyramid, 0, 4, short_side=96, b_pyramid=True)).ok
+    every, refs = _decoded_types(out, "DEFAULT"), _decoded_types(out, "NONREF")
+    assert len(every) == 120 and every.count("B") >= 20, every
+    assert refs == [t for t in every if t != "B"]
+    assert "B" in _decoded_types(pyramid, "NONREF")
 
 
 def test_scaled_output_geometry_keyframes_and_no_audio(tmp_path):

@@ -1,34 +1,42 @@
-"""Data benchmark: the training loader on a Kinetics-like download, raw vs prepared, and against peers.
+"""Data benchmark: the training loader on a Kinetics-like download, raw vs prepared, every decoder, and peers.
 
     python tools/benchmark.py data [--videos 16] [--seconds 10] [--clips 48] [--rounds 2] [--data-dir DIR]
                                    [--config configs/kinetics400/I3D_R50.yaml] [--gops 8 16 32 64] [--rss 200 2000]
+                                   [--decoder-rss 200 2000] [--exactness] [key=value ...]
     python tools/benchmark.py data --quick      # every code path on a tiny set, well under a minute
 
 One run measures, on the same generated raw clips (:mod:`benchmarks.kinetics_set`: 360p, 30 fps,
 x264's default keyframe interval) and their copies prepared by ``tools/prepare_data.py``'s library
-(short side 320, a keyframe every 32 frames), with the config's recipe (default: the shipped
-Kinetics-400 config, 8 x 8 at 30 fps, jitter [256, 320], crop 224):
+(short side 320, a keyframe every 32 frames; and the same with x264's referenced B-frames, the
+format before 2026-12-07), with the config's recipe (default: the shipped Kinetics-400 config, 8 x 8
+at 30 fps, jitter [256, 320], crop 224; ``data.num_frames=32 data.sampling_rate=2`` for 32 x 2):
 
 * ours: ``build_dataset`` + ``build_loader`` (``num_workers=0``: everything in this process), up to
-  the collated batch (also with ``normalize_on_device``: uint8 batches, the PyAV backend, and
-  ``data.clips_per_video=2``: batches of half as many videos with two clips each, one decode per video);
-* the decode-only bound: decord open + one ``get_batch`` of exactly the frames our loader drew;
-* peers (:mod:`benchmarks.peers`): pytorchvideo's Kinetics dataset (decord), mmaction2's decord
-  pipeline, PySlowFast's default PyAV decoder (decoding only, on our clips);
-* preparation: videos per CPU-second of the prepare workers.
+  the collated batch, with the default decoder (PyAV) and with ``decoding_backend=decord`` (also
+  ``normalize_on_device``: uint8 batches; ``data.clips_per_video=2``: batches of half as many
+  videos with two clips each, one decode per video);
+* each decoder's decode-only bound (:mod:`benchmarks.decoders`: decord 0.6, decord2 in a child
+  process, PyAV with and without skipping, with FFmpeg's threads): open + read exactly the frames
+  our loader drew + close; the loader's ratio to its own decoder's bound;
+* peers (:mod:`benchmarks.peers`) on the same raw and the same prepared files: pytorchvideo's
+  Kinetics dataset (decord), mmaction2's decord pipeline, PySlowFast's default PyAV decoder
+  (decoding only, on our clips);
+* preparation: videos per CPU-second of the prepare workers;
+* ``--exactness``: every decoder on every file kind against a reference decode (frames equal / not);
+  ``--decoder-rss``: each decoder's resident memory over many clips (a fresh process each).
 
-Per core = clips per CPU-second of this process (all its threads: decord's and torch's included),
-so the numbers hold on a busy machine where wall time does not; wall clips/s are printed too.
-Every loader runs single-threaded (torch, OpenCV, decord where the peer lets it) in batches of 8,
-with glibc malloc tuned as our loader workers tune it (:func:`videoattn.utils.malloc.tune_malloc`).
-Rows are measured in ``--rounds`` interleaved rounds; each keeps its best round.
+Per core = clips per CPU-second of this process (all its threads: decord's and torch's included;
+a child's own CPU time for decord2), so the numbers hold on a busy machine where wall time does
+not; wall clips/s are printed too. Every loader runs single-threaded (torch, OpenCV, decord where
+the peer lets it) in batches of 8, with glibc malloc tuned as our loader workers tune it
+(:func:`videoattn.utils.malloc.tune_malloc`). Rows are measured in ``--rounds`` interleaved rounds;
+each keeps its best round.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
-import shutil
 import tempfile
 import time
 from dataclasses import dataclass, replace
@@ -36,12 +44,14 @@ from typing import Callable, Dict, Iterator, List, Optional, Tuple
 
 import numpy as np
 
-from benchmarks import peers
+from benchmarks import data_report, decoders, peers
+from benchmarks.data_extra import decoder_rss, exactness, gop_sweep, on_prepared, rss_check
+from benchmarks.data_report import MULTI, SETS
+from benchmarks.decoders import MODES, Rate, timed
 from benchmarks.kinetics_set import make_raw_set, prepare_set
 
 Clips = List[Tuple[str, np.ndarray]]
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-MULTI = "ours, raw, clips_per_video=2"
 
 
 @dataclass
@@ -53,30 +63,6 @@ class Recipe:
     crop: int
     mean: List[float]
     std: List[float]
-
-
-@dataclass
-class Rate:
-    cpu: float = float("inf")  # CPU seconds per clip (best round)
-    wall: float = float("inf")  # wall seconds per clip (same round)
-
-    @property
-    def per_core(self) -> float:
-        return 1.0 / self.cpu
-
-    @property
-    def per_second(self) -> float:
-        return 1.0 / self.wall
-
-
-def timed(batches: Iterator[int], clips: int, warmup: int = 1) -> Rate:
-    """Seconds per clip over at least ``clips`` clips of ``batches`` (clips per step), after ``warmup`` steps."""
-    for _ in range(warmup):
-        next(batches)
-    cpu, wall, seen = time.process_time(), time.perf_counter(), 0
-    while seen < clips:
-        seen += next(batches)
-    return Rate((time.process_time() - cpu) / seen, (time.perf_counter() - wall) / seen)
 
 
 # ------------------------------------------------------------------------------------------ ours
@@ -105,18 +91,6 @@ def our_batches(data, batch_size: int, seed: int, record: Optional[Clips] = None
         epoch += 1
 
 
-def bound_clips(clips: Clips, threads: int = 1) -> Iterator[int]:
-    """The decode-only bound: decord open + one get_batch of exactly ``clips``' frames, forever."""
-    import decord
-
-    while True:
-        for path, idx in clips:
-            vr = decord.VideoReader(path, ctx=decord.cpu(0), num_threads=threads)
-            vr.get_batch(idx.tolist()).asnumpy()
-            del vr
-            yield 1
-
-
 def same_clips(a: Clips, b: Clips) -> bool:
     """Same frame indices of the same videos (by file stem: raw and prepared copies match)."""
 
@@ -124,17 +98,6 @@ def same_clips(a: Clips, b: Clips) -> bool:
         return os.path.splitext(os.path.basename(p))[0]
 
     return len(a) == len(b) and all(stem(p) == stem(q) and np.array_equal(i, j) for (p, i), (q, j) in zip(a, b))
-
-
-def on_prepared(clips: Clips, prepared_root: str) -> Clips:
-    """``clips`` with each raw path replaced by its prepared copy (same stem; frames kept whole)."""
-    where = {
-        os.path.splitext(n)[0]: os.path.join(d, n)
-        for d, _, files in os.walk(prepared_root)
-        for n in files
-        if n.endswith(".mp4") and not n.startswith(".")
-    }
-    return [(where[os.path.splitext(os.path.basename(p))[0]], idx) for p, idx in clips]
 
 
 # -------------------------------------------------------------------------------------- the run
@@ -155,57 +118,103 @@ def _config(args, root: str):
     return cfg.data
 
 
-def _rows(args, raw: str, prepared: str, status: Dict[str, str]) -> Tuple[Dict[str, Rate], Dict[str, Clips]]:
+def _recipe(d) -> Recipe:
+    return Recipe(
+        d.num_frames,
+        d.sampling_rate,
+        d.target_fps,
+        list(d.train_jitter_scales),
+        d.train_crop_size,
+        list(d.mean),
+        list(d.std),
+    )
+
+
+def _ours(args, roots: Dict[str, str], drawn: Dict[str, Clips]) -> Dict[str, Callable[[], Iterator[int]]]:
+    """Our loader's rows: the default decoder (PyAV) and decord on each file set."""
+    data = {where: _config(args, root) for where, root in roots.items()}
+    raw, prep = data["raw"], data["prepared"]
+    b, seed = args.batch_size, args.seed
+
+    def record(where: str) -> Optional[Clips]:
+        return drawn[where] if not drawn[where] else None  # the first round's clips
+
+    return {
+        "ours, raw": lambda: our_batches(raw, b, seed, record("raw")),
+        "ours, raw, decoding_backend=decord": lambda: our_batches(replace(raw, decoding_backend="decord"), b, seed),
+        "ours, raw, normalize_on_device": lambda: our_batches(replace(raw, normalize_on_device=True), b, seed),
+        MULTI: lambda: our_batches(replace(raw, clips_per_video=2), max(1, b // 2), seed),  # b clips per batch
+        "ours, prepared": lambda: our_batches(prep, b, seed, record("prepared")),
+        "ours, prepared, decoding_backend=decord": lambda: our_batches(
+            replace(prep, decoding_backend="decord"), b, seed
+        ),
+        "ours, prepared, normalize_on_device": lambda: our_batches(replace(prep, normalize_on_device=True), b, seed),
+        f"ours, {SETS[2]}": lambda: our_batches(data[SETS[2]], b, seed),
+    }
+
+
+def _bounds(args, roots: Dict[str, str], drawn: Dict[str, Clips]) -> Dict[str, Callable]:
+    """Each decoder's decode-only bound on the clips our loader drew, per file set: a generator
+    (timed here) or, for a decoder in a side folder (decord2), a Rate measured by a child process."""
+    rows: Dict[str, Callable] = {}
+    for where, root in roots.items():
+        modes = list(MODES) if where != SETS[2] else ["decord", "pyav", "pyav, no skip"]
+        for name in modes:
+            mode = MODES[name]
+            if mode.side and decoders.decord2_missing():
+                continue
+            clips = lambda root=root: on_prepared(drawn["raw"][: args.clips], root)  # noqa: E731
+            if mode.side:
+                rows[f"decode-only bound: {name}, {where}"] = lambda m=mode, c=clips: decoders.run(
+                    m, "speed", clips=c(), n=args.clips
+                )
+            else:
+                rows[f"decode-only bound: {name}, {where}"] = lambda m=mode, c=clips: decoders.clip_stream(m, c())
+    return rows
+
+
+def _peers(args, roots: Dict[str, str], recipe: Recipe, status: Dict[str, str], drawn) -> Dict[str, Callable]:
+    """The peers' rows, each on the raw and on the prepared files."""
+    b, seed, rows = args.batch_size, args.seed, {}
+    for where in SETS[:2]:
+        lst = os.path.join(roots[where], "train.txt")
+        if not args.no_peers:
+            rows[f"PySlowFast PyAV decoder (decode only), {where}"] = lambda r=roots[where]: (
+                peers.pyslowfast_decoder_clips(on_prepared(drawn["raw"][: args.clips], r))
+            )
+        if not status["pytorchvideo"]:
+            rows[f"pytorchvideo Kinetics (decord), {where}"] = lambda lst=lst: peers.pytorchvideo_batches(
+                lst, recipe, b, seed
+            )
+            if where == "raw":
+                rows["pytorchvideo Kinetics (decord, threads=1), raw"] = lambda lst=lst: peers.pytorchvideo_batches(
+                    lst, recipe, b, seed, threads=1
+                )
+        if not status["mmaction2"]:
+            rows[f"mmaction2 VideoDataset (decord), {where}"] = lambda lst=lst: peers.mmaction_batches(
+                lst, recipe, b, seed
+            )
+    return rows
+
+
+def _rows(args, roots: Dict[str, str], status: Dict[str, str]) -> Tuple[Dict[str, Rate], Dict[str, Clips]]:
     """Measure every pipeline in ``args.rounds`` interleaved rounds; keep each one's best round."""
     import decord
 
-    data_raw, data_prep = _config(args, raw), _config(args, prepared)
-    recipe = Recipe(
-        data_raw.num_frames,
-        data_raw.sampling_rate,
-        data_raw.target_fps,
-        list(data_raw.train_jitter_scales),
-        data_raw.train_crop_size,
-        list(data_raw.mean),
-        list(data_raw.std),
-    )
-    b, n, seed = args.batch_size, args.clips, args.seed
     drawn: Dict[str, Clips] = {"raw": [], "prepared": []}
-    makers: Dict[str, Callable[[], Iterator[int]]] = {
-        "ours, raw": lambda: our_batches(data_raw, b, seed, drawn["raw"] if not drawn["raw"] else None),
-        "ours, raw, normalize_on_device": lambda: our_batches(replace(data_raw, normalize_on_device=True), b, seed),
-        "ours, raw, decoding_backend=pyav": lambda: our_batches(replace(data_raw, decoding_backend="pyav"), b, seed),
-        MULTI: lambda: our_batches(replace(data_raw, clips_per_video=2), max(1, b // 2), seed),  # b clips per batch
-        "ours, prepared": lambda: our_batches(data_prep, b, seed, drawn["prepared"] if not drawn["prepared"] else None),
-        "ours, prepared, normalize_on_device": lambda: our_batches(
-            replace(data_prep, normalize_on_device=True), b, seed
-        ),
-        "decode-only bound, raw": lambda: bound_clips(drawn["raw"][:n]),
-        "decode-only bound, prepared": lambda: bound_clips(on_prepared(drawn["raw"][:n], prepared)),
+    makers = {
+        **_ours(args, roots, drawn),
+        **_bounds(args, roots, drawn),
+        **_peers(args, roots, _recipe(_config(args, roots["raw"])), status, drawn),
     }
-    if not args.no_peers:
-        makers["PySlowFast PyAV decoder (decode only), raw"] = lambda: peers.pyslowfast_decoder_clips(drawn["raw"][:n])
-    if not status["pytorchvideo"]:
-        for where, root in (("raw", raw), ("prepared", prepared)):
-            lst = os.path.join(root, "train.txt")
-            makers[f"pytorchvideo Kinetics (decord), {where}"] = lambda lst=lst: peers.pytorchvideo_batches(
-                lst, recipe, b, seed
-            )
-        makers["pytorchvideo Kinetics (decord, threads=1), raw"] = lambda: peers.pytorchvideo_batches(
-            os.path.join(raw, "train.txt"), recipe, b, seed, threads=1
-        )
-    if not status["mmaction2"]:
-        for where, root in (("raw", raw), ("prepared", prepared)):
-            lst = os.path.join(root, "train.txt")
-            makers[f"mmaction2 VideoDataset (decord), {where}"] = lambda lst=lst: peers.mmaction_batches(
-                lst, recipe, b, seed
-            )
     rates: Dict[str, Rate] = {name: Rate() for name in makers}
+    b, n = args.batch_size, args.clips
     for r in range(args.rounds):
         for name, make in makers.items():
             # decord's output type is process-wide: pytorchvideo switches it to torch tensors on import
             decord.bridge.set_bridge("torch" if name.startswith("pytorchvideo") else "native")
-            rate = timed(make(), n)
+            made = make()
+            rate = made if isinstance(made, Rate) else timed(made, n)
             for where in ("raw", "prepared"):  # keep the clips timed: drop the warm-up batch
                 if name == f"ours, {where}" and r == 0:
                     drawn[where] = drawn[where][b : b + n]
@@ -215,113 +224,6 @@ def _rows(args, raw: str, prepared: str, status: Dict[str, str]) -> Tuple[Dict[s
                 f"  round {r + 1}: {name}: {rate.per_core:.2f} clips/CPU-s, {rate.per_second:.2f} clips/s", flush=True
             )
     return rates, drawn
-
-
-def clips_per_video_line(rates: Dict[str, Rate]) -> str:
-    """Our loader with ``data.clips_per_video=2`` vs 1 on the same raw set, per core (same rounds)."""
-    two, one = rates[MULTI].per_core, rates["ours, raw"].per_core
-    return f"clips_per_video=2 vs 1 (ours, raw, per core): {two / one:.2f}x ({two:.2f} vs {one:.2f} clips/CPU-s)"
-
-
-def _table(rates: Dict[str, Rate], raw_bound: str, prep_bound: str) -> List[str]:
-    lines = [
-        f"| {'pipeline':<52} | clips/CPU-s (per core) | clips/s (wall) | vs decode-only bound |",
-        f"|{'-' * 54}|-----------------------:|---------------:|---------------------:|",
-    ]
-    for name, rate in rates.items():
-        bound = rates[prep_bound if name.endswith("prepared") or "prepared," in name else raw_bound]
-        ratio = f"{rate.per_core / bound.per_core:19.2f}x" if name.startswith("ours") else f"{'-':>20}"
-        lines.append(f"| {name:<52} | {rate.per_core:22.2f} | {rate.per_second:14.2f} | {ratio} |")
-    return lines
-
-
-def _goals(rates: Dict[str, Rate], status: Dict[str, str]) -> List[str]:
-    ours_raw, ours_prep = rates["ours, raw"].per_core, rates["ours, prepared"].per_core
-    lines = [
-        f"prepared vs raw (ours, per core): {ours_prep / ours_raw:.2f}x (goal >= 2x: "
-        f"{'met' if ours_prep >= 2 * ours_raw else 'NOT met'})"
-    ]
-    peer_raw = {
-        k: v.per_core
-        for k, v in rates.items()
-        if k.endswith(", raw") and not k.startswith(("ours", "decode")) and "decode only" not in k
-    }
-    if peer_raw:
-        best = max(peer_raw, key=peer_raw.get)
-        lines.append(
-            f"ours vs the best peer loader on raw files (per core): {ours_raw / peer_raw[best]:.2f}x vs {best} "
-            f"(goal >= 1.5x: {'met' if ours_raw >= 1.5 * peer_raw[best] else 'NOT met'}); ours on prepared "
-            f"files vs it: {ours_prep / peer_raw[best]:.2f}x"
-        )
-    lines += [f"peer not measured: {k}: {v}" for k, v in status.items() if v]
-    lines.append(
-        "loader / decode-only bound (reported, not a goal): "
-        f"raw {ours_raw / rates['decode-only bound, raw'].per_core:.2f}x, "
-        f"prepared {ours_prep / rates['decode-only bound, prepared'].per_core:.2f}x"
-    )
-    return lines
-
-
-# ------------------------------------------------------------------------------------ extra runs
-def gop_sweep(args, raw: str, clips: Clips, work: str) -> List[str]:
-    """Per keyframe interval (and GOP 32 with x264's default CABAC instead of CAVLC): prepared MB per
-    10 s of video and decode-only CPU ms per clip on ``clips`` (the clips our loader drew), against
-    the raw files (x264's default keyframe interval)."""
-    tens = args.videos * args.seconds / 10
-    raw_ms = timed(bound_clips(clips), len(clips)).cpu * 1e3
-    rows, raw_mb = [], 0.0
-    for gop, cabac in [(g, False) for g in args.gops] + [(32, True)]:
-        out = os.path.join(work, f"gop{gop}_{cabac}")
-        shutil.rmtree(out, ignore_errors=True)
-        p = prepare_set(raw, out, gop, args.prep_workers, cabac=cabac)
-        ms = timed(bound_clips(on_prepared(clips, out)), len(clips)).cpu * 1e3
-        rows.append(
-            f"| {gop}{', CABAC' if cabac else ''} | {p.mb_prepared / tens:.2f} | {ms:.1f} | {raw_ms / ms:.2f}x | "
-            f"{p.cpu_s / p.videos:.2f} |"
-        )
-        raw_mb = p.mb_raw
-        shutil.rmtree(out, ignore_errors=True)
-    return [
-        "| keyframe every (short side 320, CAVLC) | MB per 10 s | decode-only CPU ms per clip | vs raw | "
-        "prepare CPU s per video |",
-        "|---|---:|---:|---:|---:|",
-        f"| raw: 360p, x264 defaults (250, CABAC) | {raw_mb / tens:.2f} | {raw_ms:.1f} | 1.00x | - |",
-    ] + rows
-
-
-def rss_check(data, workers: int, early: int, late: int, batch_size: int, seed: int) -> str:
-    """Resident memory (main + workers) of one persistent ``workers``-worker loader after ``early``
-    and ``late`` clips: the later must stay within 10% of the earlier."""
-    from videoattn.data import build_dataset, build_loader
-
-    data = replace(data, num_workers=workers)
-    loader = build_loader(build_dataset(data, "train"), data, batch_size, seed=seed)
-    seen, epoch, rss, procs = 0, 0, {}, 0
-    while seen < late:
-        loader.sampler.set_epoch(epoch)
-        for batch in loader:
-            seen += int(batch["clip"].shape[0])
-            pids = [os.getpid()] + [w.pid for w in getattr(getattr(loader, "_iterator", None), "_workers", [])]
-            for mark in (early, late):
-                if seen >= mark and mark not in rss:
-                    rss[mark], procs = sum(_rss_mb(pid) for pid in pids), len(pids)
-            if seen >= late:
-                break
-        epoch += 1
-    growth = rss[late] / rss[early] - 1
-    return (
-        f"resident memory, {workers} workers + main ({procs} processes): {rss[early]:.0f} MiB after {early} clips, "
-        f"{rss[late]:.0f} MiB after {late} clips: {growth * 100:+.1f}% "
-        f"({'within' if abs(growth) <= 0.1 else 'OUTSIDE'} 10%)"
-    )
-
-
-def _rss_mb(pid: int) -> float:
-    try:
-        with open(f"/proc/{pid}/status") as f:
-            return next(int(line.split()[1]) for line in f if line.startswith("VmRSS:")) / 1024
-    except (OSError, StopIteration):
-        return 0.0
 
 
 # ------------------------------------------------------------------------------------------- main
@@ -350,6 +252,15 @@ def _arguments(argv: List[str]) -> argparse.Namespace:
         metavar=("EARLY", "LATE"),
         help="also the memory check of a 2-worker loader after EARLY and LATE clips",
     )
+    p.add_argument(
+        "--decoder-rss",
+        type=int,
+        nargs=2,
+        default=None,
+        metavar=("EARLY", "LATE"),
+        help="also each decoder's resident memory after EARLY and LATE clips (prepared files, a fresh process each)",
+    )
+    p.add_argument("--exactness", action="store_true", help="also every decoder on every file kind vs a reference")
     p.add_argument("--no-peers", action="store_true", help="only our rows (e.g. another source size)")
     p.add_argument("--quick", action="store_true", help="tiny set, few clips, one round: the code paths only")
     p.add_argument("opts", nargs="*", default=[], help="key=value config overrides")
@@ -360,6 +271,8 @@ def _arguments(argv: List[str]) -> argparse.Namespace:
         args.opts = ["data.train_jitter_scales=[64,80]", "data.train_crop_size=56", *args.opts]
         if args.rss:
             args.rss = [4, 8]
+        if args.decoder_rss:
+            args.decoder_rss = [4, 8]
     return args
 
 
@@ -386,33 +299,43 @@ def main(argv: List[str]) -> int:
         f"defaults (keyframe interval 250) in {raw} ({time.time() - started:.0f} s)",
         flush=True,
     )
-    prepared = os.path.join(tmp.name, "prepared")
-    prep = prepare_set(raw, prepared, 32, args.prep_workers)
+    roots = {
+        "raw": raw,
+        **{where: os.path.join(tmp.name, where.replace(", ", "_").replace(" ", "_")) for where in SETS[1:]},
+    }
+    prep = prepare_set(raw, roots[SETS[1]], 32, args.prep_workers)
+    prepare_set(raw, roots[SETS[2]], 32, args.prep_workers, b_pyramid=True)
     status = {peer: "--no-peers" for peer in ("pytorchvideo", "mmaction2")} if args.no_peers else peers.available()
     d = _config(args, raw)
     print(
         f"recipe ({args.config}): {d.num_frames} frames x rate {d.sampling_rate} at {d.target_fps:g} fps, jitter "
         f"{list(d.train_jitter_scales)}, crop {d.train_crop_size}; batches of {args.batch_size}; {args.clips} clips "
         f"per row and round, {args.rounds} rounds; cpus={os.cpu_count()}; load average before: "
-        f"{' '.join(f'{x:.2f}' for x in os.getloadavg())}",
+        f"{' '.join(f'{x:.2f}' for x in os.getloadavg())}; decoders: "
+        + "; ".join(f"{m.name} = {m.side or 'this venv'}" for m in MODES.values() if m.library == "decord")
+        + (f" ({decoders.decord2_missing()})" if decoders.decord2_missing() else ""),
         flush=True,
     )
-    rates, drawn = _rows(args, raw, prepared, status)
+    rates, drawn = _rows(args, roots, status)
     print(f"\nload average after: {' '.join(f'{x:.2f}' for x in os.getloadavg())}\n")
-    print("\n".join(_table(rates, "decode-only bound, raw", "decode-only bound, prepared")))
+    print("\n".join(data_report.table(rates)))
     print(f"\nours drew the same clips on raw and prepared files: {same_clips(drawn['raw'], drawn['prepared'])}")
     print(
-        f"preparation (short side 320, keyframe every 32, veryfast crf 23 CAVLC, {prep.workers} worker): "
-        f"{prep.videos} videos "
+        f"preparation (short side 320, keyframe every 32, veryfast crf 23 CAVLC, unreferenced B-frames, "
+        f"{prep.workers} worker): {prep.videos} videos "
         f"in {prep.wall_s:.1f} s wall, {prep.cpu_s:.1f} CPU s: {prep.videos / prep.cpu_s:.2f} videos/s per core "
         f"({prep.cpu_s / prep.videos:.2f} CPU s per {args.seconds:g}-s video); "
         f"{prep.mb_raw:.1f} MB raw -> {prep.mb_prepared:.1f} MB prepared"
     )
-    print(clips_per_video_line(rates))
-    print("\n".join(_goals(rates, status)))
+    print(data_report.clips_per_video_line(rates))
+    print("\n".join(data_report.goals(rates, status)))
     if args.gops:
         print("\n" + "\n".join(gop_sweep(args, raw, drawn["raw"], tmp.name)))
     if args.rss:
         print("\n" + rss_check(d, 2, args.rss[0], args.rss[1], args.batch_size, args.seed))
+    if args.decoder_rss:
+        print("\n" + "\n".join(decoder_rss(drawn["prepared"], *args.decoder_rss)))
+    if args.exactness:
+        print("\n" + "\n".join(exactness(tmp.name)))
     tmp.cleanup()
     return 0

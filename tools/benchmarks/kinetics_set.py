@@ -103,10 +103,12 @@ def _megabytes(folder: str) -> float:
     )
 
 
-def prepare_set(raw: str, out: str, gop: int, workers: int, short_side: int = 320, cabac: bool = False) -> Preparation:
+def prepare_set(
+    raw: str, out: str, gop: int, workers: int, short_side: int = 320, cabac: bool = False, b_pyramid: bool = False
+) -> Preparation:
     """Run prepare_data's library on the raw set (already cut: kept whole, scaled, re-encoded with a
-    keyframe every ``gop`` frames, CAVLC unless ``cabac``) into ``out``; a ``train.txt`` list for
-    pytorchvideo is added."""
+    keyframe every ``gop`` frames, CAVLC unless ``cabac``, unreferenced B-frames unless ``b_pyramid``)
+    into ``out``; a ``train.txt`` list for pytorchvideo is added."""
     from videoattn.datasets.prepare_run import PrepareOptions, run_prepare
 
     cpu0, t0 = _children_cpu(), time.perf_counter()
@@ -120,6 +122,7 @@ def prepare_set(raw: str, out: str, gop: int, workers: int, short_side: int = 32
         workers=workers,
         progress=False,
         cabac=cabac,
+        b_pyramid=b_pyramid,
     )
     lines: List[str] = []
     if run_prepare(opts, echo=lines.append) != 0:

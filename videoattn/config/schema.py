@@ -97,8 +97,10 @@ class DataConfig:
     mean: List[float] = each([0.45, 0.45, 0.45], lambda x: True, "a number", length=3)  # R, G, B
     std: List[float] = each([0.225, 0.225, 0.225], lambda x: x > 0, "> 0", length=3)  # R, G, B
     num_workers: int = at_least(0, 4)  # DataLoader workers per process
-    decode_threads: int = at_least(0, 1)  # decord decoding threads per reader (0: decord's choice)
-    decoding_backend: str = one_of("decord", ("decord", "pyav"))  # pyav: PyAV only; decord: PyAV once per broken file
+    decode_threads: int = at_least(0, 1)  # decord decoding threads per reader (0: decord's choice); PyAV: 1
+    # pyav: PyAV alone (the fastest per core, exact on every file kind tested: docs/benchmarks.md, decoders);
+    # decord: the installed `import decord` (decord 0.6.0, or decord2 installed in its place), PyAV once per broken file
+    decoding_backend: str = one_of("pyav", ("decord", "pyav"))
     decode_timeout: float = at_least(0, 30.0)  # s per clip decode before the video counts as broken; 0: no limit
     num_retries: int = at_least(0, 10)  # train/val: other videos tried before a broken sample raises
     # Training only: N clips of each video from one decode, each with its own augmentation (PySlowFast

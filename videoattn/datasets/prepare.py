@@ -22,7 +22,8 @@ Rotation: a source with a display rotation (a phone video stored sideways) is tu
 written without one (:mod:`videoattn.data.orientation`, shared with ``predict --render``), so the
 output shows what players and decord show; ``PrepareResult.rotated`` says by how many degrees.
 
-Output: H.264 (libx264, CAVLC entropy coding unless ``cabac``: cheaper to decode) yuv420p ``.mp4``,
+Output: H.264 (libx264, CAVLC entropy coding unless ``cabac``: cheaper to decode; B-frames that no
+frame references unless ``b_pyramid``: a reader can skip them) yuv420p ``.mp4``,
 short side ``short_side`` (a smaller source keeps its size: upscaling adds bytes, not information),
 both sides even, a keyframe at least every ``gop`` frames, no audio, the source's average frame
 rate. Each output is encoded in memory, written to a temporary file next to its destination,
@@ -76,6 +77,7 @@ class PrepareJob:
     crf: int = 23
     preset: str = "veryfast"
     cabac: bool = False  # False: CAVLC entropy coding (same picture, ~12% larger, decodes ~1.45x faster)
+    b_pyramid: bool = False  # False: B-frames no frame references, which a reader may skip (x264 b-pyramid=none)
 
 
 @dataclass
@@ -245,14 +247,18 @@ def _encode(frames: Iterator[object], fps: Fraction, job: PrepareJob) -> Encoded
 
 
 def x264_options(job: PrepareJob) -> dict:
-    """libx264 options of ``job``: its preset and crf, one thread, and CAVLC unless ``job.cabac``.
+    """libx264 options of ``job``: its preset and crf, one thread, CAVLC unless ``job.cabac``, and
+    B-frames that no other frame references unless ``job.b_pyramid``.
 
     CAVLC instead of x264's default CABAC changes only the entropy coding: the same frames at the same
-    crf, more bytes, but decoding (once per clip per epoch) is much cheaper: measured in
-    docs/benchmarks.md (keyframe interval and entropy coding)."""
+    crf, more bytes, but decoding (once per clip per epoch) is much cheaper. With x264's default
+    pyramid some B-frames are references; without it none is, so the PyAV reader lets the decoder drop
+    every B-frame a clip does not sample (``skip_frame``): a sparse clip (8 x 8) decodes about a third
+    of its span. Both measured in docs/benchmarks.md (keyframe interval and entropy coding; decoders)."""
     options = {"preset": job.preset, "crf": str(job.crf), "threads": "1"}
-    if not job.cabac:
-        options["x264-params"] = "cabac=0"
+    params = ([] if job.cabac else ["cabac=0"]) + ([] if job.b_pyramid else ["b-pyramid=none"])
+    if params:
+        options["x264-params"] = ":".join(params)
     return options
 
 

@@ -85,6 +85,7 @@ class PrepareOptions:
     time_limit: float = 300.0  # seconds per video
     progress: bool = True
     cabac: bool = False  # True: x264's default CABAC (smaller files, slower decoding)
+    b_pyramid: bool = False  # True: x264's referenced B-frames (the format before 2026-12-07; benchmarks only)
 
 
 @dataclass
@@ -108,8 +109,12 @@ class RunState:
 
 # ---------------------------------------------------------------------------------------- manifest
 def _params(job: PrepareJob) -> str:
+    """The settings an output was made with. Unreferenced B-frames (the default since 2026-12-07) add
+    nothing, so outputs from before are kept by a rerun (the same frames; only PyAV's skipping gains
+    less on them); ``b_pyramid`` outputs say so."""
     return (
         f"{ENCODER} short_side={job.short_side} gop={job.gop} crf={job.crf} preset={job.preset} cabac={int(job.cabac)}"
+        + (" b_pyramid=1" if job.b_pyramid else "")
     )
 
 
@@ -308,6 +313,7 @@ def plan_jobs(rows: List[Row], inputs: Inputs, classes: List[str], opts: Prepare
             opts.crf,
             opts.preset,
             opts.cabac,
+            opts.b_pyramid,
         )
         planned.append(Planned(row, rel, job, (st.st_size, st.st_mtime_ns)))
     return planned
