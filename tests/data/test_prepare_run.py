@@ -301,3 +301,31 @@ def test_shipped_kinetics400_class_list(tmp_path):
         ["missing", "no aaa_000000_000010.* or aaa.* under the source folder"],
         ["missing", "no bbb_000000_000010.* or bbb.* under the source folder"],
         ["bad row", "label 'not a kinetics class' is not in the class list"]]
+
+
+def test_ctrl_c_right_after_a_manifest_line_counts_that_video(tmp_path, monkeypatch):
+    """Ctrl-C that lands between writing a manifest line and counting it: the interrupt line must give
+    the manifest's count (fault injection: SIGINT to this process just after the second line)."""
+    from videoattn.datasets import prepare_run
+
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    for name in ("v1", "v2", "v3"):
+        long_indexed_video(str(raw / f"{name}.mp4"), 2, 25)
+    ann = tmp_path / "t.csv"
+    ann.write_text("label,youtube_id,time_start,time_end,split\n" + "".join(f"a,{n},0,1,train\n" for n in ("v1", "v2", "v3")))
+    out = tmp_path / "out"
+    real_append, written = prepare_run._append, []
+
+    def append_then_ctrl_c(handle, entry):
+        real_append(handle, entry)
+        written.extend([] if entry.get("claimed") else [entry])
+        if len(written) == 2 and not entry.get("claimed"):
+            os.kill(os.getpid(), signal.SIGINT)  # delivered before the next bytecode
+
+    monkeypatch.setattr(prepare_run, "_append", append_then_ctrl_c)
+    lines = []
+    opts = PrepareOptions([str(ann)], str(raw), str(out), short_side=64, workers=1, progress=False)
+    assert run_prepare(opts, echo=lines.append) == 130
+    assert lines[-1].startswith("interrupted: ")
+    assert int(lines[-1].split()[1]) == len(load_manifest(str(out))) == 2

@@ -27,6 +27,7 @@ import io
 import json
 import math
 import os
+import signal
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -208,6 +209,22 @@ def _append(handle, entry: dict) -> None:
     os.fsync(handle.fileno())
 
 
+@contextlib.contextmanager
+def _ctrl_c_after():
+    """Ctrl-C (SIGINT) during the block is raised when it ends. A Python-level handler, not a signal
+    mask: CPython runs handlers in the main thread whichever thread the OS delivered to."""
+    hit = []
+    old = signal.signal(signal.SIGINT, lambda *args: hit.append(args))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, old)
+        if hit and callable(old):  # Python's default raises KeyboardInterrupt; SIG_IGN stays ignored
+            old(*hit[0])
+        elif hit and old == signal.SIG_DFL:
+            raise KeyboardInterrupt
+
+
 def remove_temporaries(path: str) -> None:
     """Delete the temporary files a killed writer of ``path`` left (``.<name>.*.tmp``)."""
     folder, name = os.path.split(path)
@@ -349,9 +366,10 @@ def execute(
             p, result = todo[index], _pool_result(todo[index], status, value)
             bar.update(1)
             if result.ok:
-                _append(manifest, _entry(p, result))
-                state.good[id(p.row)] = p.rel
-                state.new += 1
+                with _ctrl_c_after():  # the manifest and the count the interrupt line gives agree
+                    _append(manifest, _entry(p, result))
+                    state.good[id(p.row)] = p.rel
+                    state.new += 1
                 state.seconds += result.seconds
                 state.rotated += bool(result.rotated)
                 continue
