@@ -90,6 +90,9 @@ def test_data_benchmark_quick_runs_every_row(tmp_path):
         assert re.search(rf"ours vs the best peer loader on the same {where} files \(per core\): [\d.]+x", out) or (
             "peer not measured" in out
         )
+        best = re.search(rf"the same {where} files \(per core\): [\d.]+x vs (.+?) \(goal", out)
+        if best and "mmaction2" in best.group(1):  # its uint8 output against ours with the same output
+            assert re.search(rf"the same output as {re.escape(best.group(1))} \(uint8 clips, .*\): [\d.]+x", out)
     assert re.search(r"unreferenced vs referenced B-frames in prepared files \(ours, per core\): [\d.]+x", out)
     for name in ("decord", "pyav") + (() if decord2_missing() else ("decord2",)):
         assert re.search(rf"resident memory, {name} \(decode only, one fresh process\): [\d]+ MiB after 4 clips", out)
