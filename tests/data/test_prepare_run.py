@@ -315,7 +315,7 @@ def test_ctrl_c_right_after_a_manifest_line_counts_that_video(tmp_path, monkeypa
     ann = tmp_path / "t.csv"
     ann.write_text("label,youtube_id,time_start,time_end,split\n" + "".join(f"a,{n},0,1,train\n" for n in ("v1", "v2", "v3")))
     out = tmp_path / "out"
-    real_append, written = prepare_run._append, []
+    real_append, written = prepare_run.append_entry, []
 
     def append_then_ctrl_c(handle, entry):
         real_append(handle, entry)
@@ -323,7 +323,7 @@ def test_ctrl_c_right_after_a_manifest_line_counts_that_video(tmp_path, monkeypa
         if len(written) == 2 and not entry.get("claimed"):
             os.kill(os.getpid(), signal.SIGINT)  # delivered before the next bytecode
 
-    monkeypatch.setattr(prepare_run, "_append", append_then_ctrl_c)
+    monkeypatch.setattr(prepare_run, "append_entry", append_then_ctrl_c)
     lines = []
     opts = PrepareOptions([str(ann)], str(raw), str(out), short_side=64, workers=1, progress=False)
     assert run_prepare(opts, echo=lines.append) == 130

@@ -1,16 +1,12 @@
 """The ``tools/prepare_data.py`` run: rows -> jobs -> worker processes -> verified outputs + reports.
 
-Restarts: every verified output is recorded in ``<output>/.prepare_manifest.jsonl`` (one JSON line,
-appended and fsynced by the main process right after the worker has renamed the file into place):
-its size and mtime, frames, fps, the source's size and mtime and the encoding settings. A rerun
-skips an output whose manifest entry still matches all of these (a ``stat``, no decoding) and redoes
-everything else: a changed source or setting, a file changed since. Before any job runs, its output
-is *claimed* in the manifest (``{"output": ..., "claimed": true}``), so an output killed between
-rename and record is still known as ours and is redone; a file at an output path that the manifest
-never named was not written by this tool and is left alone (a failed.csv row). Temporary files of
-killed workers (``.<name>.mp4.*.tmp``) are swept from the jobs' folders before and after the jobs
-run. A run holds ``<output>/.prepare.lock`` (``flock``: released by the kernel even after
-``kill -9``), so two runs never write one folder.
+Restarts: every verified output is recorded in the folder's manifest right after the worker has
+renamed it into place, and every output is claimed there before its job runs
+(:mod:`videoattn.datasets.prepare_manifest`): a rerun skips what is still verified and redoes the
+rest; a file the manifest never named is not ours and is left alone. Temporary files of killed
+workers (``.<name>.mp4.*.tmp``) are swept from the jobs' folders before and after the jobs run. A
+run holds ``<output>/.prepare.lock`` (``flock``: released by the kernel even after ``kill -9``), so
+two runs never write one folder.
 
 Written at the end (atomically): the clean annotation files (``<output>/<input name>``, good rows
 only, same format), ``classes.txt``, ``failed.csv`` (``path,reason,detail,row``; this run's
@@ -22,27 +18,35 @@ from __future__ import annotations
 import contextlib
 import csv
 import fcntl
-import glob
 import io
-import json
 import math
 import os
 import signal
 import time
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Callable, Dict, Iterator, List, Optional, Set, Tuple
+from typing import Callable, Dict, List, Optional
 
 from videoattn.data.annotations import load_classes
 from videoattn.datasets.prepare import (
     CRASHED,
-    ENCODER,
-    NOT_OURS,
     TIME_LIMIT,
     UNREADABLE,
     PrepareJob,
     PrepareResult,
     prepare_video,
+)
+from videoattn.datasets.prepare_manifest import (
+    MANIFEST,
+    Planned,
+    append_entry,
+    claim,
+    entry_of,
+    is_verified,
+    keep_foreign_files,
+    load_manifest,
+    remove_temporaries,
+    sweep_temporaries,
 )
 from videoattn.datasets.prepare_rows import (
     Failure,
@@ -65,7 +69,7 @@ from videoattn.utils.workers import OK as POOL_OK
 from videoattn.utils.workers import TIME_LIMIT as POOL_TIME_LIMIT
 from videoattn.utils.workers import run_tasks, usable_cores
 
-MANIFEST, LOCK = ".prepare_manifest.jsonl", ".prepare.lock"
+LOCK = ".prepare.lock"
 REPORTS = ("classes.txt", "failed.csv", MANIFEST, LOCK)  # written by the run: no clean copy may take these names
 X264_PRESETS = ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower", "veryslow")
 DEFAULT_GOP = 32  # measured: decode cost flat for 16..32, +10% at 64; 32 is the smallest file there (docs/)
@@ -90,14 +94,6 @@ class PrepareOptions:
 
 
 @dataclass
-class Planned:
-    row: Row
-    rel: str
-    job: PrepareJob
-    source_stat: Tuple[int, int]
-
-
-@dataclass
 class RunState:
     good: Dict[int, str] = field(default_factory=dict)  # id(row) -> output relative path
     new: int = 0
@@ -106,107 +102,6 @@ class RunState:
     stopped: str = ""  # why the run stopped early
     rotated: int = 0  # new outputs turned upright (display rotation)
     workers: int = 0  # worker processes used
-
-
-# ---------------------------------------------------------------------------------------- manifest
-def _params(job: PrepareJob) -> str:
-    """The settings an output was made with. Unreferenced B-frames (the default since 2026-12-07) add
-    nothing, so outputs from before are kept by a rerun (the same frames; only PyAV's skipping gains
-    less on them); ``b_pyramid`` outputs say so."""
-    return (
-        f"{ENCODER} short_side={job.short_side} gop={job.gop} crf={job.crf} preset={job.preset} cabac={int(job.cabac)}"
-        + (" b_pyramid=1" if job.b_pyramid else "")
-    )
-
-
-def _job_key(p: Planned) -> dict:
-    """What an output was made from: the source (path, size, mtime), the settings and the span."""
-    return dict(
-        source=os.path.abspath(p.job.source),
-        source_size=p.source_stat[0],
-        source_mtime_ns=p.source_stat[1],
-        params=_params(p.job),
-        span=[p.job.start, p.job.end],
-    )
-
-
-def _entry(p: Planned, result: PrepareResult) -> dict:
-    return dict(
-        output=p.rel,
-        **_job_key(p),
-        size=result.size,
-        mtime_ns=result.mtime_ns,
-        frames=result.frames,
-        fps=result.fps,
-        width=result.width,
-        height=result.height,
-    )
-
-
-def _manifest_lines(out_dir: str) -> Iterator[dict]:
-    """Every whole entry of the manifest; a torn last line (killed mid-write) is ignored."""
-    with contextlib.suppress(FileNotFoundError), open(os.path.join(out_dir, MANIFEST), encoding="utf-8") as f:
-        for line in f:
-            with contextlib.suppress(ValueError):
-                entry = json.loads(line)
-                if isinstance(entry, dict) and isinstance(entry.get("output"), str):
-                    yield entry
-
-
-def load_manifest(out_dir: str) -> Dict[str, dict]:
-    """{output relative path: its latest verified entry} (claims are not entries)."""
-    return {e["output"]: e for e in _manifest_lines(out_dir) if not e.get("claimed")}
-
-
-def claimed_outputs(out_dir: str) -> Set[str]:
-    """Every output relative path this tool ever claimed or verified in ``out_dir``: its own files."""
-    return {e["output"] for e in _manifest_lines(out_dir)}
-
-
-def keep_foreign_files(todo: List[Planned], out_dir: str, inputs: Inputs) -> List[Planned]:
-    """``todo`` without the jobs whose output path holds a file this tool did not write (the manifest
-    never named it): each becomes a failed.csv row and the file stays as it is."""
-    ours, kept = claimed_outputs(out_dir), []
-    for p in todo:
-        if p.rel not in ours and os.path.lexists(p.job.output):
-            inputs.failures.append(
-                Failure(
-                    p.job.source,
-                    NOT_OURS,
-                    f"{p.job.output} exists and was not written by "
-                    "prepare_data: move it away or choose another --output",
-                    p.row.where,
-                )
-            )
-        else:
-            kept.append(p)
-    return kept
-
-
-def claim(handle, todo: List[Planned]) -> None:
-    """Record, before any job runs, that these outputs are ours (one write, one fsync)."""
-    if todo:
-        handle.write("".join(json.dumps(dict(output=p.rel, claimed=True)) + "\n" for p in todo))
-        handle.flush()
-        os.fsync(handle.fileno())
-
-
-def is_verified(p: Planned, entry: Optional[dict], out_dir: str) -> bool:
-    """True if the output exists unchanged since it was verified with this job's source and settings."""
-    if entry is None:
-        return False
-    try:
-        st = os.stat(os.path.join(out_dir, p.rel))
-    except OSError:
-        return False
-    want = dict(_job_key(p), size=st.st_size, mtime_ns=st.st_mtime_ns)
-    return all(entry.get(k) == v for k, v in want.items())
-
-
-def _append(handle, entry: dict) -> None:
-    handle.write(json.dumps(entry) + "\n")
-    handle.flush()
-    os.fsync(handle.fileno())
 
 
 @contextlib.contextmanager
@@ -223,25 +118,6 @@ def _ctrl_c_after():
             old(*hit[0])
         elif hit and old == signal.SIG_DFL:
             raise KeyboardInterrupt
-
-
-def remove_temporaries(path: str) -> None:
-    """Delete the temporary files a killed writer of ``path`` left (``.<name>.*.tmp``)."""
-    folder, name = os.path.split(path)
-    for tmp in glob.glob(os.path.join(glob.escape(folder), "." + glob.escape(name) + ".*.tmp")):
-        with contextlib.suppress(OSError):
-            os.remove(tmp)
-
-
-def sweep_temporaries(folders) -> None:
-    """Delete the temporary files of killed writers (``.<name>.mp4.*.tmp``) in ``folders`` (one listing
-    each); called under the output lock, so no live writer owns them."""
-    for folder in folders:
-        with contextlib.suppress(OSError):
-            for name in os.listdir(folder):
-                if name.startswith(".") and name.endswith(".tmp") and ".mp4." in name:
-                    with contextlib.suppress(OSError):
-                        os.remove(os.path.join(folder, name))
 
 
 # ------------------------------------------------------------------------------------------- setup
@@ -367,7 +243,7 @@ def execute(
             bar.update(1)
             if result.ok:
                 with _ctrl_c_after():  # the manifest and the count the interrupt line gives agree
-                    _append(manifest, _entry(p, result))
+                    append_entry(manifest, entry_of(p, result))
                     state.good[id(p.row)] = p.rel
                     state.new += 1
                 state.seconds += result.seconds
