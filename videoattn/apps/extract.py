@@ -34,13 +34,9 @@ Under torchrun the videos are sharded across ranks; the files equal a single-pro
 
 from __future__ import annotations
 
-import glob
-import hashlib
-import json
 import logging
 import os
 import sys
-from collections import Counter
 from dataclasses import dataclass
 from typing import Dict, List, Optional, Sequence, Tuple, Union
 
@@ -49,10 +45,21 @@ import torch
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
+from videoattn.apps.extract_files import (
+    INDEX_COLUMNS,
+    TRUNCATED_COLUMNS,
+    finished_meta,
+    index_row,
+    output_names,
+    remove_stale_temps,
+    same_file,
+    save_video,
+    truncated_row,
+)
+from videoattn.apps.inputs import list_inputs, video_ids
 from videoattn.config import Config, DataConfig, FeaturesConfig
-from videoattn.data.annotations import ENCODING, VIDEO_EXTENSIONS, read_annotations
 from videoattn.data.transforms import DeviceNormalizer
-from videoattn.data.windows import VideoOutputs, Window, WindowChunk, WindowError, WindowStream, per_video
+from videoattn.data.windows import VideoOutputs, WindowChunk, WindowError, WindowStream, per_video
 from videoattn.engine.inference import class_names_for
 from videoattn.engine.session import open_session
 from videoattn.evaluation.metrics import NonFiniteError
@@ -65,30 +72,11 @@ from videoattn.utils.distributed import (
     is_main_process,
     main_process_claim,
 )
-from videoattn.utils.errors import InputNotFound, UsageError
-from videoattn.utils.io import atomic_path, atomic_write_csv, atomic_write_text
-from videoattn.utils.walk import walk_files
+from videoattn.utils.io import atomic_write_csv, atomic_write_text
 
 log = logging.getLogger(__name__)
 
-SCORES_DIR = "scores"  # scores/<id>.npy: a subfolder, so no video id can collide with another's scores
-INDEX_COLUMNS = [
-    "video",
-    "path",
-    "num_windows",
-    "fps",
-    "duration_s",
-    "window_s",
-    "stride_s",
-    "feature_shape",
-    "dtype",
-    "layer",
-    "features",
-    "windows",
-    "weights",  # where the model's weights came from (empty in files written before this column)
-]
 NON_FINITE = "NaN or inf features/scores"  # the failed.csv reason of a video whose outputs are not finite
-TRUNCATED_COLUMNS = ["video", "path", "decoded_frames", "declared_frames", "decoded_s", "declared_s", "num_windows"]
 
 
 @dataclass
@@ -98,192 +86,6 @@ class RankTally:
     failed: List[Tuple[int, str]]  # (video index, reason), sorted
     written: int  # videos written by this run
     skipped: int  # videos already done by an earlier run
-
-
-def video_ids(paths: Sequence[str]) -> List[str]:
-    """One output name per input path, unique; a function of the whole list only, so every rank
-    and every re-run of the same input agree.
-
-    The file stem; where stems collide, the path below the inputs' common folder with separators
-    turned into ``__``; where those collide too (``x.mp4`` next to ``x.avi``), with the extension
-    (``x_avi``); where even that collides, with 8 hex digits of the SHA-1 of the absolute path.
-    """
-    absolute = [os.path.abspath(p) for p in paths]
-    common = os.path.commonpath(absolute) if len(paths) > 1 else ""
-
-    def below(p: str) -> str:
-        return os.path.relpath(p, common) if common and p != common else os.path.basename(p)
-
-    levels = [
-        lambda p: os.path.splitext(os.path.basename(p))[0],
-        lambda p: os.path.splitext(below(p))[0].replace(os.sep, "__"),
-        lambda p: below(p).replace(os.sep, "__").replace(".", "_"),
-        lambda p: below(p).replace(os.sep, "__").replace(".", "_") + "-" + hashlib.sha1(p.encode()).hexdigest()[:8],
-    ]
-    ids = [levels[0](p) for p in absolute]
-    for level in levels[1:]:
-        counts = Counter(ids)
-        if len(counts) == len(ids):
-            break
-        ids = [level(p) if counts[i] > 1 else i for p, i in zip(absolute, ids)]
-    if len(set(ids)) != len(ids):
-        dup = [p for p, i in zip(paths, ids) if ids.count(i) > 1]
-        raise UsageError(f"inputs name the same file more than once: {dup[:4]}")
-    return ids
-
-
-def _unique_paths(paths: Sequence[str]) -> List[str]:
-    """``paths`` without repeats of one file (by real path), keeping the first; warns with the count."""
-    seen, out = set(), []
-    for p in paths:
-        key = os.path.realpath(p)
-        if key not in seen:
-            seen.add(key)
-            out.append(p)
-    if len(out) < len(paths):
-        log.warning(
-            "features: %d inputs name a video listed before; each video is extracted once", len(paths) - len(out)
-        )
-    return out
-
-
-def list_inputs(data: DataConfig, source: str) -> Tuple[List[str], List[str]]:
-    """``(video paths, missing paths)`` from a video file, a folder (recursive) or a list file.
-
-    A list file is either one video path per line, or anything the dataset reads for a split
-    (Kinetics CSV, PySlowFast list), resolved against ``data.root`` as in training; labels are
-    not read (no class list is needed). Each video is listed once.
-    """
-    if os.path.isdir(source):
-        found = [p for p in walk_files(source) if p.lower().endswith(VIDEO_EXTENSIONS)]
-        return _unique_paths(sorted(found)), []
-    if source.lower().endswith(VIDEO_EXTENSIONS):
-        return ([source], []) if os.path.isfile(source) else ([], [source])
-    if not os.path.isfile(source):
-        raise InputNotFound(f"--input {source}: no such video, folder or list file")
-    with open(source, encoding=ENCODING) as f:
-        lines = [ln.strip() for ln in f if ln.strip()]
-    if lines and all(ln.lower().endswith(VIDEO_EXTENSIONS) for ln in lines):
-        base = os.path.dirname(os.path.abspath(source))
-        paths = [ln if os.path.isabs(ln) or os.path.exists(ln) else os.path.join(base, ln) for ln in lines]
-        return _unique_paths([p for p in paths if os.path.isfile(p)]), [p for p in paths if not os.path.isfile(p)]
-    ann = read_annotations(
-        data.root, os.path.abspath(source), data.train_split, data.classes_file, "test", labels=False
-    )
-    return [v[0] for v in ann.videos], list(ann.missing)
-
-
-def _finished(out_dir: str, vid: str, need_scores: bool = False) -> Optional[dict]:
-    """The ``.json`` of a finished video ``vid`` (its ``.npy`` and ``.json`` both exist, and with
-    ``need_scores`` its ``scores/<vid>.npy`` too), else None."""
-    npy, meta = os.path.join(out_dir, vid + ".npy"), os.path.join(out_dir, vid + ".json")
-    if not (os.path.isfile(npy) and os.path.isfile(meta)):
-        return None
-    try:
-        with open(meta, encoding="utf-8") as f:
-            found = json.load(f)
-    except (OSError, ValueError):
-        return None
-    if need_scores and not (found.get("scores") and os.path.isfile(os.path.join(out_dir, found["scores"]))):
-        return None
-    return found
-
-
-def _same_file(a: str, b: str) -> bool:
-    return os.path.realpath(a) == os.path.realpath(b)
-
-
-def _remove_stale_temps(out_dir: str, vid: str) -> None:
-    """Temp files a killed run left behind (``atomic_path`` names them ``.<name>.*.tmp``)."""
-    for name in (vid + ".npy", vid + ".json", os.path.join(SCORES_DIR, vid + ".npy")):
-        folder, base = os.path.split(os.path.join(out_dir, name))
-        for tmp in glob.glob(os.path.join(glob.escape(folder), "." + glob.escape(base) + ".*.tmp")):
-            os.remove(tmp)
-
-
-def _save_npy(path: str, array: np.ndarray) -> None:
-    with atomic_path(path) as tmp:
-        with open(tmp, "wb") as f:
-            np.save(f, array)
-
-
-def _save_video(
-    out_dir: str,
-    vid: str,
-    path: str,
-    win: Window,
-    declared: int,
-    feats: np.ndarray,
-    features: FeaturesConfig,
-    scores: Optional[np.ndarray] = None,
-    weights: str = "",
-) -> dict:
-    """Write ``scores/<vid>.npy`` (if any), ``<vid>.json``, then ``<vid>.npy`` (which marks it done);
-    ``weights``: where the model's weights came from (a probe checks its backbone against it)."""
-    meta = {
-        "video": vid,
-        "path": path,
-        "fps": win.fps,
-        "num_video_frames": win.num_frames,
-        "duration_s": win.num_frames / win.fps,
-        "declared_frames": declared,
-        "declared_duration_s": declared / win.fps,
-        "truncated": declared > win.num_frames,
-        "window_s": win.window_s,
-        "stride_s": win.stride_s,
-        "num_windows": len(win.starts),
-        "starts_s": win.starts,
-        "ends_s": win.ends,
-        "frame_indices": win.indices,
-        "repeated_samples": win.repeated,
-        "layer": features.layer,
-        "dtype": features.dtype,
-        "feature_shape": list(feats.shape),
-        "weights": weights,
-    }
-    if scores is not None:
-        _save_npy(os.path.join(out_dir, SCORES_DIR, vid + ".npy"), scores)
-        meta.update(
-            scores=f"{SCORES_DIR}/{vid}.npy",
-            scores_shape=list(scores.shape),
-            scores_kind="softmax",
-            classes="classes.txt",
-        )
-    atomic_write_text(os.path.join(out_dir, vid + ".json"), json.dumps(meta) + "\n")
-    _save_npy(os.path.join(out_dir, vid + ".npy"), feats)
-    return meta
-
-
-def _index_row(meta: dict) -> list:
-    return [
-        meta["video"],
-        meta["path"],
-        meta["num_windows"],
-        f"{meta['fps']:.6g}",
-        f"{meta['duration_s']:.6f}",
-        f"{meta['window_s']:.6f}",
-        f"{meta['stride_s']:.6f}",
-        "x".join(map(str, meta["feature_shape"])),
-        meta["dtype"],
-        meta["layer"],
-        meta["video"] + ".npy",
-        meta["video"] + ".json",
-        meta.get("weights", ""),
-    ]
-
-
-def _truncated_row(meta: dict) -> Optional[list]:
-    if not meta.get("truncated"):
-        return None
-    return [
-        meta["video"],
-        meta["path"],
-        meta["num_video_frames"],
-        meta["declared_frames"],
-        f"{meta['duration_s']:.3f}",
-        f"{meta['declared_duration_s']:.3f}",
-        meta["num_windows"],
-    ]
 
 
 @torch.inference_mode()
@@ -433,15 +235,8 @@ def _write_video(
         failed[k] = _non_finite_reason(feats, scores)
         log.warning("features: not writing %s: %s", paths[k], failed[k])
         return 0
-    _save_video(out_dir, ids[k], paths[k], got.window, got.declared_frames, feats, f, scores, weights)
+    save_video(out_dir, ids[k], paths[k], got.window, got.declared_frames, feats, f, scores, weights)
     return 1
-
-
-def output_names(ids: Sequence[str], save_scores: bool) -> List[str]:
-    """Every file extraction may write into its folder (never one it did not create:
-    :mod:`videoattn.utils.outputs`)."""
-    names = ["index.csv", "truncated.csv", "failed.csv"] + [i + ext for i in ids for ext in (".npy", ".json")]
-    return names + (["classes.txt"] + [os.path.join(SCORES_DIR, i + ".npy") for i in ids] if save_scores else [])
 
 
 def _non_finite_reason(feats: np.ndarray, scores: Optional[np.ndarray]) -> str:
@@ -471,18 +266,18 @@ def _plan(
     finished without the scores ``need_scores`` asks for is done again."""
     todo, skipped, refused = [], 0, {}
     for k in range(get_rank(), len(paths), get_world_size()):
-        _remove_stale_temps(out_dir, ids[k])
-        meta = _finished(out_dir, ids[k])
+        remove_stale_temps(out_dir, ids[k])
+        meta = finished_meta(out_dir, ids[k])
         if (
             meta is not None
-            and _same_file(meta.get("path", ""), paths[k])
+            and same_file(meta.get("path", ""), paths[k])
             and need_scores
-            and _finished(out_dir, ids[k], need_scores) is None
+            and finished_meta(out_dir, ids[k], need_scores) is None
         ):
             meta = None  # same video, scores not yet written: do it again
         if meta is None:
             todo.append((k, paths[k]))
-        elif _same_file(meta.get("path", ""), paths[k]):
+        elif same_file(meta.get("path", ""), paths[k]):
             skipped += 1
         else:
             refused[k] = (
@@ -501,10 +296,10 @@ def _report(
     failed_set = {k for k, _ in all_failed}
     rows, short = [], []
     for k, vid in enumerate(ids):
-        meta = None if k in failed_set else _finished(out_dir, vid)
+        meta = None if k in failed_set else finished_meta(out_dir, vid)
         if meta is not None:
-            rows.append(_index_row(meta))
-            short += [r for r in [_truncated_row(meta)] if r]
+            rows.append(index_row(meta))
+            short += [r for r in [truncated_row(meta)] if r]
     atomic_write_csv(os.path.join(out_dir, "index.csv"), INDEX_COLUMNS, rows)
     atomic_write_csv(os.path.join(out_dir, "truncated.csv"), TRUNCATED_COLUMNS, short)
     fail_rows = [[ids[k], paths[k], reason] for k, reason in all_failed] + [

@@ -1,6 +1,6 @@
 """Predictions for videos without labels (what ``tools/predict.py`` runs).
 
-Per video (``<id>``: :func:`videoattn.apps.extract.video_ids`):
+Per video (``<id>``: :func:`videoattn.apps.inputs.video_ids`):
 
 * the top-k classes and scores from exactly the views ``test_net`` scores: the test dataset's
   ``test.num_ensemble_views`` x ``test.num_spatial_crops`` views, aggregated by ``test.aggregation``
@@ -33,7 +33,8 @@ from typing import List, Optional, Sequence, Tuple
 import torch
 
 from videoattn.apps.exported import apply_record, load_onnx_model
-from videoattn.apps.extract import list_inputs, video_ids, window_loader
+from videoattn.apps.extract import window_loader
+from videoattn.apps.inputs import list_inputs, video_ids
 from videoattn.apps.render import render_timeline, render_video
 from videoattn.apps.timeline import WindowTopK, segments, timeline_rows, window_topk
 from videoattn.config import Config
