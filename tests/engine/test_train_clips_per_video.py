@@ -75,6 +75,10 @@ def test_resume_iteration_counts_videos_and_knows_clips_per_video():
     assert resume_iteration(pos, DistInfo(0, 1, 0, torch.device("cpu")), 4, 1, 6, "ck", 2) == (4, None)
     old = {k: v for k, v in pos.items() if k != "clips_per_video"}  # checkpoints from before the option: 1
     assert resume_iteration(old, info, 2, 1, 6, "ck", 1) == (4, parts[1])
+    # another sampler (data.balance) orders the epoch differently: as many videos, not the saved part
+    assert resume_iteration(dict(pos, balance="none"), info, 2, 1, 6, "ck", 2, "sampler") == (4, None)
+    assert resume_iteration(dict(pos, balance="sampler"), info, 2, 1, 6, "ck", 2, "sampler") == (4, parts[1])
+    assert resume_iteration(pos, info, 2, 1, 6, "ck", 2, "loss") == (4, parts[1])  # same order as none
 
 
 @pytest.mark.slow

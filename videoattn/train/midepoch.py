@@ -151,6 +151,7 @@ def save_position(
             "world_size": info.world_size,
             "batch_size": loader.batch_size,  # videos per process
             "clips_per_video": cfg.data.clips_per_video,
+            "balance": cfg.data.balance,  # which sampler drew the epoch's order
             "accumulation_steps": cfg.train.accumulation_steps,
             "ranks": parts,
         }
@@ -171,31 +172,38 @@ def resume_iteration(
     batches_per_epoch: int,
     path: str,
     clips_per_video: int = 1,
+    balance: str = "none",
 ) -> Tuple[int, Optional[dict]]:
     """(batches done in the epoch under way, this rank's part) of a checkpoint's ``position``;
     ``batch_size``: videos per process and batch (``loader.batch_size``).
 
-    Same world size, per-process batch and ``clips_per_video``: exactly where it stopped. Otherwise
-    (a different number of processes or clips per video) the epoch goes on after as many videos as
-    were done, in a different order (a warning says so), at an update boundary of this run.
+    Same world size, per-process batch, ``clips_per_video`` and ``data.balance``: exactly where it
+    stopped. Otherwise (a different number of processes or clips per video, or another sampler: its
+    order of the epoch differs) the epoch goes on after as many videos as were done, in a different
+    order (a warning says so), at an update boundary of this run.
     """
     if not position:
         return 0, None
     was = (position["world_size"], position["batch_size"], position.get("clips_per_video", 1))
-    if was == (info.world_size, batch_size, clips_per_video):
+    was_balance = position.get("balance", "none")  # checkpoints from before data.balance: none
+    same_sampler = (was_balance == "sampler") == (balance == "sampler")  # none and loss shuffle alike
+    if was == (info.world_size, batch_size, clips_per_video) and same_sampler:
         return position["iteration"], position["ranks"][info.rank]
     videos = position["iteration"] * position["batch_size"] * position["world_size"]
     iteration = min(videos // (batch_size * info.world_size), batches_per_epoch)
     if iteration < batches_per_epoch:
         iteration -= iteration % accumulation
     logger.warning(
-        "%s stopped mid-epoch with %d processes x %d videos (x %d clips); this run has %d x %d (x %d): "
-        "the epoch goes on at iteration %d (about as many videos), not in the same order",
+        "%s stopped mid-epoch with %d processes x %d videos (x %d clips, data.balance=%s); this run has "
+        "%d x %d (x %d, data.balance=%s): the epoch goes on at iteration %d (about as many videos), not in the "
+        "same order",
         path,
         *was,
+        was_balance,
         info.world_size,
         batch_size,
         clips_per_video,
+        balance,
         iteration,
     )
     return iteration, None

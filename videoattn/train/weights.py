@@ -57,6 +57,7 @@ def resume_or_finetune(state: TrainState, cfg: Config, info: DistInfo, loader) -
         len(loader),
         path,
         cfg.data.clips_per_video,
+        cfg.data.balance,
     )
     logger.info(
         "resumed from %s (epoch %d done, global step %d%s)",
