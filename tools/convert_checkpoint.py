@@ -29,6 +29,7 @@ from videoattn.models.convert import SOURCES, convert_file
 from videoattn.models.pretrained import load_pretrained_weights
 from videoattn.utils.outputs import check_not_input, claim_files
 from videoattn.utils.serialization import CheckpointError
+from videoattn.utils.state_dict import ConversionError
 
 
 def _convert(args, model) -> tuple:
@@ -62,7 +63,7 @@ def main(argv=None) -> int:
         check_not_input(args.output, [args.input] if args.input else [])
         try:
             notes, source, extra, what = _convert(args, model)
-        except (ValueError, KeyError, FileNotFoundError, CheckpointError) as e:
+        except (ConversionError, FileNotFoundError, CheckpointError) as e:  # anything else is a bug: traceback
             sys.exit(f"conversion failed: {e}")
     ckpt = make_checkpoint(model.state_dict(), config_to_dict(cfg), source=source, conversion_notes=notes, **extra)
     with exit_on_user_error(distributed=False):  # never replace a file this tool did not write

@@ -21,6 +21,7 @@ from videoattn.utils.lock import LockError
 from videoattn.utils.outputs import OutputError
 from videoattn.utils.rendezvous import RendezvousError
 from videoattn.utils.serialization import CheckpointError, UntrustedCheckpointError
+from videoattn.utils.state_dict import ConversionError
 
 USER_ERRORS = [
     ConfigError,
@@ -42,6 +43,7 @@ USER_ERRORS = [
     RendezvousError,
     CheckpointError,
     UntrustedCheckpointError,
+    ConversionError,
 ]
 
 # Patches the model's forward with a bug, then runs the tool named by argv[1] as python would.

@@ -15,6 +15,7 @@ from videoattn.config import config_from_dict, load_config
 from videoattn.engine.checkpoint import load_checkpoint
 from videoattn.models import build_model
 from videoattn.models.convert import convert_state_dict, from_pyslowfast, read_state_dict
+from videoattn.utils.state_dict import ConversionError
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -213,7 +214,7 @@ def test_mismatches_fail_clearly(ptv_i3d, tmp_path):
     wrong = build_model(load_config(None, ["model.preset=SLOW_R50"]).model)
     with pytest.raises(ValueError, match="stem.conv.weight"):
         convert_state_dict("pytorchvideo", ptv_i3d.state_dict(), wrong)
-    with pytest.raises(KeyError, match="two-pathway"):
+    with pytest.raises(ConversionError, match="two-pathway"):
         from_pyslowfast({"s1.pathway1_stem.conv.weight": torch.zeros(1)})
     bad = tmp_path / "garbage.pyth"
     bad.write_bytes(b"not a checkpoint")
@@ -295,3 +296,34 @@ def test_output_never_replaces_the_input_or_a_file_the_tool_did_not_write(tmp_pa
     proc = _convert_r18(converted, converted)  # its own output as the input: still the input
     assert proc.returncode == 1 and "is the input file" in proc.stderr
     assert src.read_bytes() == source_bytes and set(load_checkpoint(str(converted))) >= {"model_state"}
+
+
+# Patches the pytorchvideo renaming with a bug, then runs the tool named by argv[1] as python would.
+BUGGY_RENAME = """import runpy, sys
+import videoattn.models.convert as convert
+def from_pytorchvideo(state):
+    raise KeyError("injected bug in the renaming")
+convert.from_pytorchvideo = from_pytorchvideo
+sys.argv = sys.argv[1:]
+runpy.run_path(sys.argv[0], run_name="__main__")
+"""
+
+
+@pytest.mark.slow
+def test_a_bug_in_the_conversion_keeps_its_traceback(tmp_path):
+    """Only a ConversionError (weights that do not fit) becomes one line; a KeyError from a bug in the
+    conversion code is not dressed up as "conversion failed" but fails with its traceback."""
+    src, wrapper = tmp_path / "w.pth", tmp_path / "buggy_rename.py"
+    torch.save({"blocks.0.conv.weight": torch.zeros(1)}, src)
+    wrapper.write_text(BUGGY_RENAME)
+    args = ["--source", "pytorchvideo", "--input", str(src), "--config", "configs/kinetics400/I3D_R50.yaml"]
+    proc = subprocess.run(
+        [sys.executable, str(wrapper), "tools/convert_checkpoint.py", *args, "--output", str(tmp_path / "x.pyth")],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env=_env(),
+    )
+    assert proc.returncode == 1 and "Traceback (most recent call last)" in proc.stderr, proc.stderr[-2000:]
+    assert proc.stderr.strip().splitlines()[-1] == "KeyError: 'injected bug in the renaming'", proc.stderr[-2000:]
+    assert "conversion failed" not in proc.stderr and not (tmp_path / "x.pyth").exists()

@@ -31,7 +31,7 @@ from torch import nn
 
 from videoattn.models.inflate import inflate_state_dict
 from videoattn.utils.serialization import CheckpointError, UntrustedCheckpointError, load_file
-from videoattn.utils.state_dict import check_finite_state, unwrap_state_dict
+from videoattn.utils.state_dict import ConversionError, check_finite_state, unwrap_state_dict
 
 SOURCES = ("torchvision", "pytorchvideo", "pyslowfast")
 _PTV_BRANCH = {
@@ -64,7 +64,7 @@ def rename_keys(
     state: Dict[str, torch.Tensor], rules: Sequence[Rule], source: str, unknown: str = ""
 ) -> Dict[str, torch.Tensor]:
     """``state`` with every key renamed by the first rule whose pattern matches it; a key no rule
-    matches is a ``KeyError`` naming it (``unknown`` is appended to the message)."""
+    matches is a :class:`ConversionError` naming it (``unknown`` is appended to the message)."""
     out = {}
     for key, value in unwrap_state_dict(state).items():
         for pattern, name in rules:
@@ -72,7 +72,7 @@ def rename_keys(
                 out[name(m)] = value
                 break
         else:
-            raise KeyError(f"{source} key {key} has no counterpart{unknown}")
+            raise ConversionError(f"{source} key {key} has no counterpart{unknown}")
     return out
 
 
@@ -80,7 +80,7 @@ def sub_module(table: Dict[str, str], rest: str, source: str, key: str) -> str:
     """``'branch2.conv_a.weight'`` -> ``'conv1.weight'`` through ``table`` (module names)."""
     module, _, param = rest.rpartition(".")
     if module not in table:
-        raise KeyError(f"{source} key {key}: unknown sub-module '{module}'")
+        raise ConversionError(f"{source} key {key}: unknown sub-module '{module}'")
     return f"{table[module]}.{param}"
 
 
@@ -108,7 +108,7 @@ def from_pyslowfast(state: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
     """Rename a PySlowFast single-pathway ResNet ``model_state`` (C2D / I3D / Slow, with or without NL)."""
     two = next((k for k in state if "pathway1" in k), None)
     if two:
-        raise KeyError(f"PySlowFast key {two}: two-pathway (SlowFast) checkpoints are not supported")
+        raise ConversionError(f"PySlowFast key {two}: two-pathway (SlowFast) checkpoints are not supported")
     return rename_keys(
         state,
         [
@@ -131,7 +131,7 @@ def from_pyslowfast(state: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
 def check_compatible(
     state: Dict[str, torch.Tensor], model: nn.Module, source: str, allow_missing_head: bool = False
 ) -> List[str]:
-    """Raise ``ValueError`` naming mismatched/unknown keys; return the model keys left as initialised."""
+    """Raise :class:`ConversionError` naming mismatched/unknown keys; return the model keys left as initialised."""
     target = model.state_dict()
     unknown = [k for k in state if k not in target]
     shape = [
@@ -140,7 +140,7 @@ def check_compatible(
         if k in target and v.shape != target[k].shape
     ]
     if unknown or shape:
-        raise ValueError(
+        raise ConversionError(
             f"{source} weights do not fit this model (check depth, base_channels, temporal, "
             f"non_local.locations, num_classes): unknown keys {unknown[:5]}, shape mismatches {shape[:5]}"
         )
@@ -150,7 +150,7 @@ def check_compatible(
     allowed = [k for k in missing if ".cbam." in k or ".nl." in k or (allow_missing_head and k.startswith("head."))]
     hard = [k for k in missing if k not in allowed]
     if hard:
-        raise ValueError(f"{source} weights lack {len(hard)} keys of this model, e.g. {hard[:5]}")
+        raise ConversionError(f"{source} weights lack {len(hard)} keys of this model, e.g. {hard[:5]}")
     return missing
 
 
@@ -171,7 +171,7 @@ def convert_state_dict(
     elif source == "pyslowfast":
         converted = from_pyslowfast(state)
     else:
-        raise ValueError(f"unknown source '{source}'; choose one of {', '.join(SOURCES)}")
+        raise ConversionError(f"unknown source '{source}'; choose one of {', '.join(SOURCES)}")
     missing = check_compatible(converted, model, source)
     return converted, [f"{k}: left as initialised" for k in missing]
 
@@ -189,7 +189,7 @@ def read_state_dict(path: str, trust: bool = False) -> Dict[str, torch.Tensor]:
     except UntrustedCheckpointError:
         raise
     except CheckpointError as e:
-        raise ValueError(f"{e}; Caffe2 .pkl checkpoints must be converted with PySlowFast first") from None
+        raise ConversionError(f"{e}; Caffe2 .pkl checkpoints must be converted with PySlowFast first") from None
     if isinstance(obj, nn.Module):
         obj = obj.state_dict()
     if isinstance(obj, dict):
@@ -198,7 +198,7 @@ def read_state_dict(path: str, trust: bool = False) -> Dict[str, torch.Tensor]:
                 obj = obj[key]
                 break
     if not isinstance(obj, dict) or not obj or not all(torch.is_tensor(v) for v in obj.values()):
-        raise ValueError(f"{path} holds no state dict (expected tensors, or a dict with 'model_state')")
+        raise ConversionError(f"{path} holds no state dict (expected tensors, or a dict with 'model_state')")
     check_finite_state(obj, path)  # NaN/inf weights: refused, named
     return obj
 

@@ -18,6 +18,8 @@ from typing import Dict, List, Tuple
 import torch
 from torch import nn
 
+from videoattn.utils.state_dict import ConversionError
+
 _RENAMES = [(r"^conv1\.", "stem.conv."), (r"^bn1\.", "stem.bn."), (r"^fc\.", "head.proj.")]
 
 
@@ -50,7 +52,7 @@ def inflate_state_dict(
 
     Returns ``(state3d, skipped)``: ``skipped`` lists 2D keys that have no counterpart or whose
     shape cannot fit (e.g. a 1000-class ``fc`` for a 400-class head), with the reason.
-    Raises ``ValueError`` if the layouts are incompatible (different depth or width).
+    Raises :class:`ConversionError` if the layouts are incompatible (different depth or width).
     """
     target = model.state_dict()
     out: Dict[str, torch.Tensor] = {}
@@ -67,14 +69,14 @@ def inflate_state_dict(
             if name.startswith("head."):
                 skipped.append(f"{key}: shape {tuple(value.shape)} != {tuple(want.shape)} (head left as initialised)")
                 continue
-            raise ValueError(
+            raise ConversionError(
                 f"cannot inflate {key} {tuple(value.shape)} into {name} {tuple(want.shape)}: "
                 "does the config's depth/base_channels match the 2D network?"
             )
         out[name] = value.to(want.dtype)
     missing_backbone = [k for k in target if k not in out and not _is_extra(k)]
     if missing_backbone:
-        raise ValueError(f"2D state dict lacks {len(missing_backbone)} backbone keys, e.g. {missing_backbone[:3]}")
+        raise ConversionError(f"2D state dict lacks {len(missing_backbone)} backbone keys, e.g. {missing_backbone[:3]}")
     return out, skipped
 
 

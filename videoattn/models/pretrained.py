@@ -38,6 +38,7 @@ from videoattn.utils.download import DownloadError  # noqa: F401  (raised by fet
 from videoattn.utils.errors import UsageError
 from videoattn.utils.resources import kinetics400_classes
 from videoattn.utils.serialization import CheckpointError
+from videoattn.utils.state_dict import ConversionError
 
 _K400 = {"source": "pytorchvideo", "num_classes": 400, "classes": "kinetics400"}
 _IMAGENET = {"source": "torchvision", "num_classes": 1000, "classes": "imagenet1k"}
@@ -138,15 +139,15 @@ def layout_hint(name: str, entry: dict) -> str:
 
 
 def verify_by_conversion(path: str, entry: dict) -> None:
-    """Raise ``ValueError`` unless the pytorchvideo file at ``path`` converts into the entry's
-    preset model with every key and shape matching (no key missing, none unknown)."""
+    """Raise :class:`ConversionError` (a ``ValueError``) unless the pytorchvideo file at ``path``
+    converts into the entry's preset model with every key and shape matching (none missing or unknown)."""
     try:
         converted = from_pytorchvideo(read_state_dict(path))
         missing = check_compatible(converted, reference_model(entry), "pytorchvideo")
-    except (ValueError, KeyError, CheckpointError) as e:
-        raise ValueError(f"it does not convert into {entry['preset']}: {str(e).strip(chr(34) + chr(39))}") from None
+    except (ConversionError, CheckpointError) as e:
+        raise ConversionError(f"it does not convert into {entry['preset']}: {e}") from None
     if missing:
-        raise ValueError(f"it lacks {len(missing)} keys of {entry['preset']}, e.g. {missing[:3]}")
+        raise ConversionError(f"it lacks {len(missing)} keys of {entry['preset']}, e.g. {missing[:3]}")
 
 
 def fetch_pretrained(
@@ -204,7 +205,7 @@ def load_pretrained_weights(
             converted, notes = _pytorchvideo_state(state, model, name)
         else:
             converted, notes = convert_state_dict(entry["source"], state, model, inflation)
-    except ValueError as e:
+    except ConversionError as e:
         raise UsageError(f"{e}; {layout_hint(name, entry)}") from None
     model.load_state_dict(converted, strict=False)
     head_loaded = any(k.startswith("head.") for k in converted)

@@ -7,9 +7,18 @@ from typing import Any, Dict, List
 
 import torch
 
+from videoattn.utils.errors import OneLineError
 from videoattn.utils.serialization import CheckpointError
 
 WRAPPER_PREFIXES = ("module.", "_orig_mod.")
+
+
+class ConversionError(OneLineError, ValueError):
+    """Weights that do not convert into this model (a key without counterpart, a missing or
+    mis-shaped tensor, a file without a state dict): the tools print one line; any other exception
+    raised while converting is a bug and keeps its traceback."""
+
+    prefix = "conversion failed"
 
 
 def strip_wrapper_prefixes(name: str) -> str:
