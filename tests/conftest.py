@@ -8,7 +8,8 @@ val.txt, classes.txt). Treat it as read-only; copy it to modify it.
 
 Under xdist (``make test`` runs ``-n 2 --dist loadfile``: a file's tests stay on one worker, so
 module fixtures are built once) each worker runs its in-process torch on one thread, and the files
-that start tool processes are handed out first, so that no long file is left for the end.
+that start tool processes are handed out first (in that order: xdist's own re-sorting by test count
+is turned off), so that no long file is left for the end.
 """
 
 import fcntl
@@ -64,6 +65,12 @@ def pytest_configure(config):
     # pytorchvideo's import calls torch.jit.script, which warns; the library imports it under a filter
     # (videoattn/models/pretrained.py), test modules that import it directly get this one instead
     config.addinivalue_line("filterwarnings", "ignore:`torch.jit.script` is deprecated:FutureWarning")
+    # The controller hands out files in the workers' collection order (pytest_collection_modifyitems:
+    # slow files first). xdist >= 3.6 would re-sort them by test count (--loadscope-reorder, on by
+    # default), which puts long files of few tests (test_preemption_resume: 2 tests, ~1 min) last,
+    # with the other worker idle while one finishes them.
+    if hasattr(config.option, "loadscopereorder"):
+        config.option.loadscopereorder = False
     if _xdist_worker():  # 2 workers x torch's default thread pool would oversubscribe the cores
         os.environ.setdefault("OMP_NUM_THREADS", "1")
         import torch

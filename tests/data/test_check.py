@@ -14,10 +14,12 @@ from videoattn.data.annotations import clear_index_cache, read_annotations
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
-def _run(root, out, *args):
+def _run(root, out, *args, workers=1):
+    """check_data on one worker process (each is a spawned interpreter importing torch, ~2 s of CPU);
+    the test with broken and missing files runs it on two."""
     cmd = [sys.executable, os.path.join(REPO, "tools", "check_data.py"), "--config",
-           os.path.join(REPO, "configs", "synthetic", "I3D_NL_CBAM_R18.yaml"), "--workers", "2", "--no-progress",
-           "--output", str(out), *args, *SMALL, f"data.root={root}", f"output_dir={out}"]
+           os.path.join(REPO, "configs", "synthetic", "I3D_NL_CBAM_R18.yaml"), "--workers", str(workers),
+           "--no-progress", "--output", str(out), *args, *SMALL, f"data.root={root}", f"output_dir={out}"]
     env = dict(os.environ, PYTHONPATH=REPO, OMP_NUM_THREADS="1")
     return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=900)
 
@@ -38,7 +40,7 @@ def test_check_reports_broken_and_missing_and_writes_a_clean_annotation(syntheti
     os.remove(gone)
     files_before = sorted(os.listdir(os.path.join(root, "train")))
     out = tmp_path / "report"
-    r = _run(root, out, "--split", "train")
+    r = _run(root, out, "--split", "train", workers=2)
     assert r.returncode == 1, r.stdout + r.stderr
     assert "21 ok, 2 broken, 1 missing" in r.stdout and "Traceback" not in r.stderr
     rows = {row[0]: row for row in _csv(out / "check_train.csv")[1:]}

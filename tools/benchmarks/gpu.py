@@ -24,7 +24,8 @@ so a run cut short keeps what it measured, and progress lines are flushed as it 
    memory format that was faster eagerly; each row only if the remaining budget covers it.
 
 ``--quick`` shrinks everything (R50 layouts at width 8, 4x32x32, batch 2, 1-2 timed steps, C = 32/64
-non-local at 4x8x8, 2 gloo processes on 8 tiny videos, one compile with the ``aot_eager`` backend).
+non-local at 4x8x8, 2 gloo processes on 8 tiny videos with the demo model at width 8 and no precise-BN
+pass, one compile with the ``aot_eager`` backend).
 CPU rows carry no memory figures and no MFU; nothing here is a GPU number unless meta.device is CUDA.
 """
 
@@ -130,6 +131,8 @@ def settings(args: argparse.Namespace, device: torch.device) -> dict:
             epochs=max(1, math.ceil((2 if q else 100) / max(1, (videos // 8 * 8) // batch))),
             views=[1, 1] if q else [2, 3],
             threads=1 if q else None,
+            # quick: the demo model at width 8 without the precise-BN pass (the tools' paths, less compute)
+            overrides=["model.base_channels=8", "bn.use_precise_stats=false"] if q else [],
         ),
         "data": {
             "train_videos": videos,

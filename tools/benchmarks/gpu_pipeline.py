@@ -32,6 +32,7 @@ class Pipeline:
     epochs: int  # first run; the resume run adds one
     views: List[int] = field(default_factory=lambda: [2, 3])  # test: ensemble views x spatial crops
     threads: Optional[int] = None  # OMP_NUM_THREADS for single-process tools
+    overrides: List[str] = field(default_factory=list)  # more config overrides for every tool (quick: smaller)
 
 
 def make_dataset(root: str, train_videos: int, val_videos: int, seconds: float, size_scale: float) -> float:
@@ -83,6 +84,7 @@ def common_overrides(p: Pipeline, root: str, out: str) -> List[str]:
         f"data.num_workers={p.workers}",
         "data.normalize_on_device=true",
         "train.mixed_precision=bf16",
+        *p.overrides,
     ]
 
 
