@@ -3,6 +3,7 @@ variables (``SLURM_PROCID``, ``SLURM_NTASKS``, ``SLURM_LOCALID``, the node lists
 torchrun variables. Test helper, not part of the library."""
 
 import os
+import random
 import socket
 import subprocess
 import sys
@@ -13,8 +14,12 @@ LAUNCHER_VARS = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT
 
 
 def free_port_job_id() -> str:
-    """A job id whose derived port (10000 + id % 20000) is free here now."""
-    for port in range(10000 + os.getpid() % 19000, 30000):
+    """A job id whose derived port (10000 + id % 20000) is free here now. The scan starts at a random
+    port: the xdist workers' pids are adjacent, and scans from ``pid % 19000`` could meet on one
+    port (one test's ranks then join the other test's rendezvous and both wait until they time out)."""
+    start = random.SystemRandom().randrange(20000)
+    for offset in range(20000):
+        port = 10000 + (start + offset) % 20000
         with socket.socket() as s:
             try:
                 s.bind(("127.0.0.1", port))
