@@ -329,3 +329,20 @@ def test_ctrl_c_right_after_a_manifest_line_counts_that_video(tmp_path, monkeypa
     assert run_prepare(opts, echo=lines.append) == 130
     assert lines[-1].startswith("interrupted: ")
     assert int(lines[-1].split()[1]) == len(load_manifest(str(out))) == 2
+
+
+def test_a_run_off_the_main_thread_records_its_videos(tmp_path):
+    """A library caller may run prepare in a worker thread, where no signal handler can be set."""
+    import threading
+
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    long_indexed_video(str(raw / "v1.mp4"), 2, 25)
+    ann = tmp_path / "t.csv"
+    ann.write_text("label,youtube_id,time_start,time_end,split\na,v1,0,1,train\n")
+    out, codes = tmp_path / "out", []
+    opts = PrepareOptions([str(ann)], str(raw), str(out), short_side=64, workers=1, progress=False)
+    thread = threading.Thread(target=lambda: codes.append(run_prepare(opts, echo=lambda s: None)))
+    thread.start()
+    thread.join()
+    assert codes == [0] and len(load_manifest(str(out))) == 1

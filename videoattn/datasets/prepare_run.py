@@ -22,6 +22,7 @@ import io
 import math
 import os
 import signal
+import threading
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -107,7 +108,12 @@ class RunState:
 @contextlib.contextmanager
 def _ctrl_c_after():
     """Ctrl-C (SIGINT) during the block is raised when it ends. A Python-level handler, not a signal
-    mask: CPython runs handlers in the main thread whichever thread the OS delivered to."""
+    mask: CPython runs handlers in the main thread whichever thread the OS delivered to. Off the main
+    thread (a library caller's worker thread) no handler can be set, and none is needed there: Ctrl-C
+    is raised in the main thread."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
     hit = []
     old = signal.signal(signal.SIGINT, lambda *args: hit.append(args))
     try:
