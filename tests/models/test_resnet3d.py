@@ -118,6 +118,17 @@ def test_zero_init_makes_residual_branches_and_nonlocal_identity():
             assert torch.equal(last.weight.detach(), torch.zeros_like(last.weight)), name
 
 
+def test_zero_init_final_bn_off_starts_residual_branches_at_one_and_nonlocal_at_zero():
+    """model.zero_init_final_bn=false: the CBAM authors' ResNet init (every BN weight 1), while the
+    non-local output BN stays 0 (PySlowFast's NONLOCAL.ZERO_INIT_FINAL_BN, a separate switch there)."""
+    model = build_model(_cfg("model.preset=I3D_NL_CBAM_R18", "model.zero_init_final_bn=false").model)
+    blocks = [m for n, m in model.named_modules() if n.count(".") == 1 and n.startswith("res")]
+    nls = [m for m in model.modules() if isinstance(m, NonLocal3d)]
+    assert len(blocks) == 8 and len(nls) == 2
+    assert all(torch.equal(b.last_bn.weight.detach(), torch.ones_like(b.last_bn.weight)) for b in blocks)
+    assert all(torch.equal(nl.bn.weight.detach(), torch.zeros_like(nl.bn.weight)) for nl in nls)
+
+
 def test_reset_head():
     model = build_model(_cfg("model.preset=C2D_R18", "model.num_classes=10").model)
     reset_head(model, 4)

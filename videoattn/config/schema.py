@@ -183,6 +183,9 @@ class ModelConfig:
     temporal: Optional[str] = preset_or(one_of("", ("i3d", "c2d", "slow")))  # i3d: temporal kernel pattern
     num_classes: int = at_least(1, 400)
     dropout: float = fraction(0.5)
+    # PySlowFast's RESNET.ZERO_INIT_FINAL_BN: each residual branch's last BN starts at 0 (the block starts
+    # as the identity). False: at 1, as in the CBAM authors' ResNet. The demo's choice is measured there.
+    zero_init_final_bn: bool = True
     channels_last: Optional[bool] = (
         None  # channels_last_3d weights and inputs; null: on for CPU (measured faster), off on CUDA
     )

@@ -35,6 +35,7 @@ def build_model(model: ModelConfig) -> ResNet3D:
         cbam_reduction=m.cbam.reduction,
         cbam_kernel_size=m.cbam.kernel_size,
         cbam_form=CBAMForm(m.cbam.variant, m.cbam.order, m.cbam.gates),
+        zero_init_final_bn=m.zero_init_final_bn,
     )
     return to_channels_last_3d(net) if m.channels_last else net
 

@@ -197,6 +197,7 @@ class ResNet3D(nn.Module):
         cbam_reduction: int = 16,
         cbam_kernel_size: int = 7,
         cbam_form: Optional[CBAMForm] = None,
+        zero_init_final_bn: bool = True,
     ):
         super().__init__()
         if depth not in STAGE_DEPTHS:
@@ -241,10 +242,13 @@ class ResNet3D(nn.Module):
                 self.pool2 = nn.MaxPool3d((p, 1, 1), stride=(p, 1, 1)) if p > 1 else nn.Identity()
         self.feature_dim = in_channels
         self.head = Head(in_channels, num_classes, dropout)
-        self._init_weights()
+        self._init_weights(zero_init_final_bn)
 
-    def _init_weights(self) -> None:
-        """PySlowFast init: MSRA fan-out convs, BN (1, 0), final BN of every residual branch 0.
+    def _init_weights(self, zero_init_final_bn: bool) -> None:
+        """PySlowFast init: MSRA fan-out convs, BN (1, 0); with ``zero_init_final_bn`` (PySlowFast's
+        RESNET.ZERO_INIT_FINAL_BN) the final BN of every residual branch starts at 0, so each block
+        starts as the identity; without it, at 1 (the CBAM authors' ResNet init). The non-local
+        block's output BN starts at 0 either way (PySlowFast's NONLOCAL.ZERO_INIT_FINAL_BN).
 
         3D layers only: CBAM's 2D conv, 2D BN and MLP keep the init their form gives them."""
         for m in self.modules():
@@ -256,7 +260,7 @@ class ResNet3D(nn.Module):
                 nn.init.ones_(m.weight)
                 nn.init.zeros_(m.bias)
         for m in self.modules():
-            if isinstance(m, _ResBlock):
+            if isinstance(m, _ResBlock) and zero_init_final_bn:
                 nn.init.zeros_(m.last_bn.weight)
             elif isinstance(m, NonLocal3d):
                 nn.init.zeros_(m.bn.weight)
