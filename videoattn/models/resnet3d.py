@@ -178,6 +178,7 @@ class ResNet3D(nn.Module):
         cbam_stages: stages (2..5) whose every block applies CBAM to its residual branch (after
             the branch's last BN, before the residual add, as in the CBAM paper's ResNets).
         cbam_form: which CBAM (variant, order, gates; see :mod:`videoattn.models.cbam`).
+        zero_init_final_bn: each residual branch's last BN starts at 0 (PySlowFast) or at 1 (CBAM authors).
     """
 
     def __init__(
